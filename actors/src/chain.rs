@@ -1,0 +1,289 @@
+//! Chained operators inside one subtask.
+//!
+//! A chain is a tree: each operator hands its output batch to its chained successors by
+//! function call, and to *tails* — network writers (to other subtasks) and sinks. Tails buffer
+//! synchronously; the subtask drains them asynchronously after each step, which is where it
+//! waits for room downstream.
+//!
+//! Every call into operator code runs under [`guard`], which turns a panic or an error into a
+//! [`Fault`] naming that operator. A chained successor's fault is caught by the successor's own
+//! guard first, so the innermost operator is the one named.
+
+use crate::data::DataBatch;
+use crate::error::{FailureCause, OperatorLabel, panic_message};
+use crate::message::{CheckpointBarrier, StreamMessage, WatermarkStatus};
+use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
+use crate::partition::{BoxFuture, NetworkOutput};
+use crate::sink::ErasedSink;
+use crate::types::Watermark;
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// A failure inside a subtask, attributed to one operator.
+#[derive(Debug, Clone)]
+pub(crate) struct Fault {
+    pub(crate) operator: OperatorLabel,
+    pub(crate) cause: FailureCause,
+}
+
+impl From<OperatorFault> for FailureCause {
+    fn from(f: OperatorFault) -> Self {
+        match f {
+            OperatorFault::User(e) => FailureCause::Error(Arc::from(e)),
+            OperatorFault::Type(t) => FailureCause::Internal(t.to_string()),
+        }
+    }
+}
+
+/// Runs operator code, turning a panic or an error into a [`Fault`] naming `label`.
+pub(crate) fn guard<R, E: Into<FailureCause>>(
+    label: &OperatorLabel,
+    f: impl FnOnce() -> Result<R, E>,
+) -> Result<R, Fault> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(Fault {
+            operator: label.clone(),
+            cause: e.into(),
+        }),
+        Err(payload) => Err(Fault {
+            operator: label.clone(),
+            cause: FailureCause::Panic(panic_message(payload.as_ref())),
+        }),
+    }
+}
+
+/// Polls a future, turning a panic into an `Err` with its payload.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// Awaits user async code under `label`: a panic or error becomes a [`Fault`].
+pub(crate) async fn guard_async<R, E: Into<FailureCause>>(
+    label: &OperatorLabel,
+    fut: BoxFuture<'_, Result<R, E>>,
+) -> Result<R, Fault> {
+    match CatchUnwind(fut).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(Fault {
+            operator: label.clone(),
+            cause: e.into(),
+        }),
+        Err(payload) => Err(Fault {
+            operator: label.clone(),
+            cause: FailureCause::Panic(panic_message(payload.as_ref())),
+        }),
+    }
+}
+
+impl From<crate::error::UserError> for FailureCause {
+    fn from(e: crate::error::UserError) -> Self {
+        FailureCause::Error(Arc::from(e))
+    }
+}
+
+/// A control signal travelling down a chain in order with the data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Signal {
+    Watermark(Watermark),
+    Status(WatermarkStatus),
+    Barrier(CheckpointBarrier),
+    EndOfInput,
+}
+
+/// Where an operator's output goes.
+pub(crate) enum Output {
+    /// A chained operator, fed on the given logical input.
+    Operator(Box<ChainNode>, usize),
+    /// A tail of the subtask, by index.
+    Tail(usize),
+}
+
+/// One chained operator and its successors.
+pub(crate) struct ChainNode {
+    pub(crate) label: OperatorLabel,
+    pub(crate) info: TaskInfo,
+    pub(crate) op: Box<dyn ErasedOperator>,
+    pub(crate) outputs: Vec<Output>,
+}
+
+impl ChainNode {
+    pub(crate) fn open(&mut self) -> Result<(), Fault> {
+        let info = &self.info;
+        let op = &mut self.op;
+        guard(&self.label, || op.open(info))?;
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = o {
+                node.open()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn process(
+        &mut self,
+        input: usize,
+        batch: DataBatch,
+        tails: &mut [Tail],
+    ) -> Result<(), Fault> {
+        let op = &mut self.op;
+        if let Some(out) = guard(&self.label, || op.process(input, batch))? {
+            emit(&mut self.outputs, None, out, tails)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn signal(&mut self, signal: Signal, tails: &mut [Tail]) -> Result<(), Fault> {
+        let op = &mut self.op;
+        let emitted = match signal {
+            Signal::Watermark(wm) => guard(&self.label, || op.process_watermark(wm))?,
+            Signal::EndOfInput => guard(&self.label, || op.finish())?,
+            Signal::Status(_) | Signal::Barrier(_) => None,
+        };
+        if let Some(out) = emitted {
+            emit(&mut self.outputs, None, out, tails)?;
+        }
+        signal_outputs(&mut self.outputs, signal, tails)
+    }
+}
+
+/// Hands `batch` to every output (a clone to all but the last); `input` overrides the
+/// logical input of chained operators (see [`deliver`]).
+pub(crate) fn emit(
+    outputs: &mut [Output],
+    input: Option<usize>,
+    batch: DataBatch,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    if let Some((last, rest)) = outputs.split_last_mut() {
+        for o in rest {
+            deliver(o, input, batch.clone(), tails)?;
+        }
+        deliver(last, input, batch, tails)?;
+    }
+    Ok(())
+}
+
+/// Hands `batch` to one output; `input` overrides the logical input of a chained operator
+/// (used for the chain head, fed from input lanes).
+pub(crate) fn deliver(
+    output: &mut Output,
+    input: Option<usize>,
+    batch: DataBatch,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    match output {
+        Output::Operator(node, i) => node.process(input.unwrap_or(*i), batch, tails),
+        Output::Tail(t) => match tails.get_mut(*t) {
+            Some(tail) => tail.accept(batch),
+            None => Err(Fault {
+                operator: OperatorLabel::new(crate::types::NodeId(usize::MAX), "chain"),
+                cause: FailureCause::Internal(format!("tail {t} does not exist")),
+            }),
+        },
+    }
+}
+
+/// Passes a control signal to every output.
+pub(crate) fn signal_outputs(
+    outputs: &mut [Output],
+    signal: Signal,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    for o in outputs {
+        match o {
+            Output::Operator(node, _) => node.signal(signal, tails)?,
+            Output::Tail(t) => {
+                if let Some(tail) = tails.get_mut(*t) {
+                    tail.signal(signal);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Work queued for a sink.
+pub(crate) enum SinkWork {
+    Write(DataBatch),
+    Finish,
+}
+
+/// A sink at the end of a chain.
+pub(crate) struct SinkTail {
+    pub(crate) label: OperatorLabel,
+    pub(crate) info: TaskInfo,
+    pub(crate) sink: Box<dyn ErasedSink>,
+    pub(crate) work: VecDeque<SinkWork>,
+}
+
+impl SinkTail {
+    pub(crate) async fn open(&mut self) -> Result<(), Fault> {
+        guard_async(&self.label, self.sink.open(&self.info)).await
+    }
+
+    /// Runs the queued work. Only cancellation interrupts it (the in-flight write is then
+    /// abandoned with the job).
+    pub(crate) async fn run(&mut self) -> Result<(), Fault> {
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                SinkWork::Write(batch) => guard_async(&self.label, self.sink.write(batch)).await?,
+                SinkWork::Finish => guard_async(&self.label, self.sink.finish()).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The end of a chain: a network writer or a sink.
+pub(crate) enum Tail {
+    Network {
+        /// The operator whose output this is (a custom partitioner runs its code).
+        owner: OperatorLabel,
+        writer: Box<dyn NetworkOutput>,
+    },
+    Sink(SinkTail),
+}
+
+impl Tail {
+    fn accept(&mut self, batch: DataBatch) -> Result<(), Fault> {
+        match self {
+            Tail::Network { owner, writer } => guard(owner, || writer.emit(batch)),
+            Tail::Sink(s) => {
+                s.work.push_back(SinkWork::Write(batch));
+                Ok(())
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: Signal) {
+        match self {
+            Tail::Network { writer, .. } => writer.emit_control(match signal {
+                Signal::Watermark(wm) => StreamMessage::Watermark(wm),
+                Signal::Status(s) => StreamMessage::Status(s),
+                Signal::Barrier(b) => StreamMessage::Barrier(b),
+                Signal::EndOfInput => StreamMessage::EndOfInput,
+            }),
+            Tail::Sink(s) => {
+                if let Signal::EndOfInput = signal {
+                    s.work.push_back(SinkWork::Finish);
+                }
+            }
+        }
+    }
+}

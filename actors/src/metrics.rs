@@ -1,0 +1,260 @@
+//! Per-subtask metrics, readable while the job runs.
+//!
+//! Each subtask updates a few atomics once per batch (never per record). A
+//! [`JobMetricsSnapshot`] reads them all; two snapshots give rates and the busy /
+//! backpressured / idle shares of wall time (Flink's `busyTimeMsPerSecond`,
+//! `backPressuredTimeMsPerSecond`, `idleTimeMsPerSecond`).
+//!
+//! * **busy**: processing records, watermarks and barriers, or waiting for a sink's write;
+//! * **backpressured**: waiting for room in a downstream lane;
+//! * **idle**: waiting for input.
+
+use crate::lane::{LaneFill, LaneProbe};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Lifecycle state of a subtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SubtaskStatus {
+    /// Created, not yet running.
+    Created,
+    /// Running.
+    Running,
+    /// Finished its input.
+    Finished,
+    /// Stopped by cancellation.
+    Cancelled,
+    /// Failed.
+    Failed,
+}
+
+impl SubtaskStatus {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => SubtaskStatus::Running,
+            2 => SubtaskStatus::Finished,
+            3 => SubtaskStatus::Cancelled,
+            4 => SubtaskStatus::Failed,
+            _ => SubtaskStatus::Created,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            SubtaskStatus::Created => 0,
+            SubtaskStatus::Running => 1,
+            SubtaskStatus::Finished => 2,
+            SubtaskStatus::Cancelled => 3,
+            SubtaskStatus::Failed => 4,
+        }
+    }
+}
+
+/// The live counters of one subtask.
+#[derive(Debug)]
+pub struct SubtaskMetrics {
+    vertex: Arc<str>,
+    subtask_index: usize,
+    parallelism: u32,
+    pub(crate) records_in: AtomicU64,
+    pub(crate) records_out: Arc<AtomicU64>,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) backpressured_ns: AtomicU64,
+    pub(crate) idle_ns: AtomicU64,
+    watermark: AtomicI64,
+    status: AtomicU8,
+    lanes: Vec<LaneProbe>,
+}
+
+impl SubtaskMetrics {
+    pub(crate) fn new(
+        vertex: Arc<str>,
+        subtask_index: usize,
+        parallelism: u32,
+        records_out: Arc<AtomicU64>,
+        lanes: Vec<LaneProbe>,
+    ) -> Self {
+        SubtaskMetrics {
+            vertex,
+            subtask_index,
+            parallelism,
+            records_in: AtomicU64::new(0),
+            records_out,
+            busy_ns: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            status: AtomicU8::new(0),
+            lanes,
+        }
+    }
+
+    pub(crate) fn set_status(&self, status: SubtaskStatus) {
+        self.status.store(status.to_u8(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn status(&self) -> SubtaskStatus {
+        SubtaskStatus::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_watermark(&self, wm: i64) {
+        self.watermark.store(wm, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, v: u64) {
+        counter.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough reading of every counter.
+    pub fn snapshot(&self) -> SubtaskMetricsSnapshot {
+        let wm = self.watermark.load(Ordering::Relaxed);
+        SubtaskMetricsSnapshot {
+            vertex: self.vertex.to_string(),
+            subtask_index: self.subtask_index,
+            parallelism: self.parallelism,
+            status: self.status(),
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            busy: Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
+            backpressured: Duration::from_nanos(self.backpressured_ns.load(Ordering::Relaxed)),
+            idle: Duration::from_nanos(self.idle_ns.load(Ordering::Relaxed)),
+            input_lanes: self.lanes.iter().map(LaneProbe::fill).collect(),
+            watermark: (wm != i64::MIN).then_some(wm),
+        }
+    }
+}
+
+/// One subtask's counters at one moment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SubtaskMetricsSnapshot {
+    /// The job vertex (chain) name.
+    pub vertex: String,
+    /// Subtask index, from 0.
+    pub subtask_index: usize,
+    /// Parallelism of the vertex.
+    pub parallelism: u32,
+    /// Lifecycle state.
+    pub status: SubtaskStatus,
+    /// Records taken from the input lanes (for sources: 0, as in Flink).
+    pub records_in: u64,
+    /// Records sent into downstream lanes (sinks: 0).
+    pub records_out: u64,
+    /// Total time busy.
+    pub busy: Duration,
+    /// Total time waiting for room downstream.
+    pub backpressured: Duration,
+    /// Total time waiting for input.
+    pub idle: Duration,
+    /// Fill of each input lane, in lane order.
+    pub input_lanes: Vec<LaneFill>,
+    /// The last watermark this subtask forwarded, if any.
+    pub watermark: Option<i64>,
+}
+
+/// Every subtask's counters at one moment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobMetricsSnapshot {
+    /// Time since the job started.
+    pub elapsed: Duration,
+    /// One entry per subtask, by vertex then subtask index.
+    pub subtasks: Vec<SubtaskMetricsSnapshot>,
+}
+
+/// Rates between two snapshots of one subtask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubtaskRates {
+    /// The job vertex (chain) name.
+    pub vertex: String,
+    /// Subtask index.
+    pub subtask_index: usize,
+    /// Records in per second.
+    pub records_in_per_sec: f64,
+    /// Records out per second.
+    pub records_out_per_sec: f64,
+    /// Share of the interval spent busy, in milliseconds per second.
+    pub busy_ms_per_sec: f64,
+    /// Share spent backpressured, in milliseconds per second.
+    pub backpressured_ms_per_sec: f64,
+    /// Share spent idle, in milliseconds per second.
+    pub idle_ms_per_sec: f64,
+}
+
+impl JobMetricsSnapshot {
+    /// The subtasks whose vertex name contains `name`.
+    pub fn vertex<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SubtaskMetricsSnapshot> {
+        self.subtasks
+            .iter()
+            .filter(move |s| s.vertex.contains(name))
+    }
+
+    /// Rates per subtask between `earlier` and this snapshot.
+    pub fn rates_since(&self, earlier: &JobMetricsSnapshot) -> Vec<SubtaskRates> {
+        let secs = self
+            .elapsed
+            .saturating_sub(earlier.elapsed)
+            .as_secs_f64()
+            .max(1e-9);
+        self.subtasks
+            .iter()
+            .zip(&earlier.subtasks)
+            .map(|(now, then)| {
+                let ms = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() * 1e3 / secs;
+                SubtaskRates {
+                    vertex: now.vertex.clone(),
+                    subtask_index: now.subtask_index,
+                    records_in_per_sec: now.records_in.saturating_sub(then.records_in) as f64
+                        / secs,
+                    records_out_per_sec: now.records_out.saturating_sub(then.records_out) as f64
+                        / secs,
+                    busy_ms_per_sec: ms(now.busy, then.busy),
+                    backpressured_ms_per_sec: ms(now.backpressured, then.backpressured),
+                    idle_ms_per_sec: ms(now.idle, then.idle),
+                }
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for SubtaskMetricsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}/{}) {:?}: in={} out={} busy={:.1?} backpressured={:.1?} idle={:.1?}",
+            self.vertex,
+            self.subtask_index + 1,
+            self.parallelism,
+            self.status,
+            self.records_in,
+            self.records_out,
+            self.busy,
+            self.backpressured,
+            self.idle
+        )?;
+        if !self.input_lanes.is_empty() {
+            f.write_str(" lanes=[")?;
+            for (i, l) in self.input_lanes.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(" ")?;
+                }
+                write!(f, "{}/{}", l.queued, l.capacity)?;
+            }
+            f.write_str("]")?;
+        }
+        if let Some(wm) = self.watermark {
+            write!(f, " watermark={wm}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for JobMetricsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.subtasks {
+            writeln!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
