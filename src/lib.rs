@@ -1,1 +1,83 @@
-//! placeholder
+//! # actorflow
+//!
+//! Apache Flink's DataStream model in Rust, on a runtime where **every operator subtask is an
+//! actor with a bounded mailbox**. Records travel in batches over bounded lanes; a full lane
+//! makes its sender wait, so backpressure reaches the sources and memory stays bounded.
+//!
+//! ```
+//! use actorflow::prelude::*;
+//!
+//! # fn main() -> Result<(), JobError> {
+//! let env = StreamExecutionEnvironment::new();
+//! env.set_parallelism(2);
+//! let counts = env
+//!     .from_collection(vec!["to be or not to be".to_string()])
+//!     .flat_map(|line: String, out: &mut Collector<(String, u64)>| {
+//!         for w in line.split_ascii_whitespace() {
+//!             out.collect((w.to_string(), 1));
+//!         }
+//!     })
+//!     .key_by(|(word, _)| word.clone())
+//!     .sum(|(_, n)| n)
+//!     .collect();
+//! env.execute_blocking("word count")?;
+//! // Rolling sums: the last update per word is its count.
+//! let updates = counts.take();
+//! assert_eq!(updates.iter().filter(|(w, _)| w == "be").map(|(_, n)| *n).max(), Some(2));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## A tour
+//!
+//! * [`env`] — [`StreamExecutionEnvironment`]: settings (parallelism, max parallelism, buffer
+//!   timeout, lane capacity, chaining), the built-in sources, and `execute`.
+//! * [`datastream`] — [`DataStream`]: `map`, `filter`, `flat_map`, `process`, `union`, the
+//!   partitioning methods, per-operator settings, and sinks.
+//! * [`keyed`] — [`KeyedStream`]: rolling `reduce`, `sum`, `min`, `max`, `min_by`, `max_by`,
+//!   keyed `process`.
+//! * [`sources`], [`sinks`] — the built-in connectors (collections, sequences, generators,
+//!   text files, sockets; collect, print, text files, discard).
+//! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
+//!   examples in these docs.
+//!
+//! Record types implement [`Data`]: `Clone + Send + Serialize + DeserializeOwned + 'static`
+//! (snapshots hold records), so records own their data — `String`, not `&str`.
+//!
+//! Everything here builds a stream graph for the runtime crate, [`actorflow_runtime`] (the
+//! `actors/` directory), which plans it into chained subtasks and runs each as an actor. The
+//! runtime never depends on this crate.
+
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod datastream;
+pub mod env;
+pub mod keyed;
+pub mod sinks;
+pub mod sources;
+pub mod testing;
+
+pub use actorflow_runtime;
+pub use actorflow_runtime::operators::{
+    Context, KeyedContext, KeyedProcessFunction, ProcessFunction,
+};
+pub use actorflow_runtime::{
+    Batch, BuildError, Collector, Data, FailureCause, JobConfig, JobControl, JobError, JobHandle,
+    JobMetricsSnapshot, JobResult, Operator, Partitioning, Sink, Source, SourceStatus,
+    SubtaskFailure, SubtaskMetricsSnapshot, TaskInfo, Timestamp, UserError, Watermark,
+};
+pub use datastream::{DataStream, DataStreamSink};
+pub use env::{ParallelSource, StreamExecutionEnvironment};
+pub use keyed::KeyedStream;
+pub use sinks::{Collected, WriteMode};
+pub use sources::{GeneratorSource, TextFileOptions, Utf8Policy};
+
+/// The names most pipelines need: `use actorflow::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Batch, Collected, Collector, Context, Data, DataStream, GeneratorSource, JobError,
+        JobResult, KeyedContext, KeyedProcessFunction, KeyedStream, ParallelSource,
+        ProcessFunction, Sink, Source, SourceStatus, StreamExecutionEnvironment, TaskInfo,
+        TextFileOptions, Timestamp, UserError, Utf8Policy, WriteMode,
+    };
+}

@@ -1,0 +1,555 @@
+//! [`DataStream`]: a stream of records of one type, and the transformations on it.
+
+use crate::env::{EnvState, StreamExecutionEnvironment};
+use crate::keyed::KeyedStream;
+use crate::sinks::{CollectSink, Collected, DiscardSink, PrintSink, TextFileSink, WriteMode};
+use actorflow_runtime::error::BuildError;
+use actorflow_runtime::graph::{ChainingStrategy, NodeKind, StreamNode};
+use actorflow_runtime::operator::{OperatorFactory, TaskInfo, erase};
+use actorflow_runtime::operators::{
+    Context, FilterOperator, FlatMapOperator, MapOperator, ProcessFunction, ProcessOperator,
+};
+use actorflow_runtime::partition::{
+    CustomSelector, KeySelector, Partitioning, TypedWriterFactory, WriterFactory,
+};
+use actorflow_runtime::sink::{ErasedSink, SinkFactory, erase_sink};
+use actorflow_runtime::{Collector, Data, NodeId, Sink, UserError};
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::panic::Location;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One way into a downstream operator: a node's output, with the partitioning chosen for it.
+#[derive(Clone)]
+pub(crate) struct Port {
+    pub(crate) node: NodeId,
+    pub(crate) partitioning: Option<Partitioning>,
+    pub(crate) writer: Arc<dyn WriterFactory>,
+}
+
+/// A stream of records of type `T` (Flink's `DataStream`).
+///
+/// Transformations take `&self`, so one stream can feed several operators (each gets every
+/// record). Settings such as [`set_parallelism`](Self::set_parallelism) apply to the operator
+/// that produced the stream.
+pub struct DataStream<T> {
+    pub(crate) env: StreamExecutionEnvironment,
+    pub(crate) ports: Vec<Port>,
+    pub(crate) node: Option<NodeId>,
+    pub(crate) generation: u64,
+    _records: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            env: self.env.clone(),
+            ports: self.ports.clone(),
+            node: self.node,
+            generation: self.generation,
+            _records: PhantomData,
+        }
+    }
+}
+
+impl<T> Debug for DataStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStream")
+            .field("node", &self.node)
+            .field("type", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
+fn operator_factory<F>(f: F) -> Arc<dyn OperatorFactory>
+where
+    F: Fn(&TaskInfo) -> Box<dyn actorflow_runtime::operator::ErasedOperator>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
+
+struct SinkAdapter<F>(F);
+
+impl<S: Sink, F: Fn(&TaskInfo) -> Result<S, String> + Send + Sync> SinkFactory for SinkAdapter<F> {
+    fn create(&self, info: &TaskInfo) -> Result<Box<dyn ErasedSink>, String> {
+        (self.0)(info).map(erase_sink)
+    }
+}
+
+impl<T: Data> DataStream<T> {
+    pub(crate) fn new(
+        env: StreamExecutionEnvironment,
+        ports: Vec<Port>,
+        node: Option<NodeId>,
+        generation: u64,
+    ) -> Self {
+        DataStream {
+            env,
+            ports,
+            node,
+            generation,
+            _records: PhantomData,
+        }
+    }
+
+    /// The environment this stream belongs to.
+    pub fn env(&self) -> &StreamExecutionEnvironment {
+        &self.env
+    }
+
+    /// Checks that the stream can still be used, recording an error at `location` if not.
+    fn usable(&self, st: &mut EnvState, location: &'static Location<'static>) -> bool {
+        if st.generation != self.generation {
+            st.errors.push(BuildError::Api {
+                message: "this stream belongs to a pipeline that was already executed; \
+                          build a new pipeline after execute()"
+                    .into(),
+                location,
+            });
+            return false;
+        }
+        true
+    }
+
+    /// Adds a node fed by this stream's ports and returns the stream of its output.
+    pub(crate) fn add_node(
+        &self,
+        name: &str,
+        kind: NodeKind,
+        location: &'static Location<'static>,
+    ) -> Option<NodeId> {
+        let mut st = self.env.lock();
+        if !self.usable(&mut st, location) {
+            return None;
+        }
+        let node = st.graph.add_node(name, kind, Some(location));
+        for port in &self.ports {
+            st.graph
+                .add_edge(port.node, node, 0, port.partitioning, port.writer.clone());
+        }
+        Some(node)
+    }
+
+    pub(crate) fn add_operator<O: Data>(
+        &self,
+        name: &str,
+        factory: Arc<dyn OperatorFactory>,
+        location: &'static Location<'static>,
+    ) -> DataStream<O> {
+        let node = self.add_node(name, NodeKind::Operator(factory), location);
+        match node {
+            Some(node) => self.env.stream_of(node, self.generation),
+            None => DataStream::new(self.env.clone(), Vec::new(), None, self.generation),
+        }
+    }
+
+    /// Applies `f` to every record (Flink's `map`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| env.from_collection(vec![1, 2, 3]).map(|x| x * 10));
+    /// assert_eq!(out, vec![10, 20, 30]);
+    /// ```
+    #[track_caller]
+    pub fn map<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: Data,
+        F: FnMut(T) -> O + Clone + Send + Sync + 'static,
+    {
+        let factory =
+            operator_factory(move |_: &TaskInfo| erase(MapOperator::<T, O, F>::new(f.clone())));
+        self.add_operator("Map", factory, Location::caller())
+    }
+
+    /// Keeps the records for which `f` returns true (Flink's `filter`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| env.from_sequence(1, 6).filter(|x| x % 2 == 0));
+    /// assert_eq!(out, vec![2, 4, 6]);
+    /// ```
+    #[track_caller]
+    pub fn filter<F>(&self, f: F) -> DataStream<T>
+    where
+        F: FnMut(&T) -> bool + Clone + Send + Sync + 'static,
+    {
+        let factory =
+            operator_factory(move |_: &TaskInfo| erase(FilterOperator::<T, F>::new(f.clone())));
+        self.add_operator("Filter", factory, Location::caller())
+    }
+
+    /// Emits any number of records per input record (Flink's `flatMap`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec!["to be".to_string()])
+    ///         .flat_map(|line: String, out: &mut Collector<String>| {
+    ///             for w in line.split_ascii_whitespace() {
+    ///                 out.collect(w.to_string());
+    ///             }
+    ///         })
+    /// });
+    /// assert_eq!(out, vec!["to", "be"]);
+    /// ```
+    #[track_caller]
+    pub fn flat_map<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: Data,
+        F: FnMut(T, &mut Collector<O>) + Clone + Send + Sync + 'static,
+    {
+        let factory =
+            operator_factory(move |_: &TaskInfo| erase(FlatMapOperator::<T, O, F>::new(f.clone())));
+        self.add_operator("Flat Map", factory, Location::caller())
+    }
+
+    /// Runs a [`ProcessFunction`] on every record (Flink's `process`).
+    #[track_caller]
+    pub fn process<O, P>(&self, function: P) -> DataStream<O>
+    where
+        O: Data,
+        P: ProcessFunction<T, O> + Clone + Sync,
+    {
+        let factory = operator_factory(move |_: &TaskInfo| {
+            erase(ProcessOperator::<T, O, P>::new(function.clone()))
+        });
+        self.add_operator("Process", factory, Location::caller())
+    }
+
+    /// [`process`](Self::process) with a closure; its argument types are inferred.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![3u32, 4]).process_fn(|v, ctx, out| {
+    ///         out.collect(format!("{v} on subtask {}", ctx.task().subtask_index));
+    ///         Ok(())
+    ///     })
+    /// });
+    /// assert_eq!(out, vec!["3 on subtask 0", "4 on subtask 0"]);
+    /// ```
+    #[track_caller]
+    pub fn process_fn<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: Data,
+        F: FnMut(T, &mut Context<'_>, &mut Collector<O>) -> Result<(), UserError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.process(f)
+    }
+
+    /// Merges this stream with another of the same type (Flink's `union`). Records keep their
+    /// order per input; between inputs, order is not defined.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![1, 2]).union(&env.from_collection(vec![3]))
+    /// });
+    /// out.sort();
+    /// assert_eq!(out, vec![1, 2, 3]);
+    /// ```
+    pub fn union(&self, other: &DataStream<T>) -> DataStream<T> {
+        self.union_all([other])
+    }
+
+    /// Merges this stream with several others of the same type.
+    #[track_caller]
+    pub fn union_all<'a>(
+        &self,
+        others: impl IntoIterator<Item = &'a DataStream<T>>,
+    ) -> DataStream<T> {
+        let mut ports = self.ports.clone();
+        for other in others {
+            if other.env.id != self.env.id {
+                self.env.lock().errors.push(BuildError::Api {
+                    message: "union of streams from different environments".into(),
+                    location: Location::caller(),
+                });
+                continue;
+            }
+            ports.extend(other.ports.iter().cloned());
+        }
+        DataStream::new(self.env.clone(), ports, None, self.generation)
+    }
+
+    fn repartitioned(&self, partitioning: Partitioning, writer: Arc<dyn WriterFactory>) -> Self {
+        let ports = self
+            .ports
+            .iter()
+            .map(|p| Port {
+                node: p.node,
+                partitioning: Some(partitioning),
+                writer: writer.clone(),
+            })
+            .collect();
+        DataStream::new(self.env.clone(), ports, None, self.generation)
+    }
+
+    fn basic(&self, partitioning: Partitioning) -> Self {
+        self.repartitioned(partitioning, Arc::new(TypedWriterFactory::<T, _>::basic()))
+    }
+
+    /// Sends each record to the downstream subtask of the same index; parallelism must not
+    /// change (Flink's `forward`). Such edges are chained when possible.
+    pub fn forward(&self) -> Self {
+        self.basic(Partitioning::Forward)
+    }
+
+    /// Round robin over all downstream subtasks (Flink's `rebalance`).
+    pub fn rebalance(&self) -> Self {
+        self.basic(Partitioning::Rebalance)
+    }
+
+    /// Round robin over a local subset of downstream subtasks (Flink's `rescale`).
+    pub fn rescale(&self) -> Self {
+        self.basic(Partitioning::Rescale)
+    }
+
+    /// A random downstream subtask per record (Flink's `shuffle`).
+    pub fn shuffle(&self) -> Self {
+        self.basic(Partitioning::Shuffle)
+    }
+
+    /// Every record to every downstream subtask (Flink's `broadcast()` partitioning).
+    pub fn broadcast(&self) -> Self {
+        self.basic(Partitioning::Broadcast)
+    }
+
+    /// Every record to the first downstream subtask (Flink's `global`).
+    pub fn global(&self) -> Self {
+        self.basic(Partitioning::Global)
+    }
+
+    /// Routes each record to `partitioner(&key(record), number_of_subtasks)` (Flink's
+    /// `partitionCustom`). A result out of range fails the job naming the operator.
+    pub fn partition_custom<K, P, F>(&self, partitioner: P, key: F) -> Self
+    where
+        K: 'static,
+        P: Fn(&K, usize) -> usize + Clone + Send + Sync + 'static,
+        F: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    {
+        let writer = TypedWriterFactory::<T, _>::new(CustomSelector::new(key, partitioner));
+        self.repartitioned(Partitioning::Custom, Arc::new(writer))
+    }
+
+    /// Partitions the stream by key (Flink's `keyBy`): every record with the same key goes to
+    /// the same subtask, through key groups.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![('a', 1u64), ('b', 2), ('a', 3)])
+    ///         .key_by(|(k, _)| *k)
+    ///         .sum(|(_, v)| v)
+    /// });
+    /// assert_eq!(out, vec![('a', 1), ('b', 2), ('a', 4)]);
+    /// ```
+    pub fn key_by<K, F>(&self, key: F) -> KeyedStream<T, K, F>
+    where
+        K: Hash + Eq + Send + 'static,
+        F: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    {
+        let writer = TypedWriterFactory::<T, _>::new(KeySelector::new(key.clone()));
+        KeyedStream::new(
+            self.repartitioned(Partitioning::Hash, Arc::new(writer)),
+            key,
+        )
+    }
+
+    /// Adds a sink built per subtask by `factory` (Flink's `addSink`/`sinkTo`).
+    #[track_caller]
+    pub fn add_sink<S, F>(&self, name: &str, factory: F) -> DataStreamSink
+    where
+        S: Sink<Input = T>,
+        F: Fn(&TaskInfo) -> Result<S, String> + Send + Sync + 'static,
+    {
+        let location = Location::caller();
+        let node = self.add_node(
+            name,
+            NodeKind::Sink(Arc::new(SinkAdapter(factory))),
+            location,
+        );
+        DataStreamSink {
+            env: self.env.clone(),
+            node,
+        }
+    }
+
+    /// Collects every record into a shared vector, readable after (or during) the run. For
+    /// tests and small results.
+    #[track_caller]
+    pub fn collect(&self) -> Collected<T>
+    where
+        T: Sync,
+    {
+        let collected = Collected::new();
+        let handle = collected.clone();
+        self.add_sink("Collect", move |_: &TaskInfo| {
+            Ok(CollectSink::new(handle.clone()))
+        });
+        collected
+    }
+
+    /// Prints every record to standard output with `{:?}`, prefixed `N> ` by the 1-based
+    /// subtask index when the sink runs in parallel (Flink's `print`).
+    #[track_caller]
+    pub fn print(&self) -> DataStreamSink
+    where
+        T: Debug,
+    {
+        self.add_sink("Print to Std. Out", |info: &TaskInfo| {
+            Ok(PrintSink::<T>::new(None, info))
+        })
+    }
+
+    /// Like [`print`](Self::print), with an identifier before the subtask index
+    /// (`id:N> record`).
+    #[track_caller]
+    pub fn print_with_identifier(&self, identifier: &str) -> DataStreamSink
+    where
+        T: Debug,
+    {
+        let id = identifier.to_string();
+        self.add_sink("Print to Std. Out", move |info: &TaskInfo| {
+            Ok(PrintSink::<T>::new(Some(id.clone()), info))
+        })
+    }
+
+    /// Writes every record's `Display` form as one line (Flink's `writeAsText`). With sink
+    /// parallelism 1, `path` is the file; above 1, `path` is a directory holding files
+    /// `1`, `2`, … one per subtask. An existing output fails the job before it starts unless
+    /// `mode` is [`WriteMode::Overwrite`].
+    #[track_caller]
+    pub fn write_as_text(&self, path: impl Into<PathBuf>, mode: WriteMode) -> DataStreamSink
+    where
+        T: Display,
+    {
+        let path = path.into();
+        self.add_sink("Text File Sink", move |info: &TaskInfo| {
+            TextFileSink::<T>::create(&path, mode, info)
+        })
+    }
+
+    /// Drops every record (Flink's `DiscardingSink`), for benchmarks.
+    #[track_caller]
+    pub fn discard(&self) -> DataStreamSink {
+        self.add_sink("Discard", |_: &TaskInfo| Ok(DiscardSink::<T>::new()))
+    }
+}
+
+fn with_node(
+    env: &StreamExecutionEnvironment,
+    node: Option<NodeId>,
+    what: &str,
+    location: &'static Location<'static>,
+    f: impl FnOnce(&mut StreamNode),
+) {
+    let mut st = env.lock();
+    match node.and_then(|n| st.graph.node_mut(n)) {
+        Some(n) => f(n),
+        None => st.errors.push(BuildError::Api {
+            message: format!(
+                "{what} needs an operator: this stream comes from union() or a partitioning \
+                 method (or its pipeline was already executed); set it on the operator before"
+            ),
+            location,
+        }),
+    }
+}
+
+/// The settings of the operator behind a stream or sink. For a [`DataStream`], they apply to
+/// the operator that produced it.
+macro_rules! operator_settings {
+    (impl [$($gen:tt)*] $ty:ty) => {
+        impl<$($gen)*> $ty {
+            /// Sets how many parallel instances the operator runs (at least 1).
+            #[track_caller]
+            pub fn set_parallelism(self, parallelism: u32) -> Self {
+                with_node(&self.env, self.node, "set_parallelism", Location::caller(), |n| {
+                    n.parallelism = Some(parallelism)
+                });
+                self
+            }
+
+            /// Sets the operator's max parallelism (number of key groups, 1..=32768).
+            #[track_caller]
+            pub fn set_max_parallelism(self, max_parallelism: u32) -> Self {
+                with_node(&self.env, self.node, "set_max_parallelism", Location::caller(), |n| {
+                    n.max_parallelism = Some(max_parallelism)
+                });
+                self
+            }
+
+            /// Names the operator (in plans, metrics and errors).
+            #[track_caller]
+            pub fn name(self, name: &str) -> Self {
+                with_node(&self.env, self.node, "name", Location::caller(), |n| {
+                    n.name = name.into()
+                });
+                self
+            }
+
+            /// Gives the operator a stable id, unique in the job, used to match its state
+            /// across job versions.
+            #[track_caller]
+            pub fn uid(self, uid: &str) -> Self {
+                with_node(&self.env, self.node, "uid", Location::caller(), |n| {
+                    n.uid = Some(uid.into())
+                });
+                self
+            }
+
+            /// Never chains the operator with its neighbours.
+            #[track_caller]
+            pub fn disable_chaining(self) -> Self {
+                with_node(&self.env, self.node, "disable_chaining", Location::caller(), |n| {
+                    n.chaining = ChainingStrategy::Never
+                });
+                self
+            }
+
+            /// Starts a new chain at this operator: it is not chained to its predecessor.
+            #[track_caller]
+            pub fn start_new_chain(self) -> Self {
+                with_node(&self.env, self.node, "start_new_chain", Location::caller(), |n| {
+                    n.chaining = ChainingStrategy::Head
+                });
+                self
+            }
+        }
+    };
+}
+
+operator_settings!(impl [T: Data] DataStream<T>);
+operator_settings!(impl [] DataStreamSink);
+
+/// The sink end of a stream, for setting the sink's parallelism, name and so on.
+#[derive(Clone)]
+pub struct DataStreamSink {
+    env: StreamExecutionEnvironment,
+    node: Option<NodeId>,
+}
+
+impl Debug for DataStreamSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStreamSink")
+            .field("node", &self.node)
+            .finish()
+    }
+}

@@ -1,0 +1,256 @@
+//! [`KeyedStream`]: a stream partitioned by key, with rolling aggregations and keyed process
+//! functions.
+//!
+//! Rolling aggregations emit the updated value for every input record, as Flink's streaming
+//! mode does. `sum`, `min` and `max` change one field of the first record seen for the key and
+//! keep its other fields; `min_by` and `max_by` keep the whole record holding the extreme (the
+//! first one on ties).
+
+use crate::datastream::DataStream;
+use actorflow_runtime::operator::{TaskInfo, erase};
+use actorflow_runtime::operators::{
+    KeyedContext, KeyedProcessFunction, KeyedProcessOperator, KeyedReduceOperator,
+};
+use actorflow_runtime::{Collector, Data, UserError};
+use std::cmp::Ordering;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::ops::AddAssign;
+use std::panic::Location;
+use std::sync::Arc;
+
+/// A [`DataStream`] partitioned by a key selector `F` producing keys of type `K` (Flink's
+/// `KeyedStream`).
+pub struct KeyedStream<T, K, F> {
+    stream: DataStream<T>,
+    key: F,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<T, K, F: Clone> Clone for KeyedStream<T, K, F> {
+    fn clone(&self) -> Self {
+        KeyedStream {
+            stream: self.stream.clone(),
+            key: self.key.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<T, K, F> std::fmt::Debug for KeyedStream<T, K, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedStream")
+            .field("key", &std::any::type_name::<K>())
+            .finish()
+    }
+}
+
+impl<T, K, F> KeyedStream<T, K, F>
+where
+    T: Data,
+    K: Hash + Eq + Send + 'static,
+    F: Fn(&T) -> K + Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(stream: DataStream<T>, key: F) -> Self {
+        KeyedStream {
+            stream,
+            key,
+            _key: PhantomData,
+        }
+    }
+
+    /// The underlying (hash-partitioned) stream.
+    pub fn as_stream(&self) -> &DataStream<T> {
+        &self.stream
+    }
+
+    fn rolling<R>(
+        &self,
+        name: &str,
+        reduce: R,
+        location: &'static Location<'static>,
+    ) -> DataStream<T>
+    where
+        R: FnMut(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        let key = self.key.clone();
+        let factory = Arc::new(move |_: &TaskInfo| {
+            erase(KeyedReduceOperator::<T, K, F, R>::new(
+                key.clone(),
+                reduce.clone(),
+            ))
+        });
+        self.stream.add_operator(name, factory, location)
+    }
+
+    /// Folds every record into its key's value with `reduce(accumulated, record)` and emits
+    /// the result (Flink's rolling `reduce`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![(1u8, 2u64), (1, 5), (2, 1)])
+    ///         .key_by(|(k, _)| *k)
+    ///         .reduce(|a, b| (a.0, a.1.max(b.1)))
+    /// });
+    /// assert_eq!(out, vec![(1, 2), (1, 5), (2, 1)]);
+    /// ```
+    #[track_caller]
+    pub fn reduce<R>(&self, reduce: R) -> DataStream<T>
+    where
+        R: FnMut(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        self.rolling("Keyed Reduce", reduce, Location::caller())
+    }
+
+    /// Rolling sum of the field `field` selects; other fields come from the key's first
+    /// record.
+    #[track_caller]
+    pub fn sum<N, A>(&self, field: A) -> DataStream<T>
+    where
+        N: AddAssign + Clone + 'static,
+        A: for<'a> Fn(&'a mut T) -> &'a mut N + Clone + Send + Sync + 'static,
+    {
+        let reduce = move |mut acc: T, mut v: T| {
+            let add = field(&mut v).clone();
+            *field(&mut acc) += add;
+            acc
+        };
+        self.rolling("Keyed Aggregation", reduce, Location::caller())
+    }
+
+    /// Rolling minimum of a field; other fields come from the key's first record.
+    #[track_caller]
+    pub fn min<N, A>(&self, field: A) -> DataStream<T>
+    where
+        N: PartialOrd + Clone + 'static,
+        A: for<'a> Fn(&'a mut T) -> &'a mut N + Clone + Send + Sync + 'static,
+    {
+        self.rolling(
+            "Keyed Aggregation",
+            replace_field_if(field, Ordering::Less),
+            Location::caller(),
+        )
+    }
+
+    /// Rolling maximum of a field; other fields come from the key's first record.
+    #[track_caller]
+    pub fn max<N, A>(&self, field: A) -> DataStream<T>
+    where
+        N: PartialOrd + Clone + 'static,
+        A: for<'a> Fn(&'a mut T) -> &'a mut N + Clone + Send + Sync + 'static,
+    {
+        self.rolling(
+            "Keyed Aggregation",
+            replace_field_if(field, Ordering::Greater),
+            Location::caller(),
+        )
+    }
+
+    /// The record with the smallest value of `by` so far (the earliest on ties).
+    #[track_caller]
+    pub fn min_by<N, B>(&self, by: B) -> DataStream<T>
+    where
+        N: PartialOrd + 'static,
+        B: Fn(&T) -> N + Clone + Send + Sync + 'static,
+    {
+        self.rolling(
+            "Keyed Aggregation",
+            keep_record_if(by, Ordering::Less),
+            Location::caller(),
+        )
+    }
+
+    /// The record with the largest value of `by` so far (the earliest on ties).
+    #[track_caller]
+    pub fn max_by<N, B>(&self, by: B) -> DataStream<T>
+    where
+        N: PartialOrd + 'static,
+        B: Fn(&T) -> N + Clone + Send + Sync + 'static,
+    {
+        self.rolling(
+            "Keyed Aggregation",
+            keep_record_if(by, Ordering::Greater),
+            Location::caller(),
+        )
+    }
+
+    /// Runs a [`KeyedProcessFunction`] on every record (Flink's `process` on a keyed stream).
+    #[track_caller]
+    pub fn process<O, P>(&self, function: P) -> DataStream<O>
+    where
+        O: Data,
+        P: KeyedProcessFunction<K, T, O> + Clone + Sync,
+    {
+        let key = self.key.clone();
+        let factory = Arc::new(move |_: &TaskInfo| {
+            erase(KeyedProcessOperator::<K, T, O, F, P>::new(
+                key.clone(),
+                function.clone(),
+            ))
+        });
+        self.stream
+            .add_operator("Keyed Process", factory, Location::caller())
+    }
+
+    /// [`process`](Self::process) with a closure; its argument types are inferred.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_iter(["apple", "avocado", "banana"].map(String::from))
+    ///         .key_by(|w| w.as_bytes()[0])
+    ///         .process_fn(|w, ctx, out| {
+    ///             out.collect(format!("{}:{w}", *ctx.current_key() as char));
+    ///             Ok(())
+    ///         })
+    /// });
+    /// assert_eq!(out, vec!["a:apple", "a:avocado", "b:banana"]);
+    /// ```
+    #[track_caller]
+    pub fn process_fn<O, P>(&self, f: P) -> DataStream<O>
+    where
+        O: Data,
+        P: FnMut(T, &mut KeyedContext<'_, K>, &mut Collector<O>) -> Result<(), UserError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.process(f)
+    }
+}
+
+/// `acc` with its field replaced by the record's when the record's compares as `wanted`.
+fn replace_field_if<T, N, A>(field: A, wanted: Ordering) -> impl FnMut(T, T) -> T + Clone
+where
+    N: PartialOrd + Clone,
+    A: for<'a> Fn(&'a mut T) -> &'a mut N + Clone,
+{
+    move |mut acc: T, mut v: T| {
+        let candidate = field(&mut v).clone();
+        let current = field(&mut acc);
+        if candidate.partial_cmp(current) == Some(wanted) {
+            *current = candidate;
+        }
+        acc
+    }
+}
+
+/// The record if its `by` compares as `wanted` against the accumulated one's, else the
+/// accumulated record.
+fn keep_record_if<T, N, B>(by: B, wanted: Ordering) -> impl FnMut(T, T) -> T + Clone
+where
+    N: PartialOrd,
+    B: Fn(&T) -> N + Clone,
+{
+    move |acc: T, v: T| {
+        if by(&v).partial_cmp(&by(&acc)) == Some(wanted) {
+            v
+        } else {
+            acc
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The built-in sinks: collect, print, text file, discard.
+
+use actorflow_runtime::operator::TaskInfo;
+use actorflow_runtime::{Batch, Data, Sink, UserError};
+use std::fmt::{Debug, Display};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// The records gathered by [`DataStream::collect`](crate::DataStream::collect), shared by all
+/// of its sink subtasks. Readable while the job runs and after it ends.
+#[derive(Debug)]
+pub struct Collected<T> {
+    records: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T> Clone for Collected<T> {
+    fn clone(&self) -> Self {
+        Collected {
+            records: self.records.clone(),
+        }
+    }
+}
+
+impl<T> Collected<T> {
+    pub(crate) fn new() -> Self {
+        Collected {
+            records: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<T>> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes every record gathered so far, in arrival order (which, across parallel sink
+    /// subtasks, is not deterministic).
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Number of records gathered so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True if nothing was gathered yet.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+impl<T: Clone> Collected<T> {
+    /// A copy of the records gathered so far.
+    pub fn snapshot(&self) -> Vec<T> {
+        self.lock().clone()
+    }
+}
+
+pub(crate) struct CollectSink<T> {
+    into: Collected<T>,
+}
+
+impl<T> CollectSink<T> {
+    pub(crate) fn new(into: Collected<T>) -> Self {
+        CollectSink { into }
+    }
+}
+
+impl<T: Data + Sync> Sink for CollectSink<T> {
+    type Input = T;
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
+        self.into.lock().extend(batch.into_values());
+        Ok(())
+    }
+}
+
+/// Flink's print prefix: `id:N> `, `N> ` (parallel), `id> `, or nothing.
+pub(crate) fn print_prefix(identifier: Option<&str>, info: &TaskInfo) -> String {
+    let mut prefix = identifier.unwrap_or("").to_string();
+    if info.parallelism > 1 {
+        if !prefix.is_empty() {
+            prefix.push(':');
+        }
+        prefix.push_str(&(info.subtask_index + 1).to_string());
+    }
+    if !prefix.is_empty() {
+        prefix.push_str("> ");
+    }
+    prefix
+}
+
+pub(crate) struct PrintSink<T> {
+    prefix: String,
+    _records: PhantomData<fn(T)>,
+}
+
+impl<T> PrintSink<T> {
+    pub(crate) fn new(identifier: Option<String>, info: &TaskInfo) -> Self {
+        PrintSink {
+            prefix: print_prefix(identifier.as_deref(), info),
+            _records: PhantomData,
+        }
+    }
+}
+
+impl<T: Data + Debug> Sink for PrintSink<T> {
+    type Input = T;
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
+        let mut text = String::new();
+        for v in batch.values() {
+            use std::fmt::Write as _;
+            let _ = writeln!(text, "{}{v:?}", self.prefix);
+        }
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        lock.write_all(text.as_bytes())
+            .and_then(|_| lock.flush())
+            .map_err(|e| format!("cannot write to standard output: {e}").into())
+    }
+}
+
+/// Whether a file sink may replace an existing output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// Refuse to start if the output exists (Flink's default, `NO_OVERWRITE`).
+    #[default]
+    NoOverwrite,
+    /// Replace the output.
+    Overwrite,
+}
+
+pub(crate) struct TextFileSink<T> {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    _records: PhantomData<fn(T)>,
+}
+
+impl<T> TextFileSink<T> {
+    /// The file of one subtask: `path` itself at parallelism 1, `path/N` above.
+    pub(crate) fn create(path: &Path, mode: WriteMode, info: &TaskInfo) -> Result<Self, String> {
+        let file = if info.parallelism > 1 {
+            if path.is_file() {
+                return Err(format!(
+                    "'{}' is a file, but a text sink with parallelism {} writes a directory",
+                    path.display(),
+                    info.parallelism
+                ));
+            }
+            std::fs::create_dir_all(path)
+                .map_err(|e| format!("cannot create output directory '{}': {e}", path.display()))?;
+            path.join((info.subtask_index + 1).to_string())
+        } else {
+            path.to_path_buf()
+        };
+        if mode == WriteMode::NoOverwrite && file.exists() {
+            return Err(format!(
+                "output '{}' already exists; remove it or use WriteMode::Overwrite",
+                file.display()
+            ));
+        }
+        let handle = File::create(&file)
+            .map_err(|e| format!("cannot create output file '{}': {e}", file.display()))?;
+        Ok(TextFileSink {
+            path: file,
+            out: Some(BufWriter::with_capacity(256 * 1024, handle)),
+            _records: PhantomData,
+        })
+    }
+}
+
+impl<T: Data + Display> Sink for TextFileSink<T> {
+    type Input = T;
+
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(format!("'{}' was already closed", self.path.display()).into());
+        };
+        for v in batch.values() {
+            writeln!(out, "{v}")
+                .map_err(|e| format!("cannot write '{}': {e}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), UserError> {
+        if let Some(mut out) = self.out.take() {
+            out.flush()
+                .and_then(|_| out.get_ref().sync_all())
+                .map_err(|e| format!("cannot write '{}': {e}", self.path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct DiscardSink<T>(PhantomData<fn(T)>);
+
+impl<T> DiscardSink<T> {
+    pub(crate) fn new() -> Self {
+        DiscardSink(PhantomData)
+    }
+}
+
+impl<T: Data> Sink for DiscardSink<T> {
+    type Input = T;
+    async fn write_batch(&mut self, _batch: Batch<T>) -> Result<(), UserError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actorflow_runtime::NodeId;
+
+    fn info(index: usize, parallelism: u32) -> TaskInfo {
+        TaskInfo {
+            operator_id: NodeId(0),
+            operator_name: "print".into(),
+            uid: None,
+            subtask_index: index,
+            parallelism,
+            max_parallelism: 128,
+        }
+    }
+
+    #[test]
+    fn print_prefix_matches_flink() {
+        assert_eq!(print_prefix(None, &info(1, 4)), "2> ");
+        assert_eq!(print_prefix(None, &info(0, 1)), "");
+        assert_eq!(print_prefix(Some("out"), &info(2, 3)), "out:3> ");
+        assert_eq!(print_prefix(Some("out"), &info(0, 1)), "out> ");
+    }
+}

@@ -1,0 +1,595 @@
+//! The built-in sources. Each is created through
+//! [`StreamExecutionEnvironment`](crate::StreamExecutionEnvironment) methods; the public types
+//! carry their options.
+
+use crate::env::ParallelSource;
+use actorflow_runtime::operator::TaskInfo;
+use actorflow_runtime::{Collector, Data, Source, SourceStatus, UserError};
+use std::collections::VecDeque;
+use std::io::Read;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+use tracing::warn;
+
+/// Records a source emits per call.
+const BATCH: usize = 1024;
+
+/// The part `[start, end)` of `0..count` that subtask `index` of `parallelism` owns.
+fn split(count: u64, index: usize, parallelism: u32) -> (u64, u64) {
+    let (c, i, p) = (count as u128, index as u128, parallelism.max(1) as u128);
+    ((c * i / p) as u64, (c * (i + 1) / p) as u64)
+}
+
+// ----- collection and iterator --------------------------------------------------------
+
+/// Emits the elements of a vector, in order, from one subtask.
+pub(crate) struct CollectionSource<T> {
+    items: Arc<Vec<T>>,
+}
+
+impl<T> CollectionSource<T> {
+    pub(crate) fn new(items: Vec<T>) -> Self {
+        CollectionSource {
+            items: Arc::new(items),
+        }
+    }
+}
+
+/// The running form of [`CollectionSource`].
+pub(crate) struct CollectionReader<T> {
+    items: Arc<Vec<T>>,
+    next: usize,
+}
+
+impl<T: Data + Sync> ParallelSource for CollectionSource<T> {
+    type Source = CollectionReader<T>;
+    fn create(&self, _: &TaskInfo) -> Result<Self::Source, String> {
+        Ok(CollectionReader {
+            items: self.items.clone(),
+            next: 0,
+        })
+    }
+    fn max_parallelism(&self) -> Option<u32> {
+        Some(1)
+    }
+}
+
+impl<T: Data + Sync> Source for CollectionReader<T> {
+    type Output = T;
+    async fn next_batch(&mut self, out: &mut Collector<T>) -> Result<SourceStatus, UserError> {
+        let end = (self.next + BATCH).min(self.items.len());
+        for item in &self.items[self.next..end] {
+            out.collect(item.clone());
+        }
+        self.next = end;
+        Ok(if end == self.items.len() {
+            SourceStatus::End
+        } else {
+            SourceStatus::More
+        })
+    }
+}
+
+/// Emits what a cloned iterable yields, from one subtask.
+pub(crate) struct IterSource<I> {
+    iter: I,
+}
+
+impl<I> IterSource<I> {
+    pub(crate) fn new(iter: I) -> Self {
+        IterSource { iter }
+    }
+}
+
+/// The running form of [`IterSource`].
+pub(crate) struct IterReader<It> {
+    iter: It,
+}
+
+impl<I> ParallelSource for IterSource<I>
+where
+    I: IntoIterator + Clone + Send + Sync + 'static,
+    I::IntoIter: Send + 'static,
+    I::Item: Data,
+{
+    type Source = IterReader<I::IntoIter>;
+    fn create(&self, _: &TaskInfo) -> Result<Self::Source, String> {
+        Ok(IterReader {
+            iter: self.iter.clone().into_iter(),
+        })
+    }
+    fn max_parallelism(&self) -> Option<u32> {
+        Some(1)
+    }
+}
+
+impl<It> Source for IterReader<It>
+where
+    It: Iterator + Send + 'static,
+    It::Item: Data,
+{
+    type Output = It::Item;
+    async fn next_batch(
+        &mut self,
+        out: &mut Collector<It::Item>,
+    ) -> Result<SourceStatus, UserError> {
+        for _ in 0..BATCH {
+            match self.iter.next() {
+                Some(v) => out.collect(v),
+                None => return Ok(SourceStatus::End),
+            }
+        }
+        Ok(SourceStatus::More)
+    }
+}
+
+// ----- sequence and generator ---------------------------------------------------------
+
+/// Emits `from..=to`, split into contiguous parts over its subtasks.
+pub(crate) struct SequenceSource {
+    from: u64,
+    count: u64,
+}
+
+impl SequenceSource {
+    pub(crate) fn new(from: u64, to: u64) -> Self {
+        SequenceSource {
+            from,
+            count: if to >= from {
+                (to - from).saturating_add(1)
+            } else {
+                0
+            },
+        }
+    }
+}
+
+fn identity(i: u64) -> u64 {
+    i
+}
+
+impl ParallelSource for SequenceSource {
+    type Source = GeneratorReader<u64, fn(u64) -> u64>;
+    fn create(&self, task: &TaskInfo) -> Result<Self::Source, String> {
+        let (start, end) = split(self.count, task.subtask_index, task.parallelism);
+        Ok(GeneratorReader::new(identity, self.from, start, end, None))
+    }
+}
+
+/// A parallel source that calls `f(i)` for `i` in `0..count` (Flink's `DataGeneratorSource`).
+/// Each subtask generates a contiguous part of the indexes, in ascending order.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow::GeneratorSource;
+/// let mut out = actorflow::testing::example_with(2, |env| {
+///     env.from_generator(GeneratorSource::new(4, |i| format!("event-{i}")))
+/// });
+/// out.sort();
+/// assert_eq!(out, vec!["event-0", "event-1", "event-2", "event-3"]);
+/// ```
+#[derive(Clone)]
+pub struct GeneratorSource<T, F> {
+    f: F,
+    count: u64,
+    rate: Option<f64>,
+    _records: PhantomData<fn() -> T>,
+}
+
+impl<T, F> GeneratorSource<T, F>
+where
+    T: Data,
+    F: Fn(u64) -> T + Clone + Send + Sync + 'static,
+{
+    /// Generates `count` records (`u64::MAX` for an endless stream).
+    pub fn new(count: u64, f: F) -> Self {
+        GeneratorSource {
+            f,
+            count,
+            rate: None,
+            _records: PhantomData,
+        }
+    }
+
+    /// Limits the whole source (all subtasks together) to `records_per_second`, shared evenly
+    /// between subtasks (Flink's `RateLimiterStrategy.perSecond`). The limiter runs on tokio's
+    /// clock, so paused-time tests control it.
+    pub fn with_rate_limit(mut self, records_per_second: f64) -> Self {
+        self.rate = Some(records_per_second);
+        self
+    }
+}
+
+impl<T, F> ParallelSource for GeneratorSource<T, F>
+where
+    T: Data,
+    F: Fn(u64) -> T + Clone + Send + Sync + 'static,
+{
+    type Source = GeneratorReader<T, F>;
+    fn create(&self, task: &TaskInfo) -> Result<Self::Source, String> {
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(format!(
+                "the rate limit must be a positive number of records per second, got {r}"
+            ));
+        }
+        let (start, end) = split(self.count, task.subtask_index, task.parallelism);
+        let rate = self.rate.map(|r| r / task.parallelism.max(1) as f64);
+        Ok(GeneratorReader::new(self.f.clone(), 0, start, end, rate))
+    }
+}
+
+/// The running form of the sequence and generator sources: calls `generate(offset + i)` for
+/// its part of the indexes.
+pub struct GeneratorReader<T, F> {
+    generate: F,
+    offset: u64,
+    start: u64,
+    next: u64,
+    end: u64,
+    rate: Option<f64>,
+    started: Option<Instant>,
+    _records: PhantomData<fn() -> T>,
+}
+
+impl<T, F> GeneratorReader<T, F> {
+    fn new(generate: F, offset: u64, start: u64, end: u64, rate: Option<f64>) -> Self {
+        GeneratorReader {
+            generate,
+            offset,
+            start,
+            next: start,
+            end,
+            rate,
+            started: None,
+            _records: PhantomData,
+        }
+    }
+}
+
+impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F> {
+    type Output = T;
+
+    async fn next_batch(&mut self, out: &mut Collector<T>) -> Result<SourceStatus, UserError> {
+        if self.next >= self.end {
+            return Ok(SourceStatus::End);
+        }
+        let mut n = (self.end - self.next).min(BATCH as u64);
+        if let Some(rate) = self.rate {
+            let started = *self.started.get_or_insert_with(Instant::now);
+            let emitted = self.next - self.start;
+            // Record number `emitted` may go out at `started + emitted / rate`. Waiting is
+            // cancel-safe: nothing changes before the wait ends.
+            tokio::time::sleep_until(started + Duration::from_secs_f64(emitted as f64 / rate))
+                .await;
+            let due = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
+            n = n.min(due.saturating_sub(emitted).max(1));
+        }
+        out.reserve(n as usize);
+        for i in self.next..self.next + n {
+            out.collect((self.generate)(self.offset.wrapping_add(i)));
+        }
+        self.next += n;
+        Ok(if self.next >= self.end {
+            SourceStatus::End
+        } else {
+            SourceStatus::More
+        })
+    }
+}
+
+// ----- text files -----------------------------------------------------------------------
+
+/// What a text source does with a line that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Utf8Policy {
+    /// Fail the job with the file, line number and byte offset (the default: nothing is
+    /// silently changed or lost).
+    #[default]
+    Fail,
+    /// Replace invalid sequences with U+FFFD and go on (what Java's decoder, and so Flink,
+    /// does).
+    Replace,
+    /// Drop the line, logging a warning with the file and line number.
+    Skip,
+}
+
+/// Options of [`read_text_file_with`](crate::StreamExecutionEnvironment::read_text_file_with).
+#[derive(Debug, Clone, Default)]
+pub struct TextFileOptions {
+    /// What to do with invalid UTF-8.
+    pub utf8: Utf8Policy,
+}
+
+impl TextFileOptions {
+    /// Sets the UTF-8 policy.
+    pub fn utf8_policy(mut self, policy: Utf8Policy) -> Self {
+        self.utf8 = policy;
+        self
+    }
+}
+
+/// Lines of a file or of every file in a directory.
+pub(crate) struct TextFileSource {
+    path: PathBuf,
+    options: TextFileOptions,
+}
+
+impl TextFileSource {
+    pub(crate) fn new(path: PathBuf, options: TextFileOptions) -> Self {
+        TextFileSource { path, options }
+    }
+}
+
+/// The files under `path`: the file itself, or the directory's files sorted by name, skipping
+/// hidden ones (starting with `.` or `_`, as Flink's default filter).
+fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read input path '{}': {e}", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| format!("cannot list input directory '{}': {e}", path.display()))?;
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| format!("cannot list input directory '{}': {e}", path.display()))?;
+        let name = entry.file_name();
+        let hidden = name
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
+        if !hidden && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+impl ParallelSource for TextFileSource {
+    type Source = TextFileReader;
+    fn create(&self, task: &TaskInfo) -> Result<Self::Source, String> {
+        let files = list_files(&self.path)?
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % task.parallelism.max(1) as usize == task.subtask_index)
+            .map(|(_, f)| f)
+            .collect();
+        Ok(TextFileReader {
+            files,
+            current: None,
+            policy: self.options.utf8,
+            buf: Vec::new(),
+        })
+    }
+}
+
+struct OpenFile {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Lines emitted so far.
+    line: u64,
+    /// Byte offset of `buf[0]` in the file.
+    offset: u64,
+}
+
+/// Reads its files one after the other in chunks, cutting lines at `\n`.
+///
+/// Reads are blocking (`std::fs`) and small (one chunk per call), so the future completes
+/// without waiting: it is trivially cancel-safe.
+pub(crate) struct TextFileReader {
+    files: VecDeque<PathBuf>,
+    current: Option<OpenFile>,
+    policy: Utf8Policy,
+    buf: Vec<u8>,
+}
+
+/// Bytes read per call.
+const CHUNK: usize = 256 * 1024;
+
+/// Decodes one line under `policy`; `None` if it is skipped.
+fn decode_line(
+    bytes: &[u8],
+    policy: Utf8Policy,
+    path: &Path,
+    line: u64,
+    offset: u64,
+) -> Result<Option<String>, UserError> {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(Some(s.to_owned())),
+        Err(e) => match policy {
+            Utf8Policy::Fail => Err(format!(
+                "invalid UTF-8 in '{}' at line {line} (byte {} of the file); use \
+                 Utf8Policy::Replace or Utf8Policy::Skip to read it anyway",
+                path.display(),
+                offset + e.valid_up_to() as u64
+            )
+            .into()),
+            Utf8Policy::Replace => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
+            Utf8Policy::Skip => {
+                warn!(file = %path.display(), line, "skipping a line that is not valid UTF-8");
+                Ok(None)
+            }
+        },
+    }
+}
+
+impl TextFileReader {
+    /// Emits every complete line in `buf`; keeps the incomplete tail.
+    fn emit_lines(&mut self, out: &mut Collector<String>, at_eof: bool) -> Result<(), UserError> {
+        let Some(file) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &self.buf) {
+            file.line += 1;
+            let line = &self.buf[start..nl];
+            if let Some(s) = decode_line(
+                line,
+                self.policy,
+                &file.path,
+                file.line,
+                file.offset + start as u64,
+            )? {
+                out.collect(s);
+            }
+            start = nl + 1;
+        }
+        if at_eof && start < self.buf.len() {
+            file.line += 1;
+            let line = &self.buf[start..];
+            if let Some(s) = decode_line(
+                line,
+                self.policy,
+                &file.path,
+                file.line,
+                file.offset + start as u64,
+            )? {
+                out.collect(s);
+            }
+            start = self.buf.len();
+        }
+        self.buf.drain(..start);
+        file.offset += start as u64;
+        Ok(())
+    }
+}
+
+impl Source for TextFileReader {
+    type Output = String;
+
+    async fn next_batch(&mut self, out: &mut Collector<String>) -> Result<SourceStatus, UserError> {
+        while out.len() < BATCH {
+            let Some(file) = self.current.as_mut() else {
+                let Some(path) = self.files.pop_front() else {
+                    return Ok(SourceStatus::End);
+                };
+                let handle = std::fs::File::open(&path)
+                    .map_err(|e| format!("cannot open '{}': {e}", path.display()))?;
+                self.current = Some(OpenFile {
+                    path,
+                    file: handle,
+                    line: 0,
+                    offset: 0,
+                });
+                self.buf.clear();
+                continue;
+            };
+            let old = self.buf.len();
+            self.buf.resize(old + CHUNK, 0);
+            let read = file.file.read(&mut self.buf[old..]);
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    let msg = format!("cannot read '{}': {e}", file.path.display());
+                    self.buf.truncate(old);
+                    return Err(msg.into());
+                }
+            };
+            self.buf.truncate(old + n);
+            let eof = n == 0;
+            self.emit_lines(out, eof)?;
+            if eof {
+                self.current = None;
+            }
+        }
+        Ok(SourceStatus::More)
+    }
+}
+
+// ----- socket ---------------------------------------------------------------------------
+
+/// Lines from a TCP server.
+pub(crate) struct SocketSource {
+    host: String,
+    port: u16,
+}
+
+impl SocketSource {
+    pub(crate) fn new(host: &str, port: u16) -> Self {
+        SocketSource {
+            host: host.to_string(),
+            port,
+        }
+    }
+}
+
+impl ParallelSource for SocketSource {
+    type Source = SocketReader;
+    fn create(&self, _: &TaskInfo) -> Result<Self::Source, String> {
+        Ok(SocketReader {
+            address: format!("{}:{}", self.host, self.port),
+            stream: None,
+            buf: Vec::with_capacity(64 * 1024),
+            line: 0,
+        })
+    }
+    fn max_parallelism(&self) -> Option<u32> {
+        Some(1)
+    }
+}
+
+/// The running form of the socket source. Reading uses `read_buf`, which is cancel-safe.
+pub(crate) struct SocketReader {
+    address: String,
+    stream: Option<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+    line: u64,
+}
+
+impl Source for SocketReader {
+    type Output = String;
+
+    async fn open(&mut self, _: &TaskInfo) -> Result<(), UserError> {
+        let stream = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.address))?;
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    async fn next_batch(&mut self, out: &mut Collector<String>) -> Result<SourceStatus, UserError> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(SourceStatus::End);
+        };
+        self.buf.reserve(64 * 1024);
+        let n = stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|e| format!("reading from {}: {e}", self.address))?;
+        let eof = n == 0;
+        let mut start = 0;
+        let path = Path::new(&self.address);
+        for nl in memchr::memchr_iter(b'\n', &self.buf) {
+            self.line += 1;
+            if let Some(s) =
+                decode_line(&self.buf[start..nl], Utf8Policy::Fail, path, self.line, 0)?
+            {
+                out.collect(s);
+            }
+            start = nl + 1;
+        }
+        if eof && start < self.buf.len() {
+            self.line += 1;
+            if let Some(s) = decode_line(&self.buf[start..], Utf8Policy::Fail, path, self.line, 0)?
+            {
+                out.collect(s);
+            }
+            start = self.buf.len();
+        }
+        self.buf.drain(..start);
+        if eof {
+            self.stream = None;
+            return Ok(SourceStatus::End);
+        }
+        Ok(SourceStatus::More)
+    }
+}
