@@ -64,7 +64,8 @@ pub use actorflow_runtime::operators::{
 pub use actorflow_runtime::{
     Batch, BuildError, Collector, Data, FailureCause, JobConfig, JobControl, JobError, JobHandle,
     JobMetricsSnapshot, JobResult, Operator, Partitioning, Sink, Source, SourceStatus,
-    SubtaskFailure, SubtaskMetricsSnapshot, TaskInfo, Timestamp, UserError, Watermark,
+    SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
+    Watermark,
 };
 pub use datastream::{DataStream, DataStreamSink};
 pub use env::{ParallelSource, StreamExecutionEnvironment};

@@ -394,71 +394,74 @@ pub(crate) struct TextFileReader {
 /// Bytes read per call.
 const CHUNK: usize = 256 * 1024;
 
-/// Decodes one line under `policy`; `None` if it is skipped.
+/// Decodes one line (dropping a trailing `\r`) under `policy`; `None` if it is skipped.
+/// `origin` names the file or socket, `offset` is the line's byte offset in a file.
 fn decode_line(
     bytes: &[u8],
     policy: Utf8Policy,
-    path: &Path,
+    origin: &str,
     line: u64,
-    offset: u64,
+    offset: Option<u64>,
 ) -> Result<Option<String>, UserError> {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(Some(s.to_owned())),
         Err(e) => match policy {
-            Utf8Policy::Fail => Err(format!(
-                "invalid UTF-8 in '{}' at line {line} (byte {} of the file); use \
-                 Utf8Policy::Replace or Utf8Policy::Skip to read it anyway",
-                path.display(),
-                offset + e.valid_up_to() as u64
-            )
-            .into()),
+            Utf8Policy::Fail => {
+                let at = match offset {
+                    Some(o) => format!(" (byte {} of the file)", o + e.valid_up_to() as u64),
+                    None => String::new(),
+                };
+                Err(format!(
+                    "invalid UTF-8 in {origin} at line {line}{at}; use Utf8Policy::Replace or \
+                     Utf8Policy::Skip to read it anyway"
+                )
+                .into())
+            }
             Utf8Policy::Replace => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
             Utf8Policy::Skip => {
-                warn!(file = %path.display(), line, "skipping a line that is not valid UTF-8");
+                warn!(%origin, line, "skipping a line that is not valid UTF-8");
                 Ok(None)
             }
         },
     }
 }
 
-impl TextFileReader {
-    /// Emits every complete line in `buf`; keeps the incomplete tail.
-    fn emit_lines(&mut self, out: &mut Collector<String>, at_eof: bool) -> Result<(), UserError> {
-        let Some(file) = self.current.as_mut() else {
-            return Ok(());
-        };
+/// Where lines come from, for messages and for counting.
+struct LineCursor<'a> {
+    origin: &'a str,
+    policy: Utf8Policy,
+    /// Lines emitted so far.
+    line: &'a mut u64,
+    /// Byte offset of the buffer's start in its file, if it is a file.
+    offset: Option<&'a mut u64>,
+}
+
+impl LineCursor<'_> {
+    /// Emits every complete line of `buf` (and the unterminated rest at end of input), then
+    /// removes what it emitted from `buf`.
+    fn emit(
+        &mut self,
+        buf: &mut Vec<u8>,
+        at_end: bool,
+        out: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let tail = (at_end && !buf.is_empty() && !buf.ends_with(b"\n")).then_some(buf.len());
         let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', &self.buf) {
-            file.line += 1;
-            let line = &self.buf[start..nl];
-            if let Some(s) = decode_line(
-                line,
-                self.policy,
-                &file.path,
-                file.line,
-                file.offset + start as u64,
-            )? {
+        for end in memchr::memchr_iter(b'\n', buf).chain(tail) {
+            *self.line += 1;
+            let at = self.offset.as_deref().map(|o| o + start as u64);
+            if let Some(s) =
+                decode_line(&buf[start..end], self.policy, self.origin, *self.line, at)?
+            {
                 out.collect(s);
             }
-            start = nl + 1;
+            start = (end + 1).min(buf.len());
         }
-        if at_eof && start < self.buf.len() {
-            file.line += 1;
-            let line = &self.buf[start..];
-            if let Some(s) = decode_line(
-                line,
-                self.policy,
-                &file.path,
-                file.line,
-                file.offset + start as u64,
-            )? {
-                out.collect(s);
-            }
-            start = self.buf.len();
+        buf.drain(..start);
+        if let Some(o) = self.offset.as_deref_mut() {
+            *o += start as u64;
         }
-        self.buf.drain(..start);
-        file.offset += start as u64;
         Ok(())
     }
 }
@@ -496,7 +499,14 @@ impl Source for TextFileReader {
             };
             self.buf.truncate(old + n);
             let eof = n == 0;
-            self.emit_lines(out, eof)?;
+            let origin = format!("'{}'", file.path.display());
+            LineCursor {
+                origin: &origin,
+                policy: self.policy,
+                line: &mut file.line,
+                offset: Some(&mut file.offset),
+            }
+            .emit(&mut self.buf, eof, out)?;
             if eof {
                 self.current = None;
             }
@@ -566,26 +576,14 @@ impl Source for SocketReader {
             .await
             .map_err(|e| format!("reading from {}: {e}", self.address))?;
         let eof = n == 0;
-        let mut start = 0;
-        let path = Path::new(&self.address);
-        for nl in memchr::memchr_iter(b'\n', &self.buf) {
-            self.line += 1;
-            if let Some(s) =
-                decode_line(&self.buf[start..nl], Utf8Policy::Fail, path, self.line, 0)?
-            {
-                out.collect(s);
-            }
-            start = nl + 1;
+        let origin = format!("the stream from {}", self.address);
+        LineCursor {
+            origin: &origin,
+            policy: Utf8Policy::Fail,
+            line: &mut self.line,
+            offset: None,
         }
-        if eof && start < self.buf.len() {
-            self.line += 1;
-            if let Some(s) = decode_line(&self.buf[start..], Utf8Policy::Fail, path, self.line, 0)?
-            {
-                out.collect(s);
-            }
-            start = self.buf.len();
-        }
-        self.buf.drain(..start);
+        .emit(&mut self.buf, eof, out)?;
         if eof {
             self.stream = None;
             return Ok(SourceStatus::End);

@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Lifecycle state of a subtask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,7 +53,19 @@ impl SubtaskStatus {
     }
 }
 
+/// What a subtask is doing, for time accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Busy,
+    Backpressured,
+    Idle,
+}
+
 /// The live counters of one subtask.
+///
+/// Time is accounted by phase: the subtask says when it enters a phase, which closes the
+/// previous one; a snapshot adds the time spent so far in the current phase, so a subtask that
+/// has been blocked for a minute shows a minute of backpressure *now*, not when it unblocks.
 #[derive(Debug)]
 pub struct SubtaskMetrics {
     vertex: Arc<str>,
@@ -60,12 +73,17 @@ pub struct SubtaskMetrics {
     parallelism: u32,
     pub(crate) records_in: AtomicU64,
     pub(crate) records_out: Arc<AtomicU64>,
-    pub(crate) busy_ns: AtomicU64,
-    pub(crate) backpressured_ns: AtomicU64,
-    pub(crate) idle_ns: AtomicU64,
+    busy_ns: AtomicU64,
+    backpressured_ns: AtomicU64,
+    idle_ns: AtomicU64,
     watermark: AtomicI64,
     status: AtomicU8,
     lanes: Vec<LaneProbe>,
+    epoch: Instant,
+    phase: AtomicU8,
+    /// Nanoseconds from `epoch` to when the current phase began; `u64::MAX` when no phase is
+    /// open (before start, after the end).
+    phase_since: AtomicU64,
 }
 
 impl SubtaskMetrics {
@@ -88,7 +106,55 @@ impl SubtaskMetrics {
             watermark: AtomicI64::new(i64::MIN),
             status: AtomicU8::new(0),
             lanes,
+            epoch: Instant::now(),
+            phase: AtomicU8::new(0),
+            phase_since: AtomicU64::new(u64::MAX),
         }
+    }
+
+    fn counter(&self, phase: u8) -> &AtomicU64 {
+        match phase {
+            1 => &self.backpressured_ns,
+            2 => &self.idle_ns,
+            _ => &self.busy_ns,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64
+    }
+
+    /// Closes the current phase (adding its time) and opens `phase`, or none.
+    pub(crate) fn enter(&self, phase: Option<Phase>) {
+        let now = self.now_ns();
+        let since = self.phase_since.load(Ordering::Relaxed);
+        if since != u64::MAX {
+            let current = self.phase.load(Ordering::Relaxed);
+            self.counter(current)
+                .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+        }
+        match phase {
+            Some(p) => {
+                let code = match p {
+                    Phase::Busy => 0,
+                    Phase::Backpressured => 1,
+                    Phase::Idle => 2,
+                };
+                self.phase.store(code, Ordering::Relaxed);
+                self.phase_since.store(now, Ordering::Relaxed);
+            }
+            None => self.phase_since.store(u64::MAX, Ordering::Relaxed),
+        }
+    }
+
+    /// A counter's total, including the open phase if it is this one.
+    fn total(&self, phase: u8) -> Duration {
+        let mut ns = self.counter(phase).load(Ordering::Relaxed);
+        let since = self.phase_since.load(Ordering::Relaxed);
+        if since != u64::MAX && self.phase.load(Ordering::Relaxed) == phase {
+            ns = ns.saturating_add(self.now_ns().saturating_sub(since));
+        }
+        Duration::from_nanos(ns)
     }
 
     pub(crate) fn set_status(&self, status: SubtaskStatus) {
@@ -118,9 +184,9 @@ impl SubtaskMetrics {
             status: self.status(),
             records_in: self.records_in.load(Ordering::Relaxed),
             records_out: self.records_out.load(Ordering::Relaxed),
-            busy: Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
-            backpressured: Duration::from_nanos(self.backpressured_ns.load(Ordering::Relaxed)),
-            idle: Duration::from_nanos(self.idle_ns.load(Ordering::Relaxed)),
+            busy: self.total(0),
+            backpressured: self.total(1),
+            idle: self.total(2),
             input_lanes: self.lanes.iter().map(LaneProbe::fill).collect(),
             watermark: (wm != i64::MIN).then_some(wm),
         }

@@ -11,7 +11,7 @@ use crate::chain::{CatchUnwind, Fault, Output, Signal, Tail, emit, guard_async, 
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
 use crate::gate::{GateEvent, InputGate};
 use crate::message::{PriorityMessage, StreamMessage};
-use crate::metrics::{SubtaskMetrics, SubtaskStatus};
+use crate::metrics::{Phase, SubtaskMetrics, SubtaskStatus};
 use crate::operator::TaskInfo;
 use crate::source::{ErasedSource, SourceStatus};
 use crate::types::Watermark;
@@ -74,19 +74,23 @@ fn on_priority(p: PriorityMessage) -> Result<(), Stop> {
     }
 }
 
-/// Records whether the wrapped future ever returned `Pending`.
-struct TrackPending<'a, F> {
+/// Polls a source's future; the first time it has to wait, the subtask counts as idle.
+struct IdleWhenPending<'a, F> {
     inner: F,
-    pended: &'a mut bool,
+    metrics: &'a SubtaskMetrics,
+    pended: bool,
 }
 
-impl<F: Future + Unpin> Future for TrackPending<'_, F> {
+impl<F: Future + Unpin> Future for IdleWhenPending<'_, F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll(cx) {
             Poll::Pending => {
-                *this.pended = true;
+                if !this.pended {
+                    this.pended = true;
+                    this.metrics.enter(Some(Phase::Idle));
+                }
                 Poll::Pending
             }
             ready => ready,
@@ -100,10 +104,6 @@ type SourcePoll = Result<
     Box<dyn std::any::Any + Send>,
 >;
 
-fn nanos(d: Duration) -> u64 {
-    d.as_nanos().min(u64::MAX as u128) as u64
-}
-
 impl Subtask {
     /// The `tracing` span of this subtask.
     pub(crate) fn span(&self) -> tracing::Span {
@@ -113,8 +113,10 @@ impl Subtask {
     /// Runs the subtask to its end.
     pub(crate) async fn run(mut self) -> Result<Outcome, SubtaskFailure> {
         self.metrics.set_status(SubtaskStatus::Running);
+        self.metrics.enter(Some(Phase::Busy));
         debug!("started");
         let result = self.run_inner().await;
+        self.metrics.enter(None);
         let (status, ret) = match result {
             Ok(()) => (SubtaskStatus::Finished, Ok(Outcome::Finished)),
             Err(Stop::Cancelled) => (SubtaskStatus::Cancelled, Ok(Outcome::Cancelled)),
@@ -188,7 +190,6 @@ impl Subtask {
     /// Handles one in-band message; `Ok(true)` once every input has ended and the chain is
     /// finished.
     async fn on_message(&mut self, lane: usize, message: StreamMessage) -> Result<bool, Stop> {
-        let started = Instant::now();
         let mut finished = false;
         match message {
             StreamMessage::Data(batch) => {
@@ -220,7 +221,6 @@ impl Subtask {
                 }
             }
         }
-        SubtaskMetrics::add(&self.metrics.busy_ns, nanos(started.elapsed()));
         if finished || self.buffer_timeout.is_zero() {
             self.flush_all();
         }
@@ -261,16 +261,17 @@ impl Subtask {
     async fn wait_for_input(&mut self) -> Result<GateEvent<StreamMessage, PriorityMessage>, Stop> {
         loop {
             let deadline = self.flush_deadline();
-            let started = Instant::now();
+            let now = Instant::now();
+            self.metrics.enter(Some(Phase::Idle));
             let event = match deadline {
-                Some(d) if d <= started => None,
+                Some(d) if d <= now => None,
                 Some(d) => tokio::select! {
                     ev = self.gate.next() => Some(ev),
                     _ = tokio::time::sleep_until(d) => None,
                 },
                 None => Some(self.gate.next().await),
             };
-            SubtaskMetrics::add(&self.metrics.idle_ns, nanos(started.elapsed()));
+            self.metrics.enter(Some(Phase::Busy));
             match event {
                 Some(ev) => return Ok(ev),
                 None => {
@@ -299,27 +300,20 @@ impl Subtask {
             }
             self.flush_if_due().await?;
             let deadline = self.flush_deadline();
-            let started = Instant::now();
-            let mut pended = false;
             let polled = {
-                let next = TrackPending {
+                let next = IdleWhenPending {
                     inner: CatchUnwind(head.source.next_batch()),
-                    pended: &mut pended,
+                    metrics: &self.metrics,
+                    pended: false,
                 };
                 tokio::select! {
                     biased;
                     p = self.gate.next_priority() => Polled::Priority(p),
                     r = next => Polled::Done(r),
-                    _ = tokio::time::sleep_until(deadline.unwrap_or(started)), if deadline.is_some() => Polled::FlushDue,
+                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Polled::FlushDue,
                 }
             };
-            let waited = nanos(started.elapsed());
-            let counter = if pended {
-                &self.metrics.idle_ns
-            } else {
-                &self.metrics.busy_ns
-            };
-            SubtaskMetrics::add(counter, waited);
+            self.metrics.enter(Some(Phase::Busy));
             let fault = |cause| {
                 Stop::Failed(Fault {
                     operator: head.label.clone(),
@@ -344,7 +338,6 @@ impl Subtask {
                 Polled::Done(Ok(Err(e))) => return Err(fault(FailureCause::Error(Arc::from(e)))),
                 Polled::Done(Ok(Ok(r))) => r,
             };
-            let started = Instant::now();
             if let Some(batch) = batch {
                 emit(&mut self.root, None, batch, &mut self.tails)?;
             }
@@ -360,7 +353,6 @@ impl Subtask {
                 )?;
                 signal_outputs(&mut self.root, Signal::EndOfInput, &mut self.tails)?;
             }
-            SubtaskMetrics::add(&self.metrics.busy_ns, nanos(started.elapsed()));
             if end || self.buffer_timeout.is_zero() {
                 self.flush_all();
             }
@@ -429,7 +421,7 @@ impl Subtask {
                         Ok(false) => {}
                         Err(_) => return Err(peer_gone()),
                     }
-                    let started = Instant::now();
+                    metrics.enter(Some(Phase::Backpressured));
                     let result = loop {
                         tokio::select! {
                             biased;
@@ -437,20 +429,19 @@ impl Subtask {
                             r = writer.drain() => break r,
                         }
                     };
-                    SubtaskMetrics::add(&metrics.backpressured_ns, nanos(started.elapsed()));
+                    metrics.enter(Some(Phase::Busy));
                     result.map_err(|_| peer_gone())?;
                 }
                 Tail::Sink(sink) => {
                     if sink.work.is_empty() {
                         continue;
                     }
-                    let started = Instant::now();
+                    // A slow sink is busy, not backpressured (as in Flink).
                     tokio::select! {
                         biased;
                         p = gate.next_priority() => on_priority(p)?,
                         r = sink.run() => r?,
                     }
-                    SubtaskMetrics::add(&metrics.busy_ns, nanos(started.elapsed()));
                 }
             }
         }
