@@ -5,33 +5,33 @@ use actorflow::prelude::*;
 use std::time::Duration;
 
 /// SplitMix64: small, seeded, reproducible.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 }
 
 /// Runs the environment's job; a hang fails the test instead of blocking CI.
-pub async fn run(env: &StreamExecutionEnvironment) -> Result<JobResult, JobError> {
+pub(crate) async fn run(env: &StreamExecutionEnvironment) -> Result<JobResult, JobError> {
     match tokio::time::timeout(Duration::from_secs(120), env.execute("test")).await {
         Ok(r) => r,
         Err(_) => panic!("the job did not finish within 120 s"),
     }
 }
 
-pub fn env(parallelism: u32) -> StreamExecutionEnvironment {
+pub(crate) fn env(parallelism: u32) -> StreamExecutionEnvironment {
     let env = StreamExecutionEnvironment::new();
     env.set_parallelism(parallelism);
     env
