@@ -1,2 +1,334 @@
-//! Placeholder.
-fn main() {}
+//! The project's benchmark harness: actorflow jobs beside hand-written single-thread loops
+//! doing the same work on the same input, in the same process and session.
+//!
+//! ```text
+//! cargo bench --bench harness                 # all scenarios
+//! cargo bench --bench harness -- wordcount    # scenarios whose name contains "wordcount"
+//! ```
+//!
+//! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
+//! as records/s, and the ratio is actorflow's time over the loop's time (lower is better).
+//! The memory scenario runs each size in a child process and reads its peak RSS (`VmHWM`).
+//! Method and results: `docs/BENCHMARKS.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use actorflow::prelude::*;
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// As in the examples: records are allocated on one thread and freed on another, which
+// glibc's malloc handles poorly. `--features bench-system-alloc` measures with the system
+// allocator instead (docs/BENCHMARKS.md has both).
+#[cfg(not(feature = "bench-system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const REPEATS: usize = 5;
+const WORDS: u64 = 10_000_000;
+const VOCABULARY: u64 = 100_000;
+const KEYED_RECORDS: u64 = 50_000_000;
+const KEYS: u64 = 10_000;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time(mut f: impl FnMut()) -> Duration {
+    f();
+    median(
+        (0..REPEATS)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn report(name: &str, records: u64, job: Duration, baseline: Duration) {
+    let rate = |d: Duration| records as f64 / d.as_secs_f64() / 1e6;
+    println!(
+        "{name:<34} {:>8.2} M rec/s  ({:>7.1} ms)   loop {:>8.2} M rec/s ({:>7.1} ms)   ratio {:.2}x",
+        rate(job),
+        job.as_secs_f64() * 1e3,
+        rate(baseline),
+        baseline.as_secs_f64() * 1e3,
+        job.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
+
+// ----- word count ---------------------------------------------------------------------
+
+/// Zipf-ish words from a seeded generator, 10 per line; written once and reused.
+fn word_file() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let path = dir.join(format!("words-{WORDS}-{VOCABULARY}.txt"));
+    if path.exists() {
+        return path;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut state = 42u64;
+    for i in 0..WORDS {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Skewed: square a uniform draw, so low word ids are much more frequent.
+        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        let w = (u * u * VOCABULARY as f64) as u64;
+        write!(out, "w{w}{}", if i % 10 == 9 { "\n" } else { " " }).unwrap();
+    }
+    out.flush().unwrap();
+    path
+}
+
+/// The hand-written loop: read, split on ASCII whitespace, count, sort.
+fn wordcount_loop(path: &Path) -> Vec<(String, u64)> {
+    let text = std::fs::read(path).unwrap();
+    let mut counts: HashMap<&[u8], u64> = HashMap::new();
+    for word in text
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        *counts.entry(word).or_default() += 1;
+    }
+    let mut out: Vec<(String, u64)> = counts
+        .into_iter()
+        .map(|(w, c)| (String::from_utf8_lossy(w).into_owned(), c))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The `wordcount` example's job: batch mode, so the sum emits final counts only.
+fn wordcount_job(
+    rt: &tokio::runtime::Runtime,
+    path: &Path,
+    parallelism: u32,
+) -> Vec<(String, u64)> {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism)
+        .set_runtime_mode(actorflow::RuntimeMode::Batch);
+    let finals = env
+        .read_text_file(path)
+        .flat_map(|line: String, out: &mut Collector<(String, u64)>| {
+            for w in line.split_ascii_whitespace() {
+                out.collect((w.to_owned(), 1));
+            }
+        })
+        .key_by_ref(|(w, _): &(String, u64)| w)
+        .sum(|(_, n)| n)
+        .collect();
+    rt.block_on(env.execute("wordcount")).unwrap();
+    let mut out = finals.take();
+    out.sort_unstable();
+    out
+}
+
+fn wordcount(rt: &tokio::runtime::Runtime) {
+    let path = word_file();
+    let expected = wordcount_loop(&path);
+    let baseline = time(|| {
+        black_box(wordcount_loop(&path));
+    });
+    for p in [1, 2] {
+        assert_eq!(
+            wordcount_job(rt, &path, p),
+            expected,
+            "wordcount p={p} is wrong"
+        );
+        let job = time(|| {
+            black_box(wordcount_job(rt, &path, p));
+        });
+        report(&format!("wordcount p={p}"), WORDS, job, baseline);
+    }
+}
+
+// ----- keyed count --------------------------------------------------------------------
+
+/// The hand-written loop: a rolling count per key, every update emitted (to `black_box`).
+fn keyed_count_loop() -> u64 {
+    let mut counts: HashMap<u64, u64> = HashMap::new();
+    let mut checksum = 0u64;
+    for i in 0..KEYED_RECORDS {
+        let key = i % KEYS;
+        let c = counts.entry(key).or_default();
+        *c += 1;
+        let update = black_box((key, *c));
+        checksum = checksum.wrapping_add(update.1);
+    }
+    checksum
+}
+
+/// Sums the second field of what it receives.
+struct Checksum(u64, Arc<Mutex<u64>>);
+
+impl Sink for Checksum {
+    type Input = (u64, u64);
+    async fn write_batch(&mut self, batch: Batch<(u64, u64)>) -> Result<(), UserError> {
+        for (_, c) in batch.values() {
+            self.0 = self.0.wrapping_add(*c);
+        }
+        Ok(())
+    }
+    async fn finish(&mut self) -> Result<(), UserError> {
+        let mut total = self.1.lock().unwrap();
+        *total = total.wrapping_add(self.0);
+        Ok(())
+    }
+}
+
+fn keyed_count_job(rt: &tokio::runtime::Runtime, parallelism: u32) -> u64 {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let total = Arc::new(Mutex::new(0u64));
+    let target = total.clone();
+    env.from_sequence(0, KEYED_RECORDS - 1)
+        .map(|i| (i % KEYS, 1u64))
+        .key_by(|(k, _)| *k)
+        .sum(|(_, c)| c)
+        .add_sink("checksum", move |_: &TaskInfo| {
+            Ok(Checksum(0, target.clone()))
+        });
+    rt.block_on(env.execute("keyed count")).unwrap();
+    *total.lock().unwrap()
+}
+
+fn keyed_count(rt: &tokio::runtime::Runtime) {
+    let expected = keyed_count_loop();
+    let baseline = time(|| {
+        black_box(keyed_count_loop());
+    });
+    for p in [1, 2] {
+        assert_eq!(
+            keyed_count_job(rt, p),
+            expected,
+            "keyed count p={p} is wrong"
+        );
+        let job = time(|| {
+            black_box(keyed_count_job(rt, p));
+        });
+        report(
+            &format!("keyed count u64 p={p}"),
+            KEYED_RECORDS,
+            job,
+            baseline,
+        );
+    }
+}
+
+// ----- memory under backpressure ------------------------------------------------------
+
+/// Sleeps 1 ms per batch: a slow sink.
+struct SlowSink;
+
+impl Sink for SlowSink {
+    type Input = String;
+    async fn write_batch(&mut self, batch: Batch<String>) -> Result<(), UserError> {
+        black_box(batch);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child-process mode: run `records` 100-byte records into a slow sink, print peak RSS.
+fn memory_child(records: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(1);
+    env.from_generator(GeneratorSource::new(records, |i| format!("{i:0>100}")))
+        .map(|s| s)
+        .add_sink("slow", |_: &TaskInfo| Ok(SlowSink))
+        .disable_chaining();
+    let before = peak_rss_kib();
+    let result = rt.block_on(env.execute("memory")).unwrap();
+    let source = result.metrics.vertex("Source").next().unwrap().clone();
+    println!(
+        "{} {} {} {}",
+        before,
+        peak_rss_kib(),
+        source.records_out,
+        source.backpressured.as_millis()
+    );
+}
+
+fn memory() {
+    let lane = actorflow::JobConfig::default().lane_capacity as u64;
+    println!("memory: 100-byte records through a 1 ms/batch sink; lanes hold {lane} records");
+    for factor in [0u64, 100, 1000] {
+        let records = factor * lane;
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--memory-child", &records.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        assert_eq!(
+            f.len(),
+            4,
+            "child output: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "  input {:>4}x lanes = {:>8} records ({:>6.1} MB): peak RSS {:>6.1} MB (before the job {:>5.1} MB), source backpressured {:>5.1} s",
+            factor,
+            records,
+            (records * 100) as f64 / 1e6,
+            f[1] as f64 / 1024.0,
+            f[0] as f64 / 1024.0,
+            f[3] as f64 / 1e3
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--memory-child") {
+        memory_child(args[i + 1].parse().unwrap());
+        return;
+    }
+    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "actorflow harness: {} CPUs, median of {REPEATS} runs after a warm-up",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    if wanted("wordcount") {
+        wordcount(&rt);
+    }
+    if wanted("keyed") {
+        keyed_count(&rt);
+    }
+    if wanted("memory") {
+        memory();
+    }
+}

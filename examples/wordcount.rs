@@ -6,18 +6,23 @@
 //! ```
 //!
 //! Lines are split into words on ASCII whitespace (space, tab, CR, LF, form feed). The job is
-//! Flink's streaming word count: `flat_map` to `(word, 1)`, `key_by(word)`, rolling `sum`.
-//! The rolling sum emits every update; the sink keeps the latest count per word (each word's
-//! updates arrive in order at one sink subtask, chained to its counter), so the output holds
-//! the final counts: one `word,count` line per distinct word, sorted by word in byte order.
+//! Flink's word count: `flat_map` to `(word, 1)`, `key_by(word)`, `sum`. It runs in batch mode
+//! (Flink's `RuntimeExecutionMode.BATCH`), so the sum emits each word's final count once, at
+//! end of input. The output has one `word,count` line per distinct word, sorted by word in
+//! byte order.
 
+use actorflow::RuntimeMode;
 use actorflow::prelude::*;
-use std::collections::HashMap;
 use std::error::Error;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+
+// A multi-threaded dataflow allocates on one thread and frees on another; mimalloc handles
+// that far better than glibc's malloc (see docs/BENCHMARKS.md). The library itself leaves
+// the choice of allocator to the application.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str =
     "usage: wordcount [--input FILE|DIR] [--output FILE] [--parallelism N] [--top N]";
@@ -27,6 +32,7 @@ struct Args {
     output: Option<PathBuf>,
     parallelism: Option<u32>,
     top: usize,
+    metrics: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         output: None,
         parallelism: None,
         top: 10,
+        metrics: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,38 +62,12 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| format!("--top takes a number, got '{v}'"))?;
             }
+            "--metrics" => args.metrics = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
         }
     }
     Ok(args)
-}
-
-/// The latest count of every word, merged from all sink subtasks when they finish.
-#[derive(Clone, Default)]
-struct FinalCounts(Arc<Mutex<HashMap<String, u64>>>);
-
-/// One sink subtask: keeps the latest update per word, hands them over at end of input.
-struct LatestCount {
-    local: HashMap<String, u64>,
-    into: FinalCounts,
-}
-
-impl Sink for LatestCount {
-    type Input = (String, u64);
-
-    async fn write_batch(&mut self, batch: Batch<(String, u64)>) -> Result<(), UserError> {
-        for (word, count) in batch {
-            self.local.insert(word, count);
-        }
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> Result<(), UserError> {
-        let mut all = self.into.0.lock().map_err(|_| "final counts poisoned")?;
-        all.extend(self.local.drain());
-        Ok(())
-    }
 }
 
 fn main() -> ExitCode {
@@ -105,34 +86,28 @@ fn run() -> Result<(), Box<dyn Error>> {
     let input = args.input.clone().unwrap_or(sample);
 
     let env = StreamExecutionEnvironment::new();
+    env.set_runtime_mode(RuntimeMode::Batch);
     if let Some(p) = args.parallelism {
         env.set_parallelism(p);
     }
-    let finals = FinalCounts::default();
-    let sink_target = finals.clone();
-    env.read_text_file(&input)
+    let finals = env
+        .read_text_file(&input)
         .flat_map(|line: String, out: &mut Collector<(String, u64)>| {
             for word in line.split_ascii_whitespace() {
                 out.collect((word.to_owned(), 1));
             }
         })
         .name("tokenize")
-        .key_by(|(word, _): &(String, u64)| word.clone())
+        .key_by_ref(|(word, _): &(String, u64)| word)
         .sum(|(_, n)| n)
         .name("count")
-        .add_sink("latest count", move |_: &TaskInfo| {
-            Ok(LatestCount {
-                local: HashMap::new(),
-                into: sink_target.clone(),
-            })
-        })
-        .name("latest count");
+        .collect();
     let result = env.execute_blocking("wordcount")?;
 
-    let mut counts: Vec<(String, u64)> =
-        std::mem::take(&mut *finals.0.lock().map_err(|_| "final counts poisoned")?)
-            .into_iter()
-            .collect();
+    if args.metrics {
+        eprint!("{}", result.metrics);
+    }
+    let mut counts = finals.take();
     // `String`'s order is byte order.
     counts.sort_unstable();
 

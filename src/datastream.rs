@@ -5,17 +5,17 @@ use crate::keyed::KeyedStream;
 use crate::sinks::{CollectSink, Collected, DiscardSink, PrintSink, TextFileSink, WriteMode};
 use actorflow_runtime::error::BuildError;
 use actorflow_runtime::graph::{ChainingStrategy, NodeKind, StreamNode};
+use actorflow_runtime::key::{Key, KeySelector, OwnedKey, RefKey};
 use actorflow_runtime::operator::{OperatorFactory, TaskInfo, erase};
 use actorflow_runtime::operators::{
     Context, FilterOperator, FlatMapOperator, MapOperator, ProcessFunction, ProcessOperator,
 };
 use actorflow_runtime::partition::{
-    CustomSelector, KeySelector, Partitioning, TypedWriterFactory, WriterFactory,
+    CustomSelector, HashSelector, Partitioning, TypedWriterFactory, WriterFactory,
 };
 use actorflow_runtime::sink::{ErasedSink, SinkFactory, erase_sink};
 use actorflow_runtime::{Collector, Data, NodeId, Sink, UserError};
 use std::fmt::{Debug, Display};
-use std::hash::Hash;
 use std::marker::PhantomData;
 use std::panic::Location;
 use std::path::PathBuf;
@@ -360,12 +360,38 @@ impl<T: Data> DataStream<T> {
     /// });
     /// assert_eq!(out, vec![('a', 1), ('b', 2), ('a', 4)]);
     /// ```
-    pub fn key_by<K, F>(&self, key: F) -> KeyedStream<T, K, F>
+    pub fn key_by<K, F>(&self, key: F) -> KeyedStream<T, OwnedKey<F, K>>
     where
-        K: Hash + Eq + Send + 'static,
+        K: Key,
         F: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
-        let writer = TypedWriterFactory::<T, _>::new(KeySelector::new(key.clone()));
+        self.keyed(OwnedKey::new(key))
+    }
+
+    /// Like [`key_by`](Self::key_by), with a selector that borrows the key from the record
+    /// (`|r| &r.0`), as Java's `keyBy(t -> t.f0)` does. The key is never copied per record —
+    /// only when a new key enters state — which matters for `String` keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![("x".to_string(), 1u64), ("x".to_string(), 2)])
+    ///         .key_by_ref(|(k, _)| k)
+    ///         .sum(|(_, v)| v)
+    /// });
+    /// assert_eq!(out, vec![("x".to_string(), 1), ("x".to_string(), 3)]);
+    /// ```
+    pub fn key_by_ref<K, F>(&self, key: F) -> KeyedStream<T, RefKey<F, K>>
+    where
+        K: Key,
+        F: for<'a> Fn(&'a T) -> &'a K + Clone + Send + Sync + 'static,
+    {
+        self.keyed(RefKey::new(key))
+    }
+
+    fn keyed<S: KeySelector<T>>(&self, key: S) -> KeyedStream<T, S> {
+        let writer = TypedWriterFactory::<T, _>::new(HashSelector::new(key.clone()));
         KeyedStream::new(
             self.repartitioned(Partitioning::Hash, Arc::new(writer)),
             key,

@@ -10,7 +10,9 @@ use actorflow_runtime::graph::{NodeKind, StreamGraph};
 use actorflow_runtime::operator::TaskInfo;
 use actorflow_runtime::partition::TypedWriterFactory;
 use actorflow_runtime::source::{ErasedSource, SourceFactory, erase_source};
-use actorflow_runtime::{Data, JobConfig, JobError, JobHandle, JobResult, NodeId, Source};
+use actorflow_runtime::{
+    Data, JobConfig, JobError, JobHandle, JobResult, NodeId, RuntimeMode, Source,
+};
 use std::panic::Location;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +56,11 @@ pub trait ParallelSource: Send + Sync + 'static {
     fn max_parallelism(&self) -> Option<u32> {
         None
     }
+
+    /// False for a source that does not end by itself; batch mode refuses it.
+    fn is_bounded(&self) -> bool {
+        true
+    }
 }
 
 impl<F, S> ParallelSource for F
@@ -75,6 +82,9 @@ impl<P: ParallelSource> SourceFactory for SourceAdapter<P> {
     }
     fn max_parallelism(&self) -> Option<u32> {
         self.0.max_parallelism()
+    }
+    fn is_bounded(&self) -> bool {
+        self.0.is_bounded()
     }
 }
 
@@ -198,6 +208,34 @@ impl StreamExecutionEnvironment {
     /// interval.
     pub fn set_metrics_interval(&self, every: Duration) -> &Self {
         self.configure(|c| c.metrics_interval = Some(every))
+    }
+
+    /// Streaming (the default) or batch (Flink's `setRuntimeMode`). In batch mode every source
+    /// must be bounded and keyed rolling aggregations (`reduce`, `sum`, `min`, …) emit only
+    /// their final value per key, at end of input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::RuntimeMode;
+    /// # fn main() -> Result<(), JobError> {
+    /// let env = StreamExecutionEnvironment::new();
+    /// env.set_parallelism(1).set_runtime_mode(RuntimeMode::Batch);
+    /// let totals = env
+    ///     .from_collection(vec![('a', 1u64), ('b', 2), ('a', 3)])
+    ///     .key_by(|(k, _)| *k)
+    ///     .sum(|(_, n)| n)
+    ///     .collect();
+    /// env.execute_blocking("totals")?;
+    /// let mut out = totals.take();
+    /// out.sort();
+    /// assert_eq!(out, vec![('a', 4), ('b', 2)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_runtime_mode(&self, mode: RuntimeMode) -> &Self {
+        self.configure(|c| c.runtime_mode = mode)
     }
 
     /// After a cancellation or a failure, how long subtasks get to stop before they are killed

@@ -7,56 +7,48 @@
 //! first one on ties).
 
 use crate::datastream::DataStream;
+use actorflow_runtime::key::KeySelector;
 use actorflow_runtime::operator::{TaskInfo, erase};
 use actorflow_runtime::operators::{
     KeyedContext, KeyedProcessFunction, KeyedProcessOperator, KeyedReduceOperator,
 };
 use actorflow_runtime::{Collector, Data, UserError};
 use std::cmp::Ordering;
-use std::hash::Hash;
-use std::marker::PhantomData;
 use std::ops::AddAssign;
 use std::panic::Location;
 use std::sync::Arc;
 
-/// A [`DataStream`] partitioned by a key selector `F` producing keys of type `K` (Flink's
-/// `KeyedStream`).
-pub struct KeyedStream<T, K, F> {
+/// A [`DataStream`] partitioned by the key that selector `S` extracts (Flink's
+/// `KeyedStream`). Made by [`DataStream::key_by`] or [`DataStream::key_by_ref`].
+pub struct KeyedStream<T, S> {
     stream: DataStream<T>,
-    key: F,
-    _key: PhantomData<fn() -> K>,
+    key: S,
 }
 
-impl<T, K, F: Clone> Clone for KeyedStream<T, K, F> {
+impl<T, S: Clone> Clone for KeyedStream<T, S> {
     fn clone(&self) -> Self {
         KeyedStream {
             stream: self.stream.clone(),
             key: self.key.clone(),
-            _key: PhantomData,
         }
     }
 }
 
-impl<T, K, F> std::fmt::Debug for KeyedStream<T, K, F> {
+impl<T, S> std::fmt::Debug for KeyedStream<T, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyedStream")
-            .field("key", &std::any::type_name::<K>())
+            .field("selector", &std::any::type_name::<S>())
             .finish()
     }
 }
 
-impl<T, K, F> KeyedStream<T, K, F>
+impl<T, S> KeyedStream<T, S>
 where
     T: Data,
-    K: Hash + Eq + Send + 'static,
-    F: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    S: KeySelector<T>,
 {
-    pub(crate) fn new(stream: DataStream<T>, key: F) -> Self {
-        KeyedStream {
-            stream,
-            key,
-            _key: PhantomData,
-        }
+    pub(crate) fn new(stream: DataStream<T>, key: S) -> Self {
+        KeyedStream { stream, key }
     }
 
     /// The underlying (hash-partitioned) stream.
@@ -75,7 +67,7 @@ where
     {
         let key = self.key.clone();
         let factory = Arc::new(move |_: &TaskInfo| {
-            erase(KeyedReduceOperator::<T, K, F, R>::new(
+            erase(KeyedReduceOperator::<T, S, R>::new(
                 key.clone(),
                 reduce.clone(),
             ))
@@ -181,11 +173,11 @@ where
     pub fn process<O, P>(&self, function: P) -> DataStream<O>
     where
         O: Data,
-        P: KeyedProcessFunction<K, T, O> + Clone + Sync,
+        P: KeyedProcessFunction<S::Key, T, O> + Clone + Sync,
     {
         let key = self.key.clone();
         let factory = Arc::new(move |_: &TaskInfo| {
-            erase(KeyedProcessOperator::<K, T, O, F, P>::new(
+            erase(KeyedProcessOperator::<T, O, S, P>::new(
                 key.clone(),
                 function.clone(),
             ))
@@ -213,7 +205,7 @@ where
     pub fn process_fn<O, P>(&self, f: P) -> DataStream<O>
     where
         O: Data,
-        P: FnMut(T, &mut KeyedContext<'_, K>, &mut Collector<O>) -> Result<(), UserError>
+        P: FnMut(T, &mut KeyedContext<'_, S::Key>, &mut Collector<O>) -> Result<(), UserError>
             + Clone
             + Send
             + Sync

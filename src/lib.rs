@@ -63,7 +63,7 @@ pub use actorflow_runtime::operators::{
 };
 pub use actorflow_runtime::{
     Batch, BuildError, Collector, Data, FailureCause, JobConfig, JobControl, JobError, JobHandle,
-    JobMetricsSnapshot, JobResult, Operator, Partitioning, Sink, Source, SourceStatus,
+    JobMetricsSnapshot, JobResult, Operator, Partitioning, RuntimeMode, Sink, Source, SourceStatus,
     SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
     Watermark,
 };

@@ -223,6 +223,7 @@ mod tests {
             subtask_index: index,
             parallelism,
             max_parallelism: 128,
+            runtime_mode: Default::default(),
         }
     }
 

@@ -545,6 +545,9 @@ impl ParallelSource for SocketSource {
     fn max_parallelism(&self) -> Option<u32> {
         Some(1)
     }
+    fn is_bounded(&self) -> bool {
+        false
+    }
 }
 
 /// The running form of the socket source. Reading uses `read_buf`, which is cancel-safe.

@@ -4,6 +4,18 @@ use crate::error::BuildError;
 use crate::keygroup::UPPER_BOUND_MAX_PARALLELISM;
 use std::time::Duration;
 
+/// How a job treats its input (Flink's `RuntimeExecutionMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeMode {
+    /// Unbounded processing: results are updated as records arrive (rolling aggregations emit
+    /// every update).
+    #[default]
+    Streaming,
+    /// Bounded processing, as Flink's `BATCH` mode: every source must be bounded, and keyed
+    /// rolling aggregations emit only their final value per key, at end of input.
+    Batch,
+}
+
 /// How a job runs. Every field has a Flink-like default.
 #[derive(Debug, Clone)]
 pub struct JobConfig {
@@ -30,6 +42,8 @@ pub struct JobConfig {
     pub cancel_timeout: Duration,
     /// Log every subtask's metrics through `tracing` at this interval (default: off).
     pub metrics_interval: Option<Duration>,
+    /// Streaming (default) or batch.
+    pub runtime_mode: RuntimeMode,
 }
 
 impl Default for JobConfig {
@@ -46,6 +60,7 @@ impl Default for JobConfig {
             chaining: true,
             cancel_timeout: Duration::from_secs(10),
             metrics_interval: None,
+            runtime_mode: RuntimeMode::Streaming,
         }
     }
 }

@@ -28,8 +28,14 @@ pub(crate) struct Deployment {
     pub(crate) metrics: Vec<Arc<SubtaskMetrics>>,
 }
 
-fn task_info(node: &StreamNode, plan: &ExecutionPlan, index: usize) -> TaskInfo {
+fn task_info(
+    node: &StreamNode,
+    plan: &ExecutionPlan,
+    config: &JobConfig,
+    index: usize,
+) -> TaskInfo {
     TaskInfo {
+        runtime_mode: config.runtime_mode,
         operator_id: node.id,
         operator_name: node.name.clone(),
         uid: node.uid.clone(),
@@ -54,7 +60,7 @@ struct ChainBuilder<'a> {
 impl ChainBuilder<'_> {
     fn node(&mut self, id: NodeId, input: usize) -> Result<Output, BuildError> {
         let node = &self.graph.nodes[id.0];
-        let info = task_info(node, self.plan, self.index);
+        let info = task_info(node, self.plan, self.config, self.index);
         match &node.kind {
             NodeKind::Operator(factory) => {
                 let op = factory.create(&info);
@@ -182,7 +188,7 @@ pub(crate) fn deploy(
             };
             let (source, root) = match &head.kind {
                 NodeKind::Source(factory) => {
-                    let info = task_info(head, plan, index);
+                    let info = task_info(head, plan, config, index);
                     let source = factory.create(&info).map_err(|message| BuildError::Setup {
                         operator: head.label(),
                         message,

@@ -116,6 +116,12 @@ pub enum BuildError {
         /// The source's limit.
         max: u32,
     },
+    /// Batch mode with a source that never ends.
+    #[error("{operator} is unbounded, but batch mode needs every source to be bounded")]
+    UnboundedSourceInBatchMode {
+        /// The source.
+        operator: OperatorLabel,
+    },
     /// Two operators share a uid.
     #[error("uid '{uid}' is used by both {first} and {second}; uids must be unique within a job")]
     DuplicateUid {

@@ -42,6 +42,7 @@ pub mod error;
 pub mod gate;
 pub mod graph;
 pub mod job;
+pub mod key;
 pub mod keygroup;
 pub mod lane;
 pub mod message;
@@ -61,7 +62,7 @@ mod deploy;
 mod subtask;
 mod supervisor;
 
-pub use config::JobConfig;
+pub use config::{JobConfig, RuntimeMode};
 pub use data::{Batch, Collector, Data, DataBatch};
 pub use error::{BuildError, FailureCause, JobError, OperatorLabel, SubtaskFailure, UserError};
 pub use graph::{ChainingStrategy, NodeKind, StreamGraph};

@@ -26,6 +26,8 @@ pub struct TaskInfo {
     pub parallelism: u32,
     /// The operator's max parallelism: its number of key groups.
     pub max_parallelism: u32,
+    /// Streaming or batch.
+    pub runtime_mode: crate::config::RuntimeMode,
 }
 
 impl TaskInfo {

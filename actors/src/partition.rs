@@ -8,13 +8,13 @@
 //! of input stay in order with the data), and at the end.
 
 use crate::data::{Batch, Data, DataBatch};
+use crate::key::KeySelector;
 use crate::keygroup::{assign_to_key_group, operator_index_for_key_group};
 use crate::lane::{Closed, LaneSender, TrySendError};
 use crate::message::StreamMessage;
 use crate::types::EdgeId;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::hash::Hash;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -111,25 +111,21 @@ impl<T> ChannelSelector<T> for NoSelector {
 
 /// Routes by key through key groups (`key_by`).
 #[derive(Clone)]
-pub struct KeySelector<F> {
-    key: F,
+pub struct HashSelector<S> {
+    key: S,
 }
 
-impl<F> KeySelector<F> {
-    /// Routes records by `key(record)`.
-    pub fn new(key: F) -> Self {
-        KeySelector { key }
+impl<S> HashSelector<S> {
+    /// Routes records by the key `key` selects.
+    pub fn new(key: S) -> Self {
+        HashSelector { key }
     }
 }
 
-impl<T, K, F> ChannelSelector<T> for KeySelector<F>
-where
-    K: Hash,
-    F: Fn(&T) -> K + Clone + Send + Sync + 'static,
-{
+impl<T, S: KeySelector<T>> ChannelSelector<T> for HashSelector<S> {
     #[inline]
     fn select(&mut self, record: &T, channels: usize, max_p: u32) -> Result<usize, PartitionError> {
-        let kg = assign_to_key_group(&(self.key)(record), max_p);
+        let kg = self.key.with_key(record, |k| assign_to_key_group(k, max_p));
         Ok(operator_index_for_key_group(max_p, channels as u32, kg))
     }
 }
@@ -466,6 +462,7 @@ impl<T: Data, S: ChannelSelector<T>> NetworkOutput for RecordWriter<T, S> {
 mod tests {
     use super::*;
     use crate::gate::{GateEvent, InputGate, InputGateBuilder};
+    use crate::key::OwnedKey;
     use crate::keygroup::assign_to_key_group;
     use crate::message::PriorityMessage;
 
@@ -522,7 +519,8 @@ mod tests {
     #[test]
     fn hash_routes_each_key_to_its_key_group_owner() {
         let (mut gates, spec) = setup(3, Partitioning::Hash, 4);
-        let factory = TypedWriterFactory::<u64, _>::new(KeySelector::new(|v: &u64| *v % 10));
+        let factory =
+            TypedWriterFactory::<u64, _>::new(HashSelector::new(OwnedKey::new(|v: &u64| *v % 10)));
         let mut w = factory.create(spec);
         run(w.as_mut(), (0..100).collect());
         for (i, gate) in gates.iter_mut().enumerate() {

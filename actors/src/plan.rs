@@ -7,7 +7,7 @@
 //! target has exactly one input edge; the target's strategy is `Always`; the source's strategy
 //! is not `Never`.
 
-use crate::config::JobConfig;
+use crate::config::{JobConfig, RuntimeMode};
 use crate::error::BuildError;
 use crate::graph::{ChainingStrategy, NodeKind, StreamGraph};
 use crate::keygroup::{UPPER_BOUND_MAX_PARALLELISM, default_max_parallelism};
@@ -127,6 +127,14 @@ pub fn plan(graph: &StreamGraph, config: &JobConfig) -> Result<ExecutionPlan, Bu
             return Err(BuildError::InvalidParallelism {
                 operator: node.label(),
                 value: 0,
+            });
+        }
+        if let NodeKind::Source(f) = &node.kind
+            && config.runtime_mode == RuntimeMode::Batch
+            && !f.is_bounded()
+        {
+            return Err(BuildError::UnboundedSourceInBatchMode {
+                operator: node.label(),
             });
         }
         if let NodeKind::Source(f) = &node.kind

@@ -137,4 +137,9 @@ pub trait SourceFactory: Send + Sync {
     fn max_parallelism(&self) -> Option<u32> {
         None
     }
+
+    /// False for a source that never ends by itself (a socket); batch mode refuses those.
+    fn is_bounded(&self) -> bool {
+        true
+    }
 }

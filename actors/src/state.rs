@@ -28,25 +28,40 @@ pub struct KeyGroupMismatch {
 
 /// A map from key to value, grouped by key group.
 ///
+/// Lookups take the key by reference; a key is cloned only when it is inserted. Entries hold
+/// just the key and the value (the hash is recomputed when a table grows), to keep as many
+/// entries per cache line as possible.
+///
 /// # Examples
 ///
 /// ```
 /// use actorflow_runtime::keygroup::key_group_range_for_subtask;
 /// use actorflow_runtime::state::KeyedTable;
 /// let mut table: KeyedTable<String, u64> = KeyedTable::new(128, key_group_range_for_subtask(128, 1, 0));
-/// *table.get_or_insert_with("a".to_string(), || 0).unwrap() += 5;
-/// *table.get_or_insert_with("a".to_string(), || 0).unwrap() += 1;
-/// assert_eq!(table.get(&"a".to_string()), Some(&6));
+/// let a = "a".to_string();
+/// *table.get_or_insert_with(&a, || 0).unwrap() += 5;
+/// *table.get_or_insert_with(&a, || 0).unwrap() += 1;
+/// assert_eq!(table.get(&a), Some(&6));
 /// assert_eq!(table.len(), 1);
 /// ```
 pub struct KeyedTable<K, V> {
     max_parallelism: u32,
     range: KeyGroupRange,
-    groups: Vec<HashTable<(u64, K, V)>>,
+    groups: Vec<HashTable<(K, V)>>,
     len: usize,
 }
 
-impl<K: Hash + Eq, V> KeyedTable<K, V> {
+/// The hash a table uses for a key.
+///
+/// The key group is `key_hash mod max_parallelism`, so all keys of one group share the hash's
+/// low bits, which is where hashbrown starts probing: tables use the hash rotated by half a
+/// word, whose low bits are independent of the key group.
+#[inline]
+fn table_hash<K: Hash + ?Sized>(key: &K) -> u64 {
+    key_hash(key).rotate_right(32)
+}
+
+impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
     /// An empty table for a subtask owning `range` out of `max_parallelism` key groups.
     pub fn new(max_parallelism: u32, range: KeyGroupRange) -> Self {
         KeyedTable {
@@ -62,11 +77,13 @@ impl<K: Hash + Eq, V> KeyedTable<K, V> {
         self.range
     }
 
+    /// The key's table hash and the index of its key group's table.
+    #[inline]
     fn locate(&self, key: &K) -> Result<(u64, usize), KeyGroupMismatch> {
         let hash = key_hash(key);
         let kg = key_group_for_hash(hash, self.max_parallelism);
         match self.range.offset(kg) {
-            Some(offset) => Ok((hash, offset)),
+            Some(offset) => Ok((hash.rotate_right(32), offset)),
             None => Err(KeyGroupMismatch {
                 key_group: kg,
                 range: self.range,
@@ -74,7 +91,7 @@ impl<K: Hash + Eq, V> KeyedTable<K, V> {
         }
     }
 
-    /// The value of `key`, inserting `make()` first if absent.
+    /// The value of `key`, inserting a clone of the key with `make()` first if absent.
     ///
     /// # Errors
     ///
@@ -82,16 +99,16 @@ impl<K: Hash + Eq, V> KeyedTable<K, V> {
     #[inline]
     pub fn get_or_insert_with(
         &mut self,
-        key: K,
+        key: &K,
         make: impl FnOnce() -> V,
     ) -> Result<&mut V, KeyGroupMismatch> {
-        let (hash, offset) = self.locate(&key)?;
+        let (hash, offset) = self.locate(key)?;
         let table = &mut self.groups[offset];
-        match table.entry(hash, |(h, k, _)| *h == hash && *k == key, |(h, _, _)| *h) {
-            Entry::Occupied(e) => Ok(&mut e.into_mut().2),
+        match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(k)) {
+            Entry::Occupied(e) => Ok(&mut e.into_mut().1),
             Entry::Vacant(e) => {
                 self.len += 1;
-                Ok(&mut e.insert((hash, key, make())).into_mut().2)
+                Ok(&mut e.insert((key.clone(), make())).into_mut().1)
             }
         }
     }
@@ -100,18 +117,18 @@ impl<K: Hash + Eq, V> KeyedTable<K, V> {
     pub fn get(&self, key: &K) -> Option<&V> {
         let (hash, offset) = self.locate(key).ok()?;
         self.groups[offset]
-            .find(hash, |(h, k, _)| *h == hash && k == key)
-            .map(|(_, _, v)| v)
+            .find(hash, |(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (hash, offset) = self.locate(key).ok()?;
         let table = &mut self.groups[offset];
-        match table.find_entry(hash, |(h, k, _)| *h == hash && k == key) {
+        match table.find_entry(hash, |(k, _)| k == key) {
             Ok(entry) => {
                 self.len -= 1;
-                Some(entry.remove().0.2)
+                Some(entry.remove().0.1)
             }
             Err(_) => None,
         }
@@ -133,14 +150,21 @@ impl<K: Hash + Eq, V> KeyedTable<K, V> {
             .offset(kg)
             .and_then(|o| self.groups.get(o))
             .into_iter()
-            .flat_map(|t| t.iter().map(|(_, k, v)| (k, v)))
+            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Every value, key group by key group, consuming the table.
+    pub fn into_values(self) -> impl Iterator<Item = V> {
+        self.groups
+            .into_iter()
+            .flat_map(|t| t.into_iter().map(|(_, v)| v))
     }
 
     /// Every `(key, value)`, key group by key group.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.groups
             .iter()
-            .flat_map(|t| t.iter().map(|(_, k, v)| (k, v)))
+            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -156,7 +180,7 @@ mod tests {
         let foreign = (0..1000u64)
             .find(|k| !range.contains(assign_to_key_group(k, 128)))
             .unwrap();
-        let err = t.get_or_insert_with(foreign, || 0).unwrap_err();
+        let err = t.get_or_insert_with(&foreign, || 0).unwrap_err();
         assert!(err.to_string().contains("key_by"), "{err}");
         assert!(t.is_empty());
     }
@@ -166,7 +190,7 @@ mod tests {
         let range = key_group_range_for_subtask(16, 1, 0);
         let mut t: KeyedTable<u64, u64> = KeyedTable::new(16, range);
         for k in 0..100 {
-            *t.get_or_insert_with(k, || 0).unwrap() += k;
+            *t.get_or_insert_with(&k, || 0).unwrap() += k;
         }
         assert_eq!(t.len(), 100);
         assert_eq!(t.remove(&7), Some(7));

@@ -1,40 +1,46 @@
 //! Rolling `reduce` on a keyed stream, and the rolling aggregations (`sum`, `min`, `max`,
-//! `min_by`, `max_by`) built on it. Every input record updates its key's value and emits it,
-//! as in Flink's streaming mode.
+//! `min_by`, `max_by`) built on it.
+//!
+//! In streaming mode every input record updates its key's value and emits it. In batch mode
+//! (Flink's `BatchGroupedReduceOperator`) nothing is emitted until end of input; then each
+//! key's final value is emitted once, with timestamp `Timestamp::MAX`.
 
+use crate::config::RuntimeMode;
 use crate::data::{Batch, Collector, Data};
 use crate::error::UserError;
+use crate::key::KeySelector;
 use crate::operator::{Operator, TaskInfo};
 use crate::state::KeyedTable;
-use std::hash::Hash;
+use crate::types::Timestamp;
 use std::marker::PhantomData;
 
 /// Keeps one value per key, folds every record into it with `reduce(accumulated, record)`,
 /// and emits the new value.
-pub struct KeyedReduceOperator<T, K, KF, R> {
-    key: KF,
+pub struct KeyedReduceOperator<T, S: KeySelector<T>, R> {
+    key: S,
     reduce: R,
-    table: Option<KeyedTable<K, Option<T>>>,
+    table: Option<KeyedTable<S::Key, Option<T>>>,
+    emit_updates: bool,
     _types: PhantomData<fn(T)>,
 }
 
-impl<T, K, KF, R> KeyedReduceOperator<T, K, KF, R> {
+impl<T, S: KeySelector<T>, R> KeyedReduceOperator<T, S, R> {
     /// A rolling reduce keyed by `key`.
-    pub fn new(key: KF, reduce: R) -> Self {
+    pub fn new(key: S, reduce: R) -> Self {
         KeyedReduceOperator {
             key,
             reduce,
             table: None,
+            emit_updates: true,
             _types: PhantomData,
         }
     }
 }
 
-impl<T, K, KF, R> Operator for KeyedReduceOperator<T, K, KF, R>
+impl<T, S, R> Operator for KeyedReduceOperator<T, S, R>
 where
     T: Data,
-    K: Hash + Eq + Send + 'static,
-    KF: Fn(&T) -> K + Send + 'static,
+    S: KeySelector<T>,
     R: FnMut(T, T) -> T + Send + 'static,
 {
     type In = T;
@@ -45,6 +51,7 @@ where
             info.max_parallelism,
             info.key_group_range(),
         ));
+        self.emit_updates = info.runtime_mode == RuntimeMode::Streaming;
         Ok(())
     }
 
@@ -53,9 +60,23 @@ where
             .table
             .as_mut()
             .ok_or("keyed reduce called before open()")?;
+        if !self.emit_updates {
+            for v in batch {
+                let slot = self
+                    .key
+                    .with_key(&v, |k| table.get_or_insert_with(k, || None))?;
+                *slot = Some(match slot.take() {
+                    None => v,
+                    Some(acc) => (self.reduce)(acc, v),
+                });
+            }
+            return Ok(());
+        }
         out.reserve(batch.len());
         for (v, ts) in batch.into_iter_timestamped() {
-            let slot = table.get_or_insert_with((self.key)(&v), || None)?;
+            let slot = self
+                .key
+                .with_key(&v, |k| table.get_or_insert_with(k, || None))?;
             let updated = match slot.take() {
                 None => v,
                 Some(acc) => (self.reduce)(acc, v),
@@ -63,6 +84,19 @@ where
             out.set_timestamp(ts);
             out.collect(updated.clone());
             *slot = Some(updated);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Collector<T>) -> Result<(), UserError> {
+        if self.emit_updates {
+            return Ok(());
+        }
+        if let Some(table) = self.table.take() {
+            out.reserve(table.len());
+            for value in table.into_values().flatten() {
+                out.collect_with_timestamp(value, Timestamp::MAX);
+            }
         }
         Ok(())
     }

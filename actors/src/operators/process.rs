@@ -3,6 +3,7 @@
 
 use crate::data::{Batch, Collector, Data};
 use crate::error::UserError;
+use crate::key::KeySelector;
 use crate::operator::{Operator, TaskInfo};
 use crate::types::{Timestamp, Watermark};
 use std::marker::PhantomData;
@@ -199,17 +200,17 @@ where
 }
 
 /// Runs a [`KeyedProcessFunction`]; `key` extracts each record's key.
-pub struct KeyedProcessOperator<K, I, O, KF, P> {
-    key: KF,
+pub struct KeyedProcessOperator<I, O, S, P> {
+    key: S,
     function: P,
     info: Option<TaskInfo>,
     watermark: Watermark,
-    _types: PhantomData<fn(K, I) -> O>,
+    _types: PhantomData<fn(I) -> O>,
 }
 
-impl<K, I, O, KF, P> KeyedProcessOperator<K, I, O, KF, P> {
+impl<I, O, S, P> KeyedProcessOperator<I, O, S, P> {
     /// An operator running `function` on records keyed by `key`.
-    pub fn new(key: KF, function: P) -> Self {
+    pub fn new(key: S, function: P) -> Self {
         KeyedProcessOperator {
             key,
             function,
@@ -220,13 +221,12 @@ impl<K, I, O, KF, P> KeyedProcessOperator<K, I, O, KF, P> {
     }
 }
 
-impl<K, I, O, KF, P> Operator for KeyedProcessOperator<K, I, O, KF, P>
+impl<I, O, S, P> Operator for KeyedProcessOperator<I, O, S, P>
 where
-    K: Send + 'static,
     I: Data,
     O: Data,
-    KF: Fn(&I) -> K + Send + 'static,
-    P: KeyedProcessFunction<K, I, O>,
+    S: KeySelector<I>,
+    P: KeyedProcessFunction<S::Key, I, O>,
 {
     type In = I;
     type Out = O;
@@ -240,7 +240,7 @@ where
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         for (v, ts) in batch.into_iter_timestamped() {
             out.set_timestamp(ts);
-            let key = (self.key)(&v);
+            let key = self.key.key(&v);
             let mut ctx = KeyedContext {
                 base: Context {
                     timestamp: ts,
