@@ -54,23 +54,27 @@ async fn holding_sink_throttles_the_source_to_the_lane_bound() {
     let m = handle.metrics();
     let source = m.vertex("Source").next().unwrap();
     let sink = m.vertex("gated").next().unwrap();
-    // The lane is full and the sink holds exactly one batch; not one record more left the
-    // source.
+    // The source filled the lane; the sink took one batch and holds it. A blocked sender
+    // resumes only once half the lane is free (hysteresis), so the source is still waiting:
+    // exactly one lane's worth of records left it.
     assert_eq!(sink.records_in, BATCH);
-    assert_eq!(sink.input_lanes[0].queued as u64, LANE);
-    assert_eq!(source.records_out, LANE + BATCH);
+    assert_eq!(sink.input_lanes[0].queued as u64, LANE - BATCH);
+    assert_eq!(source.records_out, LANE);
     assert!(source.backpressured > Duration::ZERO);
     assert_eq!(seen.load(Ordering::SeqCst), 0);
 
-    // Let three batches through: the source moves by exactly three batches.
+    // Let three batches through: the sink writes three and holds a fourth; the source refills
+    // the lane but never beyond it.
     gate.add_permits(3);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let m = handle.metrics();
+    let source = m.vertex("Source").next().unwrap();
+    let sink = m.vertex("gated").next().unwrap();
+    let queued = sink.input_lanes[0].queued as u64;
     assert_eq!(seen.load(Ordering::SeqCst), 3 * BATCH);
-    assert_eq!(
-        m.vertex("Source").next().unwrap().records_out,
-        LANE + 4 * BATCH
-    );
+    assert_eq!(sink.records_in, 4 * BATCH);
+    assert_eq!(source.records_out, sink.records_in + queued, "{m}");
+    assert!(queued > LANE / 2 && queued <= LANE, "{m}");
 
     // Release the sink: the job finishes with every record delivered.
     gate.add_permits(Semaphore::MAX_PERMITS / 2);
