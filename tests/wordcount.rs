@@ -11,23 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Builds the example (a no-op when `cargo test` already did) and returns its path.
 fn example_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            // target/<profile>/deps/wordcount-<hash> -> target/<profile>/examples/wordcount
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-            let mut build = Command::new(env!("CARGO"));
-            build.args(["build", "--quiet", "--example", "wordcount"]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().unwrap();
-            assert!(status.success(), "building the wordcount example failed");
-            profile_dir.join("examples").join("wordcount")
-        })
+        .get_or_init(|| common::example_binary("wordcount"))
         .clone()
 }
 
