@@ -9,8 +9,8 @@
 //! every batch. Every half second the example prints each subtask's rates from the job's live
 //! metrics: the source spends almost all its time *backpressured* (waiting for room in the
 //! lane), the sink almost all *busy*, the lane between them stays full, and the process's
-//! memory stays flat — however many records go through, only the lane (4096 records) and a
-//! few batches are ever in flight.
+//! memory stays flat — however many records go through, only the lane (16384 records by
+//! default) and a few batches are ever in flight.
 
 use actorflow::prelude::*;
 use std::error::Error;
@@ -58,6 +58,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
+    // `RUST_LOG=info` shows the job's plan and lifecycle; `RUST_LOG=actorflow=debug` more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let (mut records, mut delay_ms, mut every_ms) = (1_000_000u64, 1u64, 500u64);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

@@ -34,6 +34,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
+    // `RUST_LOG=info` shows the job's plan and lifecycle; `RUST_LOG=actorflow=debug` more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let (mut host, mut port, mut parallelism) = ("localhost".to_string(), 9999u16, 1u32);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

@@ -81,6 +81,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
+    // `RUST_LOG=info` shows the job's plan and lifecycle; `RUST_LOG=actorflow=debug` more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args = parse_args()?;
     let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/hamlet.txt");
     let input = args.input.clone().unwrap_or(sample);

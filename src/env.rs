@@ -141,7 +141,7 @@ impl std::fmt::Debug for StreamExecutionEnvironment {
 
 impl StreamExecutionEnvironment {
     /// A new environment with default settings: parallelism = number of CPUs, buffer timeout
-    /// 100 ms, batches of 1024 records, lanes of 4096 records, chaining on.
+    /// 100 ms, batches of 1024 records, lanes of 16384 records, chaining on.
     pub fn new() -> Self {
         StreamExecutionEnvironment {
             id: ENV_IDS.fetch_add(1, Ordering::Relaxed),
@@ -192,7 +192,7 @@ impl StreamExecutionEnvironment {
         self.configure(|c| c.batch_size = records)
     }
 
-    /// Capacity of every input lane in records (default 4096). Together with the batch size
+    /// Capacity of every input lane in records (default 16384). Together with the batch size
     /// it bounds how much data is queued between two subtasks, and so the memory a job uses
     /// and how fast backpressure reaches the sources.
     pub fn set_lane_capacity(&self, records: usize) -> &Self {

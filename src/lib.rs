@@ -73,6 +73,11 @@ pub use keyed::KeyedStream;
 pub use sinks::{Collected, WriteMode};
 pub use sources::{GeneratorSource, TextFileOptions, Utf8Policy};
 
+/// The README's code, compiled and run as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The names most pipelines need: `use actorflow::prelude::*;`.
 pub mod prelude {
     pub use crate::{

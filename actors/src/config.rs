@@ -29,8 +29,10 @@ pub struct JobConfig {
     pub buffer_timeout: Duration,
     /// Records per batch on the data path (default 1024).
     pub batch_size: usize,
-    /// Capacity of each input lane, in records (default 4096: four full batches). It must hold
-    /// at least one full batch.
+    /// Capacity of each input lane, in records (default 16384: sixteen full batches, about half
+    /// a millisecond of data at tens of millions of records per second). It must hold at least
+    /// one full batch. Less slack lets a consumer run dry while its producer is being woken
+    /// (measured in `docs/BENCHMARKS.md`).
     pub lane_capacity: usize,
     /// Capacity of each subtask's priority lane, in messages (default 64).
     pub priority_lane_capacity: usize,
@@ -55,7 +57,7 @@ impl Default for JobConfig {
             max_parallelism: None,
             buffer_timeout: Duration::from_millis(100),
             batch_size: 1024,
-            lane_capacity: 4096,
+            lane_capacity: 16 * 1024,
             priority_lane_capacity: 64,
             chaining: true,
             cancel_timeout: Duration::from_secs(10),

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 /// The one message a subtask actor gets: run the subtask loop to its end.
 #[derive(Debug)]
@@ -315,6 +315,9 @@ impl Actor for JobSupervisor {
             match &outcome {
                 Ok(r) => info!(job = %state.job, duration = ?r.duration, "job finished"),
                 Err(e) => info!(job = %state.job, "job ended: {e}"),
+            }
+            for s in state.metrics.snapshot().subtasks {
+                debug!(target: "actorflow::metrics", job = %state.job, "final: {s}");
             }
             let _ = tx.send(outcome);
             myself.stop(None);
