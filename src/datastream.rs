@@ -420,10 +420,7 @@ impl<T: Data> DataStream<T> {
     /// Collects every record into a shared vector, readable after (or during) the run. For
     /// tests and small results.
     #[track_caller]
-    pub fn collect(&self) -> Collected<T>
-    where
-        T: Sync,
-    {
+    pub fn collect(&self) -> Collected<T> {
         let collected = Collected::new();
         let handle = collected.clone();
         self.add_sink("Collect", move |_: &TaskInfo| {

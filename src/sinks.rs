@@ -69,7 +69,7 @@ impl<T> CollectSink<T> {
     }
 }
 
-impl<T: Data + Sync> Sink for CollectSink<T> {
+impl<T: Data> Sink for CollectSink<T> {
     type Input = T;
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
         self.into.lock().extend(batch.into_values());

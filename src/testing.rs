@@ -17,7 +17,7 @@ use actorflow_runtime::{Data, JobError};
 /// let out = actorflow::testing::example(|env| env.from_sequence(1, 3).map(|x| x * x));
 /// assert_eq!(out, vec![1, 4, 9]);
 /// ```
-pub fn example<T: Data + Sync>(
+pub fn example<T: Data>(
     build: impl FnOnce(&StreamExecutionEnvironment) -> DataStream<T>,
 ) -> Vec<T> {
     example_with(1, build)
@@ -29,7 +29,7 @@ pub fn example<T: Data + Sync>(
 /// # Panics
 ///
 /// If the job fails.
-pub fn example_with<T: Data + Sync>(
+pub fn example_with<T: Data>(
     parallelism: u32,
     build: impl FnOnce(&StreamExecutionEnvironment) -> DataStream<T>,
 ) -> Vec<T> {
@@ -45,7 +45,7 @@ pub fn example_with<T: Data + Sync>(
 /// # Errors
 ///
 /// The job's error.
-pub fn try_example<T: Data + Sync>(
+pub fn try_example<T: Data>(
     parallelism: u32,
     build: impl FnOnce(&StreamExecutionEnvironment) -> DataStream<T>,
 ) -> Result<Vec<T>, JobError> {

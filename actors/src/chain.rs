@@ -40,22 +40,31 @@ impl From<OperatorFault> for FailureCause {
     }
 }
 
+/// What running user code under `catch_unwind` gave: its result, or a panic payload.
+pub(crate) type Caught<R, E> = Result<Result<R, E>, Box<dyn Any + Send>>;
+
+/// Turns caught user code's outcome into a [`Fault`] naming `label`, if it failed.
+pub(crate) fn settle<R, E: Into<FailureCause>>(
+    label: &OperatorLabel,
+    caught: Caught<R, E>,
+) -> Result<R, Fault> {
+    let cause = match caught {
+        Ok(Ok(r)) => return Ok(r),
+        Ok(Err(e)) => e.into(),
+        Err(payload) => FailureCause::Panic(panic_message(payload.as_ref())),
+    };
+    Err(Fault {
+        operator: label.clone(),
+        cause,
+    })
+}
+
 /// Runs operator code, turning a panic or an error into a [`Fault`] naming `label`.
 pub(crate) fn guard<R, E: Into<FailureCause>>(
     label: &OperatorLabel,
     f: impl FnOnce() -> Result<R, E>,
 ) -> Result<R, Fault> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(Fault {
-            operator: label.clone(),
-            cause: e.into(),
-        }),
-        Err(payload) => Err(Fault {
-            operator: label.clone(),
-            cause: FailureCause::Panic(panic_message(payload.as_ref())),
-        }),
-    }
+    settle(label, catch_unwind(AssertUnwindSafe(f)))
 }
 
 /// Polls a future, turning a panic into an `Err` with its payload.
@@ -78,17 +87,7 @@ pub(crate) async fn guard_async<R, E: Into<FailureCause>>(
     label: &OperatorLabel,
     fut: BoxFuture<'_, Result<R, E>>,
 ) -> Result<R, Fault> {
-    match CatchUnwind(fut).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(Fault {
-            operator: label.clone(),
-            cause: e.into(),
-        }),
-        Err(payload) => Err(Fault {
-            operator: label.clone(),
-            cause: FailureCause::Panic(panic_message(payload.as_ref())),
-        }),
-    }
+    settle(label, CatchUnwind(fut).await)
 }
 
 impl From<crate::error::UserError> for FailureCause {

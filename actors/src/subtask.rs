@@ -7,7 +7,9 @@
 //! cancellation is never stuck behind a full lane.
 
 use crate::barrier::{AlignOutcome, BarrierAligner};
-use crate::chain::{CatchUnwind, Fault, Output, Signal, Tail, emit, guard_async, signal_outputs};
+use crate::chain::{
+    CatchUnwind, Caught, Fault, Output, Signal, Tail, emit, guard_async, settle, signal_outputs,
+};
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
 use crate::gate::{GateEvent, InputGate};
 use crate::message::{PriorityMessage, StreamMessage};
@@ -99,10 +101,7 @@ impl<F: Future + Unpin> Future for IdleWhenPending<'_, F> {
 }
 
 /// What one call of a source returned, or its panic payload.
-type SourcePoll = Result<
-    Result<(Option<crate::data::DataBatch>, SourceStatus), crate::error::UserError>,
-    Box<dyn std::any::Any + Send>,
->;
+type SourcePoll = Caught<(Option<crate::data::DataBatch>, SourceStatus), crate::error::UserError>;
 
 impl Subtask {
     /// The `tracing` span of this subtask.
@@ -314,12 +313,6 @@ impl Subtask {
                 }
             };
             self.metrics.enter(Some(Phase::Busy));
-            let fault = |cause| {
-                Stop::Failed(Fault {
-                    operator: head.label.clone(),
-                    cause,
-                })
-            };
             let (batch, status) = match polled {
                 Polled::Priority(p) => {
                     on_priority(p)?;
@@ -330,13 +323,7 @@ impl Subtask {
                     self.flush_all();
                     (leftover, SourceStatus::More)
                 }
-                Polled::Done(Err(payload)) => {
-                    return Err(fault(FailureCause::Panic(crate::error::panic_message(
-                        payload.as_ref(),
-                    ))));
-                }
-                Polled::Done(Ok(Err(e))) => return Err(fault(FailureCause::Error(Arc::from(e)))),
-                Polled::Done(Ok(Ok(r))) => r,
+                Polled::Done(caught) => settle(&head.label, caught)?,
             };
             if let Some(batch) = batch {
                 emit(&mut self.root, None, batch, &mut self.tails)?;
