@@ -206,3 +206,16 @@ async fn existing_output_and_bad_rate_limit() {
         .discard();
     assert!(build_error(&env).await.to_string().contains("rate limit"));
 }
+
+#[tokio::test]
+async fn batch_mode_refuses_unbounded_sources() {
+    let env = new_env(1);
+    env.set_runtime_mode(actorflow::RuntimeMode::Batch);
+    env.socket_text_stream("127.0.0.1", 9).discard();
+    let err = build_error(&env).await;
+    assert!(
+        matches!(err, BuildError::UnboundedSourceInBatchMode { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Socket Stream"), "{err}");
+}

@@ -284,3 +284,43 @@ async fn tiny_batches_tiny_lanes_and_zero_buffer_timeout_stay_exact() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_mode_emits_each_keys_final_value_once() {
+    let data = input(4, 8_000, 29);
+    let mut expected: HashMap<u32, (u32, i64)> = HashMap::new();
+    for &(k, v) in &data {
+        expected
+            .entry(k)
+            .and_modify(|acc| acc.1 = acc.1.max(v))
+            .or_insert((k, v));
+    }
+    let mut expected: Vec<(u32, i64)> = expected.into_values().collect();
+    expected.sort();
+    for p in [1, 2, 4] {
+        let env = env(p);
+        env.set_runtime_mode(actorflow::RuntimeMode::Batch);
+        let out = env
+            .from_collection(data.clone())
+            .rebalance()
+            .map(|r| r)
+            .key_by(|(k, _)| *k)
+            .max(|(_, v)| v)
+            // Flink's batch reduce stamps each final record with Long.MAX_VALUE.
+            .process_fn(
+                |r, ctx, out: &mut Collector<((u32, i64), Option<Timestamp>)>| {
+                    out.collect((r, ctx.timestamp()));
+                    Ok(())
+                },
+            )
+            .collect();
+        run(&env).await.unwrap();
+        let got = out.take();
+        assert!(
+            got.iter().all(|(_, ts)| *ts == Some(Timestamp::MAX)),
+            "p={p}"
+        );
+        let got = sorted(got.into_iter().map(|(r, _)| r).collect());
+        assert_eq!(got, expected, "p={p}");
+    }
+}

@@ -234,6 +234,7 @@ pub(crate) fn deploy(
                 aligner: BarrierAligner::new(lanes),
                 metrics,
                 buffer_timeout: config.buffer_timeout,
+                cancel_timeout: config.cancel_timeout,
             });
         }
     }

@@ -49,6 +49,8 @@ pub(crate) struct Subtask {
     pub(crate) aligner: BarrierAligner,
     pub(crate) metrics: Arc<SubtaskMetrics>,
     pub(crate) buffer_timeout: Duration,
+    /// How long to wait for the supervisor's `Cancel` after a peer vanished.
+    pub(crate) cancel_timeout: Duration,
 }
 
 /// How a subtask ended without failing.
@@ -114,7 +116,18 @@ impl Subtask {
         self.metrics.set_status(SubtaskStatus::Running);
         self.metrics.enter(Some(Phase::Busy));
         debug!("started");
-        let result = self.run_inner().await;
+        let mut result = self.run_inner().await;
+        if let Err(Stop::Failed(f)) = &result
+            && f.cause.is_secondary()
+        {
+            // A peer vanished without end of input: the job is failing or being cancelled,
+            // and the supervisor is about to cancel this subtask too. Wait for that, so the
+            // subtask ends as cancelled rather than as a second failure.
+            let cancelled = tokio::time::timeout(self.cancel_timeout, self.gate.next_priority());
+            if let Ok(PriorityMessage::Cancel) = cancelled.await {
+                result = Err(Stop::Cancelled);
+            }
+        }
         self.metrics.enter(None);
         let (status, ret) = match result {
             Ok(()) => (SubtaskStatus::Finished, Ok(Outcome::Finished)),
