@@ -28,10 +28,10 @@ impl<I: Data, O: Data, F: FnMut(I) -> O + Send + 'static> Operator for MapOperat
     fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>) -> Result<(), UserError> {
         let (values, stamps) = batch.into_parts();
         let mapped: Vec<O> = values.into_iter().map(&mut self.f).collect();
-        // Lengths are equal by construction; from_parts only refuses unequal lengths.
-        if let Some(b) = Batch::from_parts(mapped, stamps) {
-            out.collect_batch(b);
-        }
+        // One output per input, so the lengths match; never drop a batch silently if not.
+        let batch = Batch::from_parts(mapped, stamps)
+            .ok_or("map produced a batch whose timestamps do not match its records")?;
+        out.collect_batch(batch);
         Ok(())
     }
 }
