@@ -24,28 +24,51 @@ impl Sink for GatedSink {
     }
 }
 
+/// The test's hold on its sinks: the gate they wait on (no permits at first) and the count
+/// of records they wrote.
+struct Held {
+    gate: Arc<Semaphore>,
+    seen: Arc<AtomicU64>,
+}
+
+impl Held {
+    /// A factory of sinks held by this gate.
+    fn sink(&self) -> impl Fn(&TaskInfo) -> Result<GatedSink, String> + Send + Sync + 'static {
+        let (gate, seen) = (self.gate.clone(), self.seen.clone());
+        move |_: &TaskInfo| {
+            Ok(GatedSink {
+                gate: gate.clone(),
+                seen: seen.clone(),
+            })
+        }
+    }
+}
+
+/// An environment with small batches and lanes and no timed flushes, and held sinks.
+fn gated(parallelism: u32, batch: u64, lane: u64) -> (StreamExecutionEnvironment, Held) {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism)
+        .set_batch_size(batch as usize)
+        .set_lane_capacity(lane as usize)
+        .set_buffer_timeout(Duration::from_secs(3600));
+    let held = Held {
+        gate: Arc::new(Semaphore::new(0)),
+        seen: Arc::new(AtomicU64::new(0)),
+    };
+    (env, held)
+}
+
 #[tokio::test(start_paused = true)]
 async fn holding_sink_throttles_the_source_to_the_lane_bound() {
     const BATCH: u64 = 100;
     const LANE: u64 = 400;
     const TOTAL: u64 = 100 * LANE;
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(1)
-        .set_batch_size(BATCH as usize)
-        .set_lane_capacity(LANE as usize)
-        .set_buffer_timeout(Duration::from_secs(3600));
-    let gate = Arc::new(Semaphore::new(0));
-    let seen = Arc::new(AtomicU64::new(0));
-    let (g, s) = (gate.clone(), seen.clone());
+    let (env, held) = gated(1, BATCH, LANE);
+    let Held { gate, seen } = &held;
     env.from_sequence(0, TOTAL - 1)
         .map(|x| x)
         .name("source side")
-        .add_sink("gated", move |_: &TaskInfo| {
-            Ok(GatedSink {
-                gate: g.clone(),
-                seen: s.clone(),
-            })
-        })
+        .add_sink("gated", held.sink())
         .disable_chaining();
     let handle = env.execute_async("backpressure").await.unwrap();
 
@@ -88,24 +111,12 @@ async fn backpressure_crosses_a_keyed_shuffle_to_parallel_sources() {
     // at what its lanes, its pending batches and its buffers hold.
     const BATCH: u64 = 50;
     const LANE: u64 = 200;
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(2)
-        .set_batch_size(BATCH as usize)
-        .set_lane_capacity(LANE as usize)
-        .set_buffer_timeout(Duration::from_secs(3600));
-    let gate = Arc::new(Semaphore::new(0));
-    let seen = Arc::new(AtomicU64::new(0));
-    let (g, s) = (gate.clone(), seen.clone());
+    let (env, held) = gated(2, BATCH, LANE);
     env.from_generator(GeneratorSource::new(u64::MAX, |i| i))
         .key_by(|x| x % 16)
         .as_stream()
         .map(|x: u64| x)
-        .add_sink("gated", move |_: &TaskInfo| {
-            Ok(GatedSink {
-                gate: g.clone(),
-                seen: s.clone(),
-            })
-        });
+        .add_sink("gated", held.sink());
     let handle = env.execute_async("shuffle").await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let m = handle.metrics();
