@@ -55,10 +55,11 @@ impl SubtaskStatus {
 
 /// What a subtask is doing, for time accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Phase {
-    Busy,
-    Backpressured,
-    Idle,
+    Busy = 0,
+    Backpressured = 1,
+    Idle = 2,
 }
 
 /// The live counters of one subtask.
@@ -112,11 +113,19 @@ impl SubtaskMetrics {
         }
     }
 
-    fn counter(&self, phase: u8) -> &AtomicU64 {
+    fn counter(&self, phase: Phase) -> &AtomicU64 {
         match phase {
-            1 => &self.backpressured_ns,
-            2 => &self.idle_ns,
-            _ => &self.busy_ns,
+            Phase::Busy => &self.busy_ns,
+            Phase::Backpressured => &self.backpressured_ns,
+            Phase::Idle => &self.idle_ns,
+        }
+    }
+
+    fn current_phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            1 => Phase::Backpressured,
+            2 => Phase::Idle,
+            _ => Phase::Busy,
         }
     }
 
@@ -129,18 +138,12 @@ impl SubtaskMetrics {
         let now = self.now_ns();
         let since = self.phase_since.load(Ordering::Relaxed);
         if since != u64::MAX {
-            let current = self.phase.load(Ordering::Relaxed);
-            self.counter(current)
+            self.counter(self.current_phase())
                 .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
         }
         match phase {
             Some(p) => {
-                let code = match p {
-                    Phase::Busy => 0,
-                    Phase::Backpressured => 1,
-                    Phase::Idle => 2,
-                };
-                self.phase.store(code, Ordering::Relaxed);
+                self.phase.store(p as u8, Ordering::Relaxed);
                 self.phase_since.store(now, Ordering::Relaxed);
             }
             None => self.phase_since.store(u64::MAX, Ordering::Relaxed),
@@ -148,10 +151,10 @@ impl SubtaskMetrics {
     }
 
     /// A counter's total, including the open phase if it is this one.
-    fn total(&self, phase: u8) -> Duration {
+    fn total(&self, phase: Phase) -> Duration {
         let mut ns = self.counter(phase).load(Ordering::Relaxed);
         let since = self.phase_since.load(Ordering::Relaxed);
-        if since != u64::MAX && self.phase.load(Ordering::Relaxed) == phase {
+        if since != u64::MAX && self.current_phase() == phase {
             ns = ns.saturating_add(self.now_ns().saturating_sub(since));
         }
         Duration::from_nanos(ns)
@@ -184,9 +187,9 @@ impl SubtaskMetrics {
             status: self.status(),
             records_in: self.records_in.load(Ordering::Relaxed),
             records_out: self.records_out.load(Ordering::Relaxed),
-            busy: self.total(0),
-            backpressured: self.total(1),
-            idle: self.total(2),
+            busy: self.total(Phase::Busy),
+            backpressured: self.total(Phase::Backpressured),
+            idle: self.total(Phase::Idle),
             input_lanes: self.lanes.iter().map(LaneProbe::fill).collect(),
             watermark: (wm != i64::MIN).then_some(wm),
         }

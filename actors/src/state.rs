@@ -57,8 +57,8 @@ pub struct KeyedTable<K, V> {
 /// low bits, which is where hashbrown starts probing: tables use the hash rotated by half a
 /// word, whose low bits are independent of the key group.
 #[inline]
-fn table_hash<K: Hash + ?Sized>(key: &K) -> u64 {
-    key_hash(key).rotate_right(32)
+fn table_hash(key_hash: u64) -> u64 {
+    key_hash.rotate_right(32)
 }
 
 impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
@@ -83,7 +83,7 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
         let hash = key_hash(key);
         let kg = key_group_for_hash(hash, self.max_parallelism);
         match self.range.offset(kg) {
-            Some(offset) => Ok((hash.rotate_right(32), offset)),
+            Some(offset) => Ok((table_hash(hash), offset)),
             None => Err(KeyGroupMismatch {
                 key_group: kg,
                 range: self.range,
@@ -104,7 +104,7 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
     ) -> Result<&mut V, KeyGroupMismatch> {
         let (hash, offset) = self.locate(key)?;
         let table = &mut self.groups[offset];
-        match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(k)) {
+        match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
             Entry::Occupied(e) => Ok(&mut e.into_mut().1),
             Entry::Vacant(e) => {
                 self.len += 1;
