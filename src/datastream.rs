@@ -3,10 +3,13 @@
 use crate::env::{EnvState, StreamExecutionEnvironment};
 use crate::keyed::KeyedStream;
 use crate::sinks::{CollectSink, Collected, DiscardSink, PrintSink, TextFileSink, WriteMode};
+use crate::window::{NoEvictor, UnitKey, WindowedStream};
+use actorflow_runtime::OutputTag;
 use actorflow_runtime::error::BuildError;
 use actorflow_runtime::graph::{ChainingStrategy, NodeKind, StreamNode};
 use actorflow_runtime::key::{Key, KeySelector, OwnedKey, RefKey};
 use actorflow_runtime::operator::{OperatorFactory, TaskInfo, erase};
+use actorflow_runtime::operators::TimestampsAndWatermarksOperator;
 use actorflow_runtime::operators::{
     Context, FilterOperator, FlatMapOperator, MapOperator, ProcessFunction, ProcessOperator,
 };
@@ -14,6 +17,8 @@ use actorflow_runtime::partition::{
     CustomSelector, HashSelector, Partitioning, TypedWriterFactory, WriterFactory,
 };
 use actorflow_runtime::sink::{ErasedSink, SinkFactory, erase_sink};
+use actorflow_runtime::watermark::WatermarkStrategy;
+use actorflow_runtime::window::{AssignerDefault, WindowAssigner};
 use actorflow_runtime::{Collector, Data, NodeId, Sink, UserError};
 use std::fmt::{Debug, Display};
 use std::marker::PhantomData;
@@ -27,6 +32,8 @@ pub(crate) struct Port {
     pub(crate) node: NodeId,
     pub(crate) partitioning: Option<Partitioning>,
     pub(crate) writer: Arc<dyn WriterFactory>,
+    /// The side output of `node` this port reads; `None` for its main output.
+    pub(crate) tag: Option<Arc<str>>,
 }
 
 /// A stream of records of type `T` (Flink's `DataStream`).
@@ -62,6 +69,8 @@ impl<T> Debug for DataStream<T> {
             .finish()
     }
 }
+
+fn unit_key<T>(_: &T) {}
 
 fn operator_factory<F>(f: F) -> Arc<dyn OperatorFactory>
 where
@@ -129,8 +138,12 @@ impl<T: Data> DataStream<T> {
         }
         let node = st.graph.add_node(name, kind, Some(location));
         for port in &self.ports {
-            st.graph
-                .add_edge(port.node, node, 0, port.partitioning, port.writer.clone());
+            let edge =
+                st.graph
+                    .add_edge(port.node, node, 0, port.partitioning, port.writer.clone());
+            if let Some(e) = st.graph.edges.get_mut(edge.0) {
+                e.output_tag = port.tag.clone();
+            }
         }
         Some(node)
     }
@@ -295,6 +308,7 @@ impl<T: Data> DataStream<T> {
                 node: p.node,
                 partitioning: Some(partitioning),
                 writer: writer.clone(),
+                tag: p.tag.clone(),
             })
             .collect();
         DataStream::new(self.env.clone(), ports, None, self.generation)
@@ -345,6 +359,77 @@ impl<T: Data> DataStream<T> {
     {
         let writer = TypedWriterFactory::<T, _>::new(CustomSelector::new(key, partitioner));
         self.repartitioned(Partitioning::Custom, Arc::new(writer))
+    }
+
+    /// Stamps records with event time and generates watermarks (Flink's
+    /// `assignTimestampsAndWatermarks`). Watermarks from upstream are replaced by this
+    /// strategy's, except the final maximum watermark of a bounded input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use std::time::Duration;
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![('a', 1_000_i64), ('b', 500)])
+    ///         .assign_timestamps_and_watermarks(
+    ///             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(1))
+    ///                 .with_timestamp_assigner(|e: &(char, i64), _| e.1),
+    ///         )
+    ///         .process(|_: (char, i64), ctx: &mut Context, out: &mut Collector<i64>| {
+    ///             out.collect(ctx.timestamp().map_or(-1, |t| t.0));
+    ///             Ok(())
+    ///         })
+    /// });
+    /// assert_eq!(out, vec![1_000, 500]);
+    /// ```
+    #[track_caller]
+    pub fn assign_timestamps_and_watermarks(
+        &self,
+        strategy: WatermarkStrategy<T>,
+    ) -> DataStream<T> {
+        let factory = operator_factory(move |_: &TaskInfo| {
+            erase(TimestampsAndWatermarksOperator::new(strategy.clone()))
+        });
+        self.add_operator("Timestamps/Watermarks", factory, Location::caller())
+    }
+
+    /// The records the operator producing this stream emitted to side output `tag` (Flink's
+    /// `getSideOutput`), for example a window's late records.
+    #[track_caller]
+    pub fn get_side_output<X: Data>(&self, tag: &OutputTag<X>) -> DataStream<X> {
+        match self.node {
+            Some(node) => DataStream::new(
+                self.env.clone(),
+                vec![Port {
+                    node,
+                    partitioning: None,
+                    writer: Arc::new(TypedWriterFactory::<X, _>::basic()),
+                    tag: Some(tag.id().clone()),
+                }],
+                Some(node),
+                self.generation,
+            ),
+            None => {
+                self.env.lock().errors.push(BuildError::Api {
+                    message: "get_side_output needs the output of an operator, not a union or \
+                              a repartitioned stream"
+                        .into(),
+                    location: Location::caller(),
+                });
+                DataStream::new(self.env.clone(), Vec::new(), None, self.generation)
+            }
+        }
+    }
+
+    /// Windows over the whole stream, evaluated by one subtask (Flink's `windowAll`). The
+    /// window function sees the unit key `&()`.
+    pub fn window_all<A: WindowAssigner<T>>(
+        &self,
+        assigner: A,
+    ) -> WindowedStream<T, UnitKey<T>, A, AssignerDefault, NoEvictor> {
+        let key: UnitKey<T> = OwnedKey::new(unit_key::<T> as fn(&T));
+        WindowedStream::new(self.global(), key, assigner, true)
     }
 
     /// Partitions the stream by key (Flink's `keyBy`): every record with the same key goes to

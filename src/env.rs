@@ -238,6 +238,12 @@ impl StreamExecutionEnvironment {
         self.configure(|c| c.runtime_mode = mode)
     }
 
+    /// How often periodic watermark generators emit (Flink's `setAutoWatermarkInterval`,
+    /// default 200 ms; zero turns periodic watermarks off).
+    pub fn set_auto_watermark_interval(&self, every: Duration) -> &Self {
+        self.configure(|c| c.auto_watermark_interval = every)
+    }
+
     /// After a cancellation or a failure, how long subtasks get to stop before they are killed
     /// (default 10 s).
     pub fn set_cancel_timeout(&self, timeout: Duration) -> &Self {
@@ -277,6 +283,7 @@ impl StreamExecutionEnvironment {
                 node,
                 partitioning: None,
                 writer: Arc::new(TypedWriterFactory::<T, _>::basic()),
+                tag: None,
             }],
             Some(node),
             generation,

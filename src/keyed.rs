@@ -7,10 +7,14 @@
 //! first one on ties).
 
 use crate::datastream::DataStream;
+use crate::window::{NoEvictor, WindowedStream, WithEvictor};
 use actorflow_runtime::key::KeySelector;
 use actorflow_runtime::operator::{TaskInfo, erase};
 use actorflow_runtime::operators::{
     KeyedContext, KeyedProcessFunction, KeyedProcessOperator, KeyedReduceOperator,
+};
+use actorflow_runtime::window::{
+    AssignerDefault, CountEvictor, CountTrigger, GlobalWindows, PurgingTrigger, WindowAssigner,
 };
 use actorflow_runtime::{Collector, Data, UserError};
 use std::cmp::Ordering;
@@ -49,6 +53,57 @@ where
 {
     pub(crate) fn new(stream: DataStream<T>, key: S) -> Self {
         KeyedStream { stream, key }
+    }
+
+    /// Splits each key's records into windows (Flink's `window`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::window::SlidingWindows;
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![(1_u8, 0_i64), (1, 5), (1, 12)])
+    ///         .assign_timestamps_and_watermarks(
+    ///             WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|e: &(u8, i64), _| e.1),
+    ///         )
+    ///         .key_by(|e| e.0)
+    ///         .window(SlidingWindows::event_time(10, 5).unwrap())
+    ///         .process(|_k: &u8, ctx: &mut WindowContext<TimeWindow>, input: Vec<(u8, i64)>, out: &mut Collector<(i64, usize)>| {
+    ///             out.collect((ctx.window().start, input.len()));
+    ///             Ok(())
+    ///         })
+    /// });
+    /// assert_eq!(out, vec![(-5, 1), (0, 2), (5, 2), (10, 1)]);
+    /// ```
+    pub fn window<A: WindowAssigner<T>>(
+        &self,
+        assigner: A,
+    ) -> WindowedStream<T, S, A, AssignerDefault, NoEvictor> {
+        WindowedStream::new(self.stream.clone(), self.key.clone(), assigner, false)
+    }
+
+    /// Windows of `size` records per key, fired and purged when full (Flink's `countWindow`).
+    pub fn count_window(
+        &self,
+        size: u64,
+    ) -> WindowedStream<T, S, GlobalWindows, PurgingTrigger<CountTrigger>, NoEvictor> {
+        self.window(GlobalWindows::create())
+            .trigger(PurgingTrigger::of(CountTrigger::of(size)))
+    }
+
+    /// Windows of the last `size` records per key, fired every `slide` records (Flink's
+    /// `countWindow(size, slide)`).
+    pub fn count_window_sliding(
+        &self,
+        size: u64,
+        slide: u64,
+    ) -> WindowedStream<T, S, GlobalWindows, CountTrigger, WithEvictor<CountEvictor>> {
+        self.window(GlobalWindows::create())
+            .evictor(CountEvictor::of(
+                usize::try_from(size).unwrap_or(usize::MAX),
+            ))
+            .trigger(CountTrigger::of(slide))
     }
 
     /// The underlying (hash-partitioned) stream.

@@ -56,6 +56,7 @@ pub mod keyed;
 pub mod sinks;
 pub mod sources;
 pub mod testing;
+pub mod window;
 
 pub use actorflow_runtime;
 pub use actorflow_runtime::operators::{
@@ -67,6 +68,7 @@ pub use actorflow_runtime::{
     SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
     Watermark,
 };
+pub use actorflow_runtime::{clock, timer, watermark};
 pub use datastream::{DataStream, DataStreamSink};
 pub use env::{ParallelSource, StreamExecutionEnvironment};
 pub use keyed::KeyedStream;
@@ -86,4 +88,8 @@ pub mod prelude {
         ProcessFunction, Sink, Source, SourceStatus, StreamExecutionEnvironment, TaskInfo,
         TextFileOptions, Timestamp, UserError, Utf8Policy, WriteMode,
     };
+    pub use actorflow_runtime::operators::{AggregateFunction, WindowContext};
+    pub use actorflow_runtime::watermark::WatermarkStrategy;
+    pub use actorflow_runtime::window::{GlobalWindow, TimeWindow};
+    pub use actorflow_runtime::{OutputTag, Watermark};
 }

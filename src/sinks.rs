@@ -213,18 +213,9 @@ impl<T: Data> Sink for DiscardSink<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actorflow_runtime::NodeId;
 
     fn info(index: usize, parallelism: u32) -> TaskInfo {
-        TaskInfo {
-            operator_id: NodeId(0),
-            operator_name: "print".into(),
-            uid: None,
-            subtask_index: index,
-            parallelism,
-            max_parallelism: 128,
-            runtime_mode: Default::default(),
-        }
+        TaskInfo::standalone("print", index, parallelism, 128)
     }
 
     #[test]

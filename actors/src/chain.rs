@@ -9,13 +9,13 @@
 //! [`Fault`] naming that operator. A chained successor's fault is caught by the successor's own
 //! guard first, so the innermost operator is the one named.
 
-use crate::data::DataBatch;
+use crate::data::{DataBatch, Emission};
 use crate::error::{FailureCause, OperatorLabel, panic_message};
 use crate::message::{CheckpointBarrier, StreamMessage, WatermarkStatus};
 use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
 use crate::partition::{BoxFuture, NetworkOutput};
 use crate::sink::ErasedSink;
-use crate::types::Watermark;
+use crate::types::{Timestamp, Watermark};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -113,12 +113,26 @@ pub(crate) enum Output {
     Tail(usize),
 }
 
+/// One output of an operator: its main output (`tag` is `None`) or one side output.
+pub(crate) struct Route {
+    pub(crate) tag: Option<Arc<str>>,
+    pub(crate) to: Output,
+}
+
+impl Route {
+    pub(crate) fn main(to: Output) -> Self {
+        Route { tag: None, to }
+    }
+}
+
 /// One chained operator and its successors.
 pub(crate) struct ChainNode {
     pub(crate) label: OperatorLabel,
     pub(crate) info: TaskInfo,
     pub(crate) op: Box<dyn ErasedOperator>,
-    pub(crate) outputs: Vec<Output>,
+    pub(crate) outputs: Vec<Route>,
+    /// Reused buffer for what the operator emitted.
+    pub(crate) scratch: Vec<Emission>,
 }
 
 impl ChainNode {
@@ -127,7 +141,7 @@ impl ChainNode {
         let op = &mut self.op;
         guard(&self.label, || op.open(info))?;
         for o in &mut self.outputs {
-            if let Output::Operator(node, _) = o {
+            if let Output::Operator(node, _) = &mut o.to {
                 node.open()?;
             }
         }
@@ -141,39 +155,149 @@ impl ChainNode {
         tails: &mut [Tail],
     ) -> Result<(), Fault> {
         let op = &mut self.op;
-        if let Some(out) = guard(&self.label, || op.process(input, batch))? {
-            emit(&mut self.outputs, None, out, tails)?;
+        guard(&self.label, || op.process(input, batch))?;
+        self.dispatch(tails)
+    }
+
+    /// Hands what the operator emitted to its outputs, in order.
+    fn dispatch(&mut self, tails: &mut [Tail]) -> Result<(), Fault> {
+        let mut emitted = std::mem::take(&mut self.scratch);
+        self.op.take_emissions(&mut emitted);
+        let mut result = Ok(());
+        for e in emitted.drain(..) {
+            if result.is_err() {
+                break;
+            }
+            result = match e {
+                Emission::Data(batch) => emit(&mut self.outputs, None, batch, tails),
+                Emission::Side(tag, batch) => emit_side(&mut self.outputs, &tag, batch, tails),
+                Emission::Watermark(wm) => {
+                    signal_outputs(&mut self.outputs, Signal::Watermark(wm), tails)
+                }
+                Emission::Status(st) => {
+                    signal_outputs(&mut self.outputs, Signal::Status(st), tails)
+                }
+            };
         }
-        Ok(())
+        emitted.clear();
+        self.scratch = emitted;
+        result
     }
 
     pub(crate) fn signal(&mut self, signal: Signal, tails: &mut [Tail]) -> Result<(), Fault> {
         let op = &mut self.op;
-        let emitted = match signal {
-            Signal::Watermark(wm) => guard(&self.label, || op.process_watermark(wm))?,
-            Signal::EndOfInput => guard(&self.label, || op.finish())?,
-            Signal::Status(_) | Signal::Barrier(_) => None,
-        };
-        if let Some(out) = emitted {
-            emit(&mut self.outputs, None, out, tails)?;
+        match signal {
+            Signal::Watermark(wm) => {
+                guard(&self.label, || op.process_watermark(wm))?;
+                self.dispatch(tails)
+            }
+            Signal::Status(st) => {
+                guard(&self.label, || op.process_status(st))?;
+                self.dispatch(tails)
+            }
+            Signal::EndOfInput => {
+                guard(&self.label, || op.finish())?;
+                self.dispatch(tails)?;
+                signal_outputs(&mut self.outputs, signal, tails)
+            }
+            Signal::Barrier(_) => signal_outputs(&mut self.outputs, signal, tails),
         }
-        signal_outputs(&mut self.outputs, signal, tails)
+    }
+
+    /// The earliest processing time at which this node or a chained successor wants a call.
+    pub(crate) fn next_processing_time(&self) -> Option<Timestamp> {
+        let mine = self.op.next_processing_time();
+        self.outputs
+            .iter()
+            .filter_map(|o| match &o.to {
+                Output::Operator(node, _) => node.next_processing_time(),
+                Output::Tail(_) => None,
+            })
+            .chain(mine)
+            .min()
+    }
+
+    /// Calls every node whose processing time is due at `now`, upstream first.
+    pub(crate) fn fire_processing_time(
+        &mut self,
+        now: Timestamp,
+        tails: &mut [Tail],
+    ) -> Result<(), Fault> {
+        if self.op.next_processing_time().is_some_and(|t| t <= now) {
+            let op = &mut self.op;
+            guard(&self.label, || op.on_processing_time(now))?;
+            self.dispatch(tails)?;
+        }
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = &mut o.to {
+                node.fire_processing_time(now, tails)?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Hands `batch` to every output (a clone to all but the last); `input` overrides the
+/// The earliest processing-time wake-up among `outputs`' chained operators.
+pub(crate) fn next_processing_time(outputs: &[Route]) -> Option<Timestamp> {
+    outputs
+        .iter()
+        .filter_map(|o| match &o.to {
+            Output::Operator(node, _) => node.next_processing_time(),
+            Output::Tail(_) => None,
+        })
+        .min()
+}
+
+/// Fires every due processing-time callback among `outputs`' chained operators.
+pub(crate) fn fire_processing_time(
+    outputs: &mut [Route],
+    now: Timestamp,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.fire_processing_time(now, tails)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands `batch` to every main output (a clone to all but the last); `input` overrides the
 /// logical input of chained operators (see [`deliver`]).
 pub(crate) fn emit(
-    outputs: &mut [Output],
+    outputs: &mut [Route],
     input: Option<usize>,
     batch: DataBatch,
     tails: &mut [Tail],
 ) -> Result<(), Fault> {
-    if let Some((last, rest)) = outputs.split_last_mut() {
-        for o in rest {
-            deliver(o, input, batch.clone(), tails)?;
+    let mut mains = outputs.iter_mut().filter(|o| o.tag.is_none()).peekable();
+    while let Some(o) = mains.next() {
+        if mains.peek().is_some() {
+            deliver(&mut o.to, input, batch.clone(), tails)?;
+        } else {
+            return deliver(&mut o.to, input, batch, tails);
         }
-        deliver(last, input, batch, tails)?;
+    }
+    Ok(())
+}
+
+/// Hands `batch` to every output reading side output `tag`; dropped if nobody reads it.
+fn emit_side(
+    outputs: &mut [Route],
+    tag: &Arc<str>,
+    batch: DataBatch,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    let mut readers = outputs
+        .iter_mut()
+        .filter(|o| o.tag.as_ref() == Some(tag))
+        .peekable();
+    while let Some(o) = readers.next() {
+        if readers.peek().is_some() {
+            deliver(&mut o.to, None, batch.clone(), tails)?;
+        } else {
+            return deliver(&mut o.to, None, batch, tails);
+        }
     }
     Ok(())
 }
@@ -198,14 +322,14 @@ pub(crate) fn deliver(
     }
 }
 
-/// Passes a control signal to every output.
+/// Passes a control signal to every output, main and side.
 pub(crate) fn signal_outputs(
-    outputs: &mut [Output],
+    outputs: &mut [Route],
     signal: Signal,
     tails: &mut [Tail],
 ) -> Result<(), Fault> {
     for o in outputs {
-        match o {
+        match &mut o.to {
             Output::Operator(node, _) => node.signal(signal, tails)?,
             Output::Tail(t) => {
                 if let Some(tail) = tails.get_mut(*t) {

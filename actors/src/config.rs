@@ -46,6 +46,9 @@ pub struct JobConfig {
     pub metrics_interval: Option<Duration>,
     /// Streaming (default) or batch.
     pub runtime_mode: RuntimeMode,
+    /// How often periodic watermark generators are asked for a watermark (Flink's
+    /// `autoWatermarkInterval`, 200 ms by default; zero disables periodic watermarks).
+    pub auto_watermark_interval: Duration,
 }
 
 impl Default for JobConfig {
@@ -62,6 +65,7 @@ impl Default for JobConfig {
             chaining: true,
             cancel_timeout: Duration::from_secs(10),
             metrics_interval: None,
+            auto_watermark_interval: Duration::from_millis(200),
             runtime_mode: RuntimeMode::Streaming,
         }
     }

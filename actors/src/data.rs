@@ -1,11 +1,14 @@
 //! Records and batches: the typed [`Batch`] that operators see, the type-erased [`DataBatch`]
 //! that travels on lanes, and the [`Collector`] that user functions emit into.
 
-use crate::types::Timestamp;
+use crate::message::WatermarkStatus;
+use crate::types::{Timestamp, Watermark};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// What a stream's records must be: cloneable (a stream can feed several operators, and the
 /// broadcast partitioner copies records), sendable between subtasks, and serializable (state,
@@ -357,6 +360,114 @@ impl fmt::Debug for DataBatch {
 pub struct Collector<T> {
     batch: Batch<T>,
     current_timestamp: Option<Timestamp>,
+    /// Side outputs and emitted watermarks: rare, so kept out of the hot path.
+    extra: Option<Box<Extra>>,
+}
+
+/// One item an operator emitted, in order: the runtime hands these to the operator's outputs.
+#[derive(Debug)]
+pub enum Emission {
+    /// Records of the main output.
+    Data(DataBatch),
+    /// Records of the side output with this tag id.
+    Side(Arc<str>, DataBatch),
+    /// A watermark, after every record emitted before it.
+    Watermark(Watermark),
+    /// A watermark status change.
+    Status(WatermarkStatus),
+}
+
+/// A typed, named side output (Flink's `OutputTag`): operators emit into it with
+/// [`Collector::output`], and `get_side_output(&tag)` reads it as a stream.
+///
+/// Two tags are the same side output when their ids are equal.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::{Collector, OutputTag};
+/// let late: OutputTag<String> = OutputTag::new("late");
+/// let mut out: Collector<u64> = Collector::new();
+/// out.collect(1);
+/// out.output(&late, "too late".to_string());
+/// let mut emitted = Vec::new();
+/// out.take_emissions(&mut emitted);
+/// assert_eq!(emitted.len(), 2);
+/// ```
+pub struct OutputTag<T> {
+    id: Arc<str>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> OutputTag<T> {
+    /// A tag with this id.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        OutputTag {
+            id: id.into(),
+            _type: PhantomData,
+        }
+    }
+
+    /// The tag's id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+}
+
+impl<T> Clone for OutputTag<T> {
+    fn clone(&self) -> Self {
+        OutputTag::new(self.id.clone())
+    }
+}
+
+impl<T> fmt::Debug for OutputTag<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OutputTag({})", self.id)
+    }
+}
+
+/// A side output's pending records, typed inside.
+trait SideBuffer: Send {
+    fn as_any(&mut self) -> &mut dyn Any;
+    fn seal(&mut self) -> Option<DataBatch>;
+}
+
+impl<X: Data> SideBuffer for Batch<X> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn seal(&mut self) -> Option<DataBatch> {
+        if self.is_empty() {
+            None
+        } else {
+            Some(DataBatch::new(std::mem::take(self)))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Extra {
+    sealed: Vec<Emission>,
+    sides: Vec<(Arc<str>, Box<dyn SideBuffer>)>,
+}
+
+impl fmt::Debug for Extra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extra")
+            .field("sealed", &self.sealed.len())
+            .field("sides", &self.sides.len())
+            .finish()
+    }
+}
+
+impl Extra {
+    fn seal_sides(&mut self) {
+        for (tag, buf) in &mut self.sides {
+            if let Some(b) = buf.seal() {
+                self.sealed.push(Emission::Side(tag.clone(), b));
+            }
+        }
+    }
 }
 
 impl<T> Default for Collector<T> {
@@ -371,6 +482,7 @@ impl<T> Collector<T> {
         Collector {
             batch: Batch::new(),
             current_timestamp: None,
+            extra: None,
         }
     }
 
@@ -426,6 +538,96 @@ impl<T> Collector<T> {
     /// Reserves room for `n` more records.
     pub fn reserve(&mut self, n: usize) {
         self.batch.values.reserve(n);
+    }
+}
+
+impl<T: Data> Collector<T> {
+    /// Emits a record to the side output `tag`, with the current timestamp.
+    pub fn output<X: Data>(&mut self, tag: &OutputTag<X>, value: X) {
+        let ts = self.current_timestamp;
+        self.output_with_timestamp(tag, value, ts);
+    }
+
+    /// Emits a record to the side output `tag` with an explicit timestamp.
+    pub fn output_with_timestamp<X: Data>(
+        &mut self,
+        tag: &OutputTag<X>,
+        value: X,
+        ts: Option<Timestamp>,
+    ) {
+        let extra = self.extra.get_or_insert_with(Box::default);
+        let pos = match extra.sides.iter().position(|(id, _)| *id == tag.id) {
+            Some(p) => p,
+            None => {
+                extra
+                    .sides
+                    .push((tag.id.clone(), Box::new(Batch::<X>::new())));
+                extra.sides.len() - 1
+            }
+        };
+        if let Some(batch) = extra.sides[pos].1.as_any().downcast_mut::<Batch<X>>() {
+            batch.push_opt(value, ts);
+        } else {
+            // Two tags with one id but different types: keep the record apart rather than
+            // mixing types in one batch; the runtime reports the type mismatch downstream.
+            let mut b = Batch::new();
+            b.push_opt(value, ts);
+            extra
+                .sealed
+                .push(Emission::Side(tag.id.clone(), DataBatch::new(b)));
+        }
+    }
+
+    /// Emits a watermark after every record emitted so far (operators that generate
+    /// watermarks, such as the timestamp assigner, use this).
+    pub fn emit_watermark(&mut self, watermark: Watermark) {
+        self.seal();
+        if let Some(extra) = &mut self.extra {
+            extra.sealed.push(Emission::Watermark(watermark));
+        }
+    }
+
+    /// Emits a watermark status change after every record emitted so far.
+    pub fn emit_status(&mut self, status: WatermarkStatus) {
+        self.seal();
+        if let Some(extra) = &mut self.extra {
+            extra.sealed.push(Emission::Status(status));
+        }
+    }
+
+    fn seal(&mut self) {
+        let extra = self.extra.get_or_insert_with(Box::default);
+        if !self.batch.is_empty() {
+            extra
+                .sealed
+                .push(Emission::Data(DataBatch::new(std::mem::take(
+                    &mut self.batch,
+                ))));
+        }
+        extra.seal_sides();
+    }
+
+    /// True if nothing at all (records, side outputs, watermarks) is pending.
+    pub fn is_idle(&self) -> bool {
+        self.batch.is_empty()
+            && self
+                .extra
+                .as_ref()
+                .is_none_or(|e| e.sealed.is_empty() && e.sides.is_empty())
+    }
+
+    /// Moves everything emitted, in order, to `into`, leaving the collector empty.
+    pub fn take_emissions(&mut self, into: &mut Vec<Emission>) {
+        self.current_timestamp = None;
+        if let Some(extra) = &mut self.extra {
+            extra.seal_sides();
+            into.append(&mut extra.sealed);
+        }
+        if !self.batch.is_empty() {
+            into.push(Emission::Data(DataBatch::new(std::mem::take(
+                &mut self.batch,
+            ))));
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! (a missing input file, an existing output file) stop the job before it runs.
 
 use crate::barrier::BarrierAligner;
-use crate::chain::{ChainNode, Output, SinkTail, Tail};
+use crate::chain::{ChainNode, Output, Route, SinkTail, Tail};
+use crate::clock::ProcessingClock;
 use crate::config::JobConfig;
 use crate::error::BuildError;
 use crate::gate::InputGateBuilder;
@@ -32,9 +33,12 @@ fn task_info(
     node: &StreamNode,
     plan: &ExecutionPlan,
     config: &JobConfig,
+    clock: ProcessingClock,
     index: usize,
 ) -> TaskInfo {
     TaskInfo {
+        clock,
+        auto_watermark_interval: config.auto_watermark_interval,
         runtime_mode: config.runtime_mode,
         operator_id: node.id,
         operator_name: node.name.clone(),
@@ -50,6 +54,7 @@ struct ChainBuilder<'a> {
     graph: &'a StreamGraph,
     plan: &'a ExecutionPlan,
     config: &'a JobConfig,
+    clock: ProcessingClock,
     out_edges: &'a [Vec<EdgeId>],
     senders: &'a mut [Vec<Vec<LaneSender<StreamMessage>>>],
     index: usize,
@@ -60,7 +65,7 @@ struct ChainBuilder<'a> {
 impl ChainBuilder<'_> {
     fn node(&mut self, id: NodeId, input: usize) -> Result<Output, BuildError> {
         let node = &self.graph.nodes[id.0];
-        let info = task_info(node, self.plan, self.config, self.index);
+        let info = task_info(node, self.plan, self.config, self.clock, self.index);
         match &node.kind {
             NodeKind::Operator(factory) => {
                 let op = factory.create(&info);
@@ -71,6 +76,7 @@ impl ChainBuilder<'_> {
                         info,
                         op,
                         outputs,
+                        scratch: Vec::new(),
                     }),
                     input,
                 ))
@@ -95,12 +101,16 @@ impl ChainBuilder<'_> {
         }
     }
 
-    fn outputs(&mut self, id: NodeId) -> Result<Vec<Output>, BuildError> {
+    fn outputs(&mut self, id: NodeId) -> Result<Vec<Route>, BuildError> {
         let mut outputs = Vec::new();
         for &e in &self.out_edges[id.0] {
             let edge = &self.graph.edges[e.0];
+            let tag = edge.output_tag.clone();
             if self.plan.chained[e.0] {
-                outputs.push(self.node(edge.target, edge.input)?);
+                outputs.push(Route {
+                    tag,
+                    to: self.node(edge.target, edge.input)?,
+                });
             } else {
                 let channels = std::mem::take(&mut self.senders[e.0][self.index]);
                 let writer = edge.writer.create(WriterSpec {
@@ -116,7 +126,10 @@ impl ChainBuilder<'_> {
                     owner: self.graph.nodes[id.0].label(),
                     writer,
                 });
-                outputs.push(Output::Tail(self.tails.len() - 1));
+                outputs.push(Route {
+                    tag,
+                    to: Output::Tail(self.tails.len() - 1),
+                });
             }
         }
         Ok(outputs)
@@ -128,6 +141,7 @@ pub(crate) fn deploy(
     graph: &StreamGraph,
     plan: &ExecutionPlan,
     config: &JobConfig,
+    clock: ProcessingClock,
 ) -> Result<Deployment, BuildError> {
     let mut builders: Vec<Vec<Option<InputGateBuilder<StreamMessage, PriorityMessage>>>> = plan
         .vertices
@@ -180,6 +194,7 @@ pub(crate) fn deploy(
                 graph,
                 plan,
                 config,
+                clock,
                 out_edges: &out_edges,
                 senders: &mut senders,
                 index,
@@ -188,7 +203,7 @@ pub(crate) fn deploy(
             };
             let (source, root) = match &head.kind {
                 NodeKind::Source(factory) => {
-                    let info = task_info(head, plan, config, index);
+                    let info = task_info(head, plan, config, clock, index);
                     let source = factory.create(&info).map_err(|message| BuildError::Setup {
                         operator: head.label(),
                         message,
@@ -203,7 +218,7 @@ pub(crate) fn deploy(
                         root,
                     )
                 }
-                _ => (None, vec![chain.node(head.id, 0)?]),
+                _ => (None, vec![Route::main(chain.node(head.id, 0)?)]),
             };
             let tails = chain.tails;
             let builder = builders[vertex.id.0][index].take().ok_or_else(|| {
@@ -235,6 +250,7 @@ pub(crate) fn deploy(
                 metrics,
                 buffer_timeout: config.buffer_timeout,
                 cancel_timeout: config.cancel_timeout,
+                clock,
             });
         }
     }

@@ -104,6 +104,8 @@ pub struct StreamEdge {
     pub partitioning: Option<Partitioning>,
     /// Creates the typed writers of this edge.
     pub writer: Arc<dyn WriterFactory>,
+    /// The side output this edge carries (Flink's `OutputTag` id); `None` for the main output.
+    pub output_tag: Option<Arc<str>>,
 }
 
 impl fmt::Debug for StreamEdge {
@@ -114,6 +116,7 @@ impl fmt::Debug for StreamEdge {
             .field("target", &self.target)
             .field("input", &self.input)
             .field("partitioning", &self.partitioning)
+            .field("output_tag", &self.output_tag)
             .finish()
     }
 }
@@ -166,6 +169,7 @@ impl StreamGraph {
             input,
             partitioning,
             writer,
+            output_tag: None,
         });
         id
     }

@@ -1,5 +1,6 @@
 //! Submitting a job and following it: [`submit`], [`JobHandle`], [`JobResult`].
 
+use crate::clock::ProcessingClock;
 use crate::config::JobConfig;
 use crate::deploy::deploy;
 use crate::error::JobError;
@@ -131,7 +132,7 @@ pub async fn submit(
     config: &JobConfig,
 ) -> Result<JobHandle, JobError> {
     let plan = plan(graph, config)?;
-    let deployment = deploy(graph, &plan, config)?;
+    let deployment = deploy(graph, &plan, config, ProcessingClock::system())?;
     let description = plan.describe(graph);
     info!(job = name, "submitting job:\n{description}");
     let metrics = Arc::new(JobMetrics {

@@ -36,6 +36,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod barrier;
+pub mod clock;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -54,8 +55,11 @@ pub mod plan;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod timer;
 pub mod types;
 pub mod valve;
+pub mod watermark;
+pub mod window;
 
 mod chain;
 mod deploy;
@@ -63,7 +67,7 @@ mod subtask;
 mod supervisor;
 
 pub use config::{JobConfig, RuntimeMode};
-pub use data::{Batch, Collector, Data, DataBatch};
+pub use data::{Batch, Collector, Data, DataBatch, Emission, OutputTag};
 pub use error::{BuildError, FailureCause, JobError, OperatorLabel, SubtaskFailure, UserError};
 pub use graph::{ChainingStrategy, NodeKind, StreamGraph};
 pub use job::{JobControl, JobHandle, JobResult, submit};

@@ -5,9 +5,12 @@
 //! drives operators through [`ErasedOperator`], the object-safe form that works on type-erased
 //! [`DataBatch`]es; [`erase`] turns one into the other.
 
-use crate::data::{Batch, Collector, Data, DataBatch, TypeMismatch};
+use crate::clock::ProcessingClock;
+use crate::data::{Batch, Collector, Data, DataBatch, Emission, TypeMismatch};
 use crate::error::UserError;
 use crate::keygroup::{KeyGroupRange, key_group_range_for_subtask};
+use crate::message::WatermarkStatus;
+use crate::types::Timestamp;
 use crate::types::{NodeId, Watermark};
 use std::sync::Arc;
 
@@ -28,9 +31,35 @@ pub struct TaskInfo {
     pub max_parallelism: u32,
     /// Streaming or batch.
     pub runtime_mode: crate::config::RuntimeMode,
+    /// The job's processing-time clock.
+    pub clock: ProcessingClock,
+    /// How often periodic watermark generators emit (the job's setting).
+    pub auto_watermark_interval: std::time::Duration,
 }
 
 impl TaskInfo {
+    /// Describes subtask `subtask_index` of `parallelism` of a standalone operator (for
+    /// harness tests and custom runners): streaming mode, the system clock, 200 ms
+    /// watermark interval.
+    pub fn standalone(
+        operator_name: &str,
+        subtask_index: usize,
+        parallelism: u32,
+        max_parallelism: u32,
+    ) -> Self {
+        TaskInfo {
+            operator_id: NodeId(0),
+            operator_name: operator_name.into(),
+            uid: None,
+            subtask_index,
+            parallelism,
+            max_parallelism,
+            runtime_mode: crate::config::RuntimeMode::Streaming,
+            clock: ProcessingClock::system(),
+            auto_watermark_interval: std::time::Duration::from_millis(200),
+        }
+    }
+
     /// The key groups this instance owns.
     pub fn key_group_range(&self) -> KeyGroupRange {
         key_group_range_for_subtask(self.max_parallelism, self.parallelism, self.subtask_index)
@@ -90,7 +119,11 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
-    /// Called when the combined input watermark advances, before it is forwarded downstream.
+    /// Called when the combined input watermark advances. Event-time timers due at
+    /// `watermark` fire here.
+    ///
+    /// The watermark is forwarded downstream after this returns, unless
+    /// [`forwards_watermarks`](Self::forwards_watermarks) is false.
     ///
     /// # Errors
     ///
@@ -101,6 +134,48 @@ pub trait Operator: Send + 'static {
         out: &mut Collector<Self::Out>,
     ) -> Result<(), UserError> {
         let _ = (watermark, out);
+        Ok(())
+    }
+
+    /// Called when the combined input becomes idle or active again; forwarded downstream
+    /// after this returns unless [`forwards_watermarks`](Self::forwards_watermarks) is false.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn process_status(
+        &mut self,
+        status: WatermarkStatus,
+        out: &mut Collector<Self::Out>,
+    ) -> Result<(), UserError> {
+        let _ = (status, out);
+        Ok(())
+    }
+
+    /// False for operators that generate their own watermarks (with
+    /// [`Collector::emit_watermark`]) instead of forwarding their input's.
+    fn forwards_watermarks(&self) -> bool {
+        true
+    }
+
+    /// The processing time at which [`on_processing_time`](Self::on_processing_time) should
+    /// next be called, if any. Asked after every call into the operator.
+    fn next_processing_time(&self) -> Option<Timestamp> {
+        None
+    }
+
+    /// Called when processing time reached [`next_processing_time`](Self::next_processing_time):
+    /// processing-time timers fire here.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn on_processing_time(
+        &mut self,
+        now: Timestamp,
+        out: &mut Collector<Self::Out>,
+    ) -> Result<(), UserError> {
+        let _ = (now, out);
         Ok(())
     }
 
@@ -127,6 +202,9 @@ pub enum OperatorFault {
 
 /// The object-safe form of an operator, as the runtime drives it. Implement [`Operator`]
 /// and call [`erase`] rather than implementing this directly.
+///
+/// Every call leaves what the operator emitted inside it; the runtime collects it with
+/// [`take_emissions`](Self::take_emissions) right after.
 pub trait ErasedOperator: Send {
     /// See [`Operator::open`].
     ///
@@ -134,31 +212,41 @@ pub trait ErasedOperator: Send {
     ///
     /// The operator's error.
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError>;
-    /// Processes a batch from logical input `input`; returns what was emitted, if anything.
+    /// Processes a batch from logical input `input`.
     ///
     /// # Errors
     ///
     /// The operator's error, or a type mismatch.
-    fn process(
-        &mut self,
-        input: usize,
-        batch: DataBatch,
-    ) -> Result<Option<DataBatch>, OperatorFault>;
-    /// See [`Operator::process_watermark`].
+    fn process(&mut self, input: usize, batch: DataBatch) -> Result<(), OperatorFault>;
+    /// See [`Operator::process_watermark`]; also emits the watermark if the operator
+    /// forwards watermarks.
     ///
     /// # Errors
     ///
     /// The operator's error.
-    fn process_watermark(
-        &mut self,
-        watermark: Watermark,
-    ) -> Result<Option<DataBatch>, OperatorFault>;
+    fn process_watermark(&mut self, watermark: Watermark) -> Result<(), OperatorFault>;
+    /// See [`Operator::process_status`].
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    fn process_status(&mut self, status: WatermarkStatus) -> Result<(), OperatorFault>;
+    /// See [`Operator::next_processing_time`].
+    fn next_processing_time(&self) -> Option<Timestamp>;
+    /// See [`Operator::on_processing_time`].
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    fn on_processing_time(&mut self, now: Timestamp) -> Result<(), OperatorFault>;
     /// See [`Operator::finish`].
     ///
     /// # Errors
     ///
     /// The operator's error.
-    fn finish(&mut self) -> Result<Option<DataBatch>, OperatorFault>;
+    fn finish(&mut self) -> Result<(), OperatorFault>;
+    /// Moves what the last calls emitted, in order, to `into`.
+    fn take_emissions(&mut self, into: &mut Vec<Emission>);
 }
 
 struct Erased<O: Operator> {
@@ -166,48 +254,58 @@ struct Erased<O: Operator> {
     out: Collector<O::Out>,
 }
 
-impl<O: Operator> Erased<O> {
-    fn emitted(&mut self) -> Option<DataBatch> {
-        if self.out.is_empty() {
-            None
-        } else {
-            Some(DataBatch::new(self.out.take()))
-        }
-    }
-}
-
 impl<O: Operator> ErasedOperator for Erased<O> {
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
         self.op.open(info)
     }
 
-    fn process(
-        &mut self,
-        _input: usize,
-        batch: DataBatch,
-    ) -> Result<Option<DataBatch>, OperatorFault> {
+    fn process(&mut self, _input: usize, batch: DataBatch) -> Result<(), OperatorFault> {
         let batch = batch.downcast::<O::In>().map_err(OperatorFault::Type)?;
         self.op
             .process_batch(batch, &mut self.out)
-            .map_err(OperatorFault::User)?;
-        Ok(self.emitted())
+            .map_err(OperatorFault::User)
     }
 
-    fn process_watermark(
-        &mut self,
-        watermark: Watermark,
-    ) -> Result<Option<DataBatch>, OperatorFault> {
+    fn process_watermark(&mut self, watermark: Watermark) -> Result<(), OperatorFault> {
         self.out.set_timestamp(None);
         self.op
             .process_watermark(watermark, &mut self.out)
             .map_err(OperatorFault::User)?;
-        Ok(self.emitted())
+        if self.op.forwards_watermarks() {
+            self.out.emit_watermark(watermark);
+        }
+        Ok(())
     }
 
-    fn finish(&mut self) -> Result<Option<DataBatch>, OperatorFault> {
+    fn process_status(&mut self, status: WatermarkStatus) -> Result<(), OperatorFault> {
         self.out.set_timestamp(None);
-        self.op.finish(&mut self.out).map_err(OperatorFault::User)?;
-        Ok(self.emitted())
+        self.op
+            .process_status(status, &mut self.out)
+            .map_err(OperatorFault::User)?;
+        if self.op.forwards_watermarks() {
+            self.out.emit_status(status);
+        }
+        Ok(())
+    }
+
+    fn next_processing_time(&self) -> Option<Timestamp> {
+        self.op.next_processing_time()
+    }
+
+    fn on_processing_time(&mut self, now: Timestamp) -> Result<(), OperatorFault> {
+        self.out.set_timestamp(None);
+        self.op
+            .on_processing_time(now, &mut self.out)
+            .map_err(OperatorFault::User)
+    }
+
+    fn finish(&mut self) -> Result<(), OperatorFault> {
+        self.out.set_timestamp(None);
+        self.op.finish(&mut self.out).map_err(OperatorFault::User)
+    }
+
+    fn take_emissions(&mut self, into: &mut Vec<Emission>) {
+        self.out.take_emissions(into);
     }
 }
 

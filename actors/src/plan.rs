@@ -332,13 +332,11 @@ pub fn plan(graph: &StreamGraph, config: &JobConfig) -> Result<ExecutionPlan, Bu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::DataBatch;
     use crate::error::UserError;
-    use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
+    use crate::operator::{ErasedOperator, TaskInfo};
     use crate::partition::TypedWriterFactory;
     use crate::sink::{ErasedSink, SinkFactory};
     use crate::source::{ErasedSource, SourceFactory};
-    use crate::types::Watermark;
     use std::sync::Arc;
 
     struct NoSource(Option<u32>);
@@ -357,18 +355,16 @@ mod tests {
         }
     }
     struct Nop;
-    impl ErasedOperator for Nop {
-        fn open(&mut self, _: &TaskInfo) -> Result<(), UserError> {
+    impl crate::operator::Operator for Nop {
+        type In = u64;
+        type Out = u64;
+        fn process_batch(
+            &mut self,
+            b: crate::data::Batch<u64>,
+            out: &mut crate::data::Collector<u64>,
+        ) -> Result<(), UserError> {
+            out.collect_batch(b);
             Ok(())
-        }
-        fn process(&mut self, _: usize, b: DataBatch) -> Result<Option<DataBatch>, OperatorFault> {
-            Ok(Some(b))
-        }
-        fn process_watermark(&mut self, _: Watermark) -> Result<Option<DataBatch>, OperatorFault> {
-            Ok(None)
-        }
-        fn finish(&mut self) -> Result<Option<DataBatch>, OperatorFault> {
-            Ok(None)
         }
     }
 
@@ -386,7 +382,7 @@ mod tests {
         }
         fn op(&mut self, name: &str, p: u32, inputs: &[(NodeId, Option<Partitioning>)]) -> NodeId {
             let f: Arc<dyn crate::operator::OperatorFactory> =
-                Arc::new(|_: &TaskInfo| Box::new(Nop) as Box<dyn ErasedOperator>);
+                Arc::new(|_: &TaskInfo| crate::operator::erase(Nop));
             let id = self.0.add_node(name, NodeKind::Operator(f), None);
             self.0.nodes[id.0].parallelism = Some(p);
             self.wire(id, inputs);

@@ -121,6 +121,14 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
             .map(|(_, v)| v)
     }
 
+    /// The value of `key` for update, if present (and owned by this subtask).
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let (hash, offset) = self.locate(key).ok()?;
+        self.groups[offset]
+            .find_mut(hash, |(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (hash, offset) = self.locate(key).ok()?;

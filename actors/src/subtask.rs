@@ -8,8 +8,10 @@
 
 use crate::barrier::{AlignOutcome, BarrierAligner};
 use crate::chain::{
-    CatchUnwind, Caught, Fault, Output, Signal, Tail, emit, guard_async, settle, signal_outputs,
+    CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, emit, fire_processing_time,
+    guard_async, next_processing_time, settle, signal_outputs,
 };
+use crate::clock::ProcessingClock;
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
 use crate::gate::{GateEvent, InputGate};
 use crate::message::{PriorityMessage, StreamMessage};
@@ -43,7 +45,7 @@ pub(crate) struct Subtask {
     pub(crate) gate: InputGate<StreamMessage, PriorityMessage>,
     /// Logical input of each lane.
     pub(crate) lane_inputs: Vec<usize>,
-    pub(crate) root: Vec<Output>,
+    pub(crate) root: Vec<Route>,
     pub(crate) tails: Vec<Tail>,
     pub(crate) valve: WatermarkValve,
     pub(crate) aligner: BarrierAligner,
@@ -51,6 +53,8 @@ pub(crate) struct Subtask {
     pub(crate) buffer_timeout: Duration,
     /// How long to wait for the supervisor's `Cancel` after a peer vanished.
     pub(crate) cancel_timeout: Duration,
+    /// Processing time, for the operators' timers.
+    pub(crate) clock: ProcessingClock,
 }
 
 /// How a subtask ended without failing.
@@ -150,7 +154,7 @@ impl Subtask {
 
     async fn run_inner(&mut self) -> Result<(), Stop> {
         for o in &mut self.root {
-            if let Output::Operator(node, _) = o {
+            if let Output::Operator(node, _) = &mut o.to {
                 node.open()?;
             }
         }
@@ -195,8 +199,30 @@ impl Subtask {
                     }
                 }
             }
+            self.fire_timers_if_due().await?;
             self.flush_if_due().await?;
         }
+    }
+
+    /// The tokio instant of the chain's next processing-time callback.
+    fn timer_deadline(&self) -> Option<Instant> {
+        next_processing_time(&self.root).map(|t| self.clock.instant_of(t))
+    }
+
+    /// Runs the chain's processing-time callbacks that are due.
+    async fn fire_timers_if_due(&mut self) -> Result<(), Stop> {
+        let Some(next) = next_processing_time(&self.root) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        if next <= now {
+            fire_processing_time(&mut self.root, now, &mut self.tails)?;
+            if self.buffer_timeout.is_zero() {
+                self.flush_all();
+            }
+            self.drain().await?;
+        }
+        Ok(())
     }
 
     /// Handles one in-band message; `Ok(true)` once every input has ended and the chain is
@@ -272,7 +298,10 @@ impl Subtask {
     /// expires.
     async fn wait_for_input(&mut self) -> Result<GateEvent<StreamMessage, PriorityMessage>, Stop> {
         loop {
-            let deadline = self.flush_deadline();
+            let deadline = match (self.flush_deadline(), self.timer_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let now = Instant::now();
             self.metrics.enter(Some(Phase::Idle));
             let event = match deadline {
@@ -287,8 +316,8 @@ impl Subtask {
             match event {
                 Some(ev) => return Ok(ev),
                 None => {
-                    self.flush_all();
-                    self.drain().await?;
+                    self.fire_timers_if_due().await?;
+                    self.flush_if_due().await?;
                     if let Some(ev) = self.gate.try_next() {
                         return Ok(ev);
                     }
@@ -310,8 +339,12 @@ impl Subtask {
             if let Some(p) = self.gate.try_priority() {
                 on_priority(p)?;
             }
+            self.fire_timers_if_due().await?;
             self.flush_if_due().await?;
-            let deadline = self.flush_deadline();
+            let deadline = match (self.flush_deadline(), self.timer_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let polled = {
                 let next = IdleWhenPending {
                     inner: CatchUnwind(head.source.next_batch()),
@@ -332,9 +365,8 @@ impl Subtask {
                     (head.source.take_leftover(), SourceStatus::More)
                 }
                 Polled::FlushDue => {
-                    let leftover = head.source.take_leftover();
-                    self.flush_all();
-                    (leftover, SourceStatus::More)
+                    // The flush or a timer is due; both are handled at the top of the loop.
+                    (head.source.take_leftover(), SourceStatus::More)
                 }
                 Polled::Done(caught) => settle(&head.label, caught)?,
             };

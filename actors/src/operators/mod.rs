@@ -6,6 +6,8 @@ pub mod flat_map;
 pub mod keyed_reduce;
 pub mod map;
 pub mod process;
+pub mod timestamps;
+pub mod window;
 
 pub use filter::FilterOperator;
 pub use flat_map::FlatMapOperator;
@@ -14,4 +16,9 @@ pub use map::MapOperator;
 pub use process::{
     Context, KeyedContext, KeyedProcessFunction, KeyedProcessOperator, ProcessFunction,
     ProcessOperator,
+};
+pub use timestamps::TimestampsAndWatermarksOperator;
+pub use window::{
+    AggregateAgg, AggregateFunction, EvictingAgg, ListAgg, PassThrough, ReduceAgg, StateBag,
+    WindowAgg, WindowContext, WindowFunction, WindowOperator, WindowSettings,
 };

@@ -1,0 +1,227 @@
+//! `assign_timestamps_and_watermarks`: stamps records with event time and generates watermarks
+//! (Flink's `TimestampsAndWatermarksOperator`).
+//!
+//! Watermarks from upstream are swallowed, except the final maximum watermark of a bounded
+//! input; this operator's generator is the watermark source from here on. In batch mode no
+//! watermarks are generated at all (only the final maximum passes), so nothing is late.
+
+use crate::config::RuntimeMode;
+use crate::data::{Batch, Collector, Data};
+use crate::error::UserError;
+use crate::message::WatermarkStatus;
+use crate::operator::{Operator, TaskInfo};
+use crate::types::{Timestamp, Watermark};
+use crate::watermark::{
+    WatermarkAction, WatermarkEmission, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
+};
+use std::time::Duration;
+
+/// Flink's `IdlenessTimer`: idle once two periodic checks saw no record and the timeout
+/// passed since the first of them.
+#[derive(Debug)]
+struct Idleness {
+    timeout: i64,
+    counter: u64,
+    last_counter: u64,
+    inactive_since: Option<Timestamp>,
+}
+
+impl Idleness {
+    fn check_if_idle(&mut self, now: Timestamp) -> bool {
+        if self.counter != self.last_counter {
+            self.last_counter = self.counter;
+            self.inactive_since = None;
+            return false;
+        }
+        match self.inactive_since {
+            None => {
+                self.inactive_since = Some(now);
+                false
+            }
+            Some(since) => now.0.saturating_sub(since.0) > self.timeout,
+        }
+    }
+}
+
+/// Applies a [`WatermarkStrategy`] to a stream.
+pub struct TimestampsAndWatermarksOperator<T> {
+    strategy: WatermarkStrategy<T>,
+    generator: Option<Box<dyn WatermarkGenerator<T>>>,
+    interval: Option<i64>,
+    next_periodic: Option<Timestamp>,
+    idleness: Option<Idleness>,
+    current: Watermark,
+    idle: bool,
+    punctuated: bool,
+    output: WatermarkOutput,
+    info: Option<TaskInfo>,
+}
+
+impl<T: 'static> TimestampsAndWatermarksOperator<T> {
+    /// An operator applying `strategy`.
+    pub fn new(strategy: WatermarkStrategy<T>) -> Self {
+        TimestampsAndWatermarksOperator {
+            strategy,
+            generator: None,
+            interval: None,
+            next_periodic: None,
+            idleness: None,
+            current: Watermark::MIN,
+            idle: false,
+            punctuated: false,
+            output: WatermarkOutput::default(),
+            info: None,
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl<T: Data> TimestampsAndWatermarksOperator<T> {
+    fn apply<O: Data>(&mut self, out: &mut Collector<O>) {
+        for action in self.output.actions.drain(..) {
+            match action {
+                WatermarkAction::Emit(wm) => {
+                    if wm <= self.current {
+                        continue;
+                    }
+                    self.current = wm;
+                    if self.idle {
+                        self.idle = false;
+                        out.emit_status(WatermarkStatus::Active);
+                    }
+                    out.emit_watermark(wm);
+                }
+                WatermarkAction::Idle => {
+                    if !self.idle {
+                        self.idle = true;
+                        out.emit_status(WatermarkStatus::Idle);
+                    }
+                }
+                WatermarkAction::Active => {
+                    if self.idle {
+                        self.idle = false;
+                        out.emit_status(WatermarkStatus::Active);
+                    }
+                }
+            }
+        }
+    }
+
+    fn periodic_emit(&mut self, now: Timestamp) {
+        let idle = self.idleness.as_mut().is_some_and(|i| i.check_if_idle(now));
+        if idle {
+            self.output.mark_idle();
+        } else if let Some(g) = self.generator.as_mut() {
+            g.on_periodic_emit(&mut self.output);
+        }
+    }
+}
+
+impl<T: Data> Operator for TimestampsAndWatermarksOperator<T> {
+    type In = T;
+    type Out = T;
+
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        self.info = Some(info.clone());
+        if info.runtime_mode == RuntimeMode::Batch {
+            return Ok(()); // no watermarks in batch mode: only the final maximum
+        }
+        self.generator = Some(self.strategy.create_generator());
+        self.punctuated = self.strategy.emission() == WatermarkEmission::Punctuated;
+        let interval = match self.strategy.emission() {
+            WatermarkEmission::PeriodicEvery(d) => ms(d),
+            _ => ms(info.auto_watermark_interval),
+        };
+        self.idleness = self.strategy.idleness().map(|d| Idleness {
+            timeout: ms(d),
+            counter: 0,
+            last_counter: 0,
+            inactive_since: None,
+        });
+        // Periodic emission, or the idleness check, runs on a processing-time timer; an
+        // interval of 0 disables periodic emission, as in Flink.
+        if interval > 0 && (!self.punctuated || self.idleness.is_some()) {
+            self.interval = Some(interval);
+            self.next_periodic = Some(Timestamp(info.clock.now().0.saturating_add(interval)));
+        }
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) -> Result<(), UserError> {
+        let Some(mut generator) = self.generator.take() else {
+            // Batch mode: stamp only.
+            out.reserve(batch.len());
+            for (v, ts) in batch.into_iter_timestamped() {
+                let ts = self.strategy.timestamp(&v, ts);
+                out.set_timestamp(ts);
+                out.collect(v);
+            }
+            return Ok(());
+        };
+        if let Some(i) = self.idleness.as_mut() {
+            i.counter = i.counter.wrapping_add(batch.len() as u64);
+        }
+        out.reserve(batch.len());
+        for (v, ts) in batch.into_iter_timestamped() {
+            let ts = self.strategy.timestamp(&v, ts);
+            generator.on_event(&v, ts.unwrap_or(Timestamp::MIN), &mut self.output);
+            out.set_timestamp(ts);
+            out.collect(v);
+            if self.punctuated {
+                generator.on_periodic_emit(&mut self.output);
+            }
+            if !self.output.actions.is_empty() {
+                // Watermarks go out after the record that caused them.
+                self.apply(out);
+            }
+        }
+        self.generator = Some(generator);
+        Ok(())
+    }
+
+    fn forwards_watermarks(&self) -> bool {
+        false
+    }
+
+    fn process_watermark(
+        &mut self,
+        wm: Watermark,
+        out: &mut Collector<T>,
+    ) -> Result<(), UserError> {
+        // Only the end of event time passes through; this operator makes the watermarks.
+        if wm == Watermark::MAX {
+            self.output.emit_watermark(Watermark::MAX);
+            self.apply(out);
+        }
+        Ok(())
+    }
+
+    fn next_processing_time(&self) -> Option<Timestamp> {
+        self.next_periodic
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: Timestamp,
+        out: &mut Collector<T>,
+    ) -> Result<(), UserError> {
+        self.periodic_emit(now);
+        self.apply(out);
+        if let Some(interval) = self.interval {
+            self.next_periodic = Some(Timestamp(now.0.saturating_add(interval)));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Collector<T>) -> Result<(), UserError> {
+        if let Some(g) = self.generator.as_mut() {
+            g.on_periodic_emit(&mut self.output);
+            self.apply(out);
+        }
+        self.next_periodic = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,1021 @@
+//! The window operator (Flink's `WindowOperator` and `EvictingWindowOperator`).
+//!
+//! Per key, the operator keeps the key's open windows in a short list (a key rarely has more
+//! than a handful), each with its contents, its trigger state and its per-window state. Keys
+//! live in a [`KeyedTable`], one hash table per key group. Timers are `(key, window)` entries in
+//! a deduplicated [`Timers`] queue, so the trigger timer and the cleanup timer of a window with
+//! no allowed lateness are one timer, as in Flink.
+//!
+//! The control flow follows Flink's operator step by step: windows that are already late are
+//! skipped; a record all of whose windows are late goes to the late side output (or is
+//! dropped and counted); session windows merge through the assigner, merging contents and
+//! trigger state and moving timers; a window's state is removed at its cleanup time
+//! (`max_timestamp + allowed_lateness` in event time, `max_timestamp` in processing time).
+
+use crate::data::{Batch, Collector, Data, OutputTag};
+use crate::error::UserError;
+use crate::key::KeySelector;
+use crate::operator::{Operator, TaskInfo};
+use crate::state::KeyedTable;
+use crate::timer::Timers;
+use crate::types::{Timestamp, Watermark};
+use crate::window::{
+    AssignerContext, Evictor, TimerRequest, Trigger, TriggerContext, TriggerResult, Window,
+    WindowAssigner,
+};
+use std::any::Any;
+use std::marker::PhantomData;
+
+/// How a window's contents are kept and what its function receives when it fires.
+pub trait WindowAgg<T, W>: Send + 'static {
+    /// What is stored per window.
+    type Acc: Data;
+    /// What the window function receives.
+    type Out;
+
+    /// Adds a record to a window's contents (`None` for a window without contents yet).
+    ///
+    /// # Errors
+    ///
+    /// The user function's error.
+    fn add(
+        &mut self,
+        acc: &mut Option<Self::Acc>,
+        value: T,
+        timestamp: Option<Timestamp>,
+    ) -> Result<(), UserError>;
+
+    /// Merges the contents of a window merged away into the merged window's (sessions).
+    ///
+    /// # Errors
+    ///
+    /// The user function's error.
+    fn merge(&mut self, into: &mut Self::Acc, from: Self::Acc) -> Result<(), UserError>;
+
+    /// What the window function gets when the window fires; `None` emits nothing.
+    ///
+    /// # Errors
+    ///
+    /// The user function's error.
+    fn fire(&mut self, acc: &mut Self::Acc, window: &W) -> Result<Option<Self::Out>, UserError>;
+
+    /// Called after the window function ran (evict-after evictors run here).
+    fn after_fire(&mut self, acc: &mut Self::Acc, window: &W) {
+        let _ = (acc, window);
+    }
+}
+
+/// Incremental reduce: one value per window (`reduce(accumulated, record)`).
+#[derive(Clone)]
+pub struct ReduceAgg<F>(pub F);
+
+impl<T: Data, W, F: FnMut(T, T) -> T + Send + 'static> WindowAgg<T, W> for ReduceAgg<F> {
+    type Acc = T;
+    type Out = T;
+
+    #[inline]
+    fn add(
+        &mut self,
+        acc: &mut Option<T>,
+        value: T,
+        _: Option<Timestamp>,
+    ) -> Result<(), UserError> {
+        *acc = Some(match acc.take() {
+            None => value,
+            Some(a) => (self.0)(a, value),
+        });
+        Ok(())
+    }
+
+    fn merge(&mut self, into: &mut T, from: T) -> Result<(), UserError> {
+        let a = into.clone();
+        *into = (self.0)(a, from);
+        Ok(())
+    }
+
+    fn fire(&mut self, acc: &mut T, _: &W) -> Result<Option<T>, UserError> {
+        Ok(Some(acc.clone()))
+    }
+}
+
+/// An incremental aggregation with an accumulator (Flink's `AggregateFunction`).
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::operators::AggregateFunction;
+/// /// Average of the values.
+/// #[derive(Clone)]
+/// struct Avg;
+/// impl AggregateFunction<i64> for Avg {
+///     type Acc = (i64, u64);
+///     type Out = f64;
+///     fn create_accumulator(&mut self) -> (i64, u64) { (0, 0) }
+///     fn add(&mut self, v: i64, acc: &mut (i64, u64)) { acc.0 += v; acc.1 += 1; }
+///     fn get_result(&mut self, acc: &(i64, u64)) -> f64 { acc.0 as f64 / acc.1 as f64 }
+///     fn merge(&mut self, a: &mut (i64, u64), b: (i64, u64)) { a.0 += b.0; a.1 += b.1; }
+/// }
+/// let mut avg = Avg;
+/// let mut acc = avg.create_accumulator();
+/// avg.add(1, &mut acc);
+/// avg.add(2, &mut acc);
+/// assert_eq!(avg.get_result(&acc), 1.5);
+/// ```
+pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
+    /// The accumulator.
+    type Acc: Data;
+    /// The result.
+    type Out;
+    /// A fresh accumulator.
+    fn create_accumulator(&mut self) -> Self::Acc;
+    /// Adds a record.
+    fn add(&mut self, value: T, acc: &mut Self::Acc);
+    /// The result of an accumulator.
+    fn get_result(&mut self, acc: &Self::Acc) -> Self::Out;
+    /// Merges `b` into `a` (session windows).
+    fn merge(&mut self, a: &mut Self::Acc, b: Self::Acc);
+}
+
+/// Incremental aggregation through an [`AggregateFunction`].
+#[derive(Clone)]
+pub struct AggregateAgg<A>(pub A);
+
+impl<T, W, A: AggregateFunction<T>> WindowAgg<T, W> for AggregateAgg<A> {
+    type Acc = A::Acc;
+    type Out = A::Out;
+
+    #[inline]
+    fn add(
+        &mut self,
+        acc: &mut Option<A::Acc>,
+        value: T,
+        _: Option<Timestamp>,
+    ) -> Result<(), UserError> {
+        match acc {
+            Some(a) => self.0.add(value, a),
+            None => {
+                let mut a = self.0.create_accumulator();
+                self.0.add(value, &mut a);
+                *acc = Some(a);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, into: &mut A::Acc, from: A::Acc) -> Result<(), UserError> {
+        self.0.merge(into, from);
+        Ok(())
+    }
+
+    fn fire(&mut self, acc: &mut A::Acc, _: &W) -> Result<Option<A::Out>, UserError> {
+        Ok(Some(self.0.get_result(acc)))
+    }
+}
+
+/// Keeps every record of the window; the function gets them all (`process`).
+#[derive(Clone, Default)]
+pub struct ListAgg;
+
+impl<T: Data, W> WindowAgg<T, W> for ListAgg {
+    type Acc = Vec<(T, Option<Timestamp>)>;
+    type Out = Vec<T>;
+
+    fn add(
+        &mut self,
+        acc: &mut Option<Self::Acc>,
+        value: T,
+        ts: Option<Timestamp>,
+    ) -> Result<(), UserError> {
+        acc.get_or_insert_with(Vec::new).push((value, ts));
+        Ok(())
+    }
+
+    fn merge(&mut self, into: &mut Self::Acc, mut from: Self::Acc) -> Result<(), UserError> {
+        into.append(&mut from);
+        Ok(())
+    }
+
+    fn fire(&mut self, acc: &mut Self::Acc, _: &W) -> Result<Option<Vec<T>>, UserError> {
+        Ok(Some(acc.iter().map(|(v, _)| v.clone()).collect()))
+    }
+}
+
+/// Keeps every record so an [`Evictor`] can remove some before and after the function; the
+/// inner aggregation (reduce, aggregate or list) is computed over what remains at each firing
+/// (Flink's `EvictingWindowOperator`).
+#[derive(Clone)]
+pub struct EvictingAgg<E, A> {
+    /// The evictor.
+    pub evictor: E,
+    /// The aggregation applied to the remaining records.
+    pub inner: A,
+}
+
+impl<T: Data, W, E: Evictor<T, W>, A: WindowAgg<T, W>> WindowAgg<T, W> for EvictingAgg<E, A> {
+    type Acc = Vec<(T, Option<Timestamp>)>;
+    type Out = A::Out;
+
+    fn add(
+        &mut self,
+        acc: &mut Option<Self::Acc>,
+        value: T,
+        ts: Option<Timestamp>,
+    ) -> Result<(), UserError> {
+        acc.get_or_insert_with(Vec::new).push((value, ts));
+        Ok(())
+    }
+
+    fn merge(&mut self, into: &mut Self::Acc, mut from: Self::Acc) -> Result<(), UserError> {
+        into.append(&mut from);
+        Ok(())
+    }
+
+    fn fire(&mut self, acc: &mut Self::Acc, window: &W) -> Result<Option<A::Out>, UserError> {
+        self.evictor.evict_before(acc, window);
+        let mut inner = None;
+        for (v, ts) in acc.iter() {
+            self.inner.add(&mut inner, v.clone(), *ts)?;
+        }
+        match inner {
+            Some(mut i) => self.inner.fire(&mut i, window),
+            None => Ok(None),
+        }
+    }
+
+    fn after_fire(&mut self, acc: &mut Self::Acc, window: &W) {
+        self.evictor.evict_after(acc, window);
+    }
+}
+
+/// Named values of any type, for per-window and per-key state of a window function.
+#[derive(Default)]
+pub struct StateBag {
+    values: Vec<(&'static str, Box<dyn Any + Send>)>,
+}
+
+impl std::fmt::Debug for StateBag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.values.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+impl StateBag {
+    /// The value called `name`, created with `Default` if absent.
+    ///
+    /// # Errors
+    ///
+    /// If `name` already holds a value of another type.
+    pub fn get_or_default<V: Default + Send + 'static>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut V, UserError> {
+        let pos = match self.values.iter().position(|(n, _)| *n == name) {
+            Some(p) => p,
+            None => {
+                self.values.push((name, Box::new(V::default())));
+                self.values.len() - 1
+            }
+        };
+        self.values[pos].1.downcast_mut::<V>().ok_or_else(|| {
+            format!(
+                "state {name:?} holds another type than {}",
+                std::any::type_name::<V>()
+            )
+            .into()
+        })
+    }
+
+    /// Removes the value called `name`.
+    pub fn remove(&mut self, name: &'static str) {
+        self.values.retain(|(n, _)| *n != name);
+    }
+
+    /// True if no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// What a window function sees when its window fires (Flink's
+/// `ProcessWindowFunction.Context`).
+#[derive(Debug)]
+pub struct WindowContext<'a, W> {
+    window: &'a W,
+    watermark: Watermark,
+    processing_time: Timestamp,
+    window_state: &'a mut StateBag,
+    global_state: &'a mut StateBag,
+}
+
+impl<W> WindowContext<'_, W> {
+    /// The window being evaluated.
+    pub fn window(&self) -> &W {
+        self.window
+    }
+
+    /// The operator's current watermark.
+    pub fn current_watermark(&self) -> Watermark {
+        self.watermark
+    }
+
+    /// The current processing time.
+    pub fn current_processing_time(&self) -> Timestamp {
+        self.processing_time
+    }
+
+    /// State of this key and window, dropped when the window is cleaned up.
+    pub fn window_state(&mut self) -> &mut StateBag {
+        self.window_state
+    }
+
+    /// State of this key across all its windows.
+    pub fn global_state(&mut self) -> &mut StateBag {
+        self.global_state
+    }
+}
+
+/// Turns what a window holds into output when it fires (Flink's `ProcessWindowFunction`;
+/// with an incremental aggregation, `input` is the aggregate).
+///
+/// Implemented for closures `FnMut(&K, &mut WindowContext<W>, In, &mut Collector<O>) ->
+/// Result<(), UserError>`.
+pub trait WindowFunction<K, In, O, W>: Send + 'static {
+    /// Evaluates one window of one key.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn process(
+        &mut self,
+        key: &K,
+        ctx: &mut WindowContext<'_, W>,
+        input: In,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError>;
+
+    /// Called when the window is cleaned up.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn clear(&mut self, key: &K, ctx: &mut WindowContext<'_, W>) -> Result<(), UserError> {
+        let _ = (key, ctx);
+        Ok(())
+    }
+}
+
+impl<K, In, O, W, F> WindowFunction<K, In, O, W> for F
+where
+    F: FnMut(&K, &mut WindowContext<'_, W>, In, &mut Collector<O>) -> Result<(), UserError>
+        + Send
+        + 'static,
+{
+    fn process(
+        &mut self,
+        key: &K,
+        ctx: &mut WindowContext<'_, W>,
+        input: In,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        self(key, ctx, input, out)
+    }
+}
+
+/// Emits the aggregate as it is (`reduce` / `aggregate` without a process function).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassThrough;
+
+impl<K, O, W> WindowFunction<K, O, O, W> for PassThrough {
+    #[inline]
+    fn process(
+        &mut self,
+        _: &K,
+        _: &mut WindowContext<'_, W>,
+        input: O,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        out.collect(input);
+        Ok(())
+    }
+}
+
+/// One open window of one key.
+struct Slot<W, A, S> {
+    window: W,
+    acc: Option<A>,
+    trigger: S,
+    state: StateBag,
+}
+
+/// The open windows of one key.
+struct KeyWindows<W, A, S> {
+    slots: Vec<Slot<W, A, S>>,
+    global: StateBag,
+}
+
+impl<W, A, S> Default for KeyWindows<W, A, S> {
+    fn default() -> Self {
+        KeyWindows {
+            slots: Vec::new(),
+            global: StateBag::default(),
+        }
+    }
+}
+
+impl<W: PartialEq, A, S: Default> KeyWindows<W, A, S> {
+    fn position(&self, w: &W) -> Option<usize> {
+        self.slots.iter().position(|s| s.window == *w)
+    }
+
+    fn slot_index(&mut self, w: &W) -> usize
+    where
+        W: Clone,
+    {
+        match self.position(w) {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    window: w.clone(),
+                    acc: None,
+                    trigger: S::default(),
+                    state: StateBag::default(),
+                });
+                self.slots.len() - 1
+            }
+        }
+    }
+}
+
+/// Every key's open windows, per key group.
+type WindowTable<K, W, A, S> = KeyedTable<K, KeyWindows<W, A, S>>;
+
+/// The window operator's settings.
+#[derive(Debug, Clone)]
+pub struct WindowSettings<T> {
+    /// Records later than this (in ms of event time) are still added and re-fire the window.
+    pub allowed_lateness: i64,
+    /// Where late records go; `None` drops them (and counts them).
+    pub late_output: Option<OutputTag<T>>,
+}
+
+impl<T> Default for WindowSettings<T> {
+    fn default() -> Self {
+        WindowSettings {
+            allowed_lateness: 0,
+            late_output: None,
+        }
+    }
+}
+
+/// Runs keyed windows: assigner `A`, trigger `Tr`, contents `Ag`, window function `F`.
+pub struct WindowOperator<T, S: KeySelector<T>, A: WindowAssigner<T>, Tr, Ag, F, O>
+where
+    Tr: Trigger<T, A::W>,
+    Ag: WindowAgg<T, A::W>,
+{
+    key: S,
+    assigner: A,
+    trigger: Tr,
+    agg: Ag,
+    function: F,
+    settings: WindowSettings<T>,
+    #[allow(clippy::type_complexity)] // the table's types are the operator's parameters
+    table: Option<WindowTable<S::Key, A::W, Ag::Acc, Tr::State>>,
+    timers: Timers<S::Key, A::W>,
+    watermark: Watermark,
+    info: Option<TaskInfo>,
+    late_dropped: u64,
+    windows: Vec<A::W>,
+    requests: Vec<TimerRequest>,
+    _out: PhantomData<fn() -> O>,
+}
+
+impl<T, S, A, Tr, Ag, F, O> WindowOperator<T, S, A, Tr, Ag, F, O>
+where
+    S: KeySelector<T>,
+    A: WindowAssigner<T>,
+    Tr: Trigger<T, A::W>,
+    Ag: WindowAgg<T, A::W>,
+{
+    /// A window operator.
+    pub fn new(
+        key: S,
+        assigner: A,
+        trigger: Tr,
+        agg: Ag,
+        function: F,
+        settings: WindowSettings<T>,
+    ) -> Self {
+        WindowOperator {
+            key,
+            assigner,
+            trigger,
+            agg,
+            function,
+            settings,
+            table: None,
+            timers: Timers::default(),
+            watermark: Watermark::MIN,
+            info: None,
+            late_dropped: 0,
+            windows: Vec::new(),
+            requests: Vec::new(),
+            _out: PhantomData,
+        }
+    }
+
+    /// Records dropped as late (without a late side output).
+    pub fn late_records_dropped(&self) -> u64 {
+        self.late_dropped
+    }
+}
+
+fn not_open() -> UserError {
+    "window operator called before open()".into()
+}
+
+/// Flink's `cleanupTime`: when a window's state is dropped.
+fn cleanup_time<W: Window>(event_time: bool, w: &W, lateness: i64) -> Timestamp {
+    let max = w.max_timestamp().0;
+    if event_time {
+        let t = max.wrapping_add(lateness);
+        Timestamp(if t >= max { t } else { i64::MAX })
+    } else {
+        Timestamp(max)
+    }
+}
+
+impl<T, S, A, Tr, Ag, F, O> WindowOperator<T, S, A, Tr, Ag, F, O>
+where
+    T: Data,
+    O: Data,
+    S: KeySelector<T>,
+    A: WindowAssigner<T>,
+    Tr: Trigger<T, A::W>,
+    Ag: WindowAgg<T, A::W>,
+    F: WindowFunction<S::Key, Ag::Out, O, A::W>,
+{
+    fn now(&self) -> Timestamp {
+        self.info.as_ref().map_or(Timestamp(0), |i| i.clock.now())
+    }
+
+    fn is_window_late(&self, w: &A::W) -> bool {
+        self.assigner.is_event_time()
+            && cleanup_time(true, w, self.settings.allowed_lateness).0 <= self.watermark.0
+    }
+
+    fn is_element_late(&self, ts: Option<Timestamp>) -> bool {
+        self.assigner.is_event_time()
+            && ts.is_some_and(|t| {
+                t.0.wrapping_add(self.settings.allowed_lateness) <= self.watermark.0
+            })
+    }
+
+    /// Applies the trigger's timer requests for `key` and `window`.
+    fn apply_requests(&mut self, key: &S::Key, window: &A::W) {
+        for r in self.requests.drain(..) {
+            match r {
+                TimerRequest::RegisterEvent(t) => {
+                    self.timers.event.register(t, key, window);
+                }
+                TimerRequest::DeleteEvent(t) => {
+                    self.timers.event.delete(t, key, window);
+                }
+                TimerRequest::RegisterProcessing(t) => {
+                    self.timers.processing.register(t, key, window);
+                }
+                TimerRequest::DeleteProcessing(t) => {
+                    self.timers.processing.delete(t, key, window);
+                }
+            }
+        }
+    }
+
+    fn register_cleanup_timer(&mut self, key: &S::Key, w: &A::W) {
+        let event = self.assigner.is_event_time();
+        let t = cleanup_time(event, w, self.settings.allowed_lateness);
+        if t == Timestamp::MAX {
+            return; // Flink: a window that never ends is never cleaned up
+        }
+        if event {
+            self.timers.event.register(t, key, w);
+        } else {
+            self.timers.processing.register(t, key, w);
+        }
+    }
+
+    fn delete_cleanup_timer(&mut self, key: &S::Key, w: &A::W) {
+        let event = self.assigner.is_event_time();
+        let t = cleanup_time(event, w, self.settings.allowed_lateness);
+        if t == Timestamp::MAX {
+            return;
+        }
+        if event {
+            self.timers.event.delete(t, key, w);
+        } else {
+            self.timers.processing.delete(t, key, w);
+        }
+    }
+
+    /// Evaluates slot `i` of `key` and emits the result.
+    fn emit_window(
+        &mut self,
+        key: &S::Key,
+        i: usize,
+        now: Timestamp,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        let Some(kw) = table.get_mut(key) else {
+            return Ok(());
+        };
+        let KeyWindows { slots, global } = kw;
+        let Some(slot) = slots.get_mut(i) else {
+            return Ok(());
+        };
+        let Some(acc) = slot.acc.as_mut() else {
+            return Ok(());
+        };
+        let fired = self.agg.fire(acc, &slot.window)?;
+        if let Some(input) = fired {
+            out.set_timestamp(Some(slot.window.max_timestamp()));
+            let mut ctx = WindowContext {
+                window: &slot.window,
+                watermark: self.watermark,
+                processing_time: now,
+                window_state: &mut slot.state,
+                global_state: global,
+            };
+            self.function.process(key, &mut ctx, input, out)?;
+        }
+        self.agg.after_fire(acc, &slot.window);
+        Ok(())
+    }
+
+    /// Adds `w` to the key's windows, merging as the assigner says; returns the window the
+    /// record belongs to now (Flink's `MergingWindowSet.addWindow`).
+    fn add_merging_window(
+        &mut self,
+        key: &S::Key,
+        w: &A::W,
+        now: Timestamp,
+    ) -> Result<A::W, UserError> {
+        let lateness = self.settings.allowed_lateness;
+        let event = self.assigner.is_event_time();
+        let watermark = self.watermark;
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+        let mut all: Vec<A::W> = kw.slots.iter().map(|s| s.window.clone()).collect();
+        all.push(w.clone());
+        let new_index = all.len() - 1;
+        let mut groups = Vec::new();
+        self.assigner.merge_windows(&all, &mut groups);
+        let mut result = w.clone();
+        let mut merged_new = false;
+        let mut merges = Vec::new();
+        for (merged, mut members) in groups {
+            if let Some(p) = members.iter().position(|&m| m == new_index) {
+                members.remove(p);
+                merged_new = true;
+                result = merged.clone();
+            }
+            if members.len() == 1 && all[members[0]] == merged {
+                continue; // the new window fell inside an existing one
+            }
+            merges.push((
+                merged,
+                members
+                    .into_iter()
+                    .map(|m| all[m].clone())
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        for (merged, members) in merges {
+            if event && cleanup_time(true, &merged, lateness).0 <= watermark.0 {
+                return Err(format!(
+                    "the merge of {members:?} gives the late window {merged:?}; \
+                     the assigner must not merge into late windows"
+                )
+                .into());
+            }
+            // Take the merged-away windows out, merging contents and trigger states.
+            let table = self.table.as_mut().ok_or_else(not_open)?;
+            let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+            let mut acc: Option<Ag::Acc> = None;
+            let mut trigger_state = Tr::State::default();
+            let mut state = StateBag::default();
+            let mut removed = Vec::new();
+            for m in &members {
+                if let Some(p) = kw.position(m) {
+                    let slot = kw.slots.swap_remove(p);
+                    if let Some(a) = slot.acc.clone() {
+                        match acc.as_mut() {
+                            None => acc = Some(a),
+                            Some(into) => self.agg.merge(into, a)?,
+                        }
+                    }
+                    self.trigger
+                        .merge_state(&mut trigger_state, slot.trigger.clone());
+                    if state.is_empty() {
+                        state = slot.state;
+                    }
+                    removed.push((slot.window, slot.trigger));
+                }
+            }
+            let mut ctx = TriggerContext {
+                watermark,
+                processing_time: now,
+                requests: &mut self.requests,
+            };
+            self.trigger.on_merge(&merged, &mut trigger_state, &mut ctx);
+            let table = self.table.as_mut().ok_or_else(not_open)?;
+            let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+            kw.slots.push(Slot {
+                window: merged.clone(),
+                acc,
+                trigger: trigger_state,
+                state,
+            });
+            self.apply_requests(key, &merged);
+            for (m, mut m_state) in removed {
+                let mut ctx = TriggerContext {
+                    watermark,
+                    processing_time: now,
+                    requests: &mut self.requests,
+                };
+                self.trigger.clear(&m, &mut m_state, &mut ctx);
+                self.apply_requests(key, &m);
+                self.delete_cleanup_timer(key, &m);
+            }
+        }
+        if !merged_new {
+            let table = self.table.as_mut().ok_or_else(not_open)?;
+            let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+            kw.slot_index(w);
+        }
+        Ok(result)
+    }
+
+    fn process_element(
+        &mut self,
+        value: T,
+        ts: Option<Timestamp>,
+        now: Timestamp,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        let mut windows = std::mem::take(&mut self.windows);
+        windows.clear();
+        let actx = AssignerContext {
+            processing_time: now,
+        };
+        self.assigner
+            .assign_windows(&value, ts, &actx, &mut windows)?;
+        let key = self.key.key(&value);
+        let merging = self.assigner.is_merging();
+        if merging {
+            let mut actual = Vec::with_capacity(windows.len());
+            for w in &windows {
+                let a = self.add_merging_window(&key, w, now)?;
+                if self.is_window_late(&a) {
+                    // Flink retires the window: it holds nothing yet.
+                    let table = self.table.as_mut().ok_or_else(not_open)?;
+                    if let Some(kw) = table.get_mut(&key)
+                        && let Some(p) = kw.position(&a)
+                        && kw.slots[p].acc.is_none()
+                    {
+                        kw.slots.swap_remove(p);
+                    }
+                    continue;
+                }
+                actual.push(a);
+            }
+            windows.clear();
+            windows.extend(actual);
+        } else {
+            windows.retain(|w| !self.is_window_late(w));
+        }
+        if windows.is_empty() {
+            self.windows = windows;
+            if merging {
+                self.remove_key_if_empty(&key);
+            }
+            if self.is_element_late(ts) {
+                match &self.settings.late_output {
+                    Some(tag) => out.output_with_timestamp(tag, value, ts),
+                    None => self.late_dropped += 1,
+                }
+            }
+            return Ok(());
+        }
+        let n = windows.len();
+        let mut value = Some(value);
+        for (idx, w) in windows.iter().enumerate() {
+            let table = self.table.as_mut().ok_or_else(not_open)?;
+            let kw = table.get_or_insert_with(&key, KeyWindows::default)?;
+            let i = kw.slot_index(w);
+            let slot = &mut kw.slots[i];
+            let v_ref = value.as_ref().ok_or_else(not_open)?;
+            let mut ctx = TriggerContext {
+                watermark: self.watermark,
+                processing_time: now,
+                requests: &mut self.requests,
+            };
+            let result = self
+                .trigger
+                .on_element(v_ref, ts, w, &mut slot.trigger, &mut ctx);
+            let v = if idx + 1 == n {
+                value.take().ok_or_else(not_open)?
+            } else {
+                v_ref.clone()
+            };
+            self.agg.add(&mut slot.acc, v, ts)?;
+            if !self.requests.is_empty() {
+                self.apply_requests(&key, w);
+            }
+            self.after_trigger(&key, i, result, now, out)?;
+            self.register_cleanup_timer(&key, w);
+        }
+        self.windows = windows;
+        Ok(())
+    }
+
+    fn after_trigger(
+        &mut self,
+        key: &S::Key,
+        i: usize,
+        result: TriggerResult,
+        now: Timestamp,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        if result.is_fire() {
+            self.emit_window(key, i, now, out)?;
+        }
+        if result.is_purge() {
+            let table = self.table.as_mut().ok_or_else(not_open)?;
+            if let Some(slot) = table.get_mut(key).and_then(|kw| kw.slots.get_mut(i)) {
+                slot.acc = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_key_if_empty(&mut self, key: &S::Key) {
+        if let Some(table) = self.table.as_mut()
+            && table
+                .get(key)
+                .is_some_and(|kw| kw.slots.is_empty() && kw.global.is_empty())
+        {
+            table.remove(key);
+        }
+    }
+
+    /// A timer of `key` and `window` fired at `time`.
+    fn on_timer(
+        &mut self,
+        key: &S::Key,
+        window: &A::W,
+        time: Timestamp,
+        event: bool,
+        now: Timestamp,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        let merging = self.assigner.is_merging();
+        let _ = merging;
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        // No slot: the window was merged away or already cleaned up; nothing to evaluate.
+        let Some(i) = table.get_mut(key).and_then(|kw| kw.position(window)) else {
+            return Ok(());
+        };
+        let Some(slot) = table.get_mut(key).and_then(|kw| kw.slots.get_mut(i)) else {
+            return Ok(());
+        };
+        let mut ctx = TriggerContext {
+            watermark: self.watermark,
+            processing_time: now,
+            requests: &mut self.requests,
+        };
+        let result = if event {
+            self.trigger
+                .on_event_time(time, window, &mut slot.trigger, &mut ctx)
+        } else {
+            self.trigger
+                .on_processing_time(time, window, &mut slot.trigger, &mut ctx)
+        };
+        self.apply_requests(key, window);
+        self.after_trigger(key, i, result, now, out)?;
+        let is_cleanup = self.assigner.is_event_time() == event
+            && time == cleanup_time(event, window, self.settings.allowed_lateness);
+        if is_cleanup {
+            self.clear_all_state(key, i, now)?;
+        }
+        Ok(())
+    }
+
+    /// Flink's `clearAllState`: contents, trigger state and timers, per-window state.
+    fn clear_all_state(&mut self, key: &S::Key, i: usize, now: Timestamp) -> Result<(), UserError> {
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        let Some(kw) = table.get_mut(key) else {
+            return Ok(());
+        };
+        if i >= kw.slots.len() {
+            return Ok(());
+        }
+        let mut slot = kw.slots.swap_remove(i);
+        let mut ctx = TriggerContext {
+            watermark: self.watermark,
+            processing_time: now,
+            requests: &mut self.requests,
+        };
+        self.trigger
+            .clear(&slot.window, &mut slot.trigger, &mut ctx);
+        let mut wctx = WindowContext {
+            window: &slot.window,
+            watermark: self.watermark,
+            processing_time: now,
+            window_state: &mut slot.state,
+            global_state: &mut kw.global,
+        };
+        self.function.clear(key, &mut wctx)?;
+        self.apply_requests(key, &slot.window);
+        self.remove_key_if_empty(key);
+        Ok(())
+    }
+}
+
+impl<T, S, A, Tr, Ag, F, O> Operator for WindowOperator<T, S, A, Tr, Ag, F, O>
+where
+    T: Data,
+    O: Data,
+    S: KeySelector<T>,
+    A: WindowAssigner<T>,
+    Tr: Trigger<T, A::W>,
+    Ag: WindowAgg<T, A::W>,
+    F: WindowFunction<S::Key, Ag::Out, O, A::W>,
+{
+    type In = T;
+    type Out = O;
+
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        if self.assigner.is_merging() && !self.trigger.can_merge() {
+            return Err("the trigger does not support merging windows (sessions)".into());
+        }
+        self.table = Some(KeyedTable::new(
+            info.max_parallelism,
+            info.key_group_range(),
+        ));
+        self.info = Some(info.clone());
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<O>) -> Result<(), UserError> {
+        let now = self.now();
+        for (v, ts) in batch.into_iter_timestamped() {
+            self.process_element(v, ts, now, out)?;
+        }
+        Ok(())
+    }
+
+    fn process_watermark(
+        &mut self,
+        wm: Watermark,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        if wm <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = wm;
+        let now = self.now();
+        while let Some((time, timers)) = self.timers.event.pop_due(Timestamp(wm.0)) {
+            for (key, window) in timers {
+                self.on_timer(&key, &window, time, true, now, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn next_processing_time(&self) -> Option<Timestamp> {
+        self.timers.processing.peek()
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: Timestamp,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        while let Some((time, timers)) = self.timers.processing.pop_due(now) {
+            for (key, window) in timers {
+                self.on_timer(&key, &window, time, false, now, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _: &mut Collector<O>) -> Result<(), UserError> {
+        if self.late_dropped > 0 {
+            tracing::debug!(dropped = self.late_dropped, "late records dropped");
+        }
+        Ok(())
+    }
+}
