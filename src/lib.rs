@@ -85,8 +85,8 @@ pub mod prelude {
     pub use crate::{
         Batch, Collected, Collector, Context, Data, DataStream, GeneratorSource, JobError,
         JobResult, KeyedContext, KeyedProcessFunction, KeyedStream, ParallelSource,
-        ProcessFunction, Sink, Source, SourceStatus, StreamExecutionEnvironment, TaskInfo,
-        TextFileOptions, Timestamp, UserError, Utf8Policy, WriteMode,
+        ProcessFunction, RuntimeMode, Sink, Source, SourceStatus, StreamExecutionEnvironment,
+        TaskInfo, TextFileOptions, Timestamp, UserError, Utf8Policy, WriteMode,
     };
     pub use actorflow_runtime::operators::{AggregateFunction, WindowContext};
     pub use actorflow_runtime::watermark::WatermarkStrategy;
