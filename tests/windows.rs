@@ -455,4 +455,8 @@ async fn random_inputs_match_the_model_at_several_parallelisms() {
             );
         }
     }
+    assert!(
+        total_late > 50 && total_rows > 1000,
+        "{total_late} late, {total_rows} rows"
+    );
 }

@@ -6,6 +6,8 @@
 //! exactly when the test says.
 
 use crate::types::Timestamp;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
@@ -23,10 +25,28 @@ use tokio::time::Instant;
 /// assert_eq!(clock.now(), Timestamp(1_250));
 /// # });
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProcessingClock {
     origin_ms: i64,
     origin: Instant,
+    /// Set for a clock moved by hand (operator harness tests).
+    manual: Option<Arc<AtomicI64>>,
+}
+
+/// Moves a manual [`ProcessingClock`].
+#[derive(Debug, Clone)]
+pub struct ManualTime(Arc<AtomicI64>);
+
+impl ManualTime {
+    /// Sets processing time to `t` ms.
+    pub fn set(&self, t: Timestamp) {
+        self.0.store(t.0, Ordering::SeqCst);
+    }
+
+    /// The current manual time.
+    pub fn get(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
 }
 
 impl ProcessingClock {
@@ -44,17 +64,33 @@ impl ProcessingClock {
         ProcessingClock {
             origin_ms: now.0,
             origin: Instant::now(),
+            manual: None,
         }
+    }
+
+    /// A clock that stands at `now` until moved with the returned [`ManualTime`].
+    pub fn manual(now: Timestamp) -> (Self, ManualTime) {
+        let cell = Arc::new(AtomicI64::new(now.0));
+        let mut clock = ProcessingClock::starting_at(now);
+        clock.manual = Some(cell.clone());
+        (clock, ManualTime(cell))
     }
 
     /// The current processing time in milliseconds.
     pub fn now(&self) -> Timestamp {
+        if let Some(m) = &self.manual {
+            return Timestamp(m.load(Ordering::SeqCst));
+        }
         let elapsed = i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX);
         Timestamp(self.origin_ms.saturating_add(elapsed))
     }
 
     /// The tokio instant at which processing time reaches `t`.
     pub fn instant_of(&self, t: Timestamp) -> Instant {
+        if self.manual.is_some() {
+            let ahead = u64::try_from(t.0.saturating_sub(self.now().0).max(0)).unwrap_or(0);
+            return Instant::now() + Duration::from_millis(ahead.min(86_400_000 * 365));
+        }
         let ms = t.0.saturating_sub(self.origin_ms).max(0);
         let ms = u64::try_from(ms).unwrap_or(0).min(u64::MAX / 4);
         self.origin

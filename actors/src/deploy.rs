@@ -65,7 +65,7 @@ struct ChainBuilder<'a> {
 impl ChainBuilder<'_> {
     fn node(&mut self, id: NodeId, input: usize) -> Result<Output, BuildError> {
         let node = &self.graph.nodes[id.0];
-        let info = task_info(node, self.plan, self.config, self.clock, self.index);
+        let info = task_info(node, self.plan, self.config, self.clock.clone(), self.index);
         match &node.kind {
             NodeKind::Operator(factory) => {
                 let op = factory.create(&info);
@@ -194,7 +194,7 @@ pub(crate) fn deploy(
                 graph,
                 plan,
                 config,
-                clock,
+                clock: clock.clone(),
                 out_edges: &out_edges,
                 senders: &mut senders,
                 index,
@@ -203,7 +203,7 @@ pub(crate) fn deploy(
             };
             let (source, root) = match &head.kind {
                 NodeKind::Source(factory) => {
-                    let info = task_info(head, plan, config, clock, index);
+                    let info = task_info(head, plan, config, clock.clone(), index);
                     let source = factory.create(&info).map_err(|message| BuildError::Setup {
                         operator: head.label(),
                         message,
@@ -250,7 +250,7 @@ pub(crate) fn deploy(
                 metrics,
                 buffer_timeout: config.buffer_timeout,
                 cancel_timeout: config.cancel_timeout,
-                clock,
+                clock: clock.clone(),
             });
         }
     }

@@ -14,8 +14,8 @@ pub use flat_map::FlatMapOperator;
 pub use keyed_reduce::KeyedReduceOperator;
 pub use map::MapOperator;
 pub use process::{
-    Context, KeyedContext, KeyedProcessFunction, KeyedProcessOperator, ProcessFunction,
-    ProcessOperator,
+    Context, KeyedContext, KeyedProcessFunction, KeyedProcessOperator, OpenContext,
+    ProcessFunction, ProcessOperator,
 };
 pub use timestamps::TimestampsAndWatermarksOperator;
 pub use window::{

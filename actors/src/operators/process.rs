@@ -4,8 +4,12 @@
 use crate::data::{Batch, Collector, Data};
 use crate::error::UserError;
 use crate::key::KeySelector;
+use crate::keyed_state::{KeyState, StateAccess, StateRegistry};
 use crate::operator::{Operator, TaskInfo};
+use crate::state::KeyedTable;
+use crate::timer::{TimeDomain, Timers};
 use crate::types::{Timestamp, Watermark};
+use std::hash::Hash;
 use std::marker::PhantomData;
 
 /// What a [`ProcessFunction`] can see about the record being processed.
@@ -13,6 +17,7 @@ use std::marker::PhantomData;
 pub struct Context<'a> {
     timestamp: Option<Timestamp>,
     watermark: Watermark,
+    processing_time: Timestamp,
     info: &'a TaskInfo,
 }
 
@@ -25,6 +30,11 @@ impl Context<'_> {
     /// The operator's current event-time watermark.
     pub fn current_watermark(&self) -> Watermark {
         self.watermark
+    }
+
+    /// The current processing time (ms).
+    pub fn current_processing_time(&self) -> Timestamp {
+        self.processing_time
     }
 
     /// This operator instance.
@@ -109,11 +119,13 @@ impl<I: Data, O: Data, P: ProcessFunction<I, O>> Operator for ProcessOperator<I,
 
     fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
+        let processing_time = info.clock.now();
         for (v, ts) in batch.into_iter_timestamped() {
             out.set_timestamp(ts);
             let mut ctx = Context {
                 timestamp: ts,
                 watermark: self.watermark,
+                processing_time,
                 info,
             };
             self.function.process_element(v, &mut ctx, out)?;
@@ -127,20 +139,24 @@ impl<I: Data, O: Data, P: ProcessFunction<I, O>> Operator for ProcessOperator<I,
     }
 }
 
-/// What a [`KeyedProcessFunction`] can see: the [`Context`] plus the current key.
+/// What a [`KeyedProcessFunction`] can see and do: the [`Context`], the current key, its
+/// state, and timers (Flink's `KeyedProcessFunction.Context` with its `TimerService`).
 #[derive(Debug)]
 pub struct KeyedContext<'a, K> {
     base: Context<'a>,
     key: &'a K,
+    timers: &'a mut Timers<K, ()>,
+    state: StateAccess<'a>,
+    domain: Option<TimeDomain>,
 }
 
-impl<K> KeyedContext<'_, K> {
-    /// The key of the record being processed.
+impl<'a, K: Hash + Eq + Clone> KeyedContext<'a, K> {
+    /// The key of the record (or timer) being processed.
     pub fn current_key(&self) -> &K {
         self.key
     }
 
-    /// The record's event timestamp, if it has one.
+    /// The record's event timestamp, or the firing timer's timestamp in `on_timer`.
     pub fn timestamp(&self) -> Option<Timestamp> {
         self.base.timestamp
     }
@@ -150,15 +166,93 @@ impl<K> KeyedContext<'_, K> {
         self.base.watermark
     }
 
+    /// The current processing time (ms).
+    pub fn current_processing_time(&self) -> Timestamp {
+        self.state.now
+    }
+
+    /// In `on_timer`: which clock the firing timer follows.
+    pub fn time_domain(&self) -> Option<TimeDomain> {
+        self.domain
+    }
+
     /// This operator instance.
     pub fn task(&self) -> &TaskInfo {
         self.base.info
     }
+
+    /// The current key's state; pass it to state handles.
+    pub fn state(&mut self) -> &mut StateAccess<'a> {
+        &mut self.state
+    }
+
+    /// Calls `on_timer` for this key when the watermark reaches `time`. Registering the
+    /// same key and time twice gives one call.
+    pub fn register_event_time_timer(&mut self, time: Timestamp) {
+        self.timers.event.register(time, self.key, &());
+    }
+
+    /// Calls `on_timer` for this key when processing time reaches `time`.
+    pub fn register_processing_time_timer(&mut self, time: Timestamp) {
+        self.timers.processing.register(time, self.key, &());
+    }
+
+    /// Deletes this key's event-time timer at `time`, if any.
+    pub fn delete_event_time_timer(&mut self, time: Timestamp) {
+        self.timers.event.delete(time, self.key, &());
+    }
+
+    /// Deletes this key's processing-time timer at `time`, if any.
+    pub fn delete_processing_time_timer(&mut self, time: Timestamp) {
+        self.timers.processing.delete(time, self.key, &());
+    }
 }
 
-/// A function called for every record of a keyed stream.
+/// What `open` of a keyed function gets: the task, and the registry that declares keyed state.
+#[derive(Debug)]
+pub struct OpenContext<'a> {
+    /// This operator instance.
+    pub info: &'a TaskInfo,
+    /// Declares keyed state; keep the returned handles.
+    pub state: &'a mut StateRegistry,
+}
+
+/// A function called for every record of a keyed stream, with keyed state and timers
+/// (Flink's `KeyedProcessFunction`).
 ///
-/// Implemented for closures `FnMut(I, &mut KeyedContext<K>, &mut Collector<O>) -> Result<(), UserError>`.
+/// Implemented for closures `FnMut(I, &mut KeyedContext<K>, &mut Collector<O>) -> Result<(),
+/// UserError>` (no state, no timers); implement the trait for more.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::keyed_state::ValueState;
+/// use actorflow_runtime::operators::{KeyedContext, KeyedProcessFunction, OpenContext};
+/// use actorflow_runtime::{Collector, Timestamp, UserError};
+/// /// Counts records per key and reports the count 10 ms (event time) after each record.
+/// #[derive(Clone, Default)]
+/// struct CountThenReport { count: Option<ValueState<u64>> }
+/// impl KeyedProcessFunction<String, String, (String, u64)> for CountThenReport {
+///     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+///         self.count = Some(ctx.state.value_state("count", None)?);
+///         Ok(())
+///     }
+///     fn process_element(&mut self, _: String, ctx: &mut KeyedContext<'_, String>, _: &mut Collector<(String, u64)>) -> Result<(), UserError> {
+///         let count = self.count.as_ref().ok_or("not open")?;
+///         let n = count.value(ctx.state())?.unwrap_or(0) + 1;
+///         count.update(ctx.state(), n)?;
+///         let at = Timestamp(ctx.timestamp().map_or(0, |t| t.0) + 10);
+///         ctx.register_event_time_timer(at);
+///         Ok(())
+///     }
+///     fn on_timer(&mut self, _: Timestamp, ctx: &mut KeyedContext<'_, String>, out: &mut Collector<(String, u64)>) -> Result<(), UserError> {
+///         let count = self.count.as_ref().ok_or("not open")?;
+///         let n = count.value(ctx.state())?.unwrap_or(0);
+///         out.collect((ctx.current_key().clone(), n));
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait KeyedProcessFunction<K, I, O>: Send + 'static {
     /// Processes one record.
     ///
@@ -172,13 +266,28 @@ pub trait KeyedProcessFunction<K, I, O>: Send + 'static {
         out: &mut Collector<O>,
     ) -> Result<(), UserError>;
 
-    /// Called once before the first record.
+    /// Called when a timer of the current key fires; `ctx.time_domain()` says which kind.
     ///
     /// # Errors
     ///
     /// Any error fails the subtask.
-    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
-        let _ = info;
+    fn on_timer(
+        &mut self,
+        timestamp: Timestamp,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        let _ = (timestamp, ctx, out);
+        Ok(())
+    }
+
+    /// Called once before the first record: declare keyed state here.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        let _ = ctx;
         Ok(())
     }
 }
@@ -200,15 +309,18 @@ where
 }
 
 /// Runs a [`KeyedProcessFunction`]; `key` extracts each record's key.
-pub struct KeyedProcessOperator<I, O, S, P> {
+pub struct KeyedProcessOperator<I, O, S: KeySelector<I>, P> {
     key: S,
     function: P,
     info: Option<TaskInfo>,
     watermark: Watermark,
+    registry: StateRegistry,
+    states: Option<KeyedTable<S::Key, KeyState>>,
+    timers: Timers<S::Key, ()>,
     _types: PhantomData<fn(I) -> O>,
 }
 
-impl<I, O, S, P> KeyedProcessOperator<I, O, S, P> {
+impl<I, O, S: KeySelector<I>, P> KeyedProcessOperator<I, O, S, P> {
     /// An operator running `function` on records keyed by `key`.
     pub fn new(key: S, function: P) -> Self {
         KeyedProcessOperator {
@@ -216,7 +328,79 @@ impl<I, O, S, P> KeyedProcessOperator<I, O, S, P> {
             function,
             info: None,
             watermark: Watermark::MIN,
+            registry: StateRegistry::default(),
+            states: None,
+            timers: Timers::default(),
             _types: PhantomData,
+        }
+    }
+}
+
+impl<I, O, S, P> KeyedProcessOperator<I, O, S, P>
+where
+    I: Data,
+    O: Data,
+    S: KeySelector<I>,
+    P: KeyedProcessFunction<S::Key, I, O>,
+{
+    /// Calls `f` with a context for `key`; drops the key's state entry if it ends up empty.
+    fn with_context<R>(
+        &mut self,
+        key: &S::Key,
+        timestamp: Option<Timestamp>,
+        domain: Option<TimeDomain>,
+        f: impl FnOnce(&mut P, &mut KeyedContext<'_, S::Key>) -> Result<R, UserError>,
+    ) -> Result<R, UserError> {
+        let info = self.info.as_ref().ok_or_else(missing_open)?;
+        let now = info.clock.now();
+        let table = self.states.as_mut().ok_or_else(missing_open)?;
+        let mut scratch = KeyState::default();
+        let stateful = !self.registry.is_empty();
+        let state = if stateful {
+            table.get_or_insert_with(key, KeyState::default)?
+        } else {
+            &mut scratch
+        };
+        let mut ctx = KeyedContext {
+            base: Context {
+                timestamp,
+                watermark: self.watermark,
+                processing_time: now,
+                info,
+            },
+            key,
+            timers: &mut self.timers,
+            state: StateAccess { state, now },
+            domain,
+        };
+        let r = f(&mut self.function, &mut ctx);
+        if stateful && table.get(key).is_some_and(KeyState::is_empty) {
+            table.remove(key);
+        }
+        r
+    }
+
+    fn fire(
+        &mut self,
+        domain: TimeDomain,
+        upto: Timestamp,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        loop {
+            let due = match domain {
+                TimeDomain::EventTime => self.timers.event.pop_due(upto),
+                TimeDomain::ProcessingTime => self.timers.processing.pop_due(upto),
+            };
+            let Some((time, keys)) = due else {
+                return Ok(());
+            };
+            for (key, ()) in keys {
+                // Event-time timer output carries the timer's time; processing-time output
+                // carries no timestamp (as in Flink).
+                let ts = (domain == TimeDomain::EventTime).then_some(time);
+                out.set_timestamp(ts);
+                self.with_context(&key, ts, Some(domain), |f, ctx| f.on_timer(time, ctx, out))?;
+            }
         }
     }
 }
@@ -233,29 +417,47 @@ where
 
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
         self.info = Some(info.clone());
-        self.function.open(info)
+        self.states = Some(KeyedTable::new(
+            info.max_parallelism,
+            info.key_group_range(),
+        ));
+        let mut ctx = OpenContext {
+            info,
+            state: &mut self.registry,
+        };
+        self.function.open(&mut ctx)
     }
 
     fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>) -> Result<(), UserError> {
-        let info = self.info.as_ref().ok_or_else(missing_open)?;
         for (v, ts) in batch.into_iter_timestamped() {
             out.set_timestamp(ts);
             let key = self.key.key(&v);
-            let mut ctx = KeyedContext {
-                base: Context {
-                    timestamp: ts,
-                    watermark: self.watermark,
-                    info,
-                },
-                key: &key,
-            };
-            self.function.process_element(v, &mut ctx, out)?;
+            self.with_context(&key, ts, None, |f, ctx| f.process_element(v, ctx, out))?;
         }
         Ok(())
     }
 
-    fn process_watermark(&mut self, wm: Watermark, _: &mut Collector<O>) -> Result<(), UserError> {
-        self.watermark = wm;
+    fn process_watermark(
+        &mut self,
+        wm: Watermark,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        if wm > self.watermark {
+            self.watermark = wm;
+            self.fire(TimeDomain::EventTime, Timestamp(wm.0), out)?;
+        }
         Ok(())
+    }
+
+    fn next_processing_time(&self) -> Option<Timestamp> {
+        self.timers.processing.peek()
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: Timestamp,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        self.fire(TimeDomain::ProcessingTime, now, out)
     }
 }

@@ -1,0 +1,556 @@
+//! Harness tests: one operator at a time, records, watermarks and processing time pushed by
+//! hand, exact outputs asserted. Every assigner, trigger and evictor, keyed timers and state.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use actorflow_runtime::harness::OperatorHarness;
+use actorflow_runtime::key::OwnedKey;
+use actorflow_runtime::keyed_state::{ListState, MapState, StateTtlConfig, ValueState};
+use actorflow_runtime::message::WatermarkStatus;
+use actorflow_runtime::operators::{
+    AggregateAgg, AggregateFunction, EvictingAgg, KeyedContext, KeyedProcessFunction,
+    KeyedProcessOperator, ListAgg, OpenContext, PassThrough, ReduceAgg,
+    TimestampsAndWatermarksOperator, WindowContext, WindowOperator, WindowSettings,
+};
+use actorflow_runtime::watermark::WatermarkStrategy;
+use actorflow_runtime::window::*;
+use actorflow_runtime::{Collector, OutputTag, Timestamp, UserError};
+use std::time::Duration;
+
+type Ev = (char, i64);
+
+fn key() -> OwnedKey<fn(&Ev) -> char, char> {
+    OwnedKey::new((|e: &Ev| e.0) as fn(&Ev) -> char)
+}
+
+fn sum(a: Ev, b: Ev) -> Ev {
+    (a.0, a.1 + b.1)
+}
+
+fn reduce_op<A, Tr>(
+    assigner: A,
+    trigger: Tr,
+    settings: WindowSettings<Ev>,
+) -> OperatorHarness<impl actorflow_runtime::Operator<In = Ev, Out = Ev>>
+where
+    A: WindowAssigner<Ev>,
+    Tr: Trigger<Ev, A::W>,
+{
+    OperatorHarness::new(WindowOperator::new(
+        key(),
+        assigner,
+        trigger,
+        ReduceAgg(sum as fn(Ev, Ev) -> Ev),
+        PassThrough,
+        settings,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn tumbling_event_time_fires_at_the_window_end_with_its_max_timestamp() {
+    let a = TumblingWindows::event_time(10).unwrap();
+    let mut h = reduce_op(a, EventTimeTrigger, WindowSettings::default());
+    h.process(('a', 1), Some(3)).unwrap();
+    h.process(('a', 2), Some(9)).unwrap();
+    h.process(('b', 5), Some(-4)).unwrap();
+    h.watermark(8).unwrap();
+    assert_eq!(h.take_output(), vec![(('b', 5), Some(-1))]);
+    h.watermark(9).unwrap();
+    assert_eq!(h.take_output(), vec![(('a', 3), Some(9))]);
+    assert_eq!(
+        h.take_watermarks(),
+        vec![8, 9],
+        "watermarks are forwarded after the results"
+    );
+    // Late: dropped (no side output configured), nothing fires.
+    h.process(('a', 100), Some(5)).unwrap();
+    h.watermark(100).unwrap();
+    assert!(h.take_output().is_empty());
+}
+
+#[test]
+fn allowed_lateness_refires_and_late_records_go_to_the_side_output() {
+    let tag = OutputTag::new("late");
+    let settings = WindowSettings {
+        allowed_lateness: 5,
+        late_output: Some(tag.clone()),
+    };
+    let mut h = reduce_op(
+        TumblingWindows::event_time(10).unwrap(),
+        EventTimeTrigger,
+        settings,
+    );
+    h.process(('a', 1), Some(2)).unwrap();
+    h.watermark(9).unwrap();
+    assert_eq!(h.take_output(), vec![(('a', 1), Some(9))]);
+    h.process(('a', 10), Some(4)).unwrap(); // late but allowed: fires at once
+    assert_eq!(h.take_output(), vec![(('a', 11), Some(9))]);
+    h.watermark(14).unwrap(); // cleanup at 9 + 5
+    h.process(('a', 100), Some(4)).unwrap();
+    assert!(h.take_output().is_empty());
+    assert_eq!(h.take_side_output(&tag), vec![(('a', 100), Some(4))]);
+}
+
+#[test]
+fn sliding_windows_fire_each_window_and_sessions_merge() {
+    let mut h = reduce_op(
+        SlidingWindows::event_time(10, 5).unwrap(),
+        EventTimeTrigger,
+        WindowSettings::default(),
+    );
+    h.process(('a', 1), Some(7)).unwrap();
+    h.watermark(i64::MAX).unwrap();
+    assert_eq!(
+        h.take_output(),
+        vec![(('a', 1), Some(9)), (('a', 1), Some(14))]
+    );
+
+    let mut s = reduce_op(
+        SessionWindows::event_time(5).unwrap(),
+        EventTimeTrigger,
+        WindowSettings::default(),
+    );
+    for (v, t) in [(1, 0), (2, 5), (4, 20), (8, 10)] {
+        s.process(('a', v), Some(t)).unwrap();
+    }
+    s.watermark(i64::MAX).unwrap();
+    // [0,5) and [5,10) touch and merge, [10,15) touches too; [20,25) stays apart.
+    assert_eq!(
+        s.take_output(),
+        vec![(('a', 11), Some(14)), (('a', 4), Some(24))]
+    );
+}
+
+#[test]
+fn dynamic_session_gaps_come_from_the_record() {
+    let a = SessionWindows::dynamic(WindowTime::Event, |e: &Ev| e.1);
+    let mut h = reduce_op(a, EventTimeTrigger, WindowSettings::default());
+    h.process(('a', 10), Some(0)).unwrap(); // [0, 10)
+    h.process(('a', 1), Some(10)).unwrap(); // [10, 11) touches
+    h.process(('a', 2), Some(13)).unwrap(); // [13, 15) apart
+    h.watermark(i64::MAX).unwrap();
+    assert_eq!(
+        h.take_output(),
+        vec![(('a', 11), Some(10)), (('a', 2), Some(14))]
+    );
+    let mut bad = reduce_op(
+        SessionWindows::dynamic(WindowTime::Event, |_: &Ev| 0),
+        EventTimeTrigger,
+        WindowSettings::default(),
+    );
+    let err = bad.process(('a', 1), Some(0)).unwrap_err();
+    assert!(err.to_string().contains("gap"), "{err}");
+}
+
+#[test]
+fn processing_time_windows_follow_the_clock() {
+    let mut h = reduce_op(
+        TumblingWindows::processing_time(10).unwrap(),
+        ProcessingTimeTrigger,
+        WindowSettings::default(),
+    );
+    h.set_processing_time(3).unwrap();
+    h.process(('a', 1), None).unwrap();
+    h.process(('a', 2), None).unwrap();
+    h.set_processing_time(12).unwrap();
+    h.process(('a', 4), None).unwrap();
+    assert_eq!(h.next_processing_time(), Some(19));
+    assert_eq!(h.take_output(), vec![(('a', 3), Some(9))]);
+    h.set_processing_time(19).unwrap();
+    assert_eq!(h.take_output(), vec![(('a', 4), Some(19))]);
+    assert_eq!(h.next_processing_time(), None, "state and timers are gone");
+}
+
+#[test]
+fn count_windows_purge_and_slide_with_an_evictor() {
+    let mut h = reduce_op(
+        GlobalWindows::create(),
+        PurgingTrigger::of(CountTrigger::of(3)),
+        WindowSettings::default(),
+    );
+    for v in 1..=7 {
+        h.process(('a', v), None).unwrap();
+    }
+    h.watermark(i64::MAX).unwrap();
+    h.finish().unwrap();
+    let sums: Vec<i64> = h.take_output().into_iter().map(|(e, _)| e.1).collect();
+    assert_eq!(
+        sums,
+        vec![6, 15],
+        "the partial window of 7 never fires, as in Flink"
+    );
+
+    let mut s = OperatorHarness::new(WindowOperator::new(
+        key(),
+        GlobalWindows::create(),
+        CountTrigger::of(2),
+        EvictingAgg {
+            evictor: CountEvictor::of(3),
+            inner: ListAgg,
+        },
+        |_: &char,
+         _: &mut WindowContext<'_, GlobalWindow>,
+         v: Vec<Ev>,
+         out: &mut Collector<Vec<i64>>| {
+            out.collect(v.into_iter().map(|e| e.1).collect());
+            Ok(())
+        },
+        WindowSettings::default(),
+    ))
+    .unwrap();
+    for v in 1..=6 {
+        s.process(('a', v), None).unwrap();
+    }
+    let fired: Vec<Vec<i64>> = s.take_output().into_iter().map(|(v, _)| v).collect();
+    assert_eq!(fired, vec![vec![1, 2], vec![2, 3, 4], vec![4, 5, 6]]);
+}
+
+#[test]
+fn time_evictor_keeps_the_recent_records() {
+    let mut h = OperatorHarness::new(WindowOperator::new(
+        key(),
+        TumblingWindows::event_time(100).unwrap(),
+        EventTimeTrigger,
+        EvictingAgg {
+            evictor: TimeEvictor::of(10),
+            inner: ReduceAgg(sum as fn(Ev, Ev) -> Ev),
+        },
+        PassThrough,
+        WindowSettings::default(),
+    ))
+    .unwrap();
+    for (v, t) in [(1, 5), (2, 50), (4, 45), (8, 41)] {
+        h.process(('a', v), Some(t)).unwrap();
+    }
+    h.watermark(99).unwrap();
+    assert_eq!(
+        h.take_output(),
+        vec![(('a', 14), Some(99))],
+        "only ts > 50 - 10 remain"
+    );
+}
+
+#[test]
+fn continuous_trigger_fires_early_and_at_the_end() {
+    let mut h = reduce_op(
+        TumblingWindows::event_time(100).unwrap(),
+        ContinuousEventTimeTrigger::of(30).unwrap(),
+        WindowSettings::default(),
+    );
+    h.process(('a', 1), Some(5)).unwrap(); // first early firing at 0 + 30
+    h.watermark(29).unwrap();
+    assert!(h.take_output().is_empty());
+    h.watermark(30).unwrap();
+    assert_eq!(h.take_output(), vec![(('a', 1), Some(99))]);
+    h.process(('a', 2), Some(40)).unwrap();
+    h.watermark(60).unwrap();
+    assert_eq!(h.take_output(), vec![(('a', 3), Some(99))]);
+    h.watermark(99).unwrap(); // 90 (early) and 99 (end) both fire
+    assert_eq!(h.take_output(), vec![(('a', 3), Some(99)), (('a', 3), Some(99))]);
+}
+
+/// A custom trigger: fires as soon as a large value arrives, purging.
+#[derive(Clone)]
+struct Big;
+
+impl Trigger<Ev, GlobalWindow> for Big {
+    type State = ();
+    fn on_element(
+        &mut self,
+        e: &Ev,
+        _: Option<Timestamp>,
+        _: &GlobalWindow,
+        _: &mut (),
+        _: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        if e.1 >= 100 {
+            TriggerResult::FireAndPurge
+        } else {
+            TriggerResult::Continue
+        }
+    }
+    fn on_event_time(
+        &mut self,
+        _: Timestamp,
+        _: &GlobalWindow,
+        _: &mut (),
+        _: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        TriggerResult::Continue
+    }
+    fn on_processing_time(
+        &mut self,
+        _: Timestamp,
+        _: &GlobalWindow,
+        _: &mut (),
+        _: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        TriggerResult::Continue
+    }
+    fn clear(&mut self, _: &GlobalWindow, _: &mut (), _: &mut TriggerContext<'_>) {}
+}
+
+#[test]
+fn custom_triggers_and_end_of_stream_global_windows() {
+    let mut h = reduce_op(GlobalWindows::create(), Big, WindowSettings::default());
+    for v in [1, 2, 100, 5] {
+        h.process(('a', v), None).unwrap();
+    }
+    assert_eq!(h.take_output(), vec![(('a', 103), Some(i64::MAX))]);
+
+    let eos = GlobalWindows::with_end_of_stream_trigger();
+    let trigger = AssignerDefault(<GlobalWindows as WindowAssigner<Ev>>::default_trigger(&eos));
+    let mut g = reduce_op(eos, trigger, WindowSettings::default());
+    g.process(('a', 1), None).unwrap();
+    g.process(('a', 2), None).unwrap();
+    g.watermark(1_000).unwrap();
+    assert!(g.take_output().is_empty());
+    g.watermark(i64::MAX).unwrap();
+    assert_eq!(g.take_output(), vec![(('a', 3), Some(i64::MAX))]);
+}
+
+#[derive(Clone)]
+struct Avg;
+impl AggregateFunction<Ev> for Avg {
+    type Acc = (i64, i64);
+    type Out = f64;
+    fn create_accumulator(&mut self) -> (i64, i64) {
+        (0, 0)
+    }
+    fn add(&mut self, e: Ev, a: &mut (i64, i64)) {
+        a.0 += e.1;
+        a.1 += 1;
+    }
+    fn get_result(&mut self, a: &(i64, i64)) -> f64 {
+        a.0 as f64 / a.1 as f64
+    }
+    fn merge(&mut self, a: &mut (i64, i64), b: (i64, i64)) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+#[test]
+fn aggregate_with_a_process_function_sees_the_window_and_state() {
+    let mut h = OperatorHarness::new(WindowOperator::new(
+        key(),
+        SessionWindows::event_time(10).unwrap(),
+        EventTimeTrigger,
+        AggregateAgg(Avg),
+        |k: &char,
+         ctx: &mut WindowContext<'_, TimeWindow>,
+         avg: f64,
+         out: &mut Collector<String>| {
+            let fired = ctx.global_state().get_or_default::<u32>("fired")?;
+            *fired += 1;
+            let n = *fired;
+            out.collect(format!("{k} {:?} {avg} #{n}", ctx.window()));
+            Ok(())
+        },
+        WindowSettings::default(),
+    ))
+    .unwrap();
+    h.process(('a', 1), Some(0)).unwrap();
+    h.process(('a', 4), Some(25)).unwrap();
+    h.process(('a', 2), Some(8)).unwrap(); // merges into [0, 18)
+    h.watermark(i64::MAX).unwrap();
+    let out: Vec<String> = h.take_output().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(
+        out,
+        vec![
+            "a TimeWindow { start: 0, end: 18 } 1.5 #1",
+            "a TimeWindow { start: 25, end: 35 } 4 #2"
+        ]
+    );
+}
+
+// ----- keyed process functions: timers and state -----------------------------------------
+
+#[derive(Clone, Default)]
+struct Timers {
+    seen: Option<ValueState<u64>>,
+}
+
+impl KeyedProcessFunction<char, Ev, String> for Timers {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.seen = Some(ctx.state.value_state("seen", None)?);
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        e: Ev,
+        ctx: &mut KeyedContext<'_, char>,
+        _: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let seen = self.seen.as_ref().ok_or("open")?;
+        let n = seen.value(ctx.state())?.unwrap_or(0) + 1;
+        seen.update(ctx.state(), n)?;
+        // The same timer, registered for every record: fires once.
+        ctx.register_event_time_timer(Timestamp(100));
+        ctx.register_processing_time_timer(Timestamp(50));
+        if e.1 < 0 {
+            ctx.delete_processing_time_timer(Timestamp(50));
+        }
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        t: Timestamp,
+        ctx: &mut KeyedContext<'_, char>,
+        out: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let seen = self.seen.as_ref().ok_or("open")?;
+        let n = seen.value(ctx.state())?.unwrap_or(0);
+        out.collect(format!(
+            "{} {:?} at {} after {n}",
+            ctx.current_key(),
+            ctx.time_domain().unwrap(),
+            t.0
+        ));
+        Ok(())
+    }
+}
+
+#[test]
+fn timers_registered_twice_fire_once_and_can_be_deleted() {
+    let mut h = OperatorHarness::new(KeyedProcessOperator::new(key(), Timers::default())).unwrap();
+    for v in [1, 2, 3] {
+        h.process(('a', v), Some(v)).unwrap();
+    }
+    h.process(('b', -1), Some(1)).unwrap();
+    h.set_processing_time(49).unwrap();
+    assert!(h.take_output().is_empty());
+    h.set_processing_time(50).unwrap();
+    assert_eq!(
+        h.take_output(),
+        vec![("a ProcessingTime at 50 after 3".into(), None)]
+    );
+    h.watermark(99).unwrap();
+    assert!(h.take_output().is_empty());
+    h.watermark(100).unwrap();
+    assert_eq!(
+        h.take_output(),
+        vec![
+            ("a EventTime at 100 after 3".into(), Some(100)),
+            ("b EventTime at 100 after 1".into(), Some(100))
+        ]
+    );
+    h.watermark(1_000).unwrap();
+    assert!(h.take_output().is_empty(), "fired timers are gone");
+}
+
+#[derive(Clone, Default)]
+struct Ttl {
+    last: Option<ValueState<i64>>,
+    all: Option<ListState<i64>>,
+    by_value: Option<MapState<i64, u32>>,
+}
+
+impl KeyedProcessFunction<char, Ev, String> for Ttl {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        let ttl = Some(StateTtlConfig::new(Duration::from_millis(100)));
+        self.last = Some(ctx.state.value_state("last", ttl)?);
+        self.all = Some(ctx.state.list_state("all", ttl)?);
+        self.by_value = Some(ctx.state.map_state("by_value", None)?);
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        e: Ev,
+        ctx: &mut KeyedContext<'_, char>,
+        out: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let (last, all, map) = (
+            self.last.as_ref().ok_or("open")?,
+            self.all.as_ref().ok_or("open")?,
+            self.by_value.as_ref().ok_or("open")?,
+        );
+        let before = last.value(ctx.state())?;
+        last.update(ctx.state(), e.1)?;
+        all.add(ctx.state(), e.1)?;
+        let n = map.get(ctx.state(), &e.1)?.unwrap_or(0) + 1;
+        map.put(ctx.state(), e.1, n)?;
+        out.collect(format!("{before:?} {:?} {n}", all.get(ctx.state())?));
+        Ok(())
+    }
+}
+
+#[test]
+fn state_is_per_key_and_expires_after_its_ttl() {
+    let mut h = OperatorHarness::new(KeyedProcessOperator::new(key(), Ttl::default())).unwrap();
+    h.process(('a', 1), None).unwrap();
+    h.process(('b', 9), None).unwrap();
+    h.set_processing_time(60).unwrap();
+    h.process(('a', 2), None).unwrap();
+    h.set_processing_time(130).unwrap();
+    h.process(('a', 1), None).unwrap(); // value written at 60 lives; list element from 0 expired
+    h.set_processing_time(500).unwrap();
+    h.process(('a', 1), None).unwrap(); // everything expired except the map (no TTL)
+    let out: Vec<String> = h.take_output().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(
+        out,
+        vec![
+            "None [1] 1",
+            "None [9] 1",
+            "Some(1) [1, 2] 1",
+            "Some(2) [2, 1] 2",
+            "None [1] 3"
+        ]
+    );
+}
+
+// ----- timestamps and watermarks -----------------------------------------------------------
+
+#[test]
+fn periodic_watermarks_idleness_and_the_final_maximum() {
+    let strategy = WatermarkStrategy::<Ev>::for_bounded_out_of_orderness_ms(5)
+        .with_timestamp_assigner(|e, _| e.1)
+        .with_idleness(Duration::from_millis(300));
+    let mut h = OperatorHarness::new(TimestampsAndWatermarksOperator::new(strategy)).unwrap();
+    h.process(('a', 100), None).unwrap();
+    h.process(('a', 90), None).unwrap();
+    assert_eq!(
+        h.take_output(),
+        vec![(('a', 100), Some(100)), (('a', 90), Some(90))]
+    );
+    assert!(
+        h.take_watermarks().is_empty(),
+        "periodic: nothing before the first tick"
+    );
+    h.set_processing_time(200).unwrap();
+    assert_eq!(h.take_watermarks(), vec![94]);
+    h.watermark(50).unwrap(); // upstream watermarks are swallowed
+    h.set_processing_time(400).unwrap(); // first check without records: starts the clock
+    h.set_processing_time(600).unwrap(); // 200 ms idle: not yet
+    assert!(h.take_statuses().is_empty());
+    h.set_processing_time(800).unwrap(); // 400 ms > 300 ms
+    assert_eq!(h.take_statuses(), vec![WatermarkStatus::Idle]);
+    h.process(('a', 200), None).unwrap();
+    h.set_processing_time(1_000).unwrap();
+    assert_eq!(h.take_statuses(), vec![WatermarkStatus::Active]);
+    assert_eq!(h.take_watermarks(), vec![194]);
+    h.watermark(i64::MAX).unwrap();
+    assert_eq!(h.take_watermarks(), vec![i64::MAX]);
+}
+
+#[test]
+fn punctuated_watermarks_follow_every_record_and_batch_mode_has_none() {
+    let strategy = WatermarkStrategy::<Ev>::for_bounded_out_of_orderness_ms(0)
+        .with_timestamp_assigner(|e, _| e.1)
+        .punctuated();
+    let mut h =
+        OperatorHarness::new(TimestampsAndWatermarksOperator::new(strategy.clone())).unwrap();
+    for t in [5, 3, 8] {
+        h.process(('a', t), None).unwrap();
+    }
+    assert_eq!(h.take_watermarks(), vec![4, 7]);
+    let mut b = OperatorHarness::with_info(TimestampsAndWatermarksOperator::new(strategy), |i| {
+        i.runtime_mode = actorflow_runtime::RuntimeMode::Batch;
+    })
+    .unwrap();
+    b.process(('a', 5), None).unwrap();
+    b.set_processing_time(10_000).unwrap();
+    b.finish().unwrap();
+    assert!(b.take_watermarks().is_empty());
+    assert_eq!(b.take_output(), vec![(('a', 5), Some(5))]);
+}
