@@ -68,7 +68,7 @@ pub use actorflow_runtime::{
     SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
     Watermark,
 };
-pub use actorflow_runtime::{clock, timer, watermark};
+pub use actorflow_runtime::{clock, keyed_state, operators, timer, watermark};
 pub use datastream::{DataStream, DataStreamSink};
 pub use env::{ParallelSource, StreamExecutionEnvironment};
 pub use keyed::KeyedStream;

@@ -1,4 +1,4 @@
-//! Smoke tests of the `socket_wordcount` and `backpressure` examples, run as binaries.
+//! Smoke tests of the examples, run as binaries (window_agg has its own golden tests).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -66,5 +66,55 @@ fn backpressure_example_shows_the_source_throttled() {
     assert!(
         stdout.contains("Sink: slow sink (1/1) Finished: in=100000"),
         "{stdout}"
+    );
+}
+
+fn run_example(name: &str, args: &[&str]) -> String {
+    let out = Command::new(common::example_binary(name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn idle_partitions_fires_only_with_idleness() {
+    let out = run_example("idle_partitions", &["--seconds", "2"]);
+    let (without, with) = out.split_once("with_idleness").unwrap();
+    assert!(without.contains("windows fired: 0"), "{out}");
+    assert!(without.contains("stuck at the minimum"), "{out}");
+    let fired: usize = with
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("windows fired: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fired > 0, "{out}");
+}
+
+#[test]
+fn timers_fire_once_per_key_and_time() {
+    let out = run_example("timers", &[]);
+    assert!(
+        out.starts_with("50 timer registrations, 4 timers fired:"),
+        "{out}"
+    );
+    assert!(out.contains("alice minute 0: 20 views"), "{out}");
+    assert!(out.contains("bob minute 1: 5 views"), "{out}");
+}
+
+#[test]
+fn topn_ranks_every_sliding_window() {
+    let out = run_example("topn", &["--n", "2"]);
+    let windows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(windows.len(), 11, "{out}");
+    assert!(
+        windows[0].contains("[-40000,  20000) ms  apple=162  durian=49"),
+        "{out}"
     );
 }

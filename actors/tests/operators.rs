@@ -246,7 +246,10 @@ fn continuous_trigger_fires_early_and_at_the_end() {
     h.watermark(60).unwrap();
     assert_eq!(h.take_output(), vec![(('a', 3), Some(99))]);
     h.watermark(99).unwrap(); // 90 (early) and 99 (end) both fire
-    assert_eq!(h.take_output(), vec![(('a', 3), Some(99)), (('a', 3), Some(99))]);
+    assert_eq!(
+        h.take_output(),
+        vec![(('a', 3), Some(99)), (('a', 3), Some(99))]
+    );
 }
 
 /// A custom trigger: fires as soon as a large value arrives, purging.
