@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench harness                 # all scenarios
 //! cargo bench --bench harness -- wordcount    # scenarios whose name contains "wordcount"
+//! cargo bench --bench harness -- windows      # tumbling, sliding, session windows
 //! ```
 //!
 //! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
@@ -303,6 +304,234 @@ fn memory() {
     }
 }
 
+// ----- event-time windows ------------------------------------------------------------
+
+const EVENTS: u64 = 10_000_000;
+const EVENT_KEYS: u64 = 1_000;
+/// Events per second of event time: 10 M events span 500 s.
+const EVENTS_PER_SECOND: u64 = 20_000;
+/// Out-of-orderness of the input, and the watermark bound: nothing is late, so the job's
+/// output must equal the loop's whatever the watermark timing.
+const OOO_MS: i64 = 100;
+
+/// `key,timestamp_ms,value` lines from a seeded generator, timestamps jittered by up to
+/// `OOO_MS`; written once and reused.
+fn event_file() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let path = dir.join(format!("events-{EVENTS}-{EVENT_KEYS}.csv"));
+    if path.exists() {
+        return path;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut state = 7u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let base: i64 = 1_700_000_000_000;
+    for i in 0..EVENTS {
+        let t = base + (i * 1000 / EVENTS_PER_SECOND) as i64 - (next() % OOO_MS as u64) as i64;
+        let key = next() % EVENT_KEYS;
+        let value = (next() % 2001) as i64 - 1000;
+        writeln!(out, "k{key},{t},{value}").unwrap();
+    }
+    out.flush().unwrap();
+    path
+}
+
+type Event = (String, i64, i64);
+type Row = (String, i64, i64, i64, i64);
+
+fn parse(line: &[u8]) -> Event {
+    let text = std::str::from_utf8(line).unwrap();
+    let mut f = text.splitn(3, ',');
+    let key = f.next().unwrap().to_string();
+    (
+        key,
+        f.next().unwrap().parse().unwrap(),
+        f.next().unwrap().parse().unwrap(),
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+enum WindowKind {
+    Tumbling(i64),
+    Sliding(i64, i64),
+    Session(i64),
+}
+
+/// The hand-written loop: read, parse, aggregate per key and window in a hash map, sort.
+fn windows_loop(path: &Path, kind: WindowKind) -> Vec<Row> {
+    let text = std::fs::read(path).unwrap();
+    let lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let mut out: Vec<Row> = Vec::new();
+    match kind {
+        WindowKind::Tumbling(size) | WindowKind::Sliding(size, _) => {
+            let slide = match kind {
+                WindowKind::Sliding(_, slide) => slide,
+                _ => size,
+            };
+            let mut acc: HashMap<(String, i64), (i64, i64)> = HashMap::new();
+            for line in lines {
+                let (k, t, v) = parse(line);
+                let last = t - t.rem_euclid(slide);
+                let mut start = last;
+                while start > t - size {
+                    let e = acc.entry((k.clone(), start)).or_default();
+                    e.0 += v;
+                    e.1 += 1;
+                    start -= slide;
+                }
+            }
+            out.extend(
+                acc.into_iter()
+                    .map(|((k, s), (sum, n))| (k, s, s + size, sum, n)),
+            );
+        }
+        WindowKind::Session(gap) => {
+            let mut per_key: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+            for line in lines {
+                let (k, t, v) = parse(line);
+                per_key.entry(k).or_default().push((t, v));
+            }
+            for (k, mut evs) in per_key {
+                evs.sort_unstable();
+                let (mut start, mut end, mut sum, mut n) = (evs[0].0, evs[0].0 + gap, 0, 0);
+                for (t, v) in evs {
+                    if t > end {
+                        out.push((k.clone(), start, end, sum, n));
+                        (start, sum, n) = (t, 0, 0);
+                    }
+                    end = end.max(t + gap);
+                    sum += v;
+                    n += 1;
+                }
+                out.push((k, start, end, sum, n));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+#[derive(Clone)]
+struct SumCount;
+
+impl AggregateFunction<Event> for SumCount {
+    type Acc = (i64, i64);
+    type Out = (i64, i64);
+    fn create_accumulator(&mut self) -> (i64, i64) {
+        (0, 0)
+    }
+    fn add(&mut self, e: Event, acc: &mut (i64, i64)) {
+        acc.0 += e.2;
+        acc.1 += 1;
+    }
+    fn get_result(&mut self, acc: &(i64, i64)) -> (i64, i64) {
+        *acc
+    }
+    fn merge(&mut self, a: &mut (i64, i64), b: (i64, i64)) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+/// The `window_agg` example's job: one source subtask, bounded out-of-orderness, keyed
+/// windows at `parallelism`, sum and count.
+fn windows_job(
+    rt: &tokio::runtime::Runtime,
+    path: &Path,
+    kind: WindowKind,
+    parallelism: u32,
+) -> Vec<Row> {
+    use actorflow::window::{SessionWindows, SlidingWindows, TumblingWindows};
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let keyed = env
+        .read_text_file(path)
+        .set_parallelism(1)
+        .map(|line: String| parse(line.as_bytes()))
+        .set_parallelism(1)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness_ms(OOO_MS)
+                .with_timestamp_assigner(|e: &Event, _| e.1),
+        )
+        .set_parallelism(1)
+        .key_by_ref(|e: &Event| &e.0);
+    let emit = |k: &String,
+                ctx: &mut WindowContext<'_, TimeWindow>,
+                (sum, n): (i64, i64),
+                out: &mut Collector<Row>| {
+        let w = ctx.window();
+        out.collect((k.clone(), w.start, w.end, sum, n));
+        Ok(())
+    };
+    let rows = match kind {
+        WindowKind::Tumbling(size) => keyed
+            .window(TumblingWindows::event_time(size).unwrap())
+            .aggregate_with(SumCount, emit),
+        WindowKind::Sliding(size, slide) => keyed
+            .window(SlidingWindows::event_time(size, slide).unwrap())
+            .aggregate_with(SumCount, emit),
+        WindowKind::Session(gap) => keyed
+            .window(SessionWindows::event_time(gap).unwrap())
+            .aggregate_with(SumCount, emit),
+    }
+    .collect();
+    rt.block_on(env.execute("windows")).unwrap();
+    let mut out = rows.take();
+    out.sort_unstable();
+    out
+}
+
+/// This process's CPU time (user + system).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<u64> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, in clock ticks (100 per second).
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn windows(rt: &tokio::runtime::Runtime) {
+    let path = event_file();
+    for (name, kind) in [
+        ("tumbling 10 s", WindowKind::Tumbling(10_000)),
+        ("sliding 40 s / 10 s", WindowKind::Sliding(40_000, 10_000)),
+        ("session gap 100 ms", WindowKind::Session(100)),
+    ] {
+        let expected = windows_loop(&path, kind);
+        let baseline = time(|| {
+            black_box(windows_loop(&path, kind));
+        });
+        for p in [1, 2] {
+            assert!(
+                windows_job(rt, &path, kind, p) == expected,
+                "{name} p={p} differs from the loop"
+            );
+            let cpu_before = cpu_time();
+            let job = time(|| {
+                black_box(windows_job(rt, &path, kind, p));
+            });
+            let cpu = (cpu_time() - cpu_before).as_secs_f64() / (REPEATS + 1) as f64;
+            report(&format!("{name} p={p}"), EVENTS, job, baseline);
+            println!(
+                "{:<34} {:>8.2} M events per CPU-second ({} rows)",
+                "",
+                EVENTS as f64 / cpu / 1e6,
+                expected.len()
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
@@ -327,6 +556,9 @@ fn main() {
     }
     if wanted("keyed") {
         keyed_count(&rt);
+    }
+    if wanted("windows") {
+        windows(&rt);
     }
     if wanted("memory") {
         memory();

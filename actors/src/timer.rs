@@ -37,17 +37,19 @@ pub enum TimeDomain {
 /// ```
 #[derive(Debug, Clone)]
 pub struct TimerQueue<K, N> {
-    by_time: BTreeMap<Timestamp, HashMap<(K, N), u64>>,
+    /// Timers in firing order: timestamp, then registration order.
+    order: BTreeMap<(Timestamp, u64), (K, N)>,
+    /// Each timer's registration number, for deduplication and deletion.
+    index: HashMap<(K, N, Timestamp), u64>,
     seq: u64,
-    len: usize,
 }
 
 impl<K, N> Default for TimerQueue<K, N> {
     fn default() -> Self {
         TimerQueue {
-            by_time: BTreeMap::new(),
+            order: BTreeMap::new(),
+            index: HashMap::new(),
             seq: 0,
-            len: 0,
         }
     }
 }
@@ -60,84 +62,81 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
 
     /// Registers a timer; false if this exact timer already exists.
     pub fn register(&mut self, time: Timestamp, key: &K, namespace: &N) -> bool {
-        let at = self.by_time.entry(time).or_default();
-        if at.contains_key(&Probe(key, namespace)) {
+        if self.index.contains_key(&Probe(key, namespace, time)) {
             return false;
         }
         self.seq += 1;
-        at.insert((key.clone(), namespace.clone()), self.seq);
-        self.len += 1;
+        self.index
+            .insert((key.clone(), namespace.clone(), time), self.seq);
+        self.order
+            .insert((time, self.seq), (key.clone(), namespace.clone()));
         true
     }
 
     /// True if this exact timer exists.
     pub fn contains(&self, time: Timestamp, key: &K, namespace: &N) -> bool {
-        self.by_time
-            .get(&time)
-            .is_some_and(|at| at.contains_key(&Probe(key, namespace)))
+        self.index.contains_key(&Probe(key, namespace, time))
     }
 
     /// Deletes a timer; false if it did not exist.
     pub fn delete(&mut self, time: Timestamp, key: &K, namespace: &N) -> bool {
-        let Some(at) = self.by_time.get_mut(&time) else {
-            return false;
-        };
-        let removed = at.remove(&Probe(key, namespace)).is_some();
-        if at.is_empty() {
-            self.by_time.remove(&time);
+        match self.index.remove(&Probe(key, namespace, time)) {
+            Some(seq) => {
+                self.order.remove(&(time, seq));
+                true
+            }
+            None => false,
         }
-        if removed {
-            self.len -= 1;
-        }
-        removed
     }
 
     /// The earliest timer's timestamp.
     pub fn peek(&self) -> Option<Timestamp> {
-        self.by_time.keys().next().copied()
+        self.order.first_key_value().map(|((t, _), _)| *t)
     }
 
     /// Removes and returns the earliest timestamp `<= upto` with its timers, in registration
     /// order. Call repeatedly: firing a timer may register new ones.
     pub fn pop_due(&mut self, upto: Timestamp) -> Option<(Timestamp, Vec<(K, N)>)> {
-        let first = *self.by_time.keys().next()?;
+        let first = self.peek()?;
         if first > upto {
             return None;
         }
-        let at = self.by_time.remove(&first)?;
-        self.len -= at.len();
-        let mut timers: Vec<((K, N), u64)> = at.into_iter().collect();
-        timers.sort_unstable_by_key(|(_, seq)| *seq);
-        Some((first, timers.into_iter().map(|(kn, _)| kn).collect()))
+        let mut timers = Vec::new();
+        while let Some(entry) = self.order.first_entry() {
+            if entry.key().0 != first {
+                break;
+            }
+            let (k, n) = entry.remove();
+            self.index.remove(&Probe(&k, &n, first));
+            timers.push((k, n));
+        }
+        Some((first, timers))
     }
 
     /// Number of timers.
     pub fn len(&self) -> usize {
-        self.len
+        self.order.len()
     }
 
     /// True if there are no timers.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.order.is_empty()
     }
 
     /// Every timer as `(timestamp, key, namespace)`, in firing order.
     pub fn iter(&self) -> impl Iterator<Item = (Timestamp, &K, &N)> {
-        self.by_time.iter().flat_map(|(t, at)| {
-            let mut v: Vec<_> = at.iter().collect();
-            v.sort_unstable_by_key(|(_, seq)| **seq);
-            v.into_iter().map(move |((k, n), _)| (*t, k, n))
-        })
+        self.order.iter().map(|((t, _), (k, n))| (*t, k, n))
     }
 }
 
-/// A borrowed `(key, namespace)` that hashes like the owned pair, so lookups clone nothing.
+/// A borrowed `(key, namespace, time)` that hashes like the owned triple, so lookups clone
+/// nothing.
 #[derive(Hash)]
-struct Probe<'a, K, N>(&'a K, &'a N);
+struct Probe<'a, K, N>(&'a K, &'a N, Timestamp);
 
-impl<K: Eq, N: Eq> Equivalent<(K, N)> for Probe<'_, K, N> {
-    fn equivalent(&self, other: &(K, N)) -> bool {
-        *self.0 == other.0 && *self.1 == other.1
+impl<K: Eq, N: Eq> Equivalent<(K, N, Timestamp)> for Probe<'_, K, N> {
+    fn equivalent(&self, other: &(K, N, Timestamp)) -> bool {
+        self.2 == other.2 && *self.0 == other.0 && *self.1 == other.1
     }
 }
 

@@ -407,6 +407,32 @@ struct Slot<W, A, S> {
     acc: Option<A>,
     trigger: S,
     state: StateBag,
+    /// Timers known to be registered for this key and window: registering them again is
+    /// skipped without touching the timer queue (the hot path of every record).
+    timers: Vec<TimerRequest>,
+}
+
+/// Drops register requests for timers the slot already has, and keeps the slot's list of
+/// registered timers up to date; what remains must go to the timer queue.
+fn filter_known_timers(known: &mut Vec<TimerRequest>, requests: &mut Vec<TimerRequest>) {
+    requests.retain(|r| match *r {
+        TimerRequest::RegisterEvent(_) | TimerRequest::RegisterProcessing(_) => {
+            if known.contains(r) {
+                false
+            } else {
+                known.push(*r);
+                true
+            }
+        }
+        TimerRequest::DeleteEvent(t) => {
+            known.retain(|k| *k != TimerRequest::RegisterEvent(t));
+            true
+        }
+        TimerRequest::DeleteProcessing(t) => {
+            known.retain(|k| *k != TimerRequest::RegisterProcessing(t));
+            true
+        }
+    });
 }
 
 /// The open windows of one key.
@@ -441,6 +467,7 @@ impl<W: PartialEq, A, S: Default> KeyWindows<W, A, S> {
                     acc: None,
                     trigger: S::default(),
                     state: StateBag::default(),
+                    timers: Vec::new(),
                 });
                 self.slots.len() - 1
             }
@@ -593,19 +620,6 @@ where
         }
     }
 
-    fn register_cleanup_timer(&mut self, key: &S::Key, w: &A::W) {
-        let event = self.assigner.is_event_time();
-        let t = cleanup_time(event, w, self.settings.allowed_lateness);
-        if t == Timestamp::MAX {
-            return; // Flink: a window that never ends is never cleaned up
-        }
-        if event {
-            self.timers.event.register(t, key, w);
-        } else {
-            self.timers.processing.register(t, key, w);
-        }
-    }
-
     fn delete_cleanup_timer(&mut self, key: &S::Key, w: &A::W) {
         let event = self.assigner.is_event_time();
         let t = cleanup_time(event, w, self.settings.allowed_lateness);
@@ -737,6 +751,7 @@ where
                 acc,
                 trigger: trigger_state,
                 state,
+                timers: Vec::new(),
             });
             self.apply_requests(key, &merged);
             for (m, mut m_state) in removed {
@@ -772,51 +787,86 @@ where
         };
         self.assigner
             .assign_windows(&value, ts, &actx, &mut windows)?;
-        let key = self.key.key(&value);
-        let merging = self.assigner.is_merging();
-        if merging {
-            let mut actual = Vec::with_capacity(windows.len());
-            for w in &windows {
-                let a = self.add_merging_window(&key, w, now)?;
-                if self.is_window_late(&a) {
-                    // Flink retires the window: it holds nothing yet.
-                    let table = self.table.as_mut().ok_or_else(not_open)?;
-                    if let Some(kw) = table.get_mut(&key)
-                        && let Some(p) = kw.position(&a)
-                        && kw.slots[p].acc.is_none()
-                    {
-                        kw.slots.swap_remove(p);
-                    }
-                    continue;
-                }
-                actual.push(a);
-            }
-            windows.clear();
-            windows.extend(actual);
+        let result = if self.assigner.is_merging() {
+            self.process_merging(value, ts, now, &mut windows, out)
         } else {
             windows.retain(|w| !self.is_window_late(w));
+            self.add_to_windows(value, ts, now, &windows, out)
+        };
+        self.windows = windows;
+        result
+    }
+
+    /// A record all of whose windows are late: side output or dropped (if the record itself
+    /// is late; otherwise silently left out, as Flink does).
+    fn late(&mut self, value: T, ts: Option<Timestamp>, out: &mut Collector<O>) {
+        if self.is_element_late(ts) {
+            match &self.settings.late_output {
+                Some(tag) => out.output_with_timestamp(tag, value, ts),
+                None => self.late_dropped += 1,
+            }
         }
-        if windows.is_empty() {
-            self.windows = windows;
-            if merging {
-                self.remove_key_if_empty(&key);
-            }
-            if self.is_element_late(ts) {
-                match &self.settings.late_output {
-                    Some(tag) => out.output_with_timestamp(tag, value, ts),
-                    None => self.late_dropped += 1,
+    }
+
+    fn process_merging(
+        &mut self,
+        value: T,
+        ts: Option<Timestamp>,
+        now: Timestamp,
+        windows: &mut Vec<A::W>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        let key = self.key.key(&value);
+        let mut actual = Vec::with_capacity(windows.len());
+        for w in windows.iter() {
+            let a = self.add_merging_window(&key, w, now)?;
+            if self.is_window_late(&a) {
+                // Flink retires the window: it holds nothing yet.
+                let table = self.table.as_mut().ok_or_else(not_open)?;
+                if let Some(kw) = table.get_mut(&key)
+                    && let Some(p) = kw.position(&a)
+                    && kw.slots[p].acc.is_none()
+                {
+                    kw.slots.swap_remove(p);
                 }
+                continue;
             }
+            actual.push(a);
+        }
+        windows.clear();
+        windows.extend(actual);
+        if windows.is_empty() {
+            self.remove_key_if_empty(&key);
+        }
+        self.add_to_windows(value, ts, now, windows, out)
+    }
+
+    /// Adds a record to its (not late) windows: trigger, contents, timers, firing. The key is
+    /// borrowed from the record for the lookup and cloned only when a timer must be
+    /// registered or the window fires.
+    fn add_to_windows(
+        &mut self,
+        value: T,
+        ts: Option<Timestamp>,
+        now: Timestamp,
+        windows: &[A::W],
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        if windows.is_empty() {
+            self.late(value, ts, out);
             return Ok(());
         }
+        let event = self.assigner.is_event_time();
         let n = windows.len();
         let mut value = Some(value);
         for (idx, w) in windows.iter().enumerate() {
+            let v_ref = value.as_ref().ok_or_else(not_open)?;
             let table = self.table.as_mut().ok_or_else(not_open)?;
-            let kw = table.get_or_insert_with(&key, KeyWindows::default)?;
+            let kw = self
+                .key
+                .with_key(v_ref, |k| table.get_or_insert_with(k, KeyWindows::default))?;
             let i = kw.slot_index(w);
             let slot = &mut kw.slots[i];
-            let v_ref = value.as_ref().ok_or_else(not_open)?;
             let mut ctx = TriggerContext {
                 watermark: self.watermark,
                 processing_time: now,
@@ -825,19 +875,28 @@ where
             let result = self
                 .trigger
                 .on_element(v_ref, ts, w, &mut slot.trigger, &mut ctx);
+            let cleanup = cleanup_time(event, w, self.settings.allowed_lateness);
+            if cleanup != Timestamp::MAX {
+                self.requests.push(if event {
+                    TimerRequest::RegisterEvent(cleanup)
+                } else {
+                    TimerRequest::RegisterProcessing(cleanup)
+                });
+            }
+            filter_known_timers(&mut slot.timers, &mut self.requests);
+            let key = (!self.requests.is_empty() || result.is_fire() || result.is_purge())
+                .then(|| self.key.key(v_ref));
             let v = if idx + 1 == n {
                 value.take().ok_or_else(not_open)?
             } else {
                 v_ref.clone()
             };
             self.agg.add(&mut slot.acc, v, ts)?;
-            if !self.requests.is_empty() {
+            if let Some(key) = key {
+                self.after_trigger(&key, i, result, now, out)?;
                 self.apply_requests(&key, w);
             }
-            self.after_trigger(&key, i, result, now, out)?;
-            self.register_cleanup_timer(&key, w);
         }
-        self.windows = windows;
         Ok(())
     }
 
@@ -881,16 +940,22 @@ where
         now: Timestamp,
         out: &mut Collector<O>,
     ) -> Result<(), UserError> {
-        let merging = self.assigner.is_merging();
-        let _ = merging;
         let table = self.table.as_mut().ok_or_else(not_open)?;
         // No slot: the window was merged away or already cleaned up; nothing to evaluate.
-        let Some(i) = table.get_mut(key).and_then(|kw| kw.position(window)) else {
+        let Some(kw) = table.get_mut(key) else {
             return Ok(());
         };
-        let Some(slot) = table.get_mut(key).and_then(|kw| kw.slots.get_mut(i)) else {
+        let Some(i) = kw.position(window) else {
             return Ok(());
         };
+        let slot = &mut kw.slots[i];
+        // This timer is gone from the queue now.
+        let fired = if event {
+            TimerRequest::RegisterEvent(time)
+        } else {
+            TimerRequest::RegisterProcessing(time)
+        };
+        slot.timers.retain(|t| *t != fired);
         let mut ctx = TriggerContext {
             watermark: self.watermark,
             processing_time: now,
@@ -903,6 +968,7 @@ where
             self.trigger
                 .on_processing_time(time, window, &mut slot.trigger, &mut ctx)
         };
+        filter_known_timers(&mut slot.timers, &mut self.requests);
         self.apply_requests(key, window);
         self.after_trigger(key, i, result, now, out)?;
         let is_cleanup = self.assigner.is_event_time() == event
