@@ -18,6 +18,11 @@ pub trait Window: Data + Hash + Eq + Debug {
     /// The largest timestamp that belongs to the window; its event-time trigger fires when
     /// the watermark reaches it.
     fn max_timestamp(&self) -> Timestamp;
+
+    /// `[start, end)` for time windows; lets sliding windows share panes.
+    fn interval(&self) -> Option<(i64, i64)> {
+        None
+    }
 }
 
 /// A time interval `[start, end)` in milliseconds (Flink's `TimeWindow`).
@@ -69,6 +74,10 @@ impl TimeWindow {
 impl Window for TimeWindow {
     fn max_timestamp(&self) -> Timestamp {
         Timestamp(self.end.wrapping_sub(1))
+    }
+
+    fn interval(&self) -> Option<(i64, i64)> {
+        Some((self.start, self.end))
     }
 }
 
@@ -123,6 +132,14 @@ pub trait WindowAssigner<T>: Clone + Send + Sync + 'static {
 
     /// The trigger used when none is set.
     fn default_trigger(&self) -> DefaultTrigger;
+
+    /// For overlapping fixed windows: the start of the *pane* (a slice shared by all the
+    /// windows that contain it) holding time `t`. Windows are then unions of panes, and the
+    /// operator stores each record once, in its pane, instead of once per window.
+    fn pane_start(&self, t: i64) -> Option<i64> {
+        let _ = t;
+        None
+    }
 }
 
 fn no_timestamp() -> UserError {
@@ -308,8 +325,17 @@ impl SlidingWindows {
     }
 }
 
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 impl<T> WindowAssigner<T> for SlidingWindows {
     type W = TimeWindow;
+
+    fn pane_start(&self, t: i64) -> Option<i64> {
+        let pane = gcd(self.size, self.slide);
+        Some(TimeWindow::window_start(t, self.offset % pane, pane))
+    }
 
     fn assign_windows(
         &self,
@@ -681,6 +707,12 @@ pub trait Trigger<T, W: Window>: Clone + Send + Sync + 'static {
 
     /// Called when the window is removed: delete its timers here.
     fn clear(&mut self, window: &W, state: &mut Self::State, ctx: &mut TriggerContext<'_>);
+
+    /// True if this trigger never returns `Purge` or `FireAndPurge`: then overlapping windows
+    /// may share their contents (sliding windows store each record once, in a pane).
+    fn keeps_contents(&self) -> bool {
+        false
+    }
 }
 
 /// The default trigger of each assigner.
@@ -754,6 +786,10 @@ impl<T, W: Window> Trigger<T, W> for EventTimeTrigger {
         }
     }
 
+    fn keeps_contents(&self) -> bool {
+        true
+    }
+
     fn clear(&mut self, window: &W, _: &mut (), ctx: &mut TriggerContext<'_>) {
         ctx.delete_event_time_timer(window.max_timestamp());
     }
@@ -808,6 +844,10 @@ impl<T, W: Window> Trigger<T, W> for ProcessingTimeTrigger {
         }
     }
 
+    fn keeps_contents(&self) -> bool {
+        true
+    }
+
     fn clear(&mut self, window: &W, _: &mut (), ctx: &mut TriggerContext<'_>) {
         ctx.delete_processing_time_timer(window.max_timestamp());
     }
@@ -850,6 +890,10 @@ impl<T, W: Window> Trigger<T, W> for NeverTrigger {
     fn can_merge(&self) -> bool {
         true
     }
+    fn keeps_contents(&self) -> bool {
+        true
+    }
+
     fn clear(&mut self, _: &W, _: &mut (), _: &mut TriggerContext<'_>) {}
 }
 
@@ -956,6 +1000,10 @@ impl<T, W: Window> Trigger<T, W> for CountTrigger {
 
     fn merge_state(&self, into: &mut u64, from: u64) {
         *into += from;
+    }
+
+    fn keeps_contents(&self) -> bool {
+        true
     }
 
     fn clear(&mut self, _: &W, seen: &mut u64, _: &mut TriggerContext<'_>) {
@@ -1068,6 +1116,10 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
         if let Some(next) = *state {
             ctx.register_event_time_timer(Timestamp(next));
         }
+    }
+
+    fn keeps_contents(&self) -> bool {
+        true
     }
 
     fn clear(&mut self, _: &W, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
@@ -1222,6 +1274,10 @@ impl<T, W: Window> Trigger<T, W> for AssignerDefault {
             ),
             _ => {}
         }
+    }
+
+    fn keeps_contents(&self) -> bool {
+        !matches!(self.0, DefaultTrigger::EndOfStream)
     }
 
     fn clear(&mut self, w: &W, s: &mut (), ctx: &mut TriggerContext<'_>) {

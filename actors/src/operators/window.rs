@@ -63,6 +63,12 @@ pub trait WindowAgg<T, W>: Send + 'static {
     fn after_fire(&mut self, acc: &mut Self::Acc, window: &W) {
         let _ = (acc, window);
     }
+
+    /// True if a window's contents are the merge of its panes' contents (false for evicting
+    /// contents, which change at each firing).
+    fn sliceable(&self) -> bool {
+        true
+    }
 }
 
 /// Incremental reduce: one value per window (`reduce(accumulated, record)`).
@@ -244,6 +250,10 @@ impl<T: Data, W, E: Evictor<T, W>, A: WindowAgg<T, W>> WindowAgg<T, W> for Evict
 
     fn after_fire(&mut self, acc: &mut Self::Acc, window: &W) {
         self.evictor.evict_after(acc, window);
+    }
+
+    fn sliceable(&self) -> bool {
+        false
     }
 }
 
@@ -439,6 +449,9 @@ fn filter_known_timers(known: &mut Vec<TimerRequest>, requests: &mut Vec<TimerRe
 struct KeyWindows<W, A, S> {
     slots: Vec<Slot<W, A, S>>,
     global: StateBag,
+    /// Sliced windows: contents per pane `(start, contents)`; a window's contents are those of
+    /// the panes inside it.
+    panes: Vec<(i64, Option<A>)>,
 }
 
 impl<W, A, S> Default for KeyWindows<W, A, S> {
@@ -446,6 +459,7 @@ impl<W, A, S> Default for KeyWindows<W, A, S> {
         KeyWindows {
             slots: Vec::new(),
             global: StateBag::default(),
+            panes: Vec::new(),
         }
     }
 }
@@ -516,6 +530,10 @@ where
     late_dropped: u64,
     windows: Vec<A::W>,
     requests: Vec<TimerRequest>,
+    /// Sliced mode: windows share panes (see [`WindowAssigner::pane_start`]).
+    sliced: bool,
+    /// Sliced mode: timer requests and trigger results gathered per window of a record.
+    pending: Vec<(usize, TriggerResult, Vec<TimerRequest>)>,
     _out: PhantomData<fn() -> O>,
 }
 
@@ -549,6 +567,8 @@ where
             late_dropped: 0,
             windows: Vec::new(),
             requests: Vec::new(),
+            sliced: false,
+            pending: Vec::new(),
             _out: PhantomData,
         }
     }
@@ -561,6 +581,12 @@ where
 
 fn not_open() -> UserError {
     "window operator called before open()".into()
+}
+
+/// True if pane `p` lies in `[start, end)`, with Java's wrapping arithmetic (a window at the
+/// end of the timeline can wrap around, as it does in Flink).
+fn covers(start: i64, end: i64, p: i64) -> bool {
+    (p.wrapping_sub(start) as u64) < (end.wrapping_sub(start) as u64)
 }
 
 /// Flink's `cleanupTime`: when a window's state is dropped.
@@ -645,12 +671,33 @@ where
         let Some(kw) = table.get_mut(key) else {
             return Ok(());
         };
-        let KeyWindows { slots, global } = kw;
+        let KeyWindows {
+            slots,
+            global,
+            panes,
+        } = kw;
         let Some(slot) = slots.get_mut(i) else {
             return Ok(());
         };
-        let Some(acc) = slot.acc.as_mut() else {
-            return Ok(());
+        let mut merged = None;
+        if self.sliced {
+            // The window's contents: its panes, merged.
+            if let Some((start, end)) = slot.window.interval() {
+                let inside = panes.iter().filter(|(p, _)| covers(start, end, *p));
+                for acc in inside.filter_map(|(_, acc)| acc.as_ref()) {
+                    match merged.as_mut() {
+                        None => merged = Some(acc.clone()),
+                        Some(m) => self.agg.merge(m, acc.clone())?,
+                    }
+                }
+            }
+        }
+        let acc = match merged.as_mut() {
+            Some(m) => m,
+            None => match slot.acc.as_mut() {
+                Some(a) => a,
+                None => return Ok(()),
+            },
         };
         let fired = self.agg.fire(acc, &slot.window)?;
         if let Some(input) = fired {
@@ -681,6 +728,11 @@ where
         let watermark = self.watermark;
         let table = self.table.as_mut().ok_or_else(not_open)?;
         let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+        if kw.slots.is_empty() {
+            // Nothing to merge with.
+            kw.slot_index(w);
+            return Ok(w.clone());
+        }
         let mut all: Vec<A::W> = kw.slots.iter().map(|s| s.window.clone()).collect();
         all.push(w.clone());
         let new_index = all.len() - 1;
@@ -746,12 +798,14 @@ where
             self.trigger.on_merge(&merged, &mut trigger_state, &mut ctx);
             let table = self.table.as_mut().ok_or_else(not_open)?;
             let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+            let mut timers = Vec::new();
+            filter_known_timers(&mut timers, &mut self.requests);
             kw.slots.push(Slot {
                 window: merged.clone(),
                 acc,
                 trigger: trigger_state,
                 state,
-                timers: Vec::new(),
+                timers,
             });
             self.apply_requests(key, &merged);
             for (m, mut m_state) in removed {
@@ -856,6 +910,9 @@ where
             self.late(value, ts, out);
             return Ok(());
         }
+        if self.sliced {
+            return self.add_to_panes(value, ts, now, windows, out);
+        }
         let event = self.assigner.is_event_time();
         let n = windows.len();
         let mut value = Some(value);
@@ -897,6 +954,82 @@ where
                 self.apply_requests(&key, w);
             }
         }
+        Ok(())
+    }
+
+    /// Sliced windows: runs every window's trigger, stores the record once in its pane, then
+    /// fires what the triggers asked for.
+    fn add_to_panes(
+        &mut self,
+        value: T,
+        ts: Option<Timestamp>,
+        now: Timestamp,
+        windows: &[A::W],
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        let event = self.assigner.is_event_time();
+        let time = if event {
+            ts.map_or(i64::MIN, |t| t.0)
+        } else {
+            now.0
+        };
+        let pane = self.assigner.pane_start(time).ok_or_else(not_open)?;
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.clear();
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        let kw = self
+            .key
+            .with_key(&value, |k| table.get_or_insert_with(k, KeyWindows::default))?;
+        let mut need_key = false;
+        for w in windows {
+            let i = kw.slot_index(w);
+            let slot = &mut kw.slots[i];
+            let mut ctx = TriggerContext {
+                watermark: self.watermark,
+                processing_time: now,
+                requests: &mut self.requests,
+            };
+            let result = self
+                .trigger
+                .on_element(&value, ts, w, &mut slot.trigger, &mut ctx);
+            let cleanup = cleanup_time(event, w, self.settings.allowed_lateness);
+            if cleanup != Timestamp::MAX {
+                self.requests.push(if event {
+                    TimerRequest::RegisterEvent(cleanup)
+                } else {
+                    TimerRequest::RegisterProcessing(cleanup)
+                });
+            }
+            filter_known_timers(&mut slot.timers, &mut self.requests);
+            if !self.requests.is_empty() || result != TriggerResult::Continue {
+                need_key = true;
+                pending.push((i, result, self.requests.drain(..).collect()));
+            }
+        }
+        let key = need_key.then(|| self.key.key(&value));
+        let at = match kw.panes.iter().position(|(p, _)| *p == pane) {
+            Some(at) => at,
+            None => {
+                kw.panes.push((pane, None));
+                kw.panes.len() - 1
+            }
+        };
+        self.agg.add(&mut kw.panes[at].1, value, ts)?;
+        if let Some(key) = key {
+            for (i, result, requests) in pending.drain(..) {
+                let w = {
+                    let table = self.table.as_mut().ok_or_else(not_open)?;
+                    match table.get_mut(&key).and_then(|kw| kw.slots.get(i)) {
+                        Some(slot) => slot.window.clone(),
+                        None => continue,
+                    }
+                };
+                self.after_trigger(&key, i, result, now, out)?;
+                self.requests.extend(requests);
+                self.apply_requests(&key, &w);
+            }
+        }
+        self.pending = pending;
         Ok(())
     }
 
@@ -1004,6 +1137,16 @@ where
             global_state: &mut kw.global,
         };
         self.function.clear(key, &mut wctx)?;
+        if self.sliced {
+            // Panes no remaining window covers are never read again.
+            let spans: Vec<(i64, i64)> = kw
+                .slots
+                .iter()
+                .filter_map(|s| s.window.interval())
+                .collect();
+            kw.panes
+                .retain(|(p, _)| spans.iter().any(|(s, e)| covers(*s, *e, *p)));
+        }
         self.apply_requests(key, &slot.window);
         self.remove_key_if_empty(key);
         Ok(())
@@ -1032,6 +1175,10 @@ where
             info.key_group_range(),
         ));
         self.info = Some(info.clone());
+        self.sliced = !self.assigner.is_merging()
+            && self.assigner.pane_start(0).is_some()
+            && self.trigger.keeps_contents()
+            && self.agg.sliceable();
         Ok(())
     }
 
