@@ -244,6 +244,13 @@ impl StreamExecutionEnvironment {
         self.configure(|c| c.auto_watermark_interval = every)
     }
 
+    /// Starts the job's processing-time clock at `ms` instead of the wall clock. With tokio's
+    /// paused clock (`tokio::time::pause()`), processing-time windows and timers then fire at
+    /// exactly reproducible times — meant for tests.
+    pub fn set_processing_time_origin(&self, ms: i64) -> &Self {
+        self.configure(|c| c.processing_time_origin = Some(ms))
+    }
+
     /// After a cancellation or a failure, how long subtasks get to stop before they are killed
     /// (default 10 s).
     pub fn set_cancel_timeout(&self, timeout: Duration) -> &Self {

@@ -460,3 +460,113 @@ async fn random_inputs_match_the_model_at_several_parallelisms() {
         "{total_late} late, {total_rows} rows"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_records_without_a_side_output_are_dropped_and_counted() {
+    let env = common::env(2);
+    let events: Vec<Event> = vec![
+        ("a".into(), 5, 1),
+        ("b".into(), 30, 1),
+        ("a".into(), 2, 1), // late: watermark 29
+        ("b".into(), 7, 1), // late
+        ("a".into(), 31, 1),
+    ];
+    let sums = env
+        .from_collection(events)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .punctuated()
+                .with_timestamp_assigner(|e: &Event, _| e.1),
+        )
+        .set_parallelism(1) // one watermark generator sees every record
+        .key_by(|e: &Event| e.0.clone())
+        .window(TumblingWindows::event_time(10).unwrap())
+        .reduce(|a, b| (a.0, a.1, a.2 + b.2))
+        .name("windows")
+        .collect();
+    let result = common::run(&env).await.unwrap();
+    let mut out = sums.take();
+    out.sort();
+    assert_eq!(
+        out,
+        vec![("a".into(), 5, 1), ("a".into(), 31, 1), ("b".into(), 30, 1)]
+    );
+    let dropped: u64 = result
+        .metrics
+        .vertex("windows")
+        .map(|s| s.late_records_dropped)
+        .sum();
+    assert_eq!(dropped, 2);
+}
+
+/// Emits `(label, at_ms)` records at the given processing times, then ends at `end_ms`.
+struct Scheduled {
+    plan: Vec<(&'static str, u64)>,
+    next: usize,
+    end_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl Source for Scheduled {
+    type Output = (String, u64);
+    async fn next_batch(
+        &mut self,
+        out: &mut Collector<(String, u64)>,
+    ) -> Result<SourceStatus, UserError> {
+        let Some(&(label, at)) = self.plan.get(self.next) else {
+            tokio::time::sleep_until(self.start + std::time::Duration::from_millis(self.end_ms))
+                .await;
+            return Ok(SourceStatus::End);
+        };
+        tokio::time::sleep_until(self.start + std::time::Duration::from_millis(at)).await;
+        self.next += 1;
+        out.collect((label.to_string(), at));
+        Ok(SourceStatus::More)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn processing_time_windows_follow_the_paused_clock() {
+    let env = common::env(1);
+    env.set_processing_time_origin(0)
+        .set_buffer_timeout(std::time::Duration::ZERO);
+    let start = tokio::time::Instant::now();
+    let windows = env
+        .add_source("scheduled", move |_: &TaskInfo| Scheduled {
+            plan: vec![
+                ("a", 100),
+                ("b", 600),
+                ("c", 1_200),
+                ("d", 1_950),
+                ("e", 2_100),
+            ],
+            next: 0,
+            end_ms: 2_500,
+            start,
+        })
+        .window_all(TumblingWindows::processing_time(1_000).unwrap())
+        .process(
+            |_: &(),
+             ctx: &mut WindowContext<'_, TimeWindow>,
+             input: Vec<(String, u64)>,
+             out: &mut Collector<String>| {
+                let labels: Vec<String> = input.into_iter().map(|(l, _)| l).collect();
+                out.collect(format!(
+                    "[{}, {}) at {}: {}",
+                    ctx.window().start,
+                    ctx.window().end,
+                    ctx.current_processing_time(),
+                    labels.join("")
+                ));
+                Ok(())
+            },
+        )
+        .collect();
+    common::run(&env).await.unwrap();
+    // The window [2000, 3000) never fires: the job ends at 2500 and, as in Flink, pending
+    // processing-time timers do not fire at the end of input.
+    assert_eq!(
+        windows.take(),
+        vec!["[0, 1000) at 999: ab", "[1000, 2000) at 1999: cd"]
+    );
+}

@@ -49,6 +49,9 @@ pub struct JobConfig {
     /// How often periodic watermark generators are asked for a watermark (Flink's
     /// `autoWatermarkInterval`, 200 ms by default; zero disables periodic watermarks).
     pub auto_watermark_interval: Duration,
+    /// Processing time (ms) at the job's start; `None` reads the wall clock. Tests set it,
+    /// with tokio's paused clock, to make processing-time windows and timers deterministic.
+    pub processing_time_origin: Option<i64>,
 }
 
 impl Default for JobConfig {
@@ -66,6 +69,7 @@ impl Default for JobConfig {
             cancel_timeout: Duration::from_secs(10),
             metrics_interval: None,
             auto_watermark_interval: Duration::from_millis(200),
+            processing_time_origin: None,
             runtime_mode: RuntimeMode::Streaming,
         }
     }

@@ -11,7 +11,7 @@ use crate::gate::InputGateBuilder;
 use crate::graph::{NodeKind, StreamGraph, StreamNode};
 use crate::lane::LaneSender;
 use crate::message::{PriorityMessage, StreamMessage};
-use crate::metrics::SubtaskMetrics;
+use crate::metrics::{OperatorCounters, SubtaskMetrics};
 use crate::operator::TaskInfo;
 use crate::partition::WriterSpec;
 use crate::plan::ExecutionPlan;
@@ -34,9 +34,11 @@ fn task_info(
     plan: &ExecutionPlan,
     config: &JobConfig,
     clock: ProcessingClock,
+    counters: OperatorCounters,
     index: usize,
 ) -> TaskInfo {
     TaskInfo {
+        counters,
         clock,
         auto_watermark_interval: config.auto_watermark_interval,
         runtime_mode: config.runtime_mode,
@@ -55,6 +57,7 @@ struct ChainBuilder<'a> {
     plan: &'a ExecutionPlan,
     config: &'a JobConfig,
     clock: ProcessingClock,
+    counters: OperatorCounters,
     out_edges: &'a [Vec<EdgeId>],
     senders: &'a mut [Vec<Vec<LaneSender<StreamMessage>>>],
     index: usize,
@@ -65,7 +68,14 @@ struct ChainBuilder<'a> {
 impl ChainBuilder<'_> {
     fn node(&mut self, id: NodeId, input: usize) -> Result<Output, BuildError> {
         let node = &self.graph.nodes[id.0];
-        let info = task_info(node, self.plan, self.config, self.clock.clone(), self.index);
+        let info = task_info(
+            node,
+            self.plan,
+            self.config,
+            self.clock.clone(),
+            self.counters.clone(),
+            self.index,
+        );
         match &node.kind {
             NodeKind::Operator(factory) => {
                 let op = factory.create(&info);
@@ -190,7 +200,9 @@ pub(crate) fn deploy(
         let head = &graph.nodes[vertex.head.0];
         for index in 0..vertex.parallelism as usize {
             let records_out = Arc::new(AtomicU64::new(0));
+            let counters = OperatorCounters::default();
             let mut chain = ChainBuilder {
+                counters: counters.clone(),
                 graph,
                 plan,
                 config,
@@ -203,7 +215,8 @@ pub(crate) fn deploy(
             };
             let (source, root) = match &head.kind {
                 NodeKind::Source(factory) => {
-                    let info = task_info(head, plan, config, clock.clone(), index);
+                    let info =
+                        task_info(head, plan, config, clock.clone(), counters.clone(), index);
                     let source = factory.create(&info).map_err(|message| BuildError::Setup {
                         operator: head.label(),
                         message,
@@ -233,6 +246,7 @@ pub(crate) fn deploy(
                 vertex.parallelism,
                 records_out,
                 gate.probes(),
+                counters,
             ));
             deployment.metrics.push(metrics.clone());
             deployment.subtasks.push(Subtask {

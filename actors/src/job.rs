@@ -132,7 +132,11 @@ pub async fn submit(
     config: &JobConfig,
 ) -> Result<JobHandle, JobError> {
     let plan = plan(graph, config)?;
-    let deployment = deploy(graph, &plan, config, ProcessingClock::system())?;
+    let clock = match config.processing_time_origin {
+        Some(ms) => ProcessingClock::starting_at(crate::types::Timestamp(ms)),
+        None => ProcessingClock::system(),
+    };
+    let deployment = deploy(graph, &plan, config, clock)?;
     let description = plan.describe(graph);
     info!(job = name, "submitting job:\n{description}");
     let metrics = Arc::new(JobMetrics {

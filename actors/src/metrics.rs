@@ -80,6 +80,7 @@ pub struct SubtaskMetrics {
     watermark: AtomicI64,
     status: AtomicU8,
     lanes: Vec<LaneProbe>,
+    counters: OperatorCounters,
     epoch: Instant,
     phase: AtomicU8,
     /// Nanoseconds from `epoch` to when the current phase began; `u64::MAX` when no phase is
@@ -94,6 +95,7 @@ impl SubtaskMetrics {
         parallelism: u32,
         records_out: Arc<AtomicU64>,
         lanes: Vec<LaneProbe>,
+        counters: OperatorCounters,
     ) -> Self {
         SubtaskMetrics {
             vertex,
@@ -107,6 +109,7 @@ impl SubtaskMetrics {
             watermark: AtomicI64::new(i64::MIN),
             status: AtomicU8::new(0),
             lanes,
+            counters,
             epoch: Instant::now(),
             phase: AtomicU8::new(0),
             phase_since: AtomicU64::new(u64::MAX),
@@ -192,7 +195,27 @@ impl SubtaskMetrics {
             idle: self.total(Phase::Idle),
             input_lanes: self.lanes.iter().map(LaneProbe::fill).collect(),
             watermark: (wm != i64::MIN).then_some(wm),
+            late_records_dropped: self.counters.late_records_dropped(),
         }
+    }
+}
+
+/// Counters that operators of one subtask update (Flink's operator metrics), shared by the
+/// operators of its chain and read into [`SubtaskMetricsSnapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct OperatorCounters {
+    late_records_dropped: Arc<AtomicU64>,
+}
+
+impl OperatorCounters {
+    /// Counts records a window operator dropped as late (Flink's `numLateRecordsDropped`).
+    pub fn add_late_records_dropped(&self, n: u64) {
+        self.late_records_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records dropped as late so far.
+    pub fn late_records_dropped(&self) -> u64 {
+        self.late_records_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -221,6 +244,9 @@ pub struct SubtaskMetricsSnapshot {
     pub input_lanes: Vec<LaneFill>,
     /// The last watermark this subtask forwarded, if any.
     pub watermark: Option<i64>,
+    /// Records dropped as too late by window operators in this subtask (records sent to a
+    /// late side output are not counted).
+    pub late_records_dropped: u64,
 }
 
 /// Every subtask's counters at one moment.
@@ -314,6 +340,9 @@ impl fmt::Display for SubtaskMetricsSnapshot {
         }
         if let Some(wm) = self.watermark {
             write!(f, " watermark={wm}")?;
+        }
+        if self.late_records_dropped > 0 {
+            write!(f, " late_dropped={}", self.late_records_dropped)?;
         }
         Ok(())
     }

@@ -35,6 +35,8 @@ pub struct TaskInfo {
     pub clock: ProcessingClock,
     /// How often periodic watermark generators emit (the job's setting).
     pub auto_watermark_interval: std::time::Duration,
+    /// Counters the operator updates (shown in the subtask's metrics).
+    pub counters: crate::metrics::OperatorCounters,
 }
 
 impl TaskInfo {
@@ -57,6 +59,7 @@ impl TaskInfo {
             runtime_mode: crate::config::RuntimeMode::Streaming,
             clock: ProcessingClock::system(),
             auto_watermark_interval: std::time::Duration::from_millis(200),
+            counters: Default::default(),
         }
     }
 

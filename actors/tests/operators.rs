@@ -557,3 +557,51 @@ fn punctuated_watermarks_follow_every_record_and_batch_mode_has_none() {
     assert!(b.take_watermarks().is_empty());
     assert_eq!(b.take_output(), vec![(('a', 5), Some(5))]);
 }
+
+static CLONES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A record that counts its clones.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Counted(i64);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted(self.0)
+    }
+}
+
+#[test]
+fn sliding_windows_store_each_record_once() {
+    let mut h = OperatorHarness::new(WindowOperator::new(
+        OwnedKey::new((|_: &Counted| 0u8) as fn(&Counted) -> u8),
+        SlidingWindows::event_time(40, 10).unwrap(),
+        EventTimeTrigger,
+        ListAgg,
+        |_: &u8,
+         ctx: &mut WindowContext<'_, TimeWindow>,
+         v: Vec<Counted>,
+         out: &mut Collector<(i64, usize)>| {
+            out.collect((ctx.window().start, v.len()));
+            Ok(())
+        },
+        WindowSettings::default(),
+    ))
+    .unwrap();
+    CLONES.store(0, std::sync::atomic::Ordering::SeqCst);
+    for t in 0..100 {
+        h.process(Counted(t), Some(t)).unwrap();
+    }
+    assert_eq!(
+        CLONES.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "each record is kept once (in its pane), not once per window"
+    );
+    h.watermark(i64::MAX).unwrap();
+    let out = h.take_output();
+    assert_eq!(out.len(), 13);
+    for ((start, n), _) in out {
+        let expected = (start + 40).min(100) - start.max(0);
+        assert_eq!(n as i64, expected, "window starting at {start}");
+    }
+}

@@ -857,7 +857,12 @@ where
         if self.is_element_late(ts) {
             match &self.settings.late_output {
                 Some(tag) => out.output_with_timestamp(tag, value, ts),
-                None => self.late_dropped += 1,
+                None => {
+                    self.late_dropped += 1;
+                    if let Some(info) = &self.info {
+                        info.counters.add_late_records_dropped(1);
+                    }
+                }
             }
         }
     }
