@@ -30,12 +30,20 @@
 //!
 //! ## A tour
 //!
-//! * [`env`] — [`StreamExecutionEnvironment`]: settings (parallelism, max parallelism, buffer
+//! * [`env`](mod@env) — [`StreamExecutionEnvironment`]: settings (parallelism, max parallelism, buffer
 //!   timeout, lane capacity, chaining), the built-in sources, and `execute`.
 //! * [`datastream`] — [`DataStream`]: `map`, `filter`, `flat_map`, `process`, `union`, the
 //!   partitioning methods, per-operator settings, and sinks.
 //! * [`keyed`] — [`KeyedStream`]: rolling `reduce`, `sum`, `min`, `max`, `min_by`, `max_by`,
-//!   keyed `process`.
+//!   keyed `process` (with [`keyed_state`] and timers), `window`, `count_window`.
+//! * [`window`] — [`WindowedStream`](window::WindowedStream): trigger, evictor, allowed
+//!   lateness, late side output, then `reduce` / `aggregate` / `process`; and the assigners,
+//!   triggers and evictors. `DataStream::window_all` windows a whole stream.
+//! * [`watermark`] — [`WatermarkStrategy`](watermark::WatermarkStrategy) for
+//!   `assign_timestamps_and_watermarks`: bounded out-of-orderness, monotonous, custom
+//!   generators, periodic or punctuated emission, idleness.
+//! * [`keyed_state`], [`timer`], [`clock`] — keyed state with TTL, timer queues, processing time
+//!   (all from the runtime crate).
 //! * [`sources`], [`sinks`] — the built-in connectors (collections, sequences, generators,
 //!   text files, sockets; collect, print, text files, discard).
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the

@@ -9,7 +9,8 @@
 //! * [`types`] — newtypes for units: [`Timestamp`], [`Watermark`], [`CheckpointId`],
 //!   [`KeyGroup`], [`NodeId`].
 //! * [`data`] — [`Batch`] (records plus optional timestamps), its type-erased form
-//!   [`DataBatch`], and the [`Collector`] user functions emit into.
+//!   [`DataBatch`], and the [`Collector`] user functions emit into — records, side outputs
+//!   ([`OutputTag`]) and, for watermark generators, watermarks, in order ([`Emission`]).
 //! * [`message`] — the in-band [`StreamMessage`] (data, watermark, status, barrier, end of
 //!   input) and the [`PriorityMessage`] that overtakes data.
 //! * [`lane`] — the bounded lane: capacity in records, `send` waits, `try_send` hands the
@@ -21,7 +22,15 @@
 //!   output into batches per downstream channel.
 //! * [`operator`], [`source`], [`sink`], [`operators`] — the [`Operator`], [`Source`] and
 //!   [`Sink`] traits and the built-in operators.
-//! * [`state`] — keyed state laid out by key group.
+//! * [`state`] — keyed tables laid out by key group; [`keyed_state`] — value, list, map,
+//!   reducing and aggregating state per key, with TTL.
+//! * [`clock`], [`timer`] — processing time (on tokio's clock, pausable) and deduplicated timer
+//!   queues.
+//! * [`watermark`], [`window`] — watermark strategies; window types, assigners, triggers and
+//!   evictors with Flink's arithmetic. Their operators are in [`operators`]
+//!   ([`TimestampsAndWatermarksOperator`](operators::TimestampsAndWatermarksOperator),
+//!   [`WindowOperator`](operators::WindowOperator)).
+//! * [`harness`] — drive one operator by hand in tests.
 //! * [`valve`], [`barrier`] — pure logic: combining watermarks of several inputs, aligning
 //!   checkpoint barriers.
 //! * [`graph`], [`plan`], [`config`] — the stream graph, its validation and chaining into job
