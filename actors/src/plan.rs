@@ -333,7 +333,7 @@ pub fn plan(graph: &StreamGraph, config: &JobConfig) -> Result<ExecutionPlan, Bu
 mod tests {
     use super::*;
     use crate::error::UserError;
-    use crate::operator::{ErasedOperator, TaskInfo};
+    use crate::operator::TaskInfo;
     use crate::partition::TypedWriterFactory;
     use crate::sink::{ErasedSink, SinkFactory};
     use crate::source::{ErasedSource, SourceFactory};
