@@ -30,6 +30,8 @@
 //!   evictors with Flink's arithmetic. Their operators are in [`operators`]
 //!   ([`TimestampsAndWatermarksOperator`](operators::TimestampsAndWatermarksOperator),
 //!   [`WindowOperator`](operators::WindowOperator)).
+//! * [`operator_state`] — operator (non-keyed) list state for sources and sinks, and its
+//!   redistribution on a change of parallelism.
 //! * [`harness`] — drive one operator by hand in tests.
 //! * [`valve`], [`barrier`] — pure logic: combining watermarks of several inputs, aligning
 //!   checkpoint barriers.
@@ -60,6 +62,7 @@ pub mod lane;
 pub mod message;
 pub mod metrics;
 pub mod operator;
+pub mod operator_state;
 pub mod operators;
 pub mod partition;
 pub mod plan;

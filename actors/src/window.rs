@@ -1129,6 +1129,120 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
     }
 }
 
+/// Fires every `interval` ms of processing time while the window is open, and at its end
+/// (Flink's `ContinuousProcessingTimeTrigger`).
+#[derive(Debug, Clone, Copy)]
+pub struct ContinuousProcessingTimeTrigger {
+    interval: i64,
+}
+
+impl ContinuousProcessingTimeTrigger {
+    /// Fires every `interval` ms of processing time.
+    ///
+    /// # Errors
+    ///
+    /// If `interval <= 0`.
+    pub fn of(interval: i64) -> Result<Self, UserError> {
+        if interval <= 0 {
+            return Err(format!("continuous trigger interval must be > 0, got {interval}").into());
+        }
+        Ok(ContinuousProcessingTimeTrigger { interval })
+    }
+
+    fn register_next<W: Window>(
+        &self,
+        time: i64,
+        window: &W,
+        state: &mut Option<i64>,
+        ctx: &mut TriggerContext<'_>,
+    ) {
+        let next = time
+            .wrapping_add(self.interval)
+            .min(window.max_timestamp().0);
+        *state = Some(state.map_or(next, |s| s.min(next)));
+        ctx.register_processing_time_timer(Timestamp(next));
+    }
+}
+
+impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
+    type State = Option<i64>;
+
+    fn on_element(
+        &mut self,
+        _: &T,
+        _: Option<Timestamp>,
+        window: &W,
+        state: &mut Option<i64>,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        if state.is_none() {
+            let t = ctx.processing_time.0;
+            self.register_next(
+                t.wrapping_sub(t.wrapping_rem(self.interval)),
+                window,
+                state,
+                ctx,
+            );
+        }
+        TriggerResult::Continue
+    }
+
+    fn on_event_time(
+        &mut self,
+        _: Timestamp,
+        _: &W,
+        _: &mut Option<i64>,
+        _: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        TriggerResult::Continue
+    }
+
+    fn on_processing_time(
+        &mut self,
+        time: Timestamp,
+        window: &W,
+        state: &mut Option<i64>,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        if time == window.max_timestamp() {
+            return TriggerResult::Fire;
+        }
+        if *state == Some(time.0) {
+            *state = None;
+            self.register_next(time.0, window, state, ctx);
+            return TriggerResult::Fire;
+        }
+        TriggerResult::Continue
+    }
+
+    fn can_merge(&self) -> bool {
+        true
+    }
+
+    fn merge_state(&self, into: &mut Option<i64>, from: Option<i64>) {
+        *into = match (*into, from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn on_merge(&mut self, _: &W, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
+        if let Some(next) = *state {
+            ctx.register_processing_time_timer(Timestamp(next));
+        }
+    }
+
+    fn keeps_contents(&self) -> bool {
+        true
+    }
+
+    fn clear(&mut self, _: &W, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
+        if let Some(t) = state.take() {
+            ctx.delete_processing_time_timer(Timestamp(t));
+        }
+    }
+}
+
 /// Turns every `Fire` of the inner trigger into `FireAndPurge` (Flink's `PurgingTrigger`).
 #[derive(Debug, Clone, Copy)]
 pub struct PurgingTrigger<Tr>(pub Tr);
@@ -1397,6 +1511,81 @@ impl<T, W> Evictor<T, W> for TimeEvictor {
     }
 }
 
+/// A delta function of two records.
+type DeltaFn<T> = Arc<dyn Fn(&T, &T) -> f64 + Send + Sync>;
+
+/// Removes the records whose `delta(record, newest record)` is at least `threshold`
+/// (Flink's `DeltaEvictor`).
+pub struct DeltaEvictor<T> {
+    threshold: f64,
+    delta: DeltaFn<T>,
+    after: bool,
+}
+
+impl<T> Clone for DeltaEvictor<T> {
+    fn clone(&self) -> Self {
+        DeltaEvictor {
+            threshold: self.threshold,
+            delta: self.delta.clone(),
+            after: self.after,
+        }
+    }
+}
+
+impl<T> Debug for DeltaEvictor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaEvictor")
+            .field("threshold", &self.threshold)
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+impl<T> DeltaEvictor<T> {
+    /// Evicts before the function.
+    pub fn of(threshold: f64, delta: impl Fn(&T, &T) -> f64 + Send + Sync + 'static) -> Self {
+        DeltaEvictor {
+            threshold,
+            delta: Arc::new(delta),
+            after: false,
+        }
+    }
+
+    /// Evicts after the function instead.
+    pub fn after(threshold: f64, delta: impl Fn(&T, &T) -> f64 + Send + Sync + 'static) -> Self {
+        DeltaEvictor {
+            threshold,
+            delta: Arc::new(delta),
+            after: true,
+        }
+    }
+
+    fn evict(&self, elements: &mut Vec<(T, Option<Timestamp>)>) {
+        let Some(last) = elements.len().checked_sub(1) else {
+            return;
+        };
+        let keep: Vec<bool> = elements
+            .iter()
+            .map(|(v, _)| (self.delta)(v, &elements[last].0) < self.threshold)
+            .collect();
+        let mut flags = keep.into_iter();
+        elements.retain(|_| flags.next().unwrap_or(true));
+    }
+}
+
+impl<T: Send + Sync + 'static, W> Evictor<T, W> for DeltaEvictor<T> {
+    fn evict_before(&mut self, elements: &mut Vec<(T, Option<Timestamp>)>, _: &W) {
+        if !self.after {
+            self.evict(elements);
+        }
+    }
+    fn evict_after(&mut self, elements: &mut Vec<(T, Option<Timestamp>)>, _: &W) {
+        if self.after {
+            self.evict(elements);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1473,5 +1662,14 @@ mod tests {
         assert_eq!(v.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 3, 4]);
         Evictor::<u8, GlobalWindow>::evict_before(&mut TimeEvictor::of(15), &mut v, &GlobalWindow);
         assert_eq!(v.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 4]);
+        let mut d: Vec<(i32, Option<Timestamp>)> =
+            [1, 9, 7, 10].iter().map(|&x| (x, None)).collect();
+        let mut delta = DeltaEvictor::of(3.0, |a: &i32, b: &i32| f64::from((a - b).abs()));
+        Evictor::<i32, GlobalWindow>::evict_before(&mut delta, &mut d, &GlobalWindow);
+        assert_eq!(
+            d.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![9, 10],
+            "within 3 of 10"
+        );
     }
 }

@@ -605,3 +605,27 @@ fn sliding_windows_store_each_record_once() {
         assert_eq!(n as i64, expected, "window starting at {start}");
     }
 }
+
+#[test]
+fn continuous_processing_time_trigger_fires_on_the_clock() {
+    let mut h = reduce_op(
+        TumblingWindows::processing_time(100).unwrap(),
+        ContinuousProcessingTimeTrigger::of(30).unwrap(),
+        WindowSettings::default(),
+    );
+    h.set_processing_time(5).unwrap();
+    h.process(('a', 1), None).unwrap(); // next firing at 0 + 30
+    h.set_processing_time(29).unwrap();
+    assert!(h.take_output().is_empty());
+    h.set_processing_time(30).unwrap();
+    assert_eq!(h.take_output(), vec![(('a', 1), Some(99))]);
+    h.process(('a', 2), None).unwrap();
+    h.set_processing_time(99).unwrap(); // 60, 90 and the end (99) are due
+    let sums: Vec<i64> = h.take_output().into_iter().map(|((_, s), _)| s).collect();
+    assert_eq!(sums, vec![3, 3, 3]);
+    assert_eq!(
+        h.next_processing_time(),
+        None,
+        "the window is cleaned up at its end"
+    );
+}

@@ -374,7 +374,8 @@ where
             domain,
         };
         let r = f(&mut self.function, &mut ctx);
-        if stateful && table.get(key).is_some_and(KeyState::is_empty) {
+        let empty = stateful && ctx.state.state.is_empty();
+        if empty {
             table.remove(key);
         }
         r

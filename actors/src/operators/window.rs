@@ -776,7 +776,7 @@ where
             for m in &members {
                 if let Some(p) = kw.position(m) {
                     let slot = kw.slots.swap_remove(p);
-                    if let Some(a) = slot.acc.clone() {
+                    if let Some(a) = slot.acc {
                         match acc.as_mut() {
                             None => acc = Some(a),
                             Some(into) => self.agg.merge(into, a)?,
