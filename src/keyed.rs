@@ -223,7 +223,39 @@ where
         )
     }
 
-    /// Runs a [`KeyedProcessFunction`] on every record (Flink's `process` on a keyed stream).
+    /// Runs a [`KeyedProcessFunction`] on every record (Flink's `process` on a keyed stream):
+    /// with keyed state declared in its `open`, event- and processing-time timers through the
+    /// context, `on_timer`, and side outputs through the collector. See `docs/state.md` and the
+    /// `timers` example.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::keyed_state::ValueState;
+    /// use actorflow::operators::OpenContext;
+    /// /// Emits each key's first record only.
+    /// #[derive(Clone, Default)]
+    /// struct First { seen: Option<ValueState<bool>> }
+    /// impl KeyedProcessFunction<char, (char, u32), (char, u32)> for First {
+    ///     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+    ///         self.seen = Some(ctx.state.value_state("seen", None)?);
+    ///         Ok(())
+    ///     }
+    ///     fn process_element(&mut self, r: (char, u32), ctx: &mut KeyedContext<'_, char>, out: &mut Collector<(char, u32)>) -> Result<(), UserError> {
+    ///         let seen = self.seen.as_ref().ok_or("not open")?;
+    ///         if seen.value(ctx.state())?.is_none() {
+    ///             seen.update(ctx.state(), true)?;
+    ///             out.collect(r);
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![('a', 1), ('b', 2), ('a', 3)]).key_by(|r| r.0).process(First::default())
+    /// });
+    /// assert_eq!(out, vec![('a', 1), ('b', 2)]);
+    /// ```
     #[track_caller]
     pub fn process<O, P>(&self, function: P) -> DataStream<O>
     where
