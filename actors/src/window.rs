@@ -501,29 +501,39 @@ impl<T: 'static> WindowAssigner<T> for SessionWindows<T> {
 /// Flink's `TimeWindow.mergeWindows`: sort by start, sweep, and merge runs of windows that
 /// intersect (touching included).
 pub fn merge_time_windows(windows: &[TimeWindow], out: &mut Vec<(TimeWindow, Vec<usize>)>) {
-    let mut order: Vec<usize> = (0..windows.len()).collect();
-    order.sort_by_key(|&i| windows[i].start);
-    let mut current: Option<(TimeWindow, Vec<usize>)> = None;
-    for i in order {
-        let w = windows[i];
-        current = match current.take() {
-            None => Some((w, vec![i])),
-            Some((cover, mut members)) if cover.intersects(&w) => {
-                members.push(i);
-                Some((cover.cover(&w), members))
-            }
-            Some(done) => {
-                if done.1.len() > 1 {
-                    out.push(done);
-                }
-                Some((w, vec![i]))
-            }
-        };
+    let n = windows.len();
+    if n < 2 {
+        return;
     }
-    if let Some(done) = current
-        && done.1.len() > 1
-    {
-        out.push(done);
+    // A key rarely has more than a few open sessions: sort their indices on the stack.
+    let mut small = [0usize; 8];
+    let mut large = Vec::new();
+    let order: &mut [usize] = if n <= small.len() {
+        &mut small[..n]
+    } else {
+        large.extend(0..n);
+        &mut large
+    };
+    for (slot, i) in order.iter_mut().zip(0..n) {
+        *slot = i;
+    }
+    order.sort_by_key(|&i| windows[i].start);
+    let mut group_start = 0;
+    let mut cover = windows[order[0]];
+    for k in 1..n {
+        let w = windows[order[k]];
+        if cover.intersects(&w) {
+            cover = cover.cover(&w);
+        } else {
+            if k - group_start > 1 {
+                out.push((cover, order[group_start..k].to_vec()));
+            }
+            group_start = k;
+            cover = w;
+        }
+    }
+    if n - group_start > 1 {
+        out.push((cover, order[group_start..n].to_vec()));
     }
 }
 

@@ -24,6 +24,7 @@ use crate::window::{
     WindowAssigner,
 };
 use std::any::Any;
+use std::hash::Hash;
 use std::marker::PhantomData;
 
 /// How a window's contents are kept and what its function receives when it fires.
@@ -534,6 +535,9 @@ where
     sliced: bool,
     /// Sliced mode: timer requests and trigger results gathered per window of a record.
     pending: Vec<(usize, TriggerResult, Vec<TimerRequest>)>,
+    /// Merging windows: reused buffers.
+    merge_all: Vec<A::W>,
+    merge_groups: Vec<(A::W, Vec<usize>)>,
     _out: PhantomData<fn() -> O>,
 }
 
@@ -569,6 +573,8 @@ where
             requests: Vec::new(),
             sliced: false,
             pending: Vec::new(),
+            merge_all: Vec::new(),
+            merge_groups: Vec::new(),
             _out: PhantomData,
         }
     }
@@ -581,6 +587,31 @@ where
 
 fn not_open() -> UserError {
     "window operator called before open()".into()
+}
+
+/// Applies timer requests for `key` and `window` to the timer queues.
+fn apply_timer_requests<K: Hash + Eq + Clone, W: Hash + Eq + Clone>(
+    timers: &mut Timers<K, W>,
+    requests: &mut Vec<TimerRequest>,
+    key: &K,
+    window: &W,
+) {
+    for r in requests.drain(..) {
+        match r {
+            TimerRequest::RegisterEvent(t) => {
+                timers.event.register(t, key, window);
+            }
+            TimerRequest::DeleteEvent(t) => {
+                timers.event.delete(t, key, window);
+            }
+            TimerRequest::RegisterProcessing(t) => {
+                timers.processing.register(t, key, window);
+            }
+            TimerRequest::DeleteProcessing(t) => {
+                timers.processing.delete(t, key, window);
+            }
+        }
+    }
 }
 
 /// True if pane `p` lies in `[start, end)`, with Java's wrapping arithmetic (a window at the
@@ -628,35 +659,7 @@ where
 
     /// Applies the trigger's timer requests for `key` and `window`.
     fn apply_requests(&mut self, key: &S::Key, window: &A::W) {
-        for r in self.requests.drain(..) {
-            match r {
-                TimerRequest::RegisterEvent(t) => {
-                    self.timers.event.register(t, key, window);
-                }
-                TimerRequest::DeleteEvent(t) => {
-                    self.timers.event.delete(t, key, window);
-                }
-                TimerRequest::RegisterProcessing(t) => {
-                    self.timers.processing.register(t, key, window);
-                }
-                TimerRequest::DeleteProcessing(t) => {
-                    self.timers.processing.delete(t, key, window);
-                }
-            }
-        }
-    }
-
-    fn delete_cleanup_timer(&mut self, key: &S::Key, w: &A::W) {
-        let event = self.assigner.is_event_time();
-        let t = cleanup_time(event, w, self.settings.allowed_lateness);
-        if t == Timestamp::MAX {
-            return;
-        }
-        if event {
-            self.timers.event.delete(t, key, w);
-        } else {
-            self.timers.processing.delete(t, key, w);
-        }
+        apply_timer_requests(&mut self.timers, &mut self.requests, key, window);
     }
 
     /// Evaluates slot `i` of `key` and emits the result.
@@ -716,7 +719,9 @@ where
     }
 
     /// Adds `w` to the key's windows, merging as the assigner says; returns the window the
-    /// record belongs to now (Flink's `MergingWindowSet.addWindow`).
+    /// record belongs to now (Flink's `MergingWindowSet.addWindow`). Merged windows' contents
+    /// and trigger state move to the merged window, their timers are deleted, the merged
+    /// window's registered (`Trigger::on_merge`).
     fn add_merging_window(
         &mut self,
         key: &S::Key,
@@ -733,71 +738,66 @@ where
             kw.slot_index(w);
             return Ok(w.clone());
         }
-        let mut all: Vec<A::W> = kw.slots.iter().map(|s| s.window.clone()).collect();
+        let mut all = std::mem::take(&mut self.merge_all);
+        all.clear();
+        all.extend(kw.slots.iter().map(|s| s.window.clone()));
         all.push(w.clone());
         let new_index = all.len() - 1;
-        let mut groups = Vec::new();
+        let mut groups = std::mem::take(&mut self.merge_groups);
+        groups.clear();
         self.assigner.merge_windows(&all, &mut groups);
         let mut result = w.clone();
         let mut merged_new = false;
-        let mut merges = Vec::new();
-        for (merged, mut members) in groups {
+        let mut outcome = Ok(());
+        for (merged, members) in groups.iter_mut() {
             if let Some(p) = members.iter().position(|&m| m == new_index) {
                 members.remove(p);
                 merged_new = true;
                 result = merged.clone();
             }
-            if members.len() == 1 && all[members[0]] == merged {
+            if members.len() == 1 && all[members[0]] == *merged {
                 continue; // the new window fell inside an existing one
             }
-            merges.push((
-                merged,
-                members
-                    .into_iter()
-                    .map(|m| all[m].clone())
-                    .collect::<Vec<_>>(),
-            ));
-        }
-        for (merged, members) in merges {
-            if event && cleanup_time(true, &merged, lateness).0 <= watermark.0 {
-                return Err(format!(
-                    "the merge of {members:?} gives the late window {merged:?}; \
-                     the assigner must not merge into late windows"
+            if event && cleanup_time(true, &*merged, lateness).0 <= watermark.0 {
+                outcome = Err(format!(
+                    "a merge gives the late window {merged:?}; the assigner must not merge \
+                     into late windows"
                 )
                 .into());
+                break;
             }
-            // Take the merged-away windows out, merging contents and trigger states.
-            let table = self.table.as_mut().ok_or_else(not_open)?;
-            let kw = table.get_or_insert_with(key, KeyWindows::default)?;
             let mut acc: Option<Ag::Acc> = None;
             let mut trigger_state = Tr::State::default();
             let mut state = StateBag::default();
-            let mut removed = Vec::new();
-            for m in &members {
-                if let Some(p) = kw.position(m) {
-                    let slot = kw.slots.swap_remove(p);
-                    if let Some(a) = slot.acc {
-                        match acc.as_mut() {
-                            None => acc = Some(a),
-                            Some(into) => self.agg.merge(into, a)?,
+            let mut removed = Vec::with_capacity(members.len());
+            for &m in members.iter() {
+                let Some(p) = kw.position(&all[m]) else {
+                    continue;
+                };
+                let slot = kw.slots.swap_remove(p);
+                if let Some(a) = slot.acc {
+                    match acc.as_mut() {
+                        None => acc = Some(a),
+                        Some(into) => {
+                            if let Err(e) = self.agg.merge(into, a) {
+                                outcome = Err(e);
+                            }
                         }
                     }
-                    self.trigger
-                        .merge_state(&mut trigger_state, slot.trigger.clone());
-                    if state.is_empty() {
-                        state = slot.state;
-                    }
-                    removed.push((slot.window, slot.trigger));
                 }
+                self.trigger
+                    .merge_state(&mut trigger_state, slot.trigger.clone());
+                if state.is_empty() {
+                    state = slot.state;
+                }
+                removed.push((slot.window, slot.trigger));
             }
             let mut ctx = TriggerContext {
                 watermark,
                 processing_time: now,
                 requests: &mut self.requests,
             };
-            self.trigger.on_merge(&merged, &mut trigger_state, &mut ctx);
-            let table = self.table.as_mut().ok_or_else(not_open)?;
-            let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+            self.trigger.on_merge(merged, &mut trigger_state, &mut ctx);
             let mut timers = Vec::new();
             filter_known_timers(&mut timers, &mut self.requests);
             kw.slots.push(Slot {
@@ -807,7 +807,7 @@ where
                 state,
                 timers,
             });
-            self.apply_requests(key, &merged);
+            apply_timer_requests(&mut self.timers, &mut self.requests, key, merged);
             for (m, mut m_state) in removed {
                 let mut ctx = TriggerContext {
                     watermark,
@@ -815,16 +815,26 @@ where
                     requests: &mut self.requests,
                 };
                 self.trigger.clear(&m, &mut m_state, &mut ctx);
-                self.apply_requests(key, &m);
-                self.delete_cleanup_timer(key, &m);
+                let cleanup = cleanup_time(event, &m, lateness);
+                if cleanup != Timestamp::MAX {
+                    self.requests.push(if event {
+                        TimerRequest::DeleteEvent(cleanup)
+                    } else {
+                        TimerRequest::DeleteProcessing(cleanup)
+                    });
+                }
+                apply_timer_requests(&mut self.timers, &mut self.requests, key, &m);
+            }
+            if outcome.is_err() {
+                break;
             }
         }
-        if !merged_new {
-            let table = self.table.as_mut().ok_or_else(not_open)?;
-            let kw = table.get_or_insert_with(key, KeyWindows::default)?;
+        if outcome.is_ok() && !merged_new {
             kw.slot_index(w);
         }
-        Ok(result)
+        self.merge_all = all;
+        self.merge_groups = groups;
+        outcome.map(|()| result)
     }
 
     fn process_element(
