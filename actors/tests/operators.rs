@@ -629,3 +629,64 @@ fn continuous_processing_time_trigger_fires_on_the_clock() {
         "the window is cleaned up at its end"
     );
 }
+
+#[test]
+fn processing_time_sliding_windows_and_sessions() {
+    let mut h = reduce_op(
+        SlidingWindows::processing_time(20, 10).unwrap(),
+        ProcessingTimeTrigger,
+        WindowSettings::default(),
+    );
+    h.set_processing_time(5).unwrap();
+    h.process(('a', 1), None).unwrap(); // [-10, 10) and [0, 20)
+    h.set_processing_time(12).unwrap();
+    h.process(('a', 2), None).unwrap(); // [0, 20) and [10, 30)
+    assert_eq!(h.take_output(), vec![(('a', 1), Some(9))]);
+    h.set_processing_time(29).unwrap();
+    assert_eq!(
+        h.take_output(),
+        vec![(('a', 3), Some(19)), (('a', 2), Some(29))]
+    );
+
+    let mut s = reduce_op(
+        SessionWindows::processing_time(10).unwrap(),
+        ProcessingTimeTrigger,
+        WindowSettings::default(),
+    );
+    s.set_processing_time(0).unwrap();
+    s.process(('a', 1), None).unwrap(); // [0, 10)
+    s.set_processing_time(8).unwrap();
+    s.process(('a', 2), None).unwrap(); // merges: [0, 18)
+    s.set_processing_time(9).unwrap();
+    assert!(s.take_output().is_empty(), "the merged session ends later");
+    s.set_processing_time(17).unwrap();
+    assert_eq!(s.take_output(), vec![(('a', 3), Some(17))]);
+}
+
+#[test]
+fn evictors_can_run_after_the_function() {
+    let mut h = OperatorHarness::new(WindowOperator::new(
+        key(),
+        GlobalWindows::create(),
+        CountTrigger::of(2),
+        EvictingAgg {
+            evictor: CountEvictor::after(1),
+            inner: ListAgg,
+        },
+        |_: &char,
+         _: &mut WindowContext<'_, GlobalWindow>,
+         v: Vec<Ev>,
+         out: &mut Collector<Vec<i64>>| {
+            out.collect(v.into_iter().map(|e| e.1).collect());
+            Ok(())
+        },
+        WindowSettings::default(),
+    ))
+    .unwrap();
+    for v in 1..=5 {
+        h.process(('a', v), None).unwrap();
+    }
+    let fired: Vec<Vec<i64>> = h.take_output().into_iter().map(|(v, _)| v).collect();
+    // Fires with everything, then keeps only the newest record for the next firing.
+    assert_eq!(fired, vec![vec![1, 2], vec![2, 3, 4]]);
+}
