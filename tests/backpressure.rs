@@ -143,3 +143,44 @@ async fn backpressure_crosses_a_keyed_shuffle_to_parallel_sources() {
     handle.cancel();
     assert!(matches!(handle.join().await, Err(JobError::Cancelled)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watermark_firing_many_windows_waits_for_room_between_chunks() {
+    const KEYS: u64 = 20_000;
+    let (env, held) = gated(1, 100, 400);
+    let Held { gate, seen } = &held;
+    let fired = Arc::new(AtomicU64::new(0));
+    let counter = fired.clone();
+    env.from_sequence(0, KEYS - 1)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|_, _| 1),
+        )
+        .key_by(|k: &u64| *k)
+        .window(actorflow::window::TumblingWindows::event_time(10).unwrap())
+        .process(
+            move |k: &u64,
+                  _: &mut WindowContext<'_, TimeWindow>,
+                  _: Vec<u64>,
+                  out: &mut Collector<u64>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                out.collect(*k);
+                Ok(())
+            },
+        )
+        .name("windows")
+        .add_sink("gated", held.sink())
+        .disable_chaining();
+    let handle = env.execute_async("firing").await.unwrap();
+    // The end of input fires every window at once; the sink holds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let so_far = fired.load(Ordering::SeqCst);
+    assert!(
+        so_far <= 2 * 1024 && actorflow::timer::TIMERS_PER_CHUNK == 1024,
+        "{so_far} windows fired while nothing could be sent: firing does not wait for room"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    handle.join().await.unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), KEYS);
+    assert_eq!(seen.load(Ordering::SeqCst), KEYS);
+}

@@ -178,10 +178,53 @@ impl ChainNode {
                     signal_outputs(&mut self.outputs, Signal::Status(st), tails)
                 }
             };
+            if result.is_ok() {
+                result = self.settle_successors(tails);
+            }
         }
         emitted.clear();
         self.scratch = emitted;
         result
+    }
+
+    /// True while this node or a chained successor has work left (see `Operator::has_more`).
+    pub(crate) fn has_more(&self) -> bool {
+        self.op.has_more()
+            || self.outputs.iter().any(|o| match &o.to {
+                Output::Operator(node, _) => node.has_more(),
+                Output::Tail(_) => false,
+            })
+    }
+
+    /// Does one chunk of the pending work, upstream first.
+    pub(crate) fn resume(&mut self, tails: &mut [Tail]) -> Result<(), Fault> {
+        if self.op.has_more() {
+            let op = &mut self.op;
+            guard(&self.label, || op.resume())?;
+            return self.dispatch(tails);
+        }
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = &mut o.to
+                && node.has_more()
+            {
+                return node.resume(tails);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs chained successors' pending work to its end. Between two emissions of this node a
+    /// successor must be done with the previous one (order); only the chain head is resumed
+    /// chunk by chunk from the subtask loop.
+    fn settle_successors(&mut self, tails: &mut [Tail]) -> Result<(), Fault> {
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = &mut o.to {
+                while node.has_more() {
+                    node.resume(tails)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn signal(&mut self, signal: Signal, tails: &mut [Tail]) -> Result<(), Fault> {
@@ -235,6 +278,26 @@ impl ChainNode {
         }
         Ok(())
     }
+}
+
+/// True while an operator among `outputs` has work left.
+pub(crate) fn has_more(outputs: &[Route]) -> bool {
+    outputs.iter().any(|o| match &o.to {
+        Output::Operator(node, _) => node.has_more(),
+        Output::Tail(_) => false,
+    })
+}
+
+/// Does one chunk of the first pending work among `outputs`.
+pub(crate) fn resume(outputs: &mut [Route], tails: &mut [Tail]) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to
+            && node.has_more()
+        {
+            return node.resume(tails);
+        }
+    }
+    Ok(())
 }
 
 /// The earliest processing-time wake-up among `outputs`' chained operators.

@@ -33,6 +33,7 @@ pub struct OperatorHarness<O: Operator> {
     op: Box<dyn ErasedOperator>,
     time: ManualTime,
     emitted: Vec<Emission>,
+    chunks: usize,
     _op: PhantomData<fn() -> O>,
 }
 
@@ -71,12 +72,30 @@ impl<O: Operator> OperatorHarness<O> {
             op,
             time,
             emitted: Vec::new(),
+            chunks: 0,
             _op: PhantomData,
         })
     }
 
     fn collect(&mut self) {
         self.op.take_emissions(&mut self.emitted);
+    }
+
+    /// Runs work the operator does in chunks (firing many timers) to its end, as the runtime
+    /// does between input events; counts the chunks.
+    fn settle(&mut self) -> Result<(), UserError> {
+        while self.op.has_more() {
+            self.chunks += 1;
+            let r = self.op.resume().map_err(fault);
+            self.collect();
+            r?;
+        }
+        Ok(())
+    }
+
+    /// How many extra chunks long work (timer firings) took so far.
+    pub fn chunks(&self) -> usize {
+        self.chunks
     }
 
     /// Processes one record with an optional event timestamp.
@@ -98,7 +117,8 @@ impl<O: Operator> OperatorHarness<O> {
     pub fn process_batch(&mut self, batch: Batch<O::In>) -> Result<(), UserError> {
         let r = self.op.process(0, DataBatch::new(batch)).map_err(fault);
         self.collect();
-        r
+        r?;
+        self.settle()
     }
 
     /// Advances the input watermark to `watermark`.
@@ -112,7 +132,8 @@ impl<O: Operator> OperatorHarness<O> {
             .process_watermark(Watermark(watermark))
             .map_err(fault);
         self.collect();
-        r
+        r?;
+        self.settle()
     }
 
     /// Marks the input idle or active.
@@ -140,6 +161,7 @@ impl<O: Operator> OperatorHarness<O> {
             let r = self.op.on_processing_time(Timestamp(now)).map_err(fault);
             self.collect();
             r?;
+            self.settle()?;
             if self.op.next_processing_time() == Some(due) {
                 break; // the operator did not consume it; avoid spinning
             }

@@ -182,6 +182,24 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// True while the last call left work to do in further chunks — firing many timers at
+    /// one watermark, say. The runtime then drains the output (waiting for room downstream),
+    /// looks at its priority lane, and calls [`resume`](Self::resume), before it hands the
+    /// operator anything else; a watermark is forwarded once its work is done.
+    fn has_more(&self) -> bool {
+        false
+    }
+
+    /// Does the next chunk of the work [`has_more`](Self::has_more) announced.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn resume(&mut self, out: &mut Collector<Self::Out>) -> Result<(), UserError> {
+        let _ = out;
+        Ok(())
+    }
+
     /// Called once after the last input record (end of input), before end of input is
     /// forwarded downstream.
     ///
@@ -248,6 +266,14 @@ pub trait ErasedOperator: Send {
     ///
     /// The operator's error.
     fn finish(&mut self) -> Result<(), OperatorFault>;
+    /// See [`Operator::has_more`].
+    fn has_more(&self) -> bool;
+    /// See [`Operator::resume`]; forwards the held-back watermark when the work is done.
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    fn resume(&mut self) -> Result<(), OperatorFault>;
     /// Moves what the last calls emitted, in order, to `into`.
     fn take_emissions(&mut self, into: &mut Vec<Emission>);
 }
@@ -255,6 +281,8 @@ pub trait ErasedOperator: Send {
 struct Erased<O: Operator> {
     op: O,
     out: Collector<O::Out>,
+    /// A watermark whose work (timers) is not finished: forwarded when it is.
+    held: Option<Watermark>,
 }
 
 impl<O: Operator> ErasedOperator for Erased<O> {
@@ -274,8 +302,26 @@ impl<O: Operator> ErasedOperator for Erased<O> {
         self.op
             .process_watermark(watermark, &mut self.out)
             .map_err(OperatorFault::User)?;
-        if self.op.forwards_watermarks() {
+        if self.op.has_more() {
+            self.held = Some(watermark);
+        } else if self.op.forwards_watermarks() {
             self.out.emit_watermark(watermark);
+        }
+        Ok(())
+    }
+
+    fn has_more(&self) -> bool {
+        self.op.has_more()
+    }
+
+    fn resume(&mut self) -> Result<(), OperatorFault> {
+        self.out.set_timestamp(None);
+        self.op.resume(&mut self.out).map_err(OperatorFault::User)?;
+        if !self.op.has_more()
+            && let Some(wm) = self.held.take()
+            && self.op.forwards_watermarks()
+        {
+            self.out.emit_watermark(wm);
         }
         Ok(())
     }
@@ -317,6 +363,7 @@ pub fn erase<O: Operator>(op: O) -> Box<dyn ErasedOperator> {
     Box::new(Erased {
         op,
         out: Collector::new(),
+        held: None,
     })
 }
 

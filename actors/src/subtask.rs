@@ -9,7 +9,7 @@
 use crate::barrier::{AlignOutcome, BarrierAligner};
 use crate::chain::{
     CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, emit, fire_processing_time,
-    guard_async, next_processing_time, settle, signal_outputs,
+    guard_async, has_more, next_processing_time, resume, settle, signal_outputs,
 };
 use crate::clock::ProcessingClock;
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
@@ -204,6 +204,20 @@ impl Subtask {
         }
     }
 
+    /// Lets the chain finish work it does in chunks (a watermark firing many timers): between
+    /// chunks the output is drained — waiting for room downstream, so what a firing emits stays
+    /// bounded — and the priority lane is checked, so cancellation is not stuck behind it.
+    async fn settle_work(&mut self) -> Result<(), Stop> {
+        while has_more(&self.root) {
+            self.drain().await?;
+            if let Some(p) = self.gate.try_priority() {
+                on_priority(p)?;
+            }
+            resume(&mut self.root, &mut self.tails)?;
+        }
+        Ok(())
+    }
+
     /// The tokio instant of the chain's next processing-time callback.
     fn timer_deadline(&self) -> Option<Instant> {
         next_processing_time(&self.root).map(|t| self.clock.instant_of(t))
@@ -217,6 +231,7 @@ impl Subtask {
         let now = self.clock.now();
         if next <= now {
             fire_processing_time(&mut self.root, now, &mut self.tails)?;
+            self.settle_work().await?;
             if self.buffer_timeout.is_zero() {
                 self.flush_all();
             }
@@ -234,14 +249,17 @@ impl Subtask {
                 SubtaskMetrics::add(&self.metrics.records_in, batch.len() as u64);
                 let input = self.lane_inputs.get(lane).copied().unwrap_or(0);
                 emit(&mut self.root, Some(input), batch, &mut self.tails)?;
+                self.settle_work().await?;
             }
             StreamMessage::Watermark(wm) => {
                 let out = self.valve.input_watermark(lane, wm);
                 self.apply_valve(out)?;
+                self.settle_work().await?;
             }
             StreamMessage::Status(status) => {
                 let out = self.valve.input_status(lane, status);
                 self.apply_valve(out)?;
+                self.settle_work().await?;
             }
             StreamMessage::Barrier(barrier) => {
                 let out = self.aligner.on_barrier(lane, barrier);
@@ -253,6 +271,7 @@ impl Subtask {
                 self.apply_alignment(out)?;
                 let out = self.valve.input_ended(lane);
                 self.apply_valve(out)?;
+                self.settle_work().await?;
                 if self.gate.open_lanes() == 0 {
                     signal_outputs(&mut self.root, Signal::EndOfInput, &mut self.tails)?;
                     finished = true;
@@ -372,6 +391,7 @@ impl Subtask {
             };
             if let Some(batch) = batch {
                 emit(&mut self.root, None, batch, &mut self.tails)?;
+                self.settle_work().await?;
             }
             let end = status == SourceStatus::End;
             if end {
@@ -383,6 +403,7 @@ impl Subtask {
                     Signal::Watermark(Watermark::MAX),
                     &mut self.tails,
                 )?;
+                self.settle_work().await?;
                 signal_outputs(&mut self.root, Signal::EndOfInput, &mut self.tails)?;
             }
             if end || self.buffer_timeout.is_zero() {

@@ -129,6 +129,54 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
     }
 }
 
+/// How many timers an operator fires per chunk before the runtime drains its output and checks
+/// for cancellation (see `Operator::has_more`).
+pub const TIMERS_PER_CHUNK: usize = 1024;
+
+/// Fires the timers due at a watermark a chunk at a time: timers registered while firing that
+/// are due too fire in the same advance, as in Flink.
+#[derive(Debug, Clone)]
+pub struct Firing<K, N> {
+    upto: Option<Timestamp>,
+    due: std::collections::VecDeque<(Timestamp, K, N)>,
+}
+
+impl<K, N> Default for Firing<K, N> {
+    fn default() -> Self {
+        Firing {
+            upto: None,
+            due: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> Firing<K, N> {
+    /// Starts firing every timer of `queue` up to `upto`.
+    pub fn start(&mut self, upto: Timestamp) {
+        self.upto = Some(upto);
+    }
+
+    /// True until every due timer was handed out.
+    pub fn is_active(&self) -> bool {
+        self.upto.is_some()
+    }
+
+    /// The next due timer, or `None` (and inactive) when there are no more.
+    pub fn next(&mut self, queue: &mut TimerQueue<K, N>) -> Option<(Timestamp, K, N)> {
+        let upto = self.upto?;
+        if self.due.is_empty()
+            && let Some((t, timers)) = queue.pop_due(upto)
+        {
+            self.due.extend(timers.into_iter().map(|(k, n)| (t, k, n)));
+        }
+        let next = self.due.pop_front();
+        if next.is_none() {
+            self.upto = None;
+        }
+        next
+    }
+}
+
 /// A borrowed `(key, namespace, time)` that hashes like the owned triple, so lookups clone
 /// nothing.
 #[derive(Hash)]

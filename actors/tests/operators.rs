@@ -690,3 +690,27 @@ fn evictors_can_run_after_the_function() {
     // Fires with everything, then keeps only the newest record for the next firing.
     assert_eq!(fired, vec![vec![1, 2], vec![2, 3, 4]]);
 }
+
+#[test]
+fn a_watermark_firing_many_windows_works_in_chunks() {
+    let mut h = reduce_op(
+        TumblingWindows::event_time(10).unwrap(),
+        EventTimeTrigger,
+        WindowSettings::default(),
+    );
+    // 3000 keys' windows all end at 9: one watermark fires 3000 timers.
+    let keys: Vec<char> = (0..3000u32)
+        .filter_map(|i| char::from_u32(0x4e00 + i))
+        .collect();
+    for &k in &keys {
+        h.process((k, 1), Some(1)).unwrap();
+    }
+    h.watermark(9).unwrap();
+    assert_eq!(h.take_output().len(), keys.len());
+    assert_eq!(h.chunks(), 2, "3000 timers = 1024 + 1024 + 952");
+    assert_eq!(
+        h.take_watermarks(),
+        vec![9],
+        "forwarded once, after every window fired"
+    );
+}

@@ -7,7 +7,7 @@ use crate::key::KeySelector;
 use crate::keyed_state::{KeyState, StateAccess, StateRegistry};
 use crate::operator::{Operator, TaskInfo};
 use crate::state::KeyedTable;
-use crate::timer::{TimeDomain, Timers};
+use crate::timer::{Firing, TIMERS_PER_CHUNK, TimeDomain, Timers};
 use crate::types::{Timestamp, Watermark};
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -317,6 +317,7 @@ pub struct KeyedProcessOperator<I, O, S: KeySelector<I>, P> {
     registry: StateRegistry,
     states: Option<KeyedTable<S::Key, KeyState>>,
     timers: Timers<S::Key, ()>,
+    firing: Firing<S::Key, ()>,
     _types: PhantomData<fn(I) -> O>,
 }
 
@@ -331,6 +332,7 @@ impl<I, O, S: KeySelector<I>, P> KeyedProcessOperator<I, O, S, P> {
             registry: StateRegistry::default(),
             states: None,
             timers: Timers::default(),
+            firing: Firing::default(),
             _types: PhantomData,
         }
     }
@@ -381,28 +383,33 @@ where
         r
     }
 
-    fn fire(
-        &mut self,
-        domain: TimeDomain,
-        upto: Timestamp,
-        out: &mut Collector<O>,
-    ) -> Result<(), UserError> {
-        loop {
-            let due = match domain {
-                TimeDomain::EventTime => self.timers.event.pop_due(upto),
-                TimeDomain::ProcessingTime => self.timers.processing.pop_due(upto),
+    /// Fires up to a chunk of the event-time timers due at the current watermark; their output
+    /// carries the timer's time.
+    fn fire_chunk(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        for _ in 0..TIMERS_PER_CHUNK {
+            let Some((time, key, ())) = self.firing.next(&mut self.timers.event) else {
+                break;
             };
-            let Some((time, keys)) = due else {
-                return Ok(());
-            };
+            out.set_timestamp(Some(time));
+            self.with_context(&key, Some(time), Some(TimeDomain::EventTime), |f, ctx| {
+                f.on_timer(time, ctx, out)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Fires the processing-time timers due at `now`; their output carries no timestamp (as in
+    /// Flink).
+    fn fire_processing(&mut self, now: Timestamp, out: &mut Collector<O>) -> Result<(), UserError> {
+        while let Some((time, keys)) = self.timers.processing.pop_due(now) {
             for (key, ()) in keys {
-                // Event-time timer output carries the timer's time; processing-time output
-                // carries no timestamp (as in Flink).
-                let ts = (domain == TimeDomain::EventTime).then_some(time);
-                out.set_timestamp(ts);
-                self.with_context(&key, ts, Some(domain), |f, ctx| f.on_timer(time, ctx, out))?;
+                out.set_timestamp(None);
+                self.with_context(&key, None, Some(TimeDomain::ProcessingTime), |f, ctx| {
+                    f.on_timer(time, ctx, out)
+                })?;
             }
         }
+        Ok(())
     }
 }
 
@@ -445,9 +452,18 @@ where
     ) -> Result<(), UserError> {
         if wm > self.watermark {
             self.watermark = wm;
-            self.fire(TimeDomain::EventTime, Timestamp(wm.0), out)?;
+            self.firing.start(Timestamp(wm.0));
+            self.fire_chunk(out)?;
         }
         Ok(())
+    }
+
+    fn has_more(&self) -> bool {
+        self.firing.is_active()
+    }
+
+    fn resume(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        self.fire_chunk(out)
     }
 
     fn next_processing_time(&self) -> Option<Timestamp> {
@@ -459,6 +475,6 @@ where
         now: Timestamp,
         out: &mut Collector<O>,
     ) -> Result<(), UserError> {
-        self.fire(TimeDomain::ProcessingTime, now, out)
+        self.fire_processing(now, out)
     }
 }

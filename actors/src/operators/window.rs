@@ -17,7 +17,7 @@ use crate::error::UserError;
 use crate::key::KeySelector;
 use crate::operator::{Operator, TaskInfo};
 use crate::state::KeyedTable;
-use crate::timer::Timers;
+use crate::timer::{Firing, TIMERS_PER_CHUNK, Timers};
 use crate::types::{Timestamp, Watermark};
 use crate::window::{
     AssignerContext, Evictor, TimerRequest, Trigger, TriggerContext, TriggerResult, Window,
@@ -535,6 +535,8 @@ where
     sliced: bool,
     /// Sliced mode: timer requests and trigger results gathered per window of a record.
     pending: Vec<(usize, TriggerResult, Vec<TimerRequest>)>,
+    /// Event-time timers being fired, a chunk at a time.
+    firing: Firing<S::Key, A::W>,
     /// Merging windows: reused buffers.
     merge_all: Vec<A::W>,
     merge_groups: Vec<(A::W, Vec<usize>)>,
@@ -573,6 +575,7 @@ where
             requests: Vec::new(),
             sliced: false,
             pending: Vec::new(),
+            firing: Firing::default(),
             merge_all: Vec::new(),
             merge_groups: Vec::new(),
             _out: PhantomData,
@@ -1078,6 +1081,18 @@ where
         }
     }
 
+    /// Fires up to a chunk of the event-time timers due at the current watermark.
+    fn fire_chunk(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        let now = self.now();
+        for _ in 0..TIMERS_PER_CHUNK {
+            let Some((time, key, window)) = self.firing.next(&mut self.timers.event) else {
+                break;
+            };
+            self.on_timer(&key, &window, time, true, now, out)?;
+        }
+        Ok(())
+    }
+
     /// A timer of `key` and `window` fired at `time`.
     fn on_timer(
         &mut self,
@@ -1214,13 +1229,16 @@ where
             return Ok(());
         }
         self.watermark = wm;
-        let now = self.now();
-        while let Some((time, timers)) = self.timers.event.pop_due(Timestamp(wm.0)) {
-            for (key, window) in timers {
-                self.on_timer(&key, &window, time, true, now, out)?;
-            }
-        }
-        Ok(())
+        self.firing.start(Timestamp(wm.0));
+        self.fire_chunk(out)
+    }
+
+    fn has_more(&self) -> bool {
+        self.firing.is_active()
+    }
+
+    fn resume(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        self.fire_chunk(out)
     }
 
     fn next_processing_time(&self) -> Option<Timestamp> {
