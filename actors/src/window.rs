@@ -7,6 +7,7 @@
 
 use crate::data::Data;
 use crate::error::UserError;
+use crate::timer::TimeDomain;
 use crate::types::{Timestamp, Watermark};
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
@@ -1021,26 +1022,31 @@ impl<T, W: Window> Trigger<T, W> for CountTrigger {
     }
 }
 
-/// Fires every `interval` ms of event time while the window is open, and at its end
-/// (Flink's `ContinuousEventTimeTrigger`).
+/// The schedule both continuous triggers share: the next early firing, kept as the trigger's
+/// state (the earliest one after a merge), and its timer in one time domain.
 #[derive(Debug, Clone, Copy)]
-pub struct ContinuousEventTimeTrigger {
+struct Every {
     interval: i64,
+    domain: TimeDomain,
 }
 
-impl ContinuousEventTimeTrigger {
-    /// Fires every `interval` ms of event time.
-    ///
-    /// # Errors
-    ///
-    /// If `interval <= 0`.
-    pub fn of(interval: i64) -> Result<Self, UserError> {
+impl Every {
+    fn new(interval: i64, domain: TimeDomain) -> Result<Self, UserError> {
         if interval <= 0 {
             return Err(format!("continuous trigger interval must be > 0, got {interval}").into());
         }
-        Ok(ContinuousEventTimeTrigger { interval })
+        Ok(Every { interval, domain })
     }
 
+    fn register(&self, ctx: &mut TriggerContext<'_>, t: i64) {
+        match self.domain {
+            TimeDomain::EventTime => ctx.register_event_time_timer(Timestamp(t)),
+            TimeDomain::ProcessingTime => ctx.register_processing_time_timer(Timestamp(t)),
+        }
+    }
+
+    /// Flink's `registerNextFireTimestamp`: the next firing `interval` after `time`, at the
+    /// latest at the window's end.
     fn register_next<W: Window>(
         &self,
         time: i64,
@@ -1052,7 +1058,78 @@ impl ContinuousEventTimeTrigger {
             .wrapping_add(self.interval)
             .min(window.max_timestamp().0);
         *state = Some(state.map_or(next, |s| s.min(next)));
-        ctx.register_event_time_timer(Timestamp(next));
+        self.register(ctx, next);
+    }
+
+    /// The first firing, aligned to the interval, unless one is scheduled.
+    fn start<W: Window>(
+        &self,
+        time: i64,
+        window: &W,
+        state: &mut Option<i64>,
+        ctx: &mut TriggerContext<'_>,
+    ) {
+        if state.is_none() {
+            let aligned = time.wrapping_sub(time.wrapping_rem(self.interval));
+            self.register_next(aligned, window, state, ctx);
+        }
+    }
+
+    /// A timer of this schedule's domain fired: the window's end, or the next early firing.
+    fn on_timer<W: Window>(
+        &self,
+        time: Timestamp,
+        window: &W,
+        state: &mut Option<i64>,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        if time == window.max_timestamp() {
+            return TriggerResult::Fire;
+        }
+        if *state == Some(time.0) {
+            *state = None;
+            self.register_next(time.0, window, state, ctx);
+            return TriggerResult::Fire;
+        }
+        TriggerResult::Continue
+    }
+
+    fn merge_state(into: &mut Option<i64>, from: Option<i64>) {
+        *into = match (*into, from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn on_merge(&self, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
+        if let Some(next) = *state {
+            self.register(ctx, next);
+        }
+    }
+
+    fn clear(&self, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
+        if let Some(t) = state.take() {
+            match self.domain {
+                TimeDomain::EventTime => ctx.delete_event_time_timer(Timestamp(t)),
+                TimeDomain::ProcessingTime => ctx.delete_processing_time_timer(Timestamp(t)),
+            }
+        }
+    }
+}
+
+/// Fires every `interval` ms of event time while the window is open, and at its end
+/// (Flink's `ContinuousEventTimeTrigger`).
+#[derive(Debug, Clone, Copy)]
+pub struct ContinuousEventTimeTrigger(Every);
+
+impl ContinuousEventTimeTrigger {
+    /// Fires every `interval` ms of event time.
+    ///
+    /// # Errors
+    ///
+    /// If `interval <= 0`.
+    pub fn of(interval: i64) -> Result<Self, UserError> {
+        Every::new(interval, TimeDomain::EventTime).map(ContinuousEventTimeTrigger)
     }
 }
 
@@ -1071,15 +1148,8 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
             return TriggerResult::Fire;
         }
         ctx.register_event_time_timer(window.max_timestamp());
-        if state.is_none() {
-            let t = timestamp.map_or(0, |t| t.0);
-            self.register_next(
-                t.wrapping_sub(t.wrapping_rem(self.interval)),
-                window,
-                state,
-                ctx,
-            );
-        }
+        self.0
+            .start(timestamp.map_or(0, |t| t.0), window, state, ctx);
         TriggerResult::Continue
     }
 
@@ -1090,15 +1160,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
         state: &mut Option<i64>,
         ctx: &mut TriggerContext<'_>,
     ) -> TriggerResult {
-        if time == window.max_timestamp() {
-            return TriggerResult::Fire;
-        }
-        if *state == Some(time.0) {
-            *state = None;
-            self.register_next(time.0, window, state, ctx);
-            return TriggerResult::Fire;
-        }
-        TriggerResult::Continue
+        self.0.on_timer(time, window, state, ctx)
     }
 
     fn on_processing_time(
@@ -1116,16 +1178,11 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
     }
 
     fn merge_state(&self, into: &mut Option<i64>, from: Option<i64>) {
-        *into = match (*into, from) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        Every::merge_state(into, from);
     }
 
     fn on_merge(&mut self, _: &W, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
-        if let Some(next) = *state {
-            ctx.register_event_time_timer(Timestamp(next));
-        }
+        self.0.on_merge(state, ctx);
     }
 
     fn keeps_contents(&self) -> bool {
@@ -1133,18 +1190,14 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
     }
 
     fn clear(&mut self, _: &W, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
-        if let Some(t) = state.take() {
-            ctx.delete_event_time_timer(Timestamp(t));
-        }
+        self.0.clear(state, ctx);
     }
 }
 
 /// Fires every `interval` ms of processing time while the window is open, and at its end
 /// (Flink's `ContinuousProcessingTimeTrigger`).
 #[derive(Debug, Clone, Copy)]
-pub struct ContinuousProcessingTimeTrigger {
-    interval: i64,
-}
+pub struct ContinuousProcessingTimeTrigger(Every);
 
 impl ContinuousProcessingTimeTrigger {
     /// Fires every `interval` ms of processing time.
@@ -1153,24 +1206,7 @@ impl ContinuousProcessingTimeTrigger {
     ///
     /// If `interval <= 0`.
     pub fn of(interval: i64) -> Result<Self, UserError> {
-        if interval <= 0 {
-            return Err(format!("continuous trigger interval must be > 0, got {interval}").into());
-        }
-        Ok(ContinuousProcessingTimeTrigger { interval })
-    }
-
-    fn register_next<W: Window>(
-        &self,
-        time: i64,
-        window: &W,
-        state: &mut Option<i64>,
-        ctx: &mut TriggerContext<'_>,
-    ) {
-        let next = time
-            .wrapping_add(self.interval)
-            .min(window.max_timestamp().0);
-        *state = Some(state.map_or(next, |s| s.min(next)));
-        ctx.register_processing_time_timer(Timestamp(next));
+        Every::new(interval, TimeDomain::ProcessingTime).map(ContinuousProcessingTimeTrigger)
     }
 }
 
@@ -1185,15 +1221,8 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
         state: &mut Option<i64>,
         ctx: &mut TriggerContext<'_>,
     ) -> TriggerResult {
-        if state.is_none() {
-            let t = ctx.processing_time.0;
-            self.register_next(
-                t.wrapping_sub(t.wrapping_rem(self.interval)),
-                window,
-                state,
-                ctx,
-            );
-        }
+        let now = ctx.processing_time.0;
+        self.0.start(now, window, state, ctx);
         TriggerResult::Continue
     }
 
@@ -1214,15 +1243,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
         state: &mut Option<i64>,
         ctx: &mut TriggerContext<'_>,
     ) -> TriggerResult {
-        if time == window.max_timestamp() {
-            return TriggerResult::Fire;
-        }
-        if *state == Some(time.0) {
-            *state = None;
-            self.register_next(time.0, window, state, ctx);
-            return TriggerResult::Fire;
-        }
-        TriggerResult::Continue
+        self.0.on_timer(time, window, state, ctx)
     }
 
     fn can_merge(&self) -> bool {
@@ -1230,16 +1251,11 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
     }
 
     fn merge_state(&self, into: &mut Option<i64>, from: Option<i64>) {
-        *into = match (*into, from) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        Every::merge_state(into, from);
     }
 
     fn on_merge(&mut self, _: &W, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
-        if let Some(next) = *state {
-            ctx.register_processing_time_timer(Timestamp(next));
-        }
+        self.0.on_merge(state, ctx);
     }
 
     fn keeps_contents(&self) -> bool {
@@ -1247,9 +1263,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
     }
 
     fn clear(&mut self, _: &W, state: &mut Option<i64>, ctx: &mut TriggerContext<'_>) {
-        if let Some(t) = state.take() {
-            ctx.delete_processing_time_timer(Timestamp(t));
-        }
+        self.0.clear(state, ctx);
     }
 }
 

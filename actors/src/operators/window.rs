@@ -222,19 +222,18 @@ impl<T: Data, W, E: Evictor<T, W>, A: WindowAgg<T, W>> WindowAgg<T, W> for Evict
     type Acc = Vec<(T, Option<Timestamp>)>;
     type Out = A::Out;
 
+    /// Stored as [`ListAgg`] stores them.
     fn add(
         &mut self,
         acc: &mut Option<Self::Acc>,
         value: T,
         ts: Option<Timestamp>,
     ) -> Result<(), UserError> {
-        acc.get_or_insert_with(Vec::new).push((value, ts));
-        Ok(())
+        <ListAgg as WindowAgg<T, W>>::add(&mut ListAgg, acc, value, ts)
     }
 
-    fn merge(&mut self, into: &mut Self::Acc, mut from: Self::Acc) -> Result<(), UserError> {
-        into.append(&mut from);
-        Ok(())
+    fn merge(&mut self, into: &mut Self::Acc, from: Self::Acc) -> Result<(), UserError> {
+        <ListAgg as WindowAgg<T, W>>::merge(&mut ListAgg, into, from)
     }
 
     fn fire(&mut self, acc: &mut Self::Acc, window: &W) -> Result<Option<A::Out>, UserError> {
