@@ -429,7 +429,8 @@ async fn random_inputs_match_the_model_at_several_parallelisms() {
                 offset: rng.below(19) as i64 - 9,
             },
             1 => Kind::Sliding {
-                size: 60,
+                // 60: sliced into panes; 97 (prime): more than 64 panes, windows kept apart.
+                size: if round % 2 == 0 { 60 } else { 97 },
                 slide: 10 + rng.below(30) as i64,
                 offset: rng.below(10) as i64,
             },

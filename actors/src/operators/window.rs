@@ -990,7 +990,9 @@ where
         } else {
             now.0
         };
-        let pane = self.assigner.pane_start(time).ok_or_else(not_open)?;
+        let Some(pane) = self.assigner.pane_start(time) else {
+            return Err("sliced windows need an assigner with panes".into());
+        };
         let mut pending = std::mem::take(&mut self.pending);
         pending.clear();
         let table = self.table.as_mut().ok_or_else(not_open)?;
@@ -1024,7 +1026,8 @@ where
             }
         }
         let key = need_key.then(|| self.key.key(&value));
-        let at = match kw.panes.iter().position(|(p, _)| *p == pane) {
+        // Records arrive roughly in time order, and new panes are appended: search backwards.
+        let at = match kw.panes.iter().rposition(|(p, _)| *p == pane) {
             Some(at) => at,
             None => {
                 kw.panes.push((pane, None));
