@@ -32,6 +32,8 @@
 //!   [`WindowOperator`](operators::WindowOperator)).
 //! * [`operator_state`] — operator (non-keyed) list state for sources and sinks, and its
 //!   redistribution on a change of parallelism.
+//! * [`coordinator`] — the checkpoint coordinator's decisions (trigger, complete, abort,
+//!   subsume, discard, fail), pure; the actor applying them comes with checkpoints.
 //! * [`harness`] — drive one operator by hand in tests.
 //! * [`valve`], [`barrier`] — pure logic: combining watermarks of several inputs, aligning
 //!   checkpoint barriers.
@@ -49,6 +51,7 @@
 pub mod barrier;
 pub mod clock;
 pub mod config;
+pub mod coordinator;
 pub mod data;
 pub mod error;
 pub mod gate;
