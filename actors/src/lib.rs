@@ -34,6 +34,8 @@
 //!   redistribution on a change of parallelism.
 //! * [`coordinator`] — the checkpoint coordinator's decisions (trigger, complete, abort,
 //!   subsume, discard, fail), pure; the actor applying them comes with checkpoints.
+//! * [`snapshot`] — the `SnapshotStore` trait (blobs first, checksummed and versioned manifest
+//!   last), in memory and in sled, and the fallback to the last checkpoint that verifies.
 //! * [`harness`] — drive one operator by hand in tests.
 //! * [`valve`], [`barrier`] — pure logic: combining watermarks of several inputs, aligning
 //!   checkpoint barriers.
@@ -70,6 +72,7 @@ pub mod operators;
 pub mod partition;
 pub mod plan;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod timer;
