@@ -616,6 +616,23 @@ fn apply_timer_requests<K: Hash + Eq + Clone, W: Hash + Eq + Clone>(
     }
 }
 
+/// The request registering (or deleting) a window's cleanup timer; none for a window that
+/// never ends (Flink does not register it).
+fn cleanup_timer<W: Window>(
+    event: bool,
+    w: &W,
+    lateness: i64,
+    register: bool,
+) -> Option<TimerRequest> {
+    let t = cleanup_time(event, w, lateness);
+    (t != Timestamp::MAX).then_some(match (event, register) {
+        (true, true) => TimerRequest::RegisterEvent(t),
+        (true, false) => TimerRequest::DeleteEvent(t),
+        (false, true) => TimerRequest::RegisterProcessing(t),
+        (false, false) => TimerRequest::DeleteProcessing(t),
+    })
+}
+
 /// True if pane `p` lies in `[start, end)`, with Java's wrapping arithmetic (a window at the
 /// end of the timeline can wrap around, as it does in Flink).
 fn covers(start: i64, end: i64, p: i64) -> bool {
@@ -817,14 +834,8 @@ where
                     requests: &mut self.requests,
                 };
                 self.trigger.clear(&m, &mut m_state, &mut ctx);
-                let cleanup = cleanup_time(event, &m, lateness);
-                if cleanup != Timestamp::MAX {
-                    self.requests.push(if event {
-                        TimerRequest::DeleteEvent(cleanup)
-                    } else {
-                        TimerRequest::DeleteProcessing(cleanup)
-                    });
-                }
+                self.requests
+                    .extend(cleanup_timer(event, &m, lateness, false));
                 apply_timer_requests(&mut self.timers, &mut self.requests, key, &m);
             }
             if outcome.is_err() {
@@ -949,14 +960,12 @@ where
             let result = self
                 .trigger
                 .on_element(v_ref, ts, w, &mut slot.trigger, &mut ctx);
-            let cleanup = cleanup_time(event, w, self.settings.allowed_lateness);
-            if cleanup != Timestamp::MAX {
-                self.requests.push(if event {
-                    TimerRequest::RegisterEvent(cleanup)
-                } else {
-                    TimerRequest::RegisterProcessing(cleanup)
-                });
-            }
+            self.requests.extend(cleanup_timer(
+                event,
+                w,
+                self.settings.allowed_lateness,
+                true,
+            ));
             filter_known_timers(&mut slot.timers, &mut self.requests);
             let key = (!self.requests.is_empty() || result.is_fire() || result.is_purge())
                 .then(|| self.key.key(v_ref));
@@ -1011,14 +1020,12 @@ where
             let result = self
                 .trigger
                 .on_element(&value, ts, w, &mut slot.trigger, &mut ctx);
-            let cleanup = cleanup_time(event, w, self.settings.allowed_lateness);
-            if cleanup != Timestamp::MAX {
-                self.requests.push(if event {
-                    TimerRequest::RegisterEvent(cleanup)
-                } else {
-                    TimerRequest::RegisterProcessing(cleanup)
-                });
-            }
+            self.requests.extend(cleanup_timer(
+                event,
+                w,
+                self.settings.allowed_lateness,
+                true,
+            ));
             filter_known_timers(&mut slot.timers, &mut self.requests);
             if !self.requests.is_empty() || result != TriggerResult::Continue {
                 need_key = true;
