@@ -368,7 +368,14 @@ impl SledStore {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let db = sled::open(&path).map_err(io)?;
+        // No background flusher: `commit` and `remove` flush explicitly, and without the
+        // flusher thread (which holds the database for up to its period) dropping the store
+        // releases the directory at once, so it can be reopened right away.
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(None)
+            .open()
+            .map_err(io)?;
         let blobs = db.open_tree("blobs").map_err(io)?;
         let manifests = db.open_tree("manifests").map_err(io)?;
         Ok(SledStore {
