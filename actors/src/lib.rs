@@ -36,6 +36,8 @@
 //!   subsume, discard, fail), pure; the actor applying them comes with checkpoints.
 //! * [`snapshot`] — the `SnapshotStore` trait (blobs first, checksummed and versioned manifest
 //!   last), in memory and in sled, and the fallback to the last checkpoint that verifies.
+//! * [`restart`] — restart strategies (none, fixed delay, failure rate, exponential backoff
+//!   with jitter) as plain decisions over failures.
 //! * [`harness`] — drive one operator by hand in tests.
 //! * [`valve`], [`barrier`] — pure logic: combining watermarks of several inputs, aligning
 //!   checkpoint barriers.
@@ -71,6 +73,7 @@ pub mod operator_state;
 pub mod operators;
 pub mod partition;
 pub mod plan;
+pub mod restart;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
