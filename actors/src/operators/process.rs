@@ -351,10 +351,10 @@ where
         key: &S::Key,
         timestamp: Option<Timestamp>,
         domain: Option<TimeDomain>,
+        now: Timestamp,
         f: impl FnOnce(&mut P, &mut KeyedContext<'_, S::Key>) -> Result<R, UserError>,
     ) -> Result<R, UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
-        let now = info.clock.now();
         let table = self.states.as_mut().ok_or_else(missing_open)?;
         let mut scratch = KeyState::default();
         let stateful = !self.registry.is_empty();
@@ -383,17 +383,26 @@ where
         r
     }
 
+    fn now(&self) -> Result<Timestamp, UserError> {
+        Ok(self.info.as_ref().ok_or_else(missing_open)?.clock.now())
+    }
+
     /// Fires up to a chunk of the event-time timers due at the current watermark; their output
     /// carries the timer's time.
     fn fire_chunk(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        let now = self.now()?;
         for _ in 0..TIMERS_PER_CHUNK {
             let Some((time, key, ())) = self.firing.next(&mut self.timers.event) else {
                 break;
             };
             out.set_timestamp(Some(time));
-            self.with_context(&key, Some(time), Some(TimeDomain::EventTime), |f, ctx| {
-                f.on_timer(time, ctx, out)
-            })?;
+            self.with_context(
+                &key,
+                Some(time),
+                Some(TimeDomain::EventTime),
+                now,
+                |f, ctx| f.on_timer(time, ctx, out),
+            )?;
         }
         Ok(())
     }
@@ -404,9 +413,13 @@ where
         while let Some((time, keys)) = self.timers.processing.pop_due(now) {
             for (key, ()) in keys {
                 out.set_timestamp(None);
-                self.with_context(&key, None, Some(TimeDomain::ProcessingTime), |f, ctx| {
-                    f.on_timer(time, ctx, out)
-                })?;
+                self.with_context(
+                    &key,
+                    None,
+                    Some(TimeDomain::ProcessingTime),
+                    now,
+                    |f, ctx| f.on_timer(time, ctx, out),
+                )?;
             }
         }
         Ok(())
@@ -437,10 +450,12 @@ where
     }
 
     fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>) -> Result<(), UserError> {
+        // Processing time is read once per batch, not per record.
+        let now = self.now()?;
         for (v, ts) in batch.into_iter_timestamped() {
             out.set_timestamp(ts);
             let key = self.key.key(&v);
-            self.with_context(&key, ts, None, |f, ctx| f.process_element(v, ctx, out))?;
+            self.with_context(&key, ts, None, now, |f, ctx| f.process_element(v, ctx, out))?;
         }
         Ok(())
     }

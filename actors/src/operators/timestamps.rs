@@ -54,7 +54,6 @@ pub struct TimestampsAndWatermarksOperator<T> {
     idle: bool,
     punctuated: bool,
     output: WatermarkOutput,
-    info: Option<TaskInfo>,
 }
 
 impl<T: 'static> TimestampsAndWatermarksOperator<T> {
@@ -70,7 +69,6 @@ impl<T: 'static> TimestampsAndWatermarksOperator<T> {
             idle: false,
             punctuated: false,
             output: WatermarkOutput::default(),
-            info: None,
         }
     }
 }
@@ -125,7 +123,6 @@ impl<T: Data> Operator for TimestampsAndWatermarksOperator<T> {
     type Out = T;
 
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
-        self.info = Some(info.clone());
         if info.runtime_mode == RuntimeMode::Batch {
             return Ok(()); // no watermarks in batch mode: only the final maximum
         }

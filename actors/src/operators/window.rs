@@ -527,7 +527,6 @@ where
     timers: Timers<S::Key, A::W>,
     watermark: Watermark,
     info: Option<TaskInfo>,
-    late_dropped: u64,
     windows: Vec<A::W>,
     requests: Vec<TimerRequest>,
     /// Sliced mode: windows share panes (see [`WindowAssigner::pane_start`]).
@@ -569,7 +568,6 @@ where
             timers: Timers::default(),
             watermark: Watermark::MIN,
             info: None,
-            late_dropped: 0,
             windows: Vec::new(),
             requests: Vec::new(),
             sliced: false,
@@ -583,7 +581,9 @@ where
 
     /// Records dropped as late (without a late side output).
     pub fn late_records_dropped(&self) -> u64 {
-        self.late_dropped
+        self.info
+            .as_ref()
+            .map_or(0, |i| i.counters.late_records_dropped())
     }
 }
 
@@ -881,7 +881,6 @@ where
             match &self.settings.late_output {
                 Some(tag) => out.output_with_timestamp(tag, value, ts),
                 None => {
-                    self.late_dropped += 1;
                     if let Some(info) = &self.info {
                         info.counters.add_late_records_dropped(1);
                     }
@@ -1268,8 +1267,9 @@ where
     }
 
     fn finish(&mut self, _: &mut Collector<O>) -> Result<(), UserError> {
-        if self.late_dropped > 0 {
-            tracing::debug!(dropped = self.late_dropped, "late records dropped");
+        let dropped = self.late_records_dropped();
+        if dropped > 0 {
+            tracing::debug!(dropped, "late records dropped");
         }
         Ok(())
     }
