@@ -508,8 +508,8 @@ impl<T: Data> DataStream<T> {
     pub fn collect(&self) -> Collected<T> {
         let collected = Collected::new();
         let handle = collected.clone();
-        self.add_sink("Collect", move |_: &TaskInfo| {
-            Ok(CollectSink::new(handle.clone()))
+        self.add_sink("Collect", move |info: &TaskInfo| {
+            Ok(CollectSink::new(handle.clone(), info))
         });
         collected
     }

@@ -1,7 +1,10 @@
 //! The built-in sinks: collect, print, text file, discard.
 
+use actorflow_runtime::CheckpointId;
+use actorflow_runtime::checkpoint::{OperatorState, RestoredState};
 use actorflow_runtime::operator::TaskInfo;
 use actorflow_runtime::{Batch, Data, Sink, UserError};
+use std::collections::HashSet;
 use std::fmt::{Debug, Display};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -14,12 +17,22 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[derive(Debug)]
 pub struct Collected<T> {
     records: Arc<Mutex<Vec<T>>>,
+    /// Transactions already committed (with checkpointing), so a repeated commit after a
+    /// restore adds nothing.
+    committed: Arc<Mutex<HashSet<TxnId>>>,
 }
+
+/// A collect transaction: (attempt token, counter). The token is unique to one sink instance
+/// (a new one after every restore), so transactions of different runs never collide.
+type TxnId = (u64, u64);
+
+static COLLECT_ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl<T> Clone for Collected<T> {
     fn clone(&self) -> Self {
         Collected {
             records: self.records.clone(),
+            committed: self.committed.clone(),
         }
     }
 }
@@ -28,6 +41,18 @@ impl<T> Collected<T> {
     pub(crate) fn new() -> Self {
         Collected {
             records: Arc::new(Mutex::new(Vec::new())),
+            committed: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    fn commit(&self, id: TxnId, records: Vec<T>) {
+        let fresh = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
+        if fresh {
+            self.lock().extend(records);
         }
     }
 
@@ -59,21 +84,99 @@ impl<T: Clone> Collected<T> {
     }
 }
 
+/// Gathers records into a [`Collected`]. With checkpointing it is exactly-once: records of a
+/// checkpoint become visible when the checkpoint completes (a two-phase commit in memory).
 pub(crate) struct CollectSink<T> {
     into: Collected<T>,
+    checkpointing: bool,
+    generation: actorflow_runtime::operator::Generation,
+    token: u64,
+    counter: u64,
+    current: Vec<T>,
+    pending: Vec<(CheckpointId, TxnId, Vec<T>)>,
 }
 
 impl<T> CollectSink<T> {
-    pub(crate) fn new(into: Collected<T>) -> Self {
-        CollectSink { into }
+    pub(crate) fn new(into: Collected<T>, info: &TaskInfo) -> Self {
+        CollectSink {
+            into,
+            checkpointing: info.checkpointing,
+            generation: info.generation.clone(),
+            token: COLLECT_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            counter: 0,
+            current: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn check_generation(&self) -> Result<(), UserError> {
+        if self.generation.is_current() {
+            Ok(())
+        } else {
+            Err(
+                "refusing to commit collected records: the job restarted since this subtask \
+                 was deployed"
+                    .into(),
+            )
+        }
     }
 }
 
 impl<T: Data> Sink for CollectSink<T> {
     type Input = T;
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
-        self.into.lock().extend(batch.into_values());
+        if self.checkpointing {
+            self.current.extend(batch.into_values());
+        } else {
+            self.into.lock().extend(batch.into_values());
+        }
         Ok(())
+    }
+
+    async fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        self.counter += 1;
+        let id = (self.token, self.counter);
+        self.pending
+            .push((checkpoint, id, std::mem::take(&mut self.current)));
+        for p in &self.pending {
+            state.push_item(p)?;
+        }
+        Ok(())
+    }
+
+    async fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        let pending: Vec<(CheckpointId, TxnId, Vec<T>)> = restored.state.items()?;
+        self.check_generation()?;
+        for (_, id, records) in pending {
+            self.into.commit(id, records);
+        }
+        Ok(())
+    }
+
+    async fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> Result<(), UserError> {
+        if !self.pending.iter().any(|(c, _, _)| *c <= checkpoint) {
+            return Ok(());
+        }
+        self.check_generation()?;
+        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(c, _, _)| *c <= checkpoint);
+        self.pending = keep;
+        for (_, id, records) in ready {
+            self.into.commit(id, records);
+        }
+        Ok(())
+    }
+
+    fn is_transactional(&self) -> bool {
+        self.checkpointing
     }
 }
 

@@ -60,6 +60,26 @@ impl<T: Data + Sync> ParallelSource for CollectionSource<T> {
 
 impl<T: Data + Sync> Source for CollectionReader<T> {
     type Output = T;
+    fn snapshot_state(
+        &mut self,
+        _: actorflow_runtime::CheckpointId,
+        state: &mut actorflow_runtime::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        state.push_item(&(self.next as u64))
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: actorflow_runtime::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        // A non-parallel source: at most one item (none once it ended).
+        self.next = restored
+            .state
+            .items::<u64>()?
+            .first()
+            .map_or(self.items.len(), |n| *n as usize);
+        Ok(())
+    }
     async fn next_batch(&mut self, out: &mut Collector<T>) -> Result<SourceStatus, UserError> {
         let end = (self.next + BATCH).min(self.items.len());
         for item in &self.items[self.next..end] {
@@ -255,6 +275,40 @@ impl<T, F> GeneratorReader<T, F> {
 
 impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F> {
     type Output = T;
+    /// One item: the range `[next, end)` still to generate.
+    fn snapshot_state(
+        &mut self,
+        _: actorflow_runtime::CheckpointId,
+        state: &mut actorflow_runtime::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        if self.next < self.end {
+            state.push_item(&(self.next, self.end))?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: actorflow_runtime::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        let ranges: Vec<(u64, u64)> = restored.state.items()?;
+        match ranges.as_slice() {
+            [] => self.next = self.end,
+            [(next, end)] => {
+                self.next = *next;
+                self.end = *end;
+                self.start = *next;
+            }
+            _ => {
+                return Err(
+                    "restoring a generator with several ranges per subtask (lower \
+                            parallelism than the checkpoint) is not supported yet"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
 
     async fn next_batch(&mut self, out: &mut Collector<T>) -> Result<SourceStatus, UserError> {
         if self.next >= self.end {
@@ -360,7 +414,7 @@ impl ParallelSource for TextFileSource {
             .into_iter()
             .enumerate()
             .filter(|(i, _)| i % task.parallelism.max(1) as usize == task.subtask_index)
-            .map(|(_, f)| f)
+            .map(|(_, f)| (f, 0, 0))
             .collect();
         Ok(TextFileReader {
             files,
@@ -385,7 +439,8 @@ struct OpenFile {
 /// Reads are blocking (`std::fs`) and small (one chunk per call), so the future completes
 /// without waiting: it is trivially cancel-safe.
 pub(crate) struct TextFileReader {
-    files: VecDeque<PathBuf>,
+    /// Files still to read, with the byte offset and line number to start at.
+    files: VecDeque<(PathBuf, u64, u64)>,
     current: Option<OpenFile>,
     policy: Utf8Policy,
     buf: Vec<u8>,
@@ -469,19 +524,55 @@ impl LineCursor<'_> {
 impl Source for TextFileReader {
     type Output = String;
 
+    /// One item per file not yet read to its end: its path, the byte offset just after the
+    /// last line emitted, and that line's number.
+    fn snapshot_state(
+        &mut self,
+        _: actorflow_runtime::CheckpointId,
+        state: &mut actorflow_runtime::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        if let Some(f) = &self.current {
+            state.push_item(&(f.path.to_string_lossy().into_owned(), f.offset, f.line))?;
+        }
+        for (p, offset, line) in &self.files {
+            state.push_item(&(p.to_string_lossy().into_owned(), *offset, *line))?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: actorflow_runtime::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        let items: Vec<(String, u64, u64)> = restored.state.items()?;
+        self.current = None;
+        self.buf.clear();
+        self.files = items
+            .into_iter()
+            .map(|(p, o, l)| (PathBuf::from(p), o, l))
+            .collect();
+        Ok(())
+    }
+
     async fn next_batch(&mut self, out: &mut Collector<String>) -> Result<SourceStatus, UserError> {
         while out.len() < BATCH {
             let Some(file) = self.current.as_mut() else {
-                let Some(path) = self.files.pop_front() else {
+                let Some((path, offset, line)) = self.files.pop_front() else {
                     return Ok(SourceStatus::End);
                 };
-                let handle = std::fs::File::open(&path)
+                let mut handle = std::fs::File::open(&path)
                     .map_err(|e| format!("cannot open '{}': {e}", path.display()))?;
+                if offset > 0 {
+                    use std::io::Seek;
+                    handle.seek(std::io::SeekFrom::Start(offset)).map_err(|e| {
+                        format!("cannot seek '{}' to byte {offset}: {e}", path.display())
+                    })?;
+                }
                 self.current = Some(OpenFile {
                     path,
                     file: handle,
-                    line: 0,
-                    offset: 0,
+                    line,
+                    offset,
                 });
                 self.buf.clear();
                 continue;

@@ -25,6 +25,9 @@ pub struct AlignOutcome {
     pub block: Option<usize>,
     /// Snapshot now and forward this barrier downstream.
     pub trigger: Option<CheckpointBarrier>,
+    /// Every lane delivered this checkpoint's barrier: for an unaligned one, the recording of
+    /// in-flight data is complete.
+    pub completed: Option<CheckpointId>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +60,78 @@ impl BarrierAligner {
         self.pending.as_ref().map(|p| p.barrier.id)
     }
 
+    /// True while `lane`'s data belongs to an unaligned checkpoint's in-flight data: the
+    /// checkpoint was taken and this lane's barrier has not arrived yet.
+    pub fn is_recording(&self, lane: usize) -> bool {
+        self.pending.as_ref().is_some_and(|p| {
+            p.forwarded && p.barrier.alignment == BarrierAlignment::Unaligned && !p.seen[lane]
+        })
+    }
+
+    /// An unaligned barrier overtook the data through the priority lane: act on it now (it
+    /// counts as first barrier); the in-band copies that follow on each lane end the
+    /// recording of that lane.
+    pub fn on_priority_barrier(&mut self, barrier: CheckpointBarrier) -> AlignOutcome {
+        let mut out = AlignOutcome::default();
+        if self.last_done.is_some_and(|d| barrier.id <= d) {
+            return out;
+        }
+        match &self.pending {
+            Some(p) if barrier.id <= p.barrier.id => return out,
+            Some(p) => {
+                out.aborted = Some(p.barrier.id);
+                out.unblock_all = true;
+                self.pending = None;
+            }
+            None => {}
+        }
+        let mut barrier = barrier;
+        barrier.alignment = BarrierAlignment::Unaligned;
+        let seen = self.ended.clone();
+        let complete = seen.iter().all(|s| *s);
+        self.pending = Some(Pending {
+            barrier,
+            seen,
+            forwarded: true,
+        });
+        out.trigger = Some(barrier);
+        if complete {
+            self.finish(&mut out);
+        }
+        out
+    }
+
+    /// The coordinator aborted checkpoint `id` (a cancel marker): stop aligning or recording
+    /// it; `unblock_all` says whether lanes were blocked.
+    pub fn abort(&mut self, id: CheckpointId) -> AlignOutcome {
+        let mut out = AlignOutcome::default();
+        if self.pending.as_ref().is_some_and(|p| p.barrier.id == id) {
+            self.pending = None;
+            self.last_done = Some(self.last_done.map_or(id, |d| d.max(id)));
+            out.aborted = Some(id);
+            out.unblock_all = true;
+        }
+        out
+    }
+
+    /// Turns the pending aligned checkpoint unaligned (the alignment timeout passed): the
+    /// lanes whose barrier is missing are recorded from now on. Returns the barrier to
+    /// snapshot and forward, if one was aligning.
+    pub fn switch_to_unaligned(&mut self) -> Option<CheckpointBarrier> {
+        let p = self.pending.as_mut()?;
+        if p.forwarded || p.barrier.alignment != BarrierAlignment::Aligned {
+            return None;
+        }
+        p.barrier.alignment = BarrierAlignment::Unaligned;
+        p.forwarded = true;
+        Some(p.barrier)
+    }
+
+    /// When the pending checkpoint, if aligned and not yet complete, started aligning.
+    pub fn pending_barrier(&self) -> Option<CheckpointBarrier> {
+        self.pending.as_ref().map(|p| p.barrier)
+    }
+
     /// A barrier arrived on `lane`.
     pub fn on_barrier(&mut self, lane: usize, barrier: CheckpointBarrier) -> AlignOutcome {
         let mut out = AlignOutcome::default();
@@ -80,7 +155,7 @@ impl BarrierAligner {
         });
         p.seen[lane] = true;
         let complete = p.seen.iter().all(|s| *s);
-        match barrier.alignment {
+        match p.barrier.alignment {
             BarrierAlignment::Unaligned if !p.forwarded => {
                 p.forwarded = true;
                 out.trigger = Some(barrier);
@@ -115,6 +190,7 @@ impl BarrierAligner {
         if let Some(p) = self.pending.take() {
             self.last_done = Some(p.barrier.id);
             out.unblock_all = true;
+            out.completed = Some(p.barrier.id);
             if !p.forwarded {
                 out.trigger = Some(p.barrier);
             }

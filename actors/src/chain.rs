@@ -9,12 +9,18 @@
 //! [`Fault`] naming that operator. A chained successor's fault is caught by the successor's own
 //! guard first, so the innermost operator is the one named.
 
+use crate::checkpoint::{OperatorState, RestoredState};
+use crate::checkpointing::OperatorEntry;
 use crate::data::{DataBatch, Emission};
 use crate::error::{FailureCause, OperatorLabel, panic_message};
-use crate::message::{CheckpointBarrier, StreamMessage, WatermarkStatus};
+use crate::lane::LaneSender;
+use crate::message::{
+    BarrierAlignment, CheckpointBarrier, PriorityMessage, StreamMessage, WatermarkStatus,
+};
 use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
 use crate::partition::{BoxFuture, NetworkOutput};
 use crate::sink::ErasedSink;
+use crate::types::CheckpointId;
 use crate::types::{Timestamp, Watermark};
 use std::any::Any;
 use std::collections::VecDeque;
@@ -133,6 +139,10 @@ pub(crate) struct ChainNode {
     pub(crate) outputs: Vec<Route>,
     /// Reused buffer for what the operator emitted.
     pub(crate) scratch: Vec<Emission>,
+    /// The operator's key in checkpoints.
+    pub(crate) key: String,
+    /// State to restore before the first record.
+    pub(crate) restored: Option<RestoredState>,
 }
 
 impl ChainNode {
@@ -146,6 +156,32 @@ impl ChainNode {
             }
         }
         Ok(())
+    }
+
+    fn snapshot(&mut self, id: CheckpointId, into: &mut Vec<OperatorEntry>) -> Result<(), Fault> {
+        let mut state = OperatorState::default();
+        let op = &mut self.op;
+        guard(&self.label, || op.snapshot_state(id, &mut state))?;
+        into.push(OperatorEntry {
+            key: self.key.clone(),
+            max_parallelism: self.info.max_parallelism,
+            state,
+        });
+        snapshot_chain(&mut self.outputs, id, into)
+    }
+
+    fn restore(&mut self) -> Result<(), Fault> {
+        if let Some(r) = self.restored.take() {
+            let op = &mut self.op;
+            guard(&self.label, || op.restore_state(r))?;
+        }
+        restore_chain(&mut self.outputs)
+    }
+
+    fn notify(&mut self, id: CheckpointId) -> Result<(), Fault> {
+        let op = &mut self.op;
+        guard(&self.label, || op.notify_checkpoint_complete(id))?;
+        notify_chain(&mut self.outputs, id)
     }
 
     pub(crate) fn process(
@@ -278,6 +314,54 @@ impl ChainNode {
         }
         Ok(())
     }
+}
+
+/// Snapshots every chained operator among `outputs` (depth first).
+pub(crate) fn snapshot_chain(
+    outputs: &mut [Route],
+    id: CheckpointId,
+    into: &mut Vec<OperatorEntry>,
+) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.snapshot(id, into)?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores every chained operator among `outputs` that has restored state.
+pub(crate) fn restore_chain(outputs: &mut [Route]) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.restore()?;
+        }
+    }
+    Ok(())
+}
+
+/// Tells every chained operator among `outputs` that checkpoint `id` completed.
+pub(crate) fn notify_chain(outputs: &mut [Route], id: CheckpointId) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.notify(id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes in-flight bytes of logical input `input` with the type the chain head reads.
+pub(crate) fn decode_input(
+    outputs: &[Route],
+    input: usize,
+    bytes: &[u8],
+) -> Result<DataBatch, String> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &o.to {
+            return node.op.decode_input(input, bytes);
+        }
+    }
+    Err("in-flight data for a subtask without an operator at its head".into())
 }
 
 /// True while an operator among `outputs` has work left.
@@ -416,6 +500,10 @@ pub(crate) struct SinkTail {
     pub(crate) info: TaskInfo,
     pub(crate) sink: Box<dyn ErasedSink>,
     pub(crate) work: VecDeque<SinkWork>,
+    /// The sink's key in checkpoints.
+    pub(crate) key: String,
+    /// State to restore after open.
+    pub(crate) restored: Option<RestoredState>,
 }
 
 impl SinkTail {
@@ -437,11 +525,14 @@ impl SinkTail {
 }
 
 /// The end of a chain: a network writer or a sink.
+#[allow(clippy::large_enum_variant)] // a handful per subtask, never moved on the hot path
 pub(crate) enum Tail {
     Network {
         /// The operator whose output this is (a custom partitioner runs its code).
         owner: OperatorLabel,
         writer: Box<dyn NetworkOutput>,
+        /// Priority lanes of the downstream subtasks, for unaligned barriers.
+        priority: Vec<LaneSender<PriorityMessage>>,
     },
     Sink(SinkTail),
 }
@@ -449,7 +540,7 @@ pub(crate) enum Tail {
 impl Tail {
     fn accept(&mut self, batch: DataBatch) -> Result<(), Fault> {
         match self {
-            Tail::Network { owner, writer } => guard(owner, || writer.emit(batch)),
+            Tail::Network { owner, writer, .. } => guard(owner, || writer.emit(batch)),
             Tail::Sink(s) => {
                 s.work.push_back(SinkWork::Write(batch));
                 Ok(())
@@ -459,10 +550,20 @@ impl Tail {
 
     fn signal(&mut self, signal: Signal) {
         match self {
-            Tail::Network { writer, .. } => writer.emit_control(match signal {
+            Tail::Network {
+                writer, priority, ..
+            } => writer.emit_control(match signal {
                 Signal::Watermark(wm) => StreamMessage::Watermark(wm),
                 Signal::Status(s) => StreamMessage::Status(s),
-                Signal::Barrier(b) => StreamMessage::Barrier(b),
+                Signal::Barrier(b) => {
+                    if b.alignment == BarrierAlignment::Unaligned {
+                        // Overtake the queued data; the in-band copy ends the recording.
+                        for p in priority.iter() {
+                            let _ = p.try_send(PriorityMessage::Barrier(b));
+                        }
+                    }
+                    StreamMessage::Barrier(b)
+                }
                 Signal::EndOfInput => StreamMessage::EndOfInput,
             }),
             Tail::Sink(s) => {

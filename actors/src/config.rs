@@ -52,6 +52,20 @@ pub struct JobConfig {
     /// Processing time (ms) at the job's start; `None` reads the wall clock. Tests set it,
     /// with tokio's paused clock, to make processing-time windows and timers deterministic.
     pub processing_time_origin: Option<i64>,
+    /// Checkpointing, restarts and restore (default: off; a failure then fails the job).
+    pub checkpointing: Option<crate::checkpoint::CheckpointConfig>,
+    /// Told about checkpoints and restarts.
+    pub listener: Option<ListenerRef>,
+}
+
+/// A [`JobListener`](crate::checkpoint::JobListener) in a [`JobConfig`].
+#[derive(Clone)]
+pub struct ListenerRef(pub crate::checkpoint::JobListener);
+
+impl std::fmt::Debug for ListenerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobListener")
+    }
 }
 
 impl Default for JobConfig {
@@ -71,6 +85,8 @@ impl Default for JobConfig {
             auto_watermark_interval: Duration::from_millis(200),
             processing_time_origin: None,
             runtime_mode: RuntimeMode::Streaming,
+            checkpointing: None,
+            listener: None,
         }
     }
 }

@@ -163,6 +163,8 @@ pub struct CheckpointCoordinator {
     last_completion_ms: Option<u64>,
     consecutive_failures: u32,
     failed: bool,
+    /// A source finished: no new periodic checkpoint can pass every subtask.
+    draining: bool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -184,6 +186,7 @@ impl CheckpointCoordinator {
             last_completion_ms: None,
             consecutive_failures: 0,
             failed: false,
+            draining: false,
         }
     }
 
@@ -232,7 +235,7 @@ impl CheckpointCoordinator {
     }
 
     fn may_trigger(&self) -> bool {
-        if self.failed || self.tasks.is_empty() {
+        if self.failed || self.draining || self.tasks.is_empty() {
             return false;
         }
         let limit = if self.settings.unaligned {
@@ -378,6 +381,36 @@ impl CheckpointCoordinator {
             &mut out,
         );
         out
+    }
+
+    /// A subtask reached end of input: periodic checkpoints stop (a finished source cannot
+    /// inject barriers), and pending ones are abandoned without counting as failures.
+    pub fn end_of_input(&mut self) -> Vec<Decision> {
+        self.draining = true;
+        let ids: Vec<CheckpointId> = self.pending.keys().copied().collect();
+        self.pending.clear();
+        ids.into_iter()
+            .map(|id| Decision::Abort {
+                id,
+                reason: AbortReason::Restart,
+            })
+            .collect()
+    }
+
+    /// Every subtask finished: the id of the job's final checkpoint, which holds their final
+    /// state (a sink's last transactions).
+    pub fn final_checkpoint(&mut self, now_ms: u64) -> CheckpointId {
+        let id = CheckpointId(self.next_id);
+        self.next_id += 1;
+        self.pending.clear();
+        self.last_completion_ms = Some(now_ms);
+        self.completed.push_back(id);
+        id
+    }
+
+    /// The job restarts: the draining state ends (the sources run again).
+    pub fn restarted(&mut self) {
+        self.draining = false;
     }
 
     /// The job restarts: pending checkpoints are abandoned (without counting as failures).

@@ -47,7 +47,7 @@ impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Data for T {}
 /// let pairs: Vec<_> = b.into_iter_timestamped().collect();
 /// assert_eq!(pairs, vec![("a", Some(Timestamp(5))), ("b", Some(Timestamp(7)))]);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Batch<T> {
     values: Vec<T>,
     timestamps: Option<Vec<Timestamp>>,
@@ -253,7 +253,17 @@ pub struct DataBatch {
     len: usize,
     payload: Box<dyn Any + Send>,
     clone_fn: fn(&(dyn Any + Send)) -> Option<Box<dyn Any + Send>>,
+    encode_fn: EncodeFn,
     type_name: fn() -> &'static str,
+}
+
+/// Serializes an erased batch; `None` if the payload is not a `Batch<T>`.
+type EncodeFn = fn(&(dyn Any + Send)) -> Option<Result<Vec<u8>, postcard::Error>>;
+
+fn encode_batch<T: Data>(payload: &(dyn Any + Send)) -> Option<Result<Vec<u8>, postcard::Error>> {
+    payload
+        .downcast_ref::<Batch<T>>()
+        .map(postcard::to_allocvec)
 }
 
 fn clone_batch<T: Data>(payload: &(dyn Any + Send)) -> Option<Box<dyn Any + Send>> {
@@ -280,8 +290,45 @@ impl DataBatch {
             len: batch.len(),
             payload: Box::new(batch),
             clone_fn: clone_batch::<T>,
+            encode_fn: encode_batch::<T>,
             type_name: std::any::type_name::<T>,
         }
+    }
+
+    /// Serializes the records (postcard), for the in-flight data of an unaligned checkpoint.
+    /// The receiver turns the bytes back with [`decode`](Self::decode) and the record type.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's message if a record cannot be serialized.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        match (self.encode_fn)(self.payload.as_ref()) {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(e)) => Err(format!(
+                "cannot serialize a batch of `{}`: {e}",
+                self.type_name()
+            )),
+            None => Err(format!(
+                "batch of `{}` does not match its encoder",
+                self.type_name()
+            )),
+        }
+    }
+
+    /// Turns bytes from [`encode`](Self::encode) back into a batch of `T`.
+    ///
+    /// # Errors
+    ///
+    /// The deserializer's message if the bytes are not a batch of `T`.
+    pub fn decode<T: Data>(bytes: &[u8]) -> Result<DataBatch, String> {
+        postcard::from_bytes::<Batch<T>>(bytes)
+            .map(DataBatch::new)
+            .map_err(|e| {
+                format!(
+                    "cannot read a batch of `{}`: {e}",
+                    std::any::type_name::<T>()
+                )
+            })
     }
 
     /// Number of records.
@@ -326,6 +373,7 @@ impl Clone for DataBatch {
             len: self.len,
             payload,
             clone_fn: self.clone_fn,
+            encode_fn: self.encode_fn,
             type_name: self.type_name,
         }
     }

@@ -4,9 +4,12 @@
 
 use crate::barrier::BarrierAligner;
 use crate::chain::{ChainNode, Output, Route, SinkTail, Tail};
+use crate::checkpointing::{CoordinatorLink, CoordinatorMsg, RestorePlan};
 use crate::clock::ProcessingClock;
 use crate::config::JobConfig;
+use crate::coordinator::TaskRef;
 use crate::error::BuildError;
+use crate::fault::FaultPlan;
 use crate::gate::InputGateBuilder;
 use crate::graph::{NodeKind, StreamGraph, StreamNode};
 use crate::lane::LaneSender;
@@ -15,9 +18,11 @@ use crate::metrics::{OperatorCounters, SubtaskMetrics};
 use crate::operator::TaskInfo;
 use crate::partition::WriterSpec;
 use crate::plan::ExecutionPlan;
+use crate::subtask::Checkpointing;
 use crate::subtask::{SourceHead, Subtask};
 use crate::types::{EdgeId, NodeId};
 use crate::valve::WatermarkValve;
+use ractor::ActorRef;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -27,6 +32,28 @@ pub(crate) struct Deployment {
     pub(crate) subtasks: Vec<Subtask>,
     pub(crate) priority: Vec<LaneSender<PriorityMessage>>,
     pub(crate) metrics: Vec<Arc<SubtaskMetrics>>,
+    /// Each subtask as the coordinator knows it: (vertex, index).
+    pub(crate) tasks: Vec<TaskRef>,
+    /// The source subtasks, which get checkpoint triggers.
+    pub(crate) sources: Vec<TaskRef>,
+}
+
+/// What a deployment restores and whom it reports checkpoints to.
+#[derive(Default)]
+pub(crate) struct DeployContext<'a> {
+    pub(crate) restore: Option<&'a RestorePlan>,
+    pub(crate) coordinator: Option<ActorRef<CoordinatorMsg>>,
+    pub(crate) generation: u64,
+    pub(crate) current_generation: Option<Arc<std::sync::atomic::AtomicU64>>,
+    pub(crate) faults: Option<&'a FaultPlan>,
+}
+
+/// An operator's key in checkpoints: its `uid`, or its name and position in the graph.
+pub(crate) fn state_key(node: &StreamNode) -> String {
+    match &node.uid {
+        Some(uid) => uid.to_string(),
+        None => format!("{}#{}", node.name, node.id.0),
+    }
 }
 
 fn task_info(
@@ -36,8 +63,11 @@ fn task_info(
     clock: ProcessingClock,
     counters: OperatorCounters,
     index: usize,
+    generation: crate::operator::Generation,
 ) -> TaskInfo {
     TaskInfo {
+        generation,
+        checkpointing: config.checkpointing.is_some(),
         counters,
         clock,
         auto_watermark_interval: config.auto_watermark_interval,
@@ -60,12 +90,32 @@ struct ChainBuilder<'a> {
     counters: OperatorCounters,
     out_edges: &'a [Vec<EdgeId>],
     senders: &'a mut [Vec<Vec<LaneSender<StreamMessage>>>],
+    prio: &'a [Vec<Vec<LaneSender<PriorityMessage>>>],
+    restore: Option<&'a RestorePlan>,
+    generation: crate::operator::Generation,
     index: usize,
     records_out: Arc<AtomicU64>,
     tails: Vec<Tail>,
 }
 
 impl ChainBuilder<'_> {
+    fn restored(
+        &self,
+        node: &StreamNode,
+        info: &TaskInfo,
+    ) -> Result<Option<crate::checkpoint::RestoredState>, BuildError> {
+        match self.restore {
+            Some(r) => r.for_operator(
+                &state_key(node),
+                self.index,
+                info.parallelism,
+                info.max_parallelism,
+                info.key_group_range(),
+            ),
+            None => Ok(None),
+        }
+    }
+
     fn node(&mut self, id: NodeId, input: usize) -> Result<Output, BuildError> {
         let node = &self.graph.nodes[id.0];
         let info = task_info(
@@ -75,10 +125,12 @@ impl ChainBuilder<'_> {
             self.clock.clone(),
             self.counters.clone(),
             self.index,
+            self.generation.clone(),
         );
         match &node.kind {
             NodeKind::Operator(factory) => {
                 let op = factory.create(&info);
+                let restored = self.restored(node, &info)?;
                 let outputs = self.outputs(id)?;
                 Ok(Output::Operator(
                     Box::new(ChainNode {
@@ -87,6 +139,8 @@ impl ChainBuilder<'_> {
                         op,
                         outputs,
                         scratch: Vec::new(),
+                        key: state_key(node),
+                        restored,
                     }),
                     input,
                 ))
@@ -96,11 +150,14 @@ impl ChainBuilder<'_> {
                     operator: node.label(),
                     message,
                 })?;
+                let restored = self.restored(node, &info)?;
                 self.tails.push(Tail::Sink(SinkTail {
                     label: node.label(),
                     info,
                     sink,
                     work: VecDeque::new(),
+                    key: state_key(node),
+                    restored,
                 }));
                 Ok(Output::Tail(self.tails.len() - 1))
             }
@@ -135,6 +192,7 @@ impl ChainBuilder<'_> {
                 self.tails.push(Tail::Network {
                     owner: self.graph.nodes[id.0].label(),
                     writer,
+                    priority: self.prio[e.0].get(self.index).cloned().unwrap_or_default(),
                 });
                 outputs.push(Route {
                     tag,
@@ -152,6 +210,7 @@ pub(crate) fn deploy(
     plan: &ExecutionPlan,
     config: &JobConfig,
     clock: ProcessingClock,
+    ctx: &DeployContext<'_>,
 ) -> Result<Deployment, BuildError> {
     let mut builders: Vec<Vec<Option<InputGateBuilder<StreamMessage, PriorityMessage>>>> = plan
         .vertices
@@ -168,6 +227,7 @@ pub(crate) fn deploy(
         .map(|v| vec![Vec::new(); v.parallelism as usize])
         .collect();
     let mut senders: Vec<Vec<Vec<LaneSender<StreamMessage>>>> = vec![Vec::new(); graph.edges.len()];
+    let mut prio: Vec<Vec<Vec<LaneSender<PriorityMessage>>>> = vec![Vec::new(); graph.edges.len()];
     let mut out_edges: Vec<Vec<EdgeId>> = vec![Vec::new(); graph.nodes.len()];
     for edge in &graph.edges {
         out_edges[edge.source.0].push(edge.id);
@@ -177,23 +237,36 @@ pub(crate) fn deploy(
         let target_vertex = plan.vertex_of[edge.target.0].0;
         let upstream = plan.parallelism[edge.source.0] as usize;
         let mut per_upstream = Vec::with_capacity(upstream);
+        let mut prio_upstream = Vec::with_capacity(upstream);
         for i in 0..upstream {
             let mut channels = Vec::new();
+            let mut targets = Vec::new();
             for j in plan.targets(graph, edge.id, i) {
                 if let Some(b) = builders[target_vertex][j].as_mut() {
                     channels.push(b.add_lane(config.lane_capacity));
+                    targets.push(b.priority_sender());
                     lane_inputs[target_vertex][j].push(edge.input);
                 }
             }
             per_upstream.push(channels);
+            prio_upstream.push(targets);
         }
         senders[edge.id.0] = per_upstream;
+        prio[edge.id.0] = prio_upstream;
     }
 
+    let generation = crate::operator::Generation::new(
+        ctx.generation,
+        ctx.current_generation
+            .clone()
+            .unwrap_or_else(|| Arc::new(std::sync::atomic::AtomicU64::new(ctx.generation))),
+    );
     let mut deployment = Deployment {
         subtasks: Vec::new(),
         priority: Vec::new(),
         metrics: Vec::new(),
+        tasks: Vec::new(),
+        sources: Vec::new(),
     };
     for vertex in &plan.vertices {
         let name: Arc<str> = vertex.name.as_str().into();
@@ -209,24 +282,38 @@ pub(crate) fn deploy(
                 clock: clock.clone(),
                 out_edges: &out_edges,
                 senders: &mut senders,
+                prio: &prio,
+                restore: ctx.restore,
+                generation: generation.clone(),
                 index,
                 records_out: records_out.clone(),
                 tails: Vec::new(),
             };
             let (source, root) = match &head.kind {
                 NodeKind::Source(factory) => {
-                    let info =
-                        task_info(head, plan, config, clock.clone(), counters.clone(), index);
+                    let info = task_info(
+                        head,
+                        plan,
+                        config,
+                        clock.clone(),
+                        counters.clone(),
+                        index,
+                        generation.clone(),
+                    );
                     let source = factory.create(&info).map_err(|message| BuildError::Setup {
                         operator: head.label(),
                         message,
                     })?;
+                    let restored = chain.restored(head, &info)?;
                     let root = chain.outputs(head.id)?;
+                    deployment.sources.push((vertex.id.0, index));
                     (
                         Some(SourceHead {
                             label: head.label(),
                             info,
                             source,
+                            key: state_key(head),
+                            restored,
                         }),
                         root,
                     )
@@ -249,7 +336,36 @@ pub(crate) fn deploy(
                 counters,
             ));
             deployment.metrics.push(metrics.clone());
+            let task = (vertex.id.0, index);
+            deployment.tasks.push(task);
+            let checkpointing = match &ctx.coordinator {
+                Some(coordinator) => {
+                    let head_key = state_key(head);
+                    let (valve, replay) = match ctx.restore {
+                        Some(r) => r.for_lanes(&head_key, index, vertex.parallelism, lanes)?,
+                        None => (None, Vec::new()),
+                    };
+                    Some(Checkpointing::new(
+                        CoordinatorLink {
+                            task,
+                            generation: ctx.generation,
+                            coordinator: coordinator.clone(),
+                        },
+                        head_key,
+                        config
+                            .checkpointing
+                            .as_ref()
+                            .and_then(|c| c.settings.aligned_timeout),
+                        valve,
+                        replay,
+                    ))
+                }
+                None => None,
+            };
             deployment.subtasks.push(Subtask {
+                checkpointing,
+                fault: ctx.faults.and_then(|f| f.hook(&name, index)),
+                deferred: Vec::new(),
                 vertex: name.clone(),
                 index,
                 parallelism: vertex.parallelism,

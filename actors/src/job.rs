@@ -1,13 +1,21 @@
 //! Submitting a job and following it: [`submit`], [`JobHandle`], [`JobResult`].
 
+use crate::checkpoint::{JobEvent, RestoreFrom};
+use crate::checkpointing::{CoordinatorActor, CoordinatorArgs, RestorePlan};
 use crate::clock::ProcessingClock;
 use crate::config::JobConfig;
-use crate::deploy::deploy;
+use crate::deploy::{DeployContext, deploy};
+use crate::error::BuildError;
 use crate::error::JobError;
+use crate::fault::FaultPlan;
 use crate::graph::StreamGraph;
 use crate::metrics::{JobMetricsSnapshot, SubtaskMetrics};
 use crate::plan::plan;
+use crate::restart::RestartTracker;
+use crate::snapshot::latest_valid;
+use crate::supervisor::Recovery;
 use crate::supervisor::{JobSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::types::CheckpointId;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +23,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
 
-/// The live metrics of a job's subtasks.
+/// The live metrics of a job's subtasks (replaced on every restart).
 #[derive(Debug)]
 pub(crate) struct JobMetrics {
     started: Instant,
-    subtasks: Vec<Arc<SubtaskMetrics>>,
+    subtasks: std::sync::RwLock<Vec<Arc<SubtaskMetrics>>>,
 }
 
 impl JobMetrics {
@@ -27,14 +35,24 @@ impl JobMetrics {
         self.started.elapsed()
     }
 
-    pub(crate) fn subtask(&self, i: usize) -> Option<&SubtaskMetrics> {
-        self.subtasks.get(i).map(Arc::as_ref)
+    pub(crate) fn subtask(&self, i: usize) -> Option<Arc<SubtaskMetrics>> {
+        self.subtasks.read().ok().and_then(|s| s.get(i).cloned())
+    }
+
+    pub(crate) fn replace(&self, subtasks: Vec<Arc<SubtaskMetrics>>) {
+        if let Ok(mut s) = self.subtasks.write() {
+            *s = subtasks;
+        }
     }
 
     pub(crate) fn snapshot(&self) -> JobMetricsSnapshot {
         JobMetricsSnapshot {
             elapsed: self.started.elapsed(),
-            subtasks: self.subtasks.iter().map(|m| m.snapshot()).collect(),
+            subtasks: self
+                .subtasks
+                .read()
+                .map(|s| s.iter().map(|m| m.snapshot()).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -67,6 +85,34 @@ impl JobControl {
     /// ends with [`JobError::Cancelled`]. Does nothing if the job already ended.
     pub fn cancel(&self) {
         let _ = self.supervisor.cast(SupervisorMsg::Cancel);
+    }
+
+    /// Triggers a savepoint (an aligned checkpoint of kind savepoint) and waits until it is
+    /// stored.
+    ///
+    /// # Errors
+    ///
+    /// A message if the job does not checkpoint, another checkpoint is pending, or the
+    /// savepoint was aborted.
+    pub async fn trigger_savepoint(&self) -> Result<CheckpointId, String> {
+        self.savepoint(false).await
+    }
+
+    /// Takes a savepoint, then stops the job (it ends successfully).
+    ///
+    /// # Errors
+    ///
+    /// As [`trigger_savepoint`](Self::trigger_savepoint); the job keeps running then.
+    pub async fn stop_with_savepoint(&self) -> Result<CheckpointId, String> {
+        self.savepoint(true).await
+    }
+
+    async fn savepoint(&self, stop: bool) -> Result<CheckpointId, String> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Savepoint {
+            stop,
+            reply
+        })
+        .unwrap_or_else(|e| Err(format!("the job is not running: {e}")))
     }
 }
 
@@ -131,20 +177,135 @@ pub async fn submit(
     graph: &StreamGraph,
     config: &JobConfig,
 ) -> Result<JobHandle, JobError> {
+    submit_with_faults(name, graph, config, None).await
+}
+
+/// [`submit`] with failure injection (tests, the chaos runner, demos).
+///
+/// # Errors
+///
+/// As [`submit`]; also if the checkpoint to restore cannot be read or placed.
+pub async fn submit_with_faults(
+    name: &str,
+    graph: &StreamGraph,
+    config: &JobConfig,
+    faults: Option<FaultPlan>,
+) -> Result<JobHandle, JobError> {
     let plan = plan(graph, config)?;
     let clock = match config.processing_time_origin {
         Some(ms) => ProcessingClock::starting_at(crate::types::Timestamp(ms)),
         None => ProcessingClock::system(),
     };
-    let deployment = deploy(graph, &plan, config, clock)?;
+    let name: Arc<str> = name.into();
+    let listener = config.listener.as_ref().map(|l| l.0.clone());
+    let mut recovery = None;
+    let deployment = match &config.checkpointing {
+        None => deploy(
+            graph,
+            &plan,
+            config,
+            clock.clone(),
+            &DeployContext::default(),
+        )?,
+        Some(ck) => {
+            let snapshot = match &ck.restore {
+                None => None,
+                Some(RestoreFrom::Latest) => latest_valid(ck.store.as_ref()).map_err(|e| {
+                    JobError::Internal(format!("cannot read the checkpoint store: {e}"))
+                })?,
+                Some(RestoreFrom::Checkpoint(id)) => Some(ck.store.load(*id).map_err(|e| {
+                    JobError::Build(BuildError::InvalidConfig(format!(
+                        "cannot restore checkpoint {id}: {e}"
+                    )))
+                })?),
+                Some(RestoreFrom::Store(store)) => Some(
+                    latest_valid(store.as_ref())
+                        .map_err(|e| {
+                            JobError::Internal(format!("cannot read the savepoint store: {e}"))
+                        })?
+                        .ok_or_else(|| {
+                            JobError::Build(BuildError::InvalidConfig(
+                                "the savepoint store holds no valid savepoint or checkpoint".into(),
+                            ))
+                        })?,
+                ),
+            };
+            if matches!(ck.restore, Some(RestoreFrom::Latest)) && snapshot.is_none() {
+                info!(job = %name, "no checkpoint to restore: starting from scratch");
+            }
+            let restore = snapshot.as_ref().map(RestorePlan::new).transpose()?;
+            let current_generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let tasks: Vec<_> = plan
+                .vertices
+                .iter()
+                .flat_map(|v| (0..v.parallelism as usize).map(move |i| (v.id.0, i)))
+                .collect();
+            let (coordinator, _) = Actor::spawn(
+                None,
+                CoordinatorActor,
+                CoordinatorArgs {
+                    job: name.clone(),
+                    settings: ck.settings.clone(),
+                    store: ck.store.clone(),
+                    tasks,
+                    restored: snapshot.as_ref().map(|s| s.manifest.id),
+                    listener: listener.clone(),
+                },
+            )
+            .await
+            .map_err(|e| {
+                JobError::Internal(format!("could not start the checkpoint coordinator: {e}"))
+            })?;
+            let ctx = DeployContext {
+                restore: restore.as_ref(),
+                coordinator: Some(coordinator.clone()),
+                generation: 0,
+                current_generation: Some(current_generation.clone()),
+                faults: faults.as_ref(),
+            };
+            let deployed = deploy(graph, &plan, config, clock.clone(), &ctx).and_then(|d| {
+                if let Some(r) = &restore {
+                    r.check_all_placed(ck.allow_non_restored_state)?;
+                }
+                Ok(d)
+            });
+            let deployment = match deployed {
+                Ok(d) => d,
+                Err(e) => {
+                    coordinator.stop(None);
+                    return Err(e.into());
+                }
+            };
+            if let Some(r) = &restore {
+                info!(job = %name, checkpoint = %r.checkpoint, "restoring");
+            }
+            if let Some(l) = &listener {
+                l(&JobEvent::Restored {
+                    checkpoint: restore.as_ref().map(|r| r.checkpoint),
+                    generation: 0,
+                });
+            }
+            recovery = Some(Recovery {
+                graph: graph.clone(),
+                plan: plan.clone(),
+                config: config.clone(),
+                clock: clock.clone(),
+                coordinator,
+                store: ck.store.clone(),
+                tracker: RestartTracker::new(ck.restart.clone()),
+                faults: faults.clone(),
+                generation: current_generation,
+            });
+            deployment
+        }
+    };
     let description = plan.describe(graph);
-    info!(job = name, "submitting job:\n{description}");
+    info!(job = %name, "submitting job:\n{description}");
     let metrics = Arc::new(JobMetrics {
         started: Instant::now(),
-        subtasks: deployment.metrics.clone(),
+        subtasks: std::sync::RwLock::new(deployment.metrics.clone()),
     });
     let (tx, rx) = oneshot::channel();
-    let name: Arc<str> = name.into();
     let (supervisor, _) = Actor::spawn(
         None,
         JobSupervisor,
@@ -155,6 +316,8 @@ pub async fn submit(
             metrics: metrics.clone(),
             cancel_timeout: config.cancel_timeout,
             metrics_interval: config.metrics_interval,
+            recovery,
+            listener,
         },
     )
     .await

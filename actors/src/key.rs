@@ -9,9 +9,15 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 
 /// What a key must be: hashable (key groups), comparable, cloneable into state.
-pub trait Key: Hash + Eq + Clone + Send + 'static {}
+pub trait Key:
+    Hash + Eq + Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static
+{
+}
 
-impl<K: Hash + Eq + Clone + Send + 'static> Key for K {}
+impl<K: Hash + Eq + Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> Key
+    for K
+{
+}
 
 /// Extracts the key of a record.
 pub trait KeySelector<T>: Clone + Send + Sync + 'static {

@@ -53,11 +53,13 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod barrier;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod data;
 pub mod error;
+pub mod fault;
 pub mod gate;
 pub mod graph;
 pub mod harness;
@@ -79,12 +81,14 @@ pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod timer;
+pub mod transactional;
 pub mod types;
 pub mod valve;
 pub mod watermark;
 pub mod window;
 
 mod chain;
+mod checkpointing;
 mod deploy;
 mod subtask;
 mod supervisor;

@@ -87,6 +87,17 @@ pub enum PriorityMessage {
     /// Stop now: the job is cancelled or another subtask failed. The subtask drops its input
     /// and output without draining and ends.
     Cancel,
+    /// To a source subtask, from the checkpoint coordinator: record the position and inject
+    /// this barrier.
+    Trigger(CheckpointBarrier),
+    /// An unaligned barrier that overtook the queued data (from an upstream subtask); its
+    /// in-band copy follows on each lane and ends the recording of that lane's in-flight data.
+    Barrier(CheckpointBarrier),
+    /// From the coordinator: the checkpoint completed (two-phase-commit sinks commit).
+    /// [`CheckpointId::FINAL`] is the job's final checkpoint after end of input.
+    Complete(CheckpointId),
+    /// From the coordinator: the checkpoint was aborted (a cancel marker): stop aligning it.
+    Abort(CheckpointId),
 }
 
 impl LaneMessage for PriorityMessage {

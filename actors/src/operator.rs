@@ -5,13 +5,14 @@
 //! drives operators through [`ErasedOperator`], the object-safe form that works on type-erased
 //! [`DataBatch`]es; [`erase`] turns one into the other.
 
+use crate::checkpoint::{OperatorState, RestoredState};
 use crate::clock::ProcessingClock;
 use crate::data::{Batch, Collector, Data, DataBatch, Emission, TypeMismatch};
 use crate::error::UserError;
 use crate::keygroup::{KeyGroupRange, key_group_range_for_subtask};
 use crate::message::WatermarkStatus;
 use crate::types::Timestamp;
-use crate::types::{NodeId, Watermark};
+use crate::types::{CheckpointId, NodeId, Watermark};
 use std::sync::Arc;
 
 /// Who and where an operator instance is.
@@ -37,6 +38,51 @@ pub struct TaskInfo {
     pub auto_watermark_interval: std::time::Duration,
     /// Counters the operator updates (shown in the subtask's metrics).
     pub counters: crate::metrics::OperatorCounters,
+    /// The attempt this instance runs in; checked before a transactional sink commits.
+    pub generation: Generation,
+    /// True if the job takes checkpoints (a transactional sink then commits on checkpoint
+    /// completion instead of at end of input).
+    pub checkpointing: bool,
+}
+
+/// The generation (restart attempt) of a running subtask, and the job's current one: a
+/// subtask from before a restart is stale and must not commit.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::operator::Generation;
+/// let g = Generation::new(3, std::sync::Arc::new(3.into()));
+/// assert!(g.is_current());
+/// g.current().store(4, std::sync::atomic::Ordering::SeqCst);
+/// assert!(!g.is_current());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Generation {
+    mine: u64,
+    current: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Generation {
+    /// Generation `mine` of a job whose current generation is `current`.
+    pub fn new(mine: u64, current: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Generation { mine, current }
+    }
+
+    /// This instance's generation.
+    pub fn get(&self) -> u64 {
+        self.mine
+    }
+
+    /// The job's current generation (bumped by the supervisor on every restart).
+    pub fn current(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.current
+    }
+
+    /// True if no restart happened since this instance was deployed.
+    pub fn is_current(&self) -> bool {
+        self.current.load(std::sync::atomic::Ordering::SeqCst) == self.mine
+    }
 }
 
 impl TaskInfo {
@@ -60,6 +106,8 @@ impl TaskInfo {
             clock: ProcessingClock::system(),
             auto_watermark_interval: std::time::Duration::from_millis(200),
             counters: Default::default(),
+            generation: Generation::default(),
+            checkpointing: false,
         }
     }
 
@@ -210,6 +258,47 @@ pub trait Operator: Send + 'static {
         let _ = out;
         Ok(())
     }
+
+    /// Writes this instance's state into a checkpoint (Flink's `snapshotState`): keyed state
+    /// and timers per key group, list items, union items. Called when the checkpoint's barrier
+    /// is aligned (or, unaligned, when the first one arrives), between two calls of the other
+    /// methods; the state must be what the records before the barrier produced.
+    ///
+    /// The default writes nothing: right for stateless operators.
+    ///
+    /// # Errors
+    ///
+    /// Any error declines the checkpoint (the job keeps running).
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        let _ = (checkpoint, state);
+        Ok(())
+    }
+
+    /// Restores the state a checkpoint holds for this instance (after [`open`](Self::open),
+    /// before any record). After a change of parallelism the instance gets the key groups of
+    /// its range and its share of the list items.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask (and the restart).
+    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        let _ = restored;
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` completed: every subtask's state of it is stored.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), UserError> {
+        let _ = checkpoint;
+        Ok(())
+    }
 }
 
 /// Why an erased operator call failed.
@@ -276,6 +365,35 @@ pub trait ErasedOperator: Send {
     fn resume(&mut self) -> Result<(), OperatorFault>;
     /// Moves what the last calls emitted, in order, to `into`.
     fn take_emissions(&mut self, into: &mut Vec<Emission>);
+    /// See [`Operator::snapshot_state`].
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError>;
+    /// See [`Operator::restore_state`].
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError>;
+    /// See [`Operator::notify_checkpoint_complete`].
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), UserError>;
+    /// Reads a batch of logical input `input` written by [`DataBatch::encode`] (in-flight data
+    /// of an unaligned checkpoint, replayed on restore).
+    ///
+    /// # Errors
+    ///
+    /// If the bytes are not a batch of the input's type.
+    fn decode_input(&self, input: usize, bytes: &[u8]) -> Result<DataBatch, String>;
 }
 
 struct Erased<O: Operator> {
@@ -355,6 +473,26 @@ impl<O: Operator> ErasedOperator for Erased<O> {
 
     fn take_emissions(&mut self, into: &mut Vec<Emission>) {
         self.out.take_emissions(into);
+    }
+
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        self.op.snapshot_state(checkpoint, state)
+    }
+
+    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        self.op.restore_state(restored)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), UserError> {
+        self.op.notify_checkpoint_complete(checkpoint)
+    }
+
+    fn decode_input(&self, _input: usize, bytes: &[u8]) -> Result<DataBatch, String> {
+        DataBatch::decode::<O::In>(bytes)
     }
 }
 

@@ -3,10 +3,12 @@
 //! A [`Sink`] receives batches asynchronously: a slow sink makes its subtask busy, and the
 //! bounded lanes carry that backpressure to the sources.
 
+use crate::checkpoint::{OperatorState, RestoredState};
 use crate::data::{Batch, Data, DataBatch};
 use crate::error::UserError;
 use crate::operator::{OperatorFault, TaskInfo};
 use crate::partition::BoxFuture;
+use crate::types::CheckpointId;
 use std::future::Future;
 
 /// A sink: one instance per sink subtask.
@@ -57,6 +59,56 @@ pub trait Sink: Send + 'static {
     fn finish(&mut self) -> impl Future<Output = Result<(), UserError>> + Send {
         async { Ok(()) }
     }
+
+    /// A checkpoint's barrier reached the sink: everything written before it belongs to the
+    /// checkpoint. A transactional sink pre-commits here and records the pending transaction
+    /// as a list item; the default writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Any error declines the checkpoint.
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> impl Future<Output = Result<(), UserError>> + Send {
+        let _ = (checkpoint, state);
+        async { Ok(()) }
+    }
+
+    /// Takes the sink's state from a checkpoint (after [`open`](Self::open)): a transactional
+    /// sink commits the pending transactions it finds (commits are idempotent) and aborts
+    /// leftovers of the failed attempt.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn restore_state(
+        &mut self,
+        restored: RestoredState,
+    ) -> impl Future<Output = Result<(), UserError>> + Send {
+        let _ = restored;
+        async { Ok(()) }
+    }
+
+    /// Checkpoint `checkpoint` completed: commit what was pre-committed up to it.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> impl Future<Output = Result<(), UserError>> + Send {
+        let _ = checkpoint;
+        async { Ok(()) }
+    }
+
+    /// True if the sink holds transactions that only a completed checkpoint commits: at end of
+    /// input its subtask then waits for the job's final checkpoint before it ends.
+    fn is_transactional(&self) -> bool {
+        false
+    }
 }
 
 /// The object-safe form of a sink. Implement [`Sink`] and use [`erase_sink`].
@@ -67,6 +119,21 @@ pub trait ErasedSink: Send {
     fn write(&mut self, batch: DataBatch) -> BoxFuture<'_, Result<(), OperatorFault>>;
     /// See [`Sink::finish`].
     fn finish(&mut self) -> BoxFuture<'_, Result<(), UserError>>;
+    /// See [`Sink::snapshot_state`].
+    fn snapshot_state<'a>(
+        &'a mut self,
+        checkpoint: CheckpointId,
+        state: &'a mut OperatorState,
+    ) -> BoxFuture<'a, Result<(), UserError>>;
+    /// See [`Sink::restore_state`].
+    fn restore_state(&mut self, restored: RestoredState) -> BoxFuture<'_, Result<(), UserError>>;
+    /// See [`Sink::notify_checkpoint_complete`].
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> BoxFuture<'_, Result<(), UserError>>;
+    /// See [`Sink::is_transactional`].
+    fn is_transactional(&self) -> bool;
 }
 
 struct ErasedSinkImpl<S>(S);
@@ -85,6 +152,29 @@ impl<S: Sink> ErasedSink for ErasedSinkImpl<S> {
 
     fn finish(&mut self) -> BoxFuture<'_, Result<(), UserError>> {
         Box::pin(self.0.finish())
+    }
+
+    fn snapshot_state<'a>(
+        &'a mut self,
+        checkpoint: CheckpointId,
+        state: &'a mut OperatorState,
+    ) -> BoxFuture<'a, Result<(), UserError>> {
+        Box::pin(self.0.snapshot_state(checkpoint, state))
+    }
+
+    fn restore_state(&mut self, restored: RestoredState) -> BoxFuture<'_, Result<(), UserError>> {
+        Box::pin(self.0.restore_state(restored))
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> BoxFuture<'_, Result<(), UserError>> {
+        Box::pin(self.0.notify_checkpoint_complete(checkpoint))
+    }
+
+    fn is_transactional(&self) -> bool {
+        self.0.is_transactional()
     }
 }
 

@@ -4,10 +4,12 @@
 //! records and says whether more may come. Between calls the subtask checks its priority lane
 //! and its output buffers, so sources need no threads or callbacks of their own.
 
+use crate::checkpoint::{OperatorState, RestoredState};
 use crate::data::{Collector, Data, DataBatch};
 use crate::error::UserError;
 use crate::operator::TaskInfo;
 use crate::partition::BoxFuture;
+use crate::types::CheckpointId;
 use std::future::Future;
 
 /// What a source says after a call to [`Source::next_batch`].
@@ -72,6 +74,38 @@ pub trait Source: Send + 'static {
         let _ = info;
         async { Ok(()) }
     }
+
+    /// Writes the source's position into a checkpoint, as list items (one per split: a file and
+    /// its byte offset, a range of a collection), so a restore at another parallelism can
+    /// spread them. Called between two calls of [`next_batch`](Self::next_batch): the position
+    /// is just after the last record emitted.
+    ///
+    /// The default writes nothing: the source restarts from its beginning (or, for a source
+    /// that cannot replay, such as a socket, goes on from where the new connection is: at
+    /// most once).
+    ///
+    /// # Errors
+    ///
+    /// Any error declines the checkpoint.
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        let _ = (checkpoint, state);
+        Ok(())
+    }
+
+    /// Takes the position from a checkpoint (after [`open`](Self::open), before the first
+    /// [`next_batch`](Self::next_batch)).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        let _ = restored;
+        Ok(())
+    }
 }
 
 /// The object-safe form of a source. Implement [`Source`] and use [`erase_source`].
@@ -83,6 +117,22 @@ pub trait ErasedSource: Send {
     -> BoxFuture<'_, Result<(Option<DataBatch>, SourceStatus), UserError>>;
     /// Takes records emitted by a call whose future was dropped before completing.
     fn take_leftover(&mut self) -> Option<DataBatch>;
+    /// See [`Source::snapshot_state`].
+    ///
+    /// # Errors
+    ///
+    /// The source's error.
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError>;
+    /// See [`Source::restore_state`].
+    ///
+    /// # Errors
+    ///
+    /// The source's error.
+    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError>;
 }
 
 struct ErasedSourceImpl<S: Source> {
@@ -112,6 +162,18 @@ impl<S: Source> ErasedSource for ErasedSourceImpl<S> {
 
     fn take_leftover(&mut self) -> Option<DataBatch> {
         self.emitted()
+    }
+
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        self.source.snapshot_state(checkpoint, state)
+    }
+
+    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        self.source.restore_state(restored)
     }
 }
 

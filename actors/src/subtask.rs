@@ -8,16 +8,24 @@
 
 use crate::barrier::{AlignOutcome, BarrierAligner};
 use crate::chain::{
-    CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, emit, fire_processing_time,
-    guard_async, has_more, next_processing_time, resume, settle, signal_outputs,
+    CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, decode_input, emit,
+    fire_processing_time, guard, guard_async, has_more, next_processing_time, notify_chain,
+    restore_chain, resume, settle, signal_outputs, snapshot_chain,
+};
+use crate::checkpoint::{OperatorState, RestoredState};
+use crate::checkpointing::{
+    CoordinatorLink, CoordinatorMsg, InFlight, LaneRecord, OperatorEntry, SubtaskState,
 };
 use crate::clock::ProcessingClock;
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
+use crate::fault::{FaultAction, FaultHook};
 use crate::gate::{GateEvent, InputGate};
+use crate::message::{BarrierAlignment, CheckpointBarrier};
 use crate::message::{PriorityMessage, StreamMessage};
 use crate::metrics::{Phase, SubtaskMetrics, SubtaskStatus};
 use crate::operator::TaskInfo;
 use crate::source::{ErasedSource, SourceStatus};
+use crate::types::CheckpointId;
 use crate::types::Watermark;
 use crate::valve::{ValveOutput, WatermarkValve};
 use std::future::Future;
@@ -26,13 +34,59 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 /// The source at the head of a source subtask.
 pub(crate) struct SourceHead {
     pub(crate) label: OperatorLabel,
     pub(crate) info: TaskInfo,
     pub(crate) source: Box<dyn ErasedSource>,
+    /// The source's key in checkpoints.
+    pub(crate) key: String,
+    pub(crate) restored: Option<RestoredState>,
+}
+
+/// An unaligned checkpoint whose in-flight data is being recorded.
+struct Recording {
+    barrier: CheckpointBarrier,
+    state: SubtaskState,
+    lanes: Vec<LaneRecord>,
+    alignment_ms: u64,
+}
+
+/// Checkpointing of one subtask.
+pub(crate) struct Checkpointing {
+    pub(crate) link: CoordinatorLink,
+    /// The key of the chain's head operator (names the lane-level state).
+    pub(crate) head_key: String,
+    /// After this long aligning, an aligned checkpoint turns unaligned.
+    pub(crate) alignment_timeout: Option<Duration>,
+    /// Restored lane-level state: input watermarks and in-flight data to replay first.
+    pub(crate) restored_valve: Option<WatermarkValve>,
+    pub(crate) replay: Vec<LaneRecord>,
+    recording: Option<Recording>,
+    /// When the pending aligned checkpoint's first barrier arrived.
+    aligning_since: Option<Instant>,
+}
+
+impl Checkpointing {
+    pub(crate) fn new(
+        link: CoordinatorLink,
+        head_key: String,
+        alignment_timeout: Option<Duration>,
+        restored_valve: Option<WatermarkValve>,
+        replay: Vec<LaneRecord>,
+    ) -> Self {
+        Checkpointing {
+            link,
+            head_key,
+            alignment_timeout,
+            restored_valve,
+            replay,
+            recording: None,
+            aligning_since: None,
+        }
+    }
 }
 
 /// One running instance of a job vertex.
@@ -55,6 +109,12 @@ pub(crate) struct Subtask {
     pub(crate) cancel_timeout: Duration,
     /// Processing time, for the operators' timers.
     pub(crate) clock: ProcessingClock,
+    /// Set when the job checkpoints.
+    pub(crate) checkpointing: Option<Checkpointing>,
+    /// Failure injection.
+    pub(crate) fault: Option<FaultHook>,
+    /// Checkpoint messages that arrived while the subtask could only act on cancellation.
+    pub(crate) deferred: Vec<PriorityMessage>,
 }
 
 /// How a subtask ended without failing.
@@ -76,10 +136,23 @@ impl From<Fault> for Stop {
     }
 }
 
-fn on_priority(p: PriorityMessage) -> Result<(), Stop> {
+/// Handles a priority message where nothing but cancellation can be acted on (while waiting
+/// for room downstream); checkpoint messages are kept for later.
+fn on_priority_waiting(
+    p: PriorityMessage,
+    deferred: &mut Vec<PriorityMessage>,
+) -> Result<(), Stop> {
     match p {
         PriorityMessage::Cancel => Err(Stop::Cancelled),
+        other => {
+            deferred.push(other);
+            Ok(())
+        }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Polls a source's future; the first time it has to wait, the subtask counts as idle.
@@ -127,8 +200,17 @@ impl Subtask {
             // A peer vanished without end of input: the job is failing or being cancelled,
             // and the supervisor is about to cancel this subtask too. Wait for that, so the
             // subtask ends as cancelled rather than as a second failure.
-            let cancelled = tokio::time::timeout(self.cancel_timeout, self.gate.next_priority());
-            if let Ok(PriorityMessage::Cancel) = cancelled.await {
+            let wait = async {
+                loop {
+                    if let PriorityMessage::Cancel = self.gate.next_priority().await {
+                        return;
+                    }
+                }
+            };
+            if tokio::time::timeout(self.cancel_timeout, wait)
+                .await
+                .is_ok()
+            {
                 result = Err(Stop::Cancelled);
             }
         }
@@ -163,9 +245,32 @@ impl Subtask {
                 s.open().await?;
             }
         }
-        match self.source.take() {
-            Some(head) => self.run_source(head).await,
-            None => self.run_inputs().await,
+        restore_chain(&mut self.root)?;
+        for t in &mut self.tails {
+            if let Tail::Sink(s) = t
+                && let Some(r) = s.restored.take()
+            {
+                guard_async(&s.label, s.sink.restore_state(r)).await?;
+            }
+        }
+        let mut source = self.source.take();
+        if let Some(head) = &mut source {
+            guard_async(&head.label, head.source.open(&head.info)).await?;
+            if let Some(r) = head.restored.take() {
+                let src = &mut head.source;
+                guard(&head.label, || src.restore_state(r))?;
+            }
+        }
+        self.replay_in_flight().await?;
+        match source {
+            Some(mut head) => {
+                self.run_source(&mut head).await?;
+                self.finish_checkpointing(Some(&mut head)).await
+            }
+            None => {
+                self.run_inputs().await?;
+                self.finish_checkpointing(None).await
+            }
         }
     }
 
@@ -174,6 +279,386 @@ impl Subtask {
             operator: self.head_label.clone(),
             cause: FailureCause::PeerGone,
         })
+    }
+
+    fn inject(&mut self, action: FaultAction) -> Result<(), Stop> {
+        match action {
+            FaultAction::Panic => Err(Stop::Failed(Fault {
+                operator: self.head_label.clone(),
+                cause: FailureCause::Panic("injected fault".into()),
+            })),
+            FaultAction::Abort => Err(Stop::Failed(Fault {
+                operator: self.head_label.clone(),
+                cause: FailureCause::Internal(
+                    "injected fault: the subtask actor was aborted".into(),
+                ),
+            })),
+            FaultAction::Exit => {
+                tracing::error!("injected fault: the process exits now");
+                std::process::exit(137)
+            }
+            FaultAction::Slow(d) => {
+                // Stalls the worker thread on purpose: a slow operator, not a slow await.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(d);
+                Ok(())
+            }
+        }
+    }
+
+    // ----- checkpoints ----------------------------------------------------------------
+
+    /// Restores the input watermarks and processes the in-flight data of an unaligned
+    /// checkpoint before anything new.
+    async fn replay_in_flight(&mut self) -> Result<(), Stop> {
+        let Some(c) = &mut self.checkpointing else {
+            return Ok(());
+        };
+        if let Some(v) = c.restored_valve.take() {
+            self.valve = v;
+        }
+        let replay = std::mem::take(&mut c.replay);
+        for record in replay {
+            let input = self.lane_inputs.get(record.lane).copied().unwrap_or(0);
+            for item in record.items {
+                match item {
+                    InFlight::Data(bytes) => {
+                        let batch = decode_input(&self.root, input, &bytes).map_err(|e| {
+                            Stop::Failed(Fault {
+                                operator: self.head_label.clone(),
+                                cause: FailureCause::Internal(format!(
+                                    "cannot replay in-flight data: {e}"
+                                )),
+                            })
+                        })?;
+                        emit(&mut self.root, Some(input), batch, &mut self.tails)?;
+                    }
+                    InFlight::Watermark(wm) => {
+                        let out = self.valve.input_watermark(record.lane, Watermark(wm));
+                        self.apply_valve(out)?;
+                    }
+                    InFlight::Status(st) => {
+                        let out = self.valve.input_status(record.lane, st);
+                        self.apply_valve(out)?;
+                    }
+                }
+                self.settle_work().await?;
+                self.drain().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots the whole subtask for checkpoint `id`: the source position, every chained
+    /// operator, every sink (which pre-commits), and the input watermarks. `Ok(Err(reason))`
+    /// declines the checkpoint.
+    async fn snapshot(
+        &mut self,
+        head: Option<&mut SourceHead>,
+        id: CheckpointId,
+    ) -> Result<Result<SubtaskState, String>, Stop> {
+        // Writes queued for sinks belong to the checkpoint: run them first.
+        self.drain().await?;
+        let mut operators = Vec::new();
+        let mut declined = None;
+        if let Some(h) = head {
+            let mut state = OperatorState::default();
+            let src = &mut h.source;
+            match guard(&h.label, || src.snapshot_state(id, &mut state)) {
+                Ok(()) => operators.push(OperatorEntry {
+                    key: h.key.clone(),
+                    max_parallelism: h.info.max_parallelism,
+                    state,
+                }),
+                Err(f) => declined = Some(format!("{}: {}", f.operator, f.cause)),
+            }
+        }
+        if let Err(f) = snapshot_chain(&mut self.root, id, &mut operators) {
+            declined = Some(format!("{}: {}", f.operator, f.cause));
+        }
+        for t in &mut self.tails {
+            if let Tail::Sink(s) = t {
+                let mut state = OperatorState::default();
+                match guard_async(&s.label, s.sink.snapshot_state(id, &mut state)).await {
+                    Ok(()) => operators.push(OperatorEntry {
+                        key: s.key.clone(),
+                        max_parallelism: s.info.max_parallelism,
+                        state,
+                    }),
+                    Err(f) => declined = Some(format!("{}: {}", f.operator, f.cause)),
+                }
+            }
+        }
+        if let Some(d) = declined {
+            return Ok(Err(d));
+        }
+        let head_key = self
+            .checkpointing
+            .as_ref()
+            .map(|c| c.head_key.clone())
+            .unwrap_or_default();
+        Ok(Ok(SubtaskState {
+            head: head_key,
+            index: self.index,
+            parallelism: self.parallelism,
+            lanes: self.gate.lane_count(),
+            operators,
+            valve: Some(self.valve.clone()),
+            in_flight: Vec::new(),
+        }))
+    }
+
+    fn send_coordinator(&self, msg: impl FnOnce(&CoordinatorLink) -> CoordinatorMsg) {
+        if let Some(c) = &self.checkpointing
+            && c.link.coordinator.cast(msg(&c.link)).is_err()
+        {
+            debug!("the checkpoint coordinator is gone");
+        }
+    }
+
+    fn acknowledge(
+        &self,
+        id: CheckpointId,
+        state: &SubtaskState,
+        unaligned: bool,
+        alignment_ms: u64,
+    ) {
+        match postcard::to_allocvec(state) {
+            Ok(bytes) => self.send_coordinator(|l| CoordinatorMsg::Ack {
+                generation: l.generation,
+                task: l.task,
+                id,
+                state: bytes,
+                unaligned,
+                alignment_ms,
+            }),
+            Err(e) => self.decline(id, format!("cannot serialize the subtask state: {e}")),
+        }
+    }
+
+    fn decline(&self, id: CheckpointId, reason: String) {
+        warn!(checkpoint = %id, %reason, "declining a checkpoint");
+        self.send_coordinator(|l| CoordinatorMsg::Decline {
+            generation: l.generation,
+            task: l.task,
+            id,
+            reason,
+        });
+    }
+
+    /// Takes checkpoint `barrier` now and forwards its barrier: aligned (every lane delivered
+    /// it), at-least-once, or unaligned (then the lanes still to deliver it are recorded).
+    async fn take_checkpoint(
+        &mut self,
+        head: Option<&mut SourceHead>,
+        barrier: CheckpointBarrier,
+    ) -> Result<(), Stop> {
+        if let Some(action) = self
+            .fault
+            .as_ref()
+            .and_then(|f| f.on_checkpoint(barrier.id.0))
+        {
+            self.inject(action)?;
+        }
+        let alignment_ms = self
+            .checkpointing
+            .as_mut()
+            .and_then(|c| c.aligning_since.take())
+            .map_or(0, |t| millis(t.elapsed()));
+        let state = match self.snapshot(head, barrier.id).await? {
+            Ok(s) => s,
+            Err(reason) => {
+                self.decline(barrier.id, reason);
+                // Downstream still gets the barrier, so nobody waits for it forever.
+                signal_outputs(&mut self.root, Signal::Barrier(barrier), &mut self.tails)?;
+                return Ok(());
+            }
+        };
+        trace!(checkpoint = %barrier.id, "snapshot taken, forwarding the barrier");
+        signal_outputs(&mut self.root, Signal::Barrier(barrier), &mut self.tails)?;
+        let unaligned = barrier.alignment == BarrierAlignment::Unaligned;
+        let recording =
+            unaligned && (0..self.gate.lane_count()).any(|l| self.aligner.is_recording(l));
+        if recording {
+            if let Some(c) = &mut self.checkpointing {
+                c.recording = Some(Recording {
+                    barrier,
+                    state,
+                    lanes: Vec::new(),
+                    alignment_ms,
+                });
+            }
+        } else {
+            self.acknowledge(barrier.id, &state, unaligned, alignment_ms);
+        }
+        // Flush so the barrier leaves at once (it is the point of the checkpoint).
+        self.flush_all();
+        self.drain().await
+    }
+
+    /// Every lane delivered the barrier of the checkpoint being recorded: acknowledge it with
+    /// its in-flight data.
+    fn finish_recording(&mut self, id: CheckpointId) {
+        let Some(c) = &mut self.checkpointing else {
+            return;
+        };
+        if c.recording.as_ref().is_none_or(|r| r.barrier.id != id) {
+            return;
+        }
+        if let Some(mut r) = c.recording.take() {
+            r.state.in_flight = std::mem::take(&mut r.lanes);
+            self.acknowledge(id, &r.state, true, r.alignment_ms);
+        }
+    }
+
+    fn record(&mut self, lane: usize, item: impl FnOnce() -> Result<InFlight, String>) {
+        if !self.aligner.is_recording(lane) {
+            return;
+        }
+        let Some(r) = self
+            .checkpointing
+            .as_mut()
+            .and_then(|c| c.recording.as_mut())
+        else {
+            return;
+        };
+        match item() {
+            Ok(item) => match r.lanes.iter_mut().find(|l| l.lane == lane) {
+                Some(l) => l.items.push(item),
+                None => r.lanes.push(LaneRecord {
+                    lane,
+                    items: vec![item],
+                }),
+            },
+            Err(e) => {
+                let id = r.barrier.id;
+                if let Some(c) = &mut self.checkpointing {
+                    c.recording = None;
+                }
+                self.decline(id, e);
+            }
+        }
+    }
+
+    /// Acts on a priority message; `head` is the source of a source subtask.
+    async fn on_priority(
+        &mut self,
+        head: Option<&mut SourceHead>,
+        p: PriorityMessage,
+    ) -> Result<(), Stop> {
+        match p {
+            PriorityMessage::Cancel => return Err(Stop::Cancelled),
+            PriorityMessage::Trigger(barrier) => {
+                // Only sources get triggers; the barrier starts here.
+                let out = self.aligner.on_priority_barrier(barrier);
+                if out.trigger.is_some() || self.gate.lane_count() == 0 {
+                    let mut b = barrier;
+                    if b.alignment == BarrierAlignment::AtLeastOnce {
+                        b.alignment = BarrierAlignment::AtLeastOnce;
+                    }
+                    self.take_checkpoint(head, b).await?;
+                }
+            }
+            PriorityMessage::Barrier(barrier) => {
+                let out = self.aligner.on_priority_barrier(barrier);
+                self.apply_alignment(out).await?;
+            }
+            PriorityMessage::Complete(id) => {
+                notify_chain(&mut self.root, id)?;
+                for t in &mut self.tails {
+                    if let Tail::Sink(s) = t {
+                        guard_async(&s.label, s.sink.notify_checkpoint_complete(id)).await?;
+                    }
+                }
+            }
+            PriorityMessage::Abort(id) => {
+                let out = self.aligner.abort(id);
+                if out.unblock_all {
+                    self.gate.unblock_all();
+                }
+                if let Some(c) = &mut self.checkpointing {
+                    if c.recording.as_ref().is_some_and(|r| r.barrier.id == id) {
+                        c.recording = None;
+                    }
+                    if out.aborted.is_some() {
+                        c.aligning_since = None;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the checkpoint messages put aside while the subtask could only act on
+    /// cancellation.
+    async fn run_deferred(&mut self, mut head: Option<&mut SourceHead>) -> Result<(), Stop> {
+        while !self.deferred.is_empty() {
+            let msgs = std::mem::take(&mut self.deferred);
+            for m in msgs {
+                self.on_priority(head.as_deref_mut(), m).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With checkpointing, a finished subtask hands its final state to the coordinator; if it
+    /// holds transactions, it waits for the final checkpoint to commit them.
+    async fn finish_checkpointing(&mut self, head: Option<&mut SourceHead>) -> Result<(), Stop> {
+        if self.checkpointing.is_none() {
+            return Ok(());
+        }
+        let state = match self.snapshot(head, CheckpointId::FINAL).await? {
+            Ok(s) => s,
+            Err(reason) => {
+                return Err(Stop::Failed(Fault {
+                    operator: self.head_label.clone(),
+                    cause: FailureCause::Internal(format!(
+                        "cannot take the final snapshot: {reason}"
+                    )),
+                }));
+            }
+        };
+        let bytes = postcard::to_allocvec(&state).map_err(|e| {
+            Stop::Failed(Fault {
+                operator: self.head_label.clone(),
+                cause: FailureCause::Internal(format!("cannot serialize the final state: {e}")),
+            })
+        })?;
+        self.send_coordinator(|l| CoordinatorMsg::Finished {
+            generation: l.generation,
+            task: l.task,
+            state: bytes,
+        });
+        let transactional = self
+            .tails
+            .iter()
+            .any(|t| matches!(t, Tail::Sink(s) if s.sink.is_transactional()));
+        if !transactional {
+            return Ok(());
+        }
+        debug!("waiting for the final checkpoint to commit");
+        self.metrics.enter(Some(Phase::Idle));
+        loop {
+            let p = match self.deferred.pop() {
+                Some(p) => p,
+                None => self.gate.next_priority().await,
+            };
+            match p {
+                PriorityMessage::Cancel => return Err(Stop::Cancelled),
+                PriorityMessage::Complete(id) => {
+                    self.metrics.enter(Some(Phase::Busy));
+                    for t in &mut self.tails {
+                        if let Tail::Sink(s) = t {
+                            guard_async(&s.label, s.sink.notify_checkpoint_complete(id)).await?;
+                        }
+                    }
+                    if id == CheckpointId::FINAL {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     // ----- input subtasks -------------------------------------------------------------
@@ -186,12 +671,13 @@ impl Subtask {
             }));
         }
         loop {
+            self.run_deferred(None).await?;
             let event = match self.gate.try_next() {
                 Some(ev) => ev,
                 None => self.wait_for_input().await?,
             };
             match event {
-                GateEvent::Priority(p) => on_priority(p)?,
+                GateEvent::Priority(p) => self.on_priority(None, p).await?,
                 GateEvent::Disconnected { .. } => return Err(self.peer_gone()),
                 GateEvent::Data { lane, message } => {
                     if self.on_message(lane, message).await? {
@@ -207,11 +693,12 @@ impl Subtask {
     /// Lets the chain finish work it does in chunks (a watermark firing many timers): between
     /// chunks the output is drained — waiting for room downstream, so what a firing emits stays
     /// bounded — and the priority lane is checked, so cancellation is not stuck behind it.
+    /// Checkpoint messages wait until the work is done.
     async fn settle_work(&mut self) -> Result<(), Stop> {
         while has_more(&self.root) {
             self.drain().await?;
             if let Some(p) = self.gate.try_priority() {
-                on_priority(p)?;
+                on_priority_waiting(p, &mut self.deferred)?;
             }
             resume(&mut self.root, &mut self.tails)?;
         }
@@ -223,8 +710,19 @@ impl Subtask {
         next_processing_time(&self.root).map(|t| self.clock.instant_of(t))
     }
 
+    /// When the pending aligned checkpoint turns unaligned.
+    fn alignment_deadline(&self) -> Option<Instant> {
+        let c = self.checkpointing.as_ref()?;
+        Some(c.aligning_since? + c.alignment_timeout?)
+    }
+
     /// Runs the chain's processing-time callbacks that are due.
     async fn fire_timers_if_due(&mut self) -> Result<(), Stop> {
+        if let Some(d) = self.alignment_deadline()
+            && Instant::now() >= d
+        {
+            self.alignment_timed_out().await?;
+        }
         let Some(next) = next_processing_time(&self.root) else {
             return Ok(());
         };
@@ -240,35 +738,61 @@ impl Subtask {
         Ok(())
     }
 
+    /// The aligned checkpoint waited too long for its barriers: take it unaligned now.
+    async fn alignment_timed_out(&mut self) -> Result<(), Stop> {
+        if let Some(c) = &mut self.checkpointing {
+            c.aligning_since = None;
+        }
+        if let Some(barrier) = self.aligner.switch_to_unaligned() {
+            debug!(checkpoint = %barrier.id, "alignment timed out; the checkpoint turns unaligned");
+            self.gate.unblock_all();
+            self.take_checkpoint(None, barrier).await?;
+        }
+        Ok(())
+    }
+
     /// Handles one in-band message; `Ok(true)` once every input has ended and the chain is
     /// finished.
     async fn on_message(&mut self, lane: usize, message: StreamMessage) -> Result<bool, Stop> {
         let mut finished = false;
         match message {
             StreamMessage::Data(batch) => {
-                SubtaskMetrics::add(&self.metrics.records_in, batch.len() as u64);
+                let n = batch.len() as u64;
+                SubtaskMetrics::add(&self.metrics.records_in, n);
+                if self.checkpointing.is_some() {
+                    self.record(lane, || batch.encode().map(InFlight::Data));
+                }
                 let input = self.lane_inputs.get(lane).copied().unwrap_or(0);
                 emit(&mut self.root, Some(input), batch, &mut self.tails)?;
                 self.settle_work().await?;
+                if let Some(action) = self.fault.as_mut().and_then(|f| f.on_records(n)) {
+                    self.inject(action)?;
+                }
             }
             StreamMessage::Watermark(wm) => {
+                if self.checkpointing.is_some() {
+                    self.record(lane, || Ok(InFlight::Watermark(wm.0)));
+                }
                 let out = self.valve.input_watermark(lane, wm);
                 self.apply_valve(out)?;
                 self.settle_work().await?;
             }
             StreamMessage::Status(status) => {
+                if self.checkpointing.is_some() {
+                    self.record(lane, || Ok(InFlight::Status(status)));
+                }
                 let out = self.valve.input_status(lane, status);
                 self.apply_valve(out)?;
                 self.settle_work().await?;
             }
             StreamMessage::Barrier(barrier) => {
                 let out = self.aligner.on_barrier(lane, barrier);
-                self.apply_alignment(out)?;
+                self.apply_alignment(out).await?;
             }
             StreamMessage::EndOfInput => {
                 self.gate.end(lane);
                 let out = self.aligner.on_lane_ended(lane);
-                self.apply_alignment(out)?;
+                self.apply_alignment(out).await?;
                 let out = self.valve.input_ended(lane);
                 self.apply_valve(out)?;
                 self.settle_work().await?;
@@ -296,19 +820,37 @@ impl Subtask {
         Ok(())
     }
 
-    fn apply_alignment(&mut self, out: AlignOutcome) -> Result<(), Stop> {
+    async fn apply_alignment(&mut self, out: AlignOutcome) -> Result<(), Stop> {
         if let Some(id) = out.aborted {
             debug!(checkpoint = %id, "alignment aborted by a newer barrier");
+            if let Some(c) = &mut self.checkpointing {
+                c.aligning_since = None;
+                if c.recording.as_ref().is_some_and(|r| r.barrier.id == id) {
+                    c.recording = None;
+                }
+            }
         }
         if out.unblock_all {
             self.gate.unblock_all();
         }
         if let Some(lane) = out.block {
             self.gate.block(lane);
+            if let Some(c) = &mut self.checkpointing
+                && c.aligning_since.is_none()
+            {
+                c.aligning_since = Some(Instant::now());
+            }
         }
         if let Some(barrier) = out.trigger {
-            trace!(checkpoint = %barrier.id, "barrier aligned, forwarding");
-            signal_outputs(&mut self.root, Signal::Barrier(barrier), &mut self.tails)?;
+            if self.checkpointing.is_some() {
+                self.take_checkpoint(None, barrier).await?;
+            } else {
+                trace!(checkpoint = %barrier.id, "barrier aligned, forwarding");
+                signal_outputs(&mut self.root, Signal::Barrier(barrier), &mut self.tails)?;
+            }
+        }
+        if let Some(id) = out.completed {
+            self.finish_recording(id);
         }
         Ok(())
     }
@@ -317,10 +859,14 @@ impl Subtask {
     /// expires.
     async fn wait_for_input(&mut self) -> Result<GateEvent<StreamMessage, PriorityMessage>, Stop> {
         loop {
-            let deadline = match (self.flush_deadline(), self.timer_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.flush_deadline(),
+                self.timer_deadline(),
+                self.alignment_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let now = Instant::now();
             self.metrics.enter(Some(Phase::Idle));
             let event = match deadline {
@@ -347,16 +893,16 @@ impl Subtask {
 
     // ----- source subtasks ------------------------------------------------------------
 
-    async fn run_source(&mut self, mut head: SourceHead) -> Result<(), Stop> {
-        guard_async(&head.label, head.source.open(&head.info)).await?;
+    async fn run_source(&mut self, head: &mut SourceHead) -> Result<(), Stop> {
         enum Polled {
             Priority(PriorityMessage),
             FlushDue,
             Done(SourcePoll),
         }
         loop {
+            self.run_deferred(Some(head)).await?;
             if let Some(p) = self.gate.try_priority() {
-                on_priority(p)?;
+                self.on_priority(Some(head), p).await?;
             }
             self.fire_timers_if_due().await?;
             self.flush_if_due().await?;
@@ -378,20 +924,29 @@ impl Subtask {
                 }
             };
             self.metrics.enter(Some(Phase::Busy));
-            let (batch, status) = match polled {
-                Polled::Priority(p) => {
-                    on_priority(p)?;
-                    (head.source.take_leftover(), SourceStatus::More)
-                }
+            let (batch, status, priority) = match polled {
+                Polled::Priority(p) => (head.source.take_leftover(), SourceStatus::More, Some(p)),
                 Polled::FlushDue => {
                     // The flush or a timer is due; both are handled at the top of the loop.
-                    (head.source.take_leftover(), SourceStatus::More)
+                    (head.source.take_leftover(), SourceStatus::More, None)
                 }
-                Polled::Done(caught) => settle(&head.label, caught)?,
+                Polled::Done(caught) => {
+                    let (b, s) = settle(&head.label, caught)?;
+                    (b, s, None)
+                }
             };
             if let Some(batch) = batch {
+                let n = batch.len() as u64;
                 emit(&mut self.root, None, batch, &mut self.tails)?;
                 self.settle_work().await?;
+                if let Some(action) = self.fault.as_mut().and_then(|f| f.on_records(n)) {
+                    self.inject(action)?;
+                }
+            }
+            // A priority message is handled after the records emitted before it, so a
+            // barrier's position is just after them.
+            if let Some(p) = priority {
+                self.on_priority(Some(head), p).await?;
             }
             let end = status == SourceStatus::End;
             if end {
@@ -448,13 +1003,15 @@ impl Subtask {
     }
 
     /// Sends everything pending downstream and runs queued sink work. Waiting for room counts
-    /// as backpressured time, sink work as busy time; a priority message is taken meanwhile.
+    /// as backpressured time, sink work as busy time; a priority message is taken meanwhile
+    /// (cancellation acts at once, checkpoint messages wait).
     async fn drain(&mut self) -> Result<(), Stop> {
         let Subtask {
             tails,
             gate,
             metrics,
             head_label,
+            deferred,
             ..
         } = self;
         for tail in tails.iter_mut() {
@@ -478,7 +1035,7 @@ impl Subtask {
                     let result = loop {
                         tokio::select! {
                             biased;
-                            p = gate.next_priority() => on_priority(p)?,
+                            p = gate.next_priority() => on_priority_waiting(p, deferred)?,
                             r = writer.drain() => break r,
                         }
                     };
@@ -490,10 +1047,14 @@ impl Subtask {
                         continue;
                     }
                     // A slow sink is busy, not backpressured (as in Flink).
-                    tokio::select! {
-                        biased;
-                        p = gate.next_priority() => on_priority(p)?,
-                        r = sink.run() => r?,
+                    let run = sink.run();
+                    tokio::pin!(run);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            p = gate.next_priority() => on_priority_waiting(p, deferred)?,
+                            r = &mut run => { r?; break; }
+                        }
                     }
                 }
             }

@@ -6,18 +6,34 @@
 //! On the first failure, or on a cancel request, it sends `Cancel` on every subtask's priority
 //! lane; subtasks still running after the cancel timeout are killed. When every subtask has
 //! ended it reports the job's result: success, the root-cause failure, or cancellation.
-//! (Restarting failed regions from checkpoints is a later step.)
+//!
+//! With checkpointing, a failure does not end the job: once every subtask has stopped, the
+//! restart strategy decides; after its delay the supervisor bumps the generation, deploys the
+//! job again with the state of the newest checkpoint that verifies (or from scratch if there is
+//! none) and tells the checkpoint coordinator. When attempts run out the job fails with the
+//! root cause. A connected streaming job is one pipelined region, so the whole job restarts.
 
-use crate::deploy::Deployment;
+use crate::checkpoint::{JobEvent, JobListener};
+use crate::checkpointing::{CoordinatorMsg, RestorePlan};
+use crate::clock::ProcessingClock;
+use crate::config::JobConfig;
+use crate::deploy::{DeployContext, Deployment, deploy};
 use crate::error::{FailureCause, JobError, OperatorLabel, SubtaskFailure};
+use crate::fault::FaultPlan;
+use crate::graph::StreamGraph;
 use crate::job::{JobMetrics, JobResult};
 use crate::lane::LaneSender;
 use crate::message::PriorityMessage;
 use crate::metrics::SubtaskStatus;
+use crate::plan::ExecutionPlan;
+use crate::restart::{RestartDecision, RestartTracker};
+use crate::snapshot::SnapshotStore;
 use crate::subtask::Subtask;
+use crate::types::{CheckpointId, NodeId};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, error, info, warn};
@@ -79,14 +95,23 @@ impl Actor for SubtaskActor {
 }
 
 /// Requests to the job supervisor.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) enum SupervisorMsg {
     /// Cancel the job.
     Cancel,
-    /// The grace period after a cancel ran out: kill what still runs.
-    CancelTimeout,
+    /// The grace period after a cancel of this generation ran out: kill what still runs.
+    CancelTimeout(u64),
     /// Log every subtask's metrics.
     LogMetrics,
+    /// Too many checkpoints failed in a row.
+    CheckpointFailure(String),
+    /// The restart delay passed: deploy again.
+    Redeploy,
+    /// Trigger a savepoint (and cancel the job after it, if `stop`).
+    Savepoint {
+        stop: bool,
+        reply: ractor::RpcReplyPort<Result<CheckpointId, String>>,
+    },
 }
 
 struct ChildInfo {
@@ -96,6 +121,19 @@ struct ChildInfo {
     head: OperatorLabel,
 }
 
+/// What the supervisor needs to restart a job.
+pub(crate) struct Recovery {
+    pub(crate) graph: StreamGraph,
+    pub(crate) plan: ExecutionPlan,
+    pub(crate) config: JobConfig,
+    pub(crate) clock: ProcessingClock,
+    pub(crate) coordinator: ActorRef<CoordinatorMsg>,
+    pub(crate) store: Arc<dyn SnapshotStore>,
+    pub(crate) tracker: RestartTracker,
+    pub(crate) faults: Option<FaultPlan>,
+    pub(crate) generation: Arc<AtomicU64>,
+}
+
 pub(crate) struct SupervisorArgs {
     pub(crate) job: Arc<str>,
     pub(crate) deployment: Deployment,
@@ -103,6 +141,8 @@ pub(crate) struct SupervisorArgs {
     pub(crate) metrics: Arc<JobMetrics>,
     pub(crate) cancel_timeout: Duration,
     pub(crate) metrics_interval: Option<Duration>,
+    pub(crate) recovery: Option<Recovery>,
+    pub(crate) listener: Option<JobListener>,
 }
 
 pub(crate) struct SupervisorState {
@@ -114,15 +154,35 @@ pub(crate) struct SupervisorState {
     failures: Vec<SubtaskFailure>,
     cancelling: bool,
     cancel_requested: bool,
+    /// Cancelling for a restart, decided when every subtask stopped.
+    restarting: bool,
     result: Option<oneshot::Sender<Result<JobResult, JobError>>>,
     metrics: Arc<JobMetrics>,
     cancel_timeout: Duration,
     metrics_interval: Option<Duration>,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    recovery: Option<Recovery>,
+    listener: Option<JobListener>,
+    generation: u64,
+    started: tokio::time::Instant,
+    stop_after_savepoint: Option<CheckpointId>,
 }
 
 /// Supervises the subtasks of one job.
 pub(crate) struct JobSupervisor;
+
+fn now_ms(started: tokio::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A sample in [0, 1) for restart jitter (not for anything that must be reproducible).
+fn jitter_sample() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(crate::keygroup::fmix64(u64::from(nanos)) as u32) / f64::from(u32::MAX) * 0.999_999
+}
 
 impl SupervisorState {
     fn begin_cancel(&mut self, myself: &ActorRef<SupervisorMsg>) {
@@ -135,9 +195,162 @@ impl SupervisorState {
                 warn!(job = %self.job, subtask = i, "priority lane full; the subtask will be killed after the cancel timeout");
             }
         }
-        ractor::time::send_after(self.cancel_timeout, myself.get_cell(), || {
-            SupervisorMsg::CancelTimeout
+        let generation = self.generation;
+        ractor::time::send_after(self.cancel_timeout, myself.get_cell(), move || {
+            SupervisorMsg::CancelTimeout(generation)
         });
+    }
+
+    fn emit(&self, event: JobEvent) {
+        if let Some(l) = &self.listener {
+            l(&event);
+        }
+    }
+
+    async fn spawn_children(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        deployment: Deployment,
+    ) -> Result<(), ActorProcessingErr> {
+        let Deployment {
+            subtasks,
+            priority,
+            metrics,
+            tasks,
+            sources,
+        } = deployment;
+        self.metrics.replace(metrics);
+        self.children.clear();
+        self.cells.clear();
+        self.info.clear();
+        if let Some(r) = &self.recovery {
+            let _ = r.coordinator.cast(CoordinatorMsg::Deployed {
+                generation: self.generation,
+                priority: tasks
+                    .iter()
+                    .copied()
+                    .zip(priority.iter().cloned())
+                    .collect(),
+                sources,
+            });
+        }
+        self.priority = priority;
+        for (i, subtask) in subtasks.into_iter().enumerate() {
+            self.info.push(ChildInfo {
+                vertex: subtask.vertex.clone(),
+                index: subtask.index,
+                parallelism: subtask.parallelism,
+                head: subtask.head_label.clone(),
+            });
+            let (actor, _) =
+                Actor::spawn_linked(None, SubtaskActor, subtask, myself.get_cell()).await?;
+            self.children.insert(actor.get_id(), i);
+            self.cells.push(Some(actor.get_cell()));
+        }
+        Ok(())
+    }
+
+    /// A failure happened: restart (after the subtasks stop) or fail.
+    fn on_failure(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if self.recovery.is_some() && !self.cancel_requested && !self.restarting && !self.cancelling
+        {
+            self.restarting = true;
+            if let Some(r) = &self.recovery {
+                // From now on, nothing of this generation may commit.
+                r.generation.store(self.generation + 1, Ordering::SeqCst);
+                let _ = r.coordinator.cast(CoordinatorMsg::Stopping);
+            }
+        }
+        self.begin_cancel(myself);
+    }
+
+    /// Every subtask stopped after a failure: restart after the strategy's delay, or fail.
+    fn decide_restart(&mut self, myself: &ActorRef<SupervisorMsg>) -> bool {
+        let Some(r) = &mut self.recovery else {
+            return false;
+        };
+        let cause = self
+            .failures
+            .iter()
+            .find(|f| !f.cause.is_secondary())
+            .or(self.failures.first())
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        match r.tracker.on_failure(now_ms(self.started), jitter_sample()) {
+            RestartDecision::Restart { delay, attempt } => {
+                let from = crate::snapshot::latest_valid(r.store.as_ref())
+                    .ok()
+                    .flatten()
+                    .map(|s| s.manifest.id);
+                warn!(job = %self.job, attempt, ?delay, from_checkpoint = ?from, %cause, "restarting the job");
+                let event = JobEvent::Restart {
+                    attempt,
+                    cause,
+                    from_checkpoint: from,
+                    delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    generation: self.generation + 1,
+                };
+                self.emit(event);
+                ractor::time::send_after(delay, myself.get_cell(), || SupervisorMsg::Redeploy);
+                true
+            }
+            RestartDecision::SameIncident => {
+                ractor::time::send_after(Duration::ZERO, myself.get_cell(), || {
+                    SupervisorMsg::Redeploy
+                });
+                true
+            }
+            RestartDecision::Fail { reason } => {
+                error!(job = %self.job, %reason, "no more restarts");
+                false
+            }
+        }
+    }
+
+    async fn redeploy(&mut self, myself: &ActorRef<SupervisorMsg>) -> Result<(), JobError> {
+        let Some(r) = &self.recovery else {
+            return Err(JobError::Internal(
+                "redeploy without recovery settings".into(),
+            ));
+        };
+        let snapshot = crate::snapshot::latest_valid(r.store.as_ref())
+            .map_err(|e| JobError::Internal(format!("cannot read the checkpoint store: {e}")))?;
+        let plan = snapshot.as_ref().map(RestorePlan::new).transpose()?;
+        let generation = self.generation + 1;
+        r.generation.store(generation, Ordering::SeqCst);
+        let ctx = DeployContext {
+            restore: plan.as_ref(),
+            coordinator: Some(r.coordinator.clone()),
+            generation,
+            current_generation: Some(r.generation.clone()),
+            faults: r.faults.as_ref(),
+        };
+        let deployment = deploy(&r.graph, &r.plan, &r.config, r.clock.clone(), &ctx)?;
+        let allow = r
+            .config
+            .checkpointing
+            .as_ref()
+            .is_some_and(|c| c.allow_non_restored_state);
+        if let Some(p) = &plan {
+            p.check_all_placed(allow)?;
+        }
+        let restored = plan.as_ref().map(|p| p.checkpoint);
+        let now = now_ms(self.started);
+        if let Some(r) = &mut self.recovery {
+            r.tracker.on_restarted(now);
+        }
+        self.generation = generation;
+        self.failures.clear();
+        self.cancelling = false;
+        self.restarting = false;
+        info!(job = %self.job, generation, checkpoint = ?restored, "job restarted");
+        self.emit(JobEvent::Restored {
+            checkpoint: restored,
+            generation,
+        });
+        self.spawn_children(myself, deployment)
+            .await
+            .map_err(|e| JobError::Internal(format!("cannot spawn subtasks: {e}")))
     }
 
     fn outcome(&mut self) -> Result<JobResult, JobError> {
@@ -161,6 +374,23 @@ impl SupervisorState {
             }),
         }
     }
+
+    fn finish(&mut self, myself: &ActorRef<SupervisorMsg>, outcome: Result<JobResult, JobError>) {
+        if let Some(tx) = self.result.take() {
+            match &outcome {
+                Ok(r) => info!(job = %self.job, duration = ?r.duration, "job finished"),
+                Err(e) => info!(job = %self.job, "job ended: {e}"),
+            }
+            for s in self.metrics.snapshot().subtasks {
+                debug!(target: "actorflow::metrics", job = %self.job, "final: {s}");
+            }
+            let _ = tx.send(outcome);
+        }
+        if let Some(r) = &self.recovery {
+            r.coordinator.stop(None);
+        }
+        myself.stop(None);
+    }
 }
 
 impl Actor for JobSupervisor {
@@ -173,36 +403,35 @@ impl Actor for JobSupervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let Deployment {
-            subtasks, priority, ..
-        } = args.deployment;
+        let generation = args
+            .recovery
+            .as_ref()
+            .map_or(0, |r| r.generation.load(Ordering::SeqCst));
+        if let Some(r) = &args.recovery {
+            let _ = r.coordinator.cast(CoordinatorMsg::Attach(myself.clone()));
+        }
         let mut state = SupervisorState {
             job: args.job,
             children: HashMap::new(),
-            cells: Vec::with_capacity(subtasks.len()),
-            info: Vec::with_capacity(subtasks.len()),
-            priority,
+            cells: Vec::new(),
+            info: Vec::new(),
+            priority: Vec::new(),
             failures: Vec::new(),
             cancelling: false,
             cancel_requested: false,
+            restarting: false,
             result: Some(args.result),
             metrics: args.metrics,
             cancel_timeout: args.cancel_timeout,
             metrics_interval: args.metrics_interval,
             ticker: None,
+            recovery: args.recovery,
+            listener: args.listener,
+            generation,
+            started: tokio::time::Instant::now(),
+            stop_after_savepoint: None,
         };
-        for (i, subtask) in subtasks.into_iter().enumerate() {
-            state.info.push(ChildInfo {
-                vertex: subtask.vertex.clone(),
-                index: subtask.index,
-                parallelism: subtask.parallelism,
-                head: subtask.head_label.clone(),
-            });
-            let (actor, _) =
-                Actor::spawn_linked(None, SubtaskActor, subtask, myself.get_cell()).await?;
-            state.children.insert(actor.get_id(), i);
-            state.cells.push(Some(actor.get_cell()));
-        }
+        state.spawn_children(&myself, args.deployment).await?;
         Ok(state)
     }
 
@@ -230,6 +459,9 @@ impl Actor for JobSupervisor {
         if let Some(t) = state.ticker.take() {
             t.abort();
         }
+        if let Some(r) = &state.recovery {
+            r.coordinator.stop(None);
+        }
         Ok(())
     }
 
@@ -241,18 +473,25 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Cancel => {
-                if !state.cancelling {
+                if !state.cancel_requested {
                     info!(job = %state.job, "cancel requested");
                     state.cancel_requested = true;
+                    state.restarting = false;
                     state.begin_cancel(&myself);
+                    if state.children.is_empty() {
+                        let outcome = state.outcome();
+                        state.finish(&myself, outcome);
+                    }
                 }
             }
-            SupervisorMsg::CancelTimeout => {
-                for (i, cell) in state.cells.iter().enumerate() {
-                    if let Some(cell) = cell {
-                        warn!(job = %state.job, vertex = %state.info[i].vertex, index = state.info[i].index,
-                            "subtask did not stop within the cancel timeout; killing it");
-                        cell.kill();
+            SupervisorMsg::CancelTimeout(generation) => {
+                if generation == state.generation && state.cancelling {
+                    for (i, cell) in state.cells.iter().enumerate() {
+                        if let Some(cell) = cell {
+                            warn!(job = %state.job, vertex = %state.info[i].vertex, index = state.info[i].index,
+                                "subtask did not stop within the cancel timeout; killing it");
+                            cell.kill();
+                        }
                     }
                 }
             }
@@ -261,6 +500,43 @@ impl Actor for JobSupervisor {
                     info!(target: "actorflow::metrics", job = %state.job, "{s}");
                 }
             }
+            SupervisorMsg::CheckpointFailure(why) => {
+                if !state.cancelling {
+                    state.failures.push(SubtaskFailure {
+                        operator: OperatorLabel::new(NodeId(usize::MAX), "checkpoint coordinator"),
+                        vertex: "checkpoint coordinator".into(),
+                        subtask_index: 0,
+                        parallelism: 1,
+                        cause: FailureCause::Internal(why),
+                    });
+                    state.on_failure(&myself);
+                }
+            }
+            SupervisorMsg::Redeploy => {
+                if state.cancel_requested {
+                    let outcome = state.outcome();
+                    state.finish(&myself, outcome);
+                } else if let Err(e) = state.redeploy(&myself).await {
+                    error!(job = %state.job, "restart failed: {e}");
+                    state.finish(&myself, Err(e));
+                }
+            }
+            SupervisorMsg::Savepoint { stop, reply } => match &state.recovery {
+                Some(r) => {
+                    let result = ractor::call!(r.coordinator, CoordinatorMsg::Savepoint);
+                    let result = result.unwrap_or_else(|e| Err(format!("coordinator gone: {e}")));
+                    if stop && let Ok(id) = result {
+                        info!(job = %state.job, savepoint = %id, "stopping with a savepoint");
+                        state.stop_after_savepoint = Some(id);
+                        state.cancel_requested = true;
+                        state.begin_cancel(&myself);
+                    }
+                    let _ = reply.send(result);
+                }
+                None => {
+                    let _ = reply.send(Err("the job does not checkpoint".into()));
+                }
+            },
         }
         Ok(())
     }
@@ -303,24 +579,31 @@ impl Actor for JobSupervisor {
                         error!(job = %state.job, "{failure}");
                     }
                     state.failures.push(failure);
-                    state.begin_cancel(&myself);
+                    state.on_failure(&myself);
                 }
             }
             _ => {}
         }
-        if state.children.is_empty()
-            && let Some(tx) = state.result.take()
-        {
-            let outcome = state.outcome();
-            match &outcome {
-                Ok(r) => info!(job = %state.job, duration = ?r.duration, "job finished"),
-                Err(e) => info!(job = %state.job, "job ended: {e}"),
+        if state.children.is_empty() && state.result.is_some() {
+            if state.restarting && !state.cancel_requested {
+                if !state.decide_restart(&myself) {
+                    state.restarting = false;
+                    let outcome = state.outcome();
+                    state.finish(&myself, outcome);
+                }
+            } else {
+                let mut outcome = state.outcome();
+                if state.stop_after_savepoint.is_some()
+                    && matches!(outcome, Err(JobError::Cancelled))
+                {
+                    outcome = Ok(JobResult {
+                        name: state.job.to_string(),
+                        duration: state.metrics.elapsed(),
+                        metrics: state.metrics.snapshot(),
+                    });
+                }
+                state.finish(&myself, outcome);
             }
-            for s in state.metrics.snapshot().subtasks {
-                debug!(target: "actorflow::metrics", job = %state.job, "final: {s}");
-            }
-            let _ = tx.send(outcome);
-            myself.stop(None);
         }
         Ok(())
     }

@@ -56,6 +56,12 @@ impl fmt::Display for Watermark {
 #[serde(transparent)]
 pub struct CheckpointId(pub u64);
 
+impl CheckpointId {
+    /// Stands for the final checkpoint a bounded job takes after end of input, whatever its
+    /// number: a sink's last transaction is tagged with it.
+    pub const FINAL: CheckpointId = CheckpointId(u64::MAX);
+}
+
 impl fmt::Display for CheckpointId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

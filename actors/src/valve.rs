@@ -11,7 +11,7 @@
 use crate::message::WatermarkStatus;
 use crate::types::Watermark;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Channel {
     watermark: i64,
     idle: bool,
@@ -40,7 +40,7 @@ pub struct ValveOutput {
 /// // Channel 1 goes idle: channel 0 alone decides.
 /// assert_eq!(valve.input_status(1, WatermarkStatus::Idle).watermark, Some(Watermark(10)));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WatermarkValve {
     channels: Vec<Channel>,
     last_output: i64,

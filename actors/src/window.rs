@@ -624,7 +624,7 @@ impl TriggerResult {
 }
 
 /// A timer request of a trigger, applied by the operator for the current key and window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum TimerRequest {
     RegisterEvent(Timestamp),
     DeleteEvent(Timestamp),

@@ -54,6 +54,7 @@ pub struct TimestampsAndWatermarksOperator<T> {
     idle: bool,
     punctuated: bool,
     output: WatermarkOutput,
+    index: usize,
 }
 
 impl<T: 'static> TimestampsAndWatermarksOperator<T> {
@@ -69,6 +70,7 @@ impl<T: 'static> TimestampsAndWatermarksOperator<T> {
             idle: false,
             punctuated: false,
             output: WatermarkOutput::default(),
+            index: 0,
         }
     }
 }
@@ -122,7 +124,28 @@ impl<T: Data> Operator for TimestampsAndWatermarksOperator<T> {
     type In = T;
     type Out = T;
 
+    fn snapshot_state(
+        &mut self,
+        _: crate::types::CheckpointId,
+        state: &mut crate::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        // The last watermark emitted: after a restore nothing at or below it is emitted
+        // again, so downstream sees the same watermarks as without the failure.
+        state.push_union(self.index, &self.current.0)
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: crate::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
+            self.current = Watermark(wm);
+        }
+        Ok(())
+    }
+
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        self.index = info.subtask_index;
         if info.runtime_mode == RuntimeMode::Batch {
             return Ok(()); // no watermarks in batch mode: only the final maximum
         }

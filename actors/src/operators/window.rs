@@ -492,6 +492,25 @@ impl<W: PartialEq, A, S: Default> KeyWindows<W, A, S> {
 /// Every key's open windows, per key group.
 type WindowTable<K, W, A, S> = KeyedTable<K, KeyWindows<W, A, S>>;
 
+/// One window of one key in a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SlotSnap<W, A, S> {
+    window: W,
+    acc: Option<A>,
+    trigger: S,
+    timers: Vec<TimerRequest>,
+}
+
+/// One key's windows, panes and timers in a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeySnap<K, W, A, S> {
+    key: K,
+    slots: Vec<SlotSnap<W, A, S>>,
+    panes: Vec<(i64, Option<A>)>,
+    event_timers: Vec<(i64, W)>,
+    processing_timers: Vec<(i64, W)>,
+}
+
 /// The window operator's settings.
 #[derive(Debug, Clone)]
 pub struct WindowSettings<T> {
@@ -1261,6 +1280,129 @@ where
         while let Some((time, timers)) = self.timers.processing.pop_due(now) {
             for (key, window) in timers {
                 self.on_timer(&key, &window, time, false, now, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)] // the snapshot's types are the operator's parameters
+    fn snapshot_state(
+        &mut self,
+        _: crate::types::CheckpointId,
+        state: &mut crate::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        let info = self.info.as_ref().ok_or_else(not_open)?;
+        let max_p = info.max_parallelism;
+        let index = info.subtask_index;
+        let table = self.table.as_ref().ok_or_else(not_open)?;
+        type Snap<K, W, A, S> = KeySnap<K, W, A, S>;
+        let mut groups: std::collections::BTreeMap<
+            crate::types::KeyGroup,
+            Vec<Snap<S::Key, A::W, Ag::Acc, Tr::State>>,
+        > = std::collections::BTreeMap::new();
+        let mut positions: std::collections::HashMap<S::Key, (crate::types::KeyGroup, usize)> =
+            std::collections::HashMap::new();
+        for (key, kw) in table.iter() {
+            if !kw.global.is_empty() || kw.slots.iter().any(|s| !s.state.is_empty()) {
+                return Err(
+                    "a window function's per-window or per-key state (StateBag) is not \
+                            checkpointed yet; this window operator cannot take part in a checkpoint"
+                        .into(),
+                );
+            }
+            let kg = crate::keygroup::assign_to_key_group(key, max_p);
+            let list = groups.entry(kg).or_default();
+            positions.insert(key.clone(), (kg, list.len()));
+            list.push(KeySnap {
+                key: key.clone(),
+                slots: kw
+                    .slots
+                    .iter()
+                    .map(|s| SlotSnap {
+                        window: s.window.clone(),
+                        acc: s.acc.clone(),
+                        trigger: s.trigger.clone(),
+                        timers: s.timers.clone(),
+                    })
+                    .collect(),
+                panes: kw.panes.clone(),
+                event_timers: Vec::new(),
+                processing_timers: Vec::new(),
+            });
+        }
+        for (event, queue) in [(true, &self.timers.event), (false, &self.timers.processing)] {
+            for (t, key, w) in queue.iter() {
+                let (kg, i) = match positions.get(key) {
+                    Some(p) => *p,
+                    None => {
+                        let kg = crate::keygroup::assign_to_key_group(key, max_p);
+                        let list = groups.entry(kg).or_default();
+                        list.push(KeySnap {
+                            key: key.clone(),
+                            slots: Vec::new(),
+                            panes: Vec::new(),
+                            event_timers: Vec::new(),
+                            processing_timers: Vec::new(),
+                        });
+                        positions.insert(key.clone(), (kg, list.len() - 1));
+                        (kg, list.len() - 1)
+                    }
+                };
+                if let Some(snap) = groups.get_mut(&kg).and_then(|l| l.get_mut(i)) {
+                    let list = if event {
+                        &mut snap.event_timers
+                    } else {
+                        &mut snap.processing_timers
+                    };
+                    list.push((t.0, w.clone()));
+                }
+            }
+        }
+        for (kg, list) in &groups {
+            state.put_group(*kg, list)?;
+        }
+        state.push_union(index, &self.watermark.0)
+    }
+
+    #[allow(clippy::type_complexity)] // the snapshot types are the operator's parameters
+    fn restore_state(
+        &mut self,
+        restored: crate::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
+            self.watermark = Watermark(wm);
+        }
+        let groups: Vec<(
+            crate::types::KeyGroup,
+            Vec<KeySnap<S::Key, A::W, Ag::Acc, Tr::State>>,
+        )> = restored.state.groups()?;
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        for (_, list) in groups {
+            for snap in list {
+                for (t, w) in &snap.event_timers {
+                    self.timers.event.register(Timestamp(*t), &snap.key, w);
+                }
+                for (t, w) in &snap.processing_timers {
+                    self.timers.processing.register(Timestamp(*t), &snap.key, w);
+                }
+                if snap.slots.is_empty() && snap.panes.is_empty() {
+                    continue;
+                }
+                let kw = table
+                    .get_or_insert_with(&snap.key, KeyWindows::default)
+                    .map_err(|e| format!("restoring window state: {e}"))?;
+                kw.panes = snap.panes;
+                kw.slots = snap
+                    .slots
+                    .into_iter()
+                    .map(|s| Slot {
+                        window: s.window,
+                        acc: s.acc,
+                        trigger: s.trigger,
+                        state: StateBag::default(),
+                        timers: s.timers,
+                    })
+                    .collect();
             }
         }
         Ok(())

@@ -1,0 +1,700 @@
+//! The checkpoint coordinator actor, what subtasks send it, and how a stored checkpoint is
+//! handed back to the subtasks of a new deployment.
+//!
+//! The actor applies the pure [`CheckpointCoordinator`]'s decisions: it sends `Trigger` to the
+//! source subtasks' priority lanes, writes each acknowledged subtask's state as a blob as it
+//! arrives, commits the manifest once the last one is in, tells every subtask `Complete` (the
+//! two-phase-commit sinks commit then), and sends `Abort` (the cancel marker) for a checkpoint
+//! given up. Acknowledgements of an older generation (a subtask from before a restart) are
+//! ignored.
+
+use crate::checkpoint::{JobEvent, JobListener, OperatorState, RestoredState};
+use crate::coordinator::{CheckpointCoordinator, CheckpointSettings, Decision, TaskRef};
+use crate::error::BuildError;
+use crate::keygroup::KeyGroupRange;
+use crate::lane::LaneSender;
+use crate::message::{CheckpointBarrier, CheckpointKind, PriorityMessage, WatermarkStatus};
+use crate::operator_state::{Redistribution, redistribute};
+use crate::snapshot::{BlobEntry, FORMAT_VERSION, Manifest, Snapshot, SnapshotStore};
+use crate::supervisor::SupervisorMsg;
+use crate::types::CheckpointId;
+use crate::valve::WatermarkValve;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+/// One item of an input lane's in-flight data (unaligned checkpoints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum InFlight {
+    /// A batch, serialized with its record type.
+    Data(Vec<u8>),
+    Watermark(i64),
+    Status(WatermarkStatus),
+}
+
+/// The in-flight data of one input lane.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct LaneRecord {
+    pub(crate) lane: usize,
+    pub(crate) items: Vec<InFlight>,
+}
+
+/// One operator's state inside a subtask's snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OperatorEntry {
+    /// The operator's stable key: its `uid`, or its name and graph position.
+    pub(crate) key: String,
+    pub(crate) max_parallelism: u32,
+    pub(crate) state: OperatorState,
+}
+
+/// What one subtask stores for one checkpoint (one blob).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SubtaskState {
+    /// The key of the chain's head operator, with `index` and `parallelism` identifying the
+    /// subtask for the lane-level state below.
+    pub(crate) head: String,
+    pub(crate) index: usize,
+    pub(crate) parallelism: u32,
+    pub(crate) lanes: usize,
+    pub(crate) operators: Vec<OperatorEntry>,
+    /// The input watermarks per lane.
+    pub(crate) valve: Option<WatermarkValve>,
+    /// Unaligned: the data each lane delivered after the snapshot and before its barrier.
+    pub(crate) in_flight: Vec<LaneRecord>,
+}
+
+/// Facts about a checkpoint kept in its manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CheckpointMeta {
+    pub(crate) job: String,
+    pub(crate) generation: u64,
+    pub(crate) is_final: bool,
+    pub(crate) unaligned: bool,
+}
+
+/// A subtask's handle on the coordinator.
+#[derive(Clone)]
+pub(crate) struct CoordinatorLink {
+    pub(crate) task: TaskRef,
+    pub(crate) generation: u64,
+    pub(crate) coordinator: ActorRef<CoordinatorMsg>,
+}
+
+/// Messages to the coordinator actor.
+pub(crate) enum CoordinatorMsg {
+    /// Time to look at the pure coordinator's timers.
+    Tick,
+    /// A subtask stored its state for checkpoint `id`.
+    Ack {
+        generation: u64,
+        task: TaskRef,
+        id: CheckpointId,
+        state: Vec<u8>,
+        unaligned: bool,
+        alignment_ms: u64,
+    },
+    /// A subtask could not snapshot checkpoint `id`.
+    Decline {
+        generation: u64,
+        task: TaskRef,
+        id: CheckpointId,
+        reason: String,
+    },
+    /// A subtask reached end of input; `state` is its final state.
+    Finished {
+        generation: u64,
+        task: TaskRef,
+        state: Vec<u8>,
+    },
+    /// A (new) deployment runs: where its subtasks' priority lanes are.
+    Deployed {
+        generation: u64,
+        priority: Vec<(TaskRef, LaneSender<PriorityMessage>)>,
+        sources: Vec<TaskRef>,
+    },
+    /// The supervisor is cancelling the deployment for a restart.
+    Stopping,
+    /// Trigger a savepoint; the reply comes when it completed (or failed).
+    Savepoint(RpcReplyPort<Result<CheckpointId, String>>),
+    /// The job supervisor, told once it runs.
+    Attach(ActorRef<SupervisorMsg>),
+}
+
+struct Collected {
+    started: Instant,
+    blobs: Vec<BlobEntry>,
+    bytes: u64,
+    unaligned: bool,
+    alignment_ms: u64,
+}
+
+pub(crate) struct CoordinatorArgs {
+    pub(crate) job: Arc<str>,
+    pub(crate) settings: CheckpointSettings,
+    pub(crate) store: Arc<dyn SnapshotStore>,
+    pub(crate) tasks: Vec<TaskRef>,
+    pub(crate) restored: Option<CheckpointId>,
+    pub(crate) listener: Option<JobListener>,
+}
+
+pub(crate) struct CoordinatorState {
+    job: Arc<str>,
+    pure: CheckpointCoordinator,
+    store: Arc<dyn SnapshotStore>,
+    tasks: usize,
+    generation: u64,
+    priority: HashMap<TaskRef, LaneSender<PriorityMessage>>,
+    sources: Vec<TaskRef>,
+    collected: HashMap<CheckpointId, Collected>,
+    finished: BTreeMap<TaskRef, Vec<u8>>,
+    start: Instant,
+    listener: Option<JobListener>,
+    supervisor: Option<ActorRef<SupervisorMsg>>,
+    savepoint_waiters: HashMap<CheckpointId, RpcReplyPort<Result<CheckpointId, String>>>,
+    wake: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<CoordinatorMsg>>>>,
+    stopped: bool,
+}
+
+pub(crate) struct CoordinatorActor;
+
+fn blob_name(task: TaskRef) -> String {
+    format!("subtask-{}-{}", task.0, task.1)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl CoordinatorState {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn emit(&self, event: JobEvent) {
+        if let Some(l) = &self.listener {
+            l(&event);
+        }
+    }
+
+    fn broadcast(&self, msg: PriorityMessage) {
+        for (task, p) in &self.priority {
+            if p.try_send(msg.clone()).is_err() {
+                warn!(job = %self.job, ?task, ?msg, "priority lane full or closed; message dropped");
+            }
+        }
+    }
+
+    fn apply(&mut self, decisions: Vec<Decision>) {
+        let mut queue: std::collections::VecDeque<Decision> = decisions.into();
+        while let Some(d) = queue.pop_front() {
+            match d {
+                Decision::Trigger {
+                    id,
+                    kind,
+                    alignment,
+                } => {
+                    let barrier = CheckpointBarrier {
+                        id,
+                        timestamp_ms: wall_ms(),
+                        kind,
+                        alignment,
+                    };
+                    self.collected.insert(
+                        id,
+                        Collected {
+                            started: Instant::now(),
+                            blobs: Vec::new(),
+                            bytes: 0,
+                            unaligned: false,
+                            alignment_ms: 0,
+                        },
+                    );
+                    tracing::debug!(job = %self.job, checkpoint = %id, ?kind, ?alignment, "triggering");
+                    for task in self.sources.clone() {
+                        let sent = self
+                            .priority
+                            .get(&task)
+                            .is_some_and(|p| p.try_send(PriorityMessage::Trigger(barrier)).is_ok());
+                        if !sent {
+                            queue.extend(self.pure.decline(id, task, "the source is not running"));
+                        }
+                    }
+                }
+                Decision::Complete { id, kind } => self.complete(id, kind),
+                Decision::Abort { id, reason } => {
+                    let reason = format!("{reason:?}");
+                    info!(job = %self.job, checkpoint = %id, %reason, "checkpoint aborted");
+                    self.collected.remove(&id);
+                    if let Err(e) = self.store.remove(id) {
+                        warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove the blobs of an aborted checkpoint");
+                    }
+                    if !self.stopped {
+                        self.broadcast(PriorityMessage::Abort(id));
+                    }
+                    if let Some(w) = self.savepoint_waiters.remove(&id) {
+                        let _ = w.send(Err(format!("savepoint {id} aborted: {reason}")));
+                    }
+                    self.emit(JobEvent::CheckpointAborted { id, reason });
+                }
+                Decision::Discard(ids) => {
+                    for id in ids {
+                        if let Err(e) = self.store.remove(id) {
+                            warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove an old checkpoint");
+                        }
+                    }
+                }
+                Decision::FailJob(why) => {
+                    error!(job = %self.job, "{why}");
+                    if let Some(s) = &self.supervisor {
+                        let _ = s.cast(SupervisorMsg::CheckpointFailure(why));
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        blobs: Vec<BlobEntry>,
+        meta: CheckpointMeta,
+    ) -> Result<(), String> {
+        let manifest = Manifest {
+            version: FORMAT_VERSION,
+            id,
+            kind,
+            triggered_ms: wall_ms(),
+            blobs,
+            metadata: postcard::to_allocvec(&meta).map_err(|e| e.to_string())?,
+        };
+        self.store.commit(&manifest).map_err(|e| e.to_string())
+    }
+
+    fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
+        let Some(c) = self.collected.remove(&id) else {
+            return;
+        };
+        let meta = CheckpointMeta {
+            job: self.job.to_string(),
+            generation: self.generation,
+            is_final: false,
+            unaligned: c.unaligned,
+        };
+        if let Err(e) = self.commit(id, kind, c.blobs, meta) {
+            error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
+            if let Some(w) = self.savepoint_waiters.remove(&id) {
+                let _ = w.send(Err(e));
+            }
+            return;
+        }
+        let duration_ms = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        info!(job = %self.job, checkpoint = %id, ?kind, duration_ms, bytes = c.bytes, unaligned = c.unaligned, "checkpoint completed");
+        self.broadcast(PriorityMessage::Complete(id));
+        self.emit(JobEvent::CheckpointCompleted {
+            id,
+            kind,
+            unaligned: c.unaligned,
+            duration_ms,
+            alignment_ms: c.alignment_ms,
+            bytes: c.bytes,
+            is_final: false,
+        });
+        if let Some(w) = self.savepoint_waiters.remove(&id) {
+            let _ = w.send(Ok(id));
+        }
+    }
+
+    fn final_checkpoint(&mut self) {
+        let now = self.now_ms();
+        let id = self.pure.final_checkpoint(now);
+        let started = Instant::now();
+        let mut blobs = Vec::new();
+        let mut bytes = 0;
+        for (task, state) in std::mem::take(&mut self.finished) {
+            match self.store.put_blob(id, &blob_name(task), &state) {
+                Ok(e) => {
+                    bytes += e.len;
+                    blobs.push(e);
+                }
+                Err(e) => {
+                    error!(job = %self.job, error = %e, "cannot store the final checkpoint");
+                    return;
+                }
+            }
+        }
+        let meta = CheckpointMeta {
+            job: self.job.to_string(),
+            generation: self.generation,
+            is_final: true,
+            unaligned: false,
+        };
+        if let Err(e) = self.commit(id, CheckpointKind::Checkpoint, blobs, meta) {
+            error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the final checkpoint");
+            return;
+        }
+        info!(job = %self.job, checkpoint = %id, "final checkpoint completed");
+        self.broadcast(PriorityMessage::Complete(CheckpointId::FINAL));
+        self.emit(JobEvent::CheckpointCompleted {
+            id,
+            kind: CheckpointKind::Checkpoint,
+            unaligned: false,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            alignment_ms: 0,
+            bytes,
+            is_final: true,
+        });
+        let keep = self.pure.settings().retained.max(1);
+        if let Ok(ids) = self.store.list() {
+            for old in ids.into_iter().skip(keep) {
+                let _ = self.store.remove(old);
+            }
+        }
+    }
+
+    fn reschedule(&mut self, myself: &ActorRef<CoordinatorMsg>) {
+        if let Some(w) = self.wake.take() {
+            w.abort();
+        }
+        if self.stopped || self.priority.is_empty() {
+            return;
+        }
+        if let Some(at) = self.pure.next_wakeup() {
+            let delay = std::time::Duration::from_millis(at.saturating_sub(self.now_ms()));
+            self.wake = Some(ractor::time::send_after(delay, myself.get_cell(), || {
+                CoordinatorMsg::Tick
+            }));
+        }
+    }
+}
+
+impl Actor for CoordinatorActor {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: CoordinatorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let tasks = args.tasks.len();
+        let mut pure = CheckpointCoordinator::new(args.settings, args.tasks, 0);
+        if let Some(id) = args.restored {
+            pure = pure.continue_after(id);
+        }
+        Ok(CoordinatorState {
+            job: args.job,
+            pure,
+            store: args.store,
+            tasks,
+            generation: 0,
+            priority: HashMap::new(),
+            sources: Vec::new(),
+            collected: HashMap::new(),
+            finished: BTreeMap::new(),
+            start: Instant::now(),
+            listener: args.listener,
+            supervisor: None,
+            savepoint_waiters: HashMap::new(),
+            wake: None,
+            stopped: true,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(w) = state.wake.take() {
+            w.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: CoordinatorMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CoordinatorMsg::Tick => {
+                if !state.stopped {
+                    let now = state.now_ms();
+                    let d = state.pure.tick(now);
+                    state.apply(d);
+                }
+            }
+            CoordinatorMsg::Ack {
+                generation,
+                task,
+                id,
+                state: bytes,
+                unaligned,
+                alignment_ms,
+            } => {
+                if generation != state.generation || state.stopped {
+                    tracing::debug!(checkpoint = %id, ?task, generation, "ignoring a stale acknowledgement");
+                } else if let Some(c) = state.collected.get_mut(&id) {
+                    match state.store.put_blob(id, &blob_name(task), &bytes) {
+                        Ok(entry) => {
+                            c.bytes += entry.len;
+                            c.blobs.push(entry);
+                            c.unaligned |= unaligned;
+                            c.alignment_ms = c.alignment_ms.max(alignment_ms);
+                            let now = state.now_ms();
+                            let d = state.pure.acknowledge(id, task, now);
+                            state.apply(d);
+                        }
+                        Err(e) => {
+                            let d = state.pure.decline(id, task, &e.to_string());
+                            state.apply(d);
+                        }
+                    }
+                }
+            }
+            CoordinatorMsg::Decline {
+                generation,
+                task,
+                id,
+                reason,
+            } => {
+                if generation == state.generation && !state.stopped {
+                    warn!(job = %state.job, checkpoint = %id, ?task, %reason, "checkpoint declined");
+                    let d = state.pure.decline(id, task, &reason);
+                    state.apply(d);
+                }
+            }
+            CoordinatorMsg::Finished {
+                generation,
+                task,
+                state: bytes,
+            } => {
+                if generation == state.generation && !state.stopped {
+                    if state.finished.is_empty() {
+                        let d = state.pure.end_of_input();
+                        state.apply(d);
+                    }
+                    state.finished.insert(task, bytes);
+                    if state.finished.len() == state.tasks {
+                        state.final_checkpoint();
+                    }
+                }
+            }
+            CoordinatorMsg::Deployed {
+                generation,
+                priority,
+                sources,
+            } => {
+                state.generation = generation;
+                state.priority = priority.into_iter().collect();
+                state.sources = sources;
+                state.finished.clear();
+                state.stopped = false;
+                state.pure.restarted();
+                let now = state.now_ms();
+                let d = state.pure.reset_pending(now);
+                state.apply(d);
+            }
+            CoordinatorMsg::Attach(s) => state.supervisor = Some(s),
+            CoordinatorMsg::Stopping => {
+                state.stopped = true;
+                state.priority.clear();
+                let now = state.now_ms();
+                let d = state.pure.reset_pending(now);
+                state.apply(d);
+            }
+            CoordinatorMsg::Savepoint(reply) => {
+                let now = state.now_ms();
+                match state.pure.trigger_savepoint(now) {
+                    Some(d @ Decision::Trigger { id, .. }) if !state.stopped => {
+                        state.savepoint_waiters.insert(id, reply);
+                        state.apply(vec![d]);
+                    }
+                    _ => {
+                        let _ = reply.send(Err(
+                            "cannot trigger a savepoint now (another checkpoint is pending, or \
+                             the job is restarting or finishing); try again"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
+        state.reschedule(&myself);
+        Ok(())
+    }
+}
+
+// ----- restore ------------------------------------------------------------------------------
+
+struct OpRestore {
+    max_parallelism: u32,
+    old_parallelism: usize,
+    /// State of each old instance, by old index.
+    instances: BTreeMap<usize, OperatorState>,
+}
+
+struct LaneState {
+    parallelism: u32,
+    lanes: usize,
+    valve: Option<WatermarkValve>,
+    in_flight: Vec<LaneRecord>,
+}
+
+/// A stored checkpoint, decoded and indexed for the subtasks of a new deployment.
+pub(crate) struct RestorePlan {
+    pub(crate) checkpoint: CheckpointId,
+    ops: HashMap<String, OpRestore>,
+    subtasks: HashMap<(String, usize), LaneState>,
+    placed: std::sync::Mutex<HashSet<String>>,
+}
+
+fn restore_error(id: CheckpointId, message: String) -> BuildError {
+    BuildError::InvalidConfig(format!("cannot restore checkpoint {id}: {message}"))
+}
+
+impl RestorePlan {
+    /// Decodes every subtask blob of `snapshot`.
+    pub(crate) fn new(snapshot: &Snapshot) -> Result<Self, BuildError> {
+        let id = snapshot.manifest.id;
+        let mut ops: HashMap<String, OpRestore> = HashMap::new();
+        let mut subtasks = HashMap::new();
+        for (name, bytes) in &snapshot.blobs {
+            let st: SubtaskState = postcard::from_bytes(bytes)
+                .map_err(|e| restore_error(id, format!("blob {name:?} is unreadable: {e}")))?;
+            for op in st.operators {
+                let entry = ops.entry(op.key.clone()).or_insert(OpRestore {
+                    max_parallelism: op.max_parallelism,
+                    old_parallelism: st.parallelism as usize,
+                    instances: BTreeMap::new(),
+                });
+                entry.instances.insert(st.index, op.state);
+            }
+            subtasks.insert(
+                (st.head, st.index),
+                LaneState {
+                    parallelism: st.parallelism,
+                    lanes: st.lanes,
+                    valve: st.valve,
+                    in_flight: st.in_flight,
+                },
+            );
+        }
+        Ok(RestorePlan {
+            checkpoint: id,
+            ops,
+            subtasks,
+            placed: std::sync::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The state of operator `key`'s instance `index` of `parallelism`, owning `range` of
+    /// `max_parallelism` key groups; `None` if the checkpoint has no state for the operator.
+    pub(crate) fn for_operator(
+        &self,
+        key: &str,
+        index: usize,
+        parallelism: u32,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+    ) -> Result<Option<RestoredState>, BuildError> {
+        let Some(op) = self.ops.get(key) else {
+            return Ok(None);
+        };
+        if let Ok(mut placed) = self.placed.lock() {
+            placed.insert(key.to_string());
+        }
+        let has_keyed = op.instances.values().any(|s| !s.keyed.is_empty());
+        if has_keyed && op.max_parallelism != max_parallelism {
+            return Err(restore_error(
+                self.checkpoint,
+                format!(
+                    "operator {key:?} has keyed state for max parallelism {}, the job now has {max_parallelism}; the max parallelism cannot change",
+                    op.max_parallelism
+                ),
+            ));
+        }
+        let mut state = OperatorState::default();
+        for s in op.instances.values() {
+            for (kg, b) in &s.keyed {
+                if range.contains(*kg) {
+                    state.keyed.insert(*kg, b.clone());
+                }
+            }
+            state.union.extend(s.union.iter().cloned());
+        }
+        let old: Vec<Vec<Vec<u8>>> = op.instances.values().map(|s| s.items.clone()).collect();
+        let mut split = redistribute(Redistribution::EvenSplit, old, parallelism as usize);
+        if index < split.len() {
+            state.items = std::mem::take(&mut split[index]);
+        }
+        let same_index = (op.old_parallelism == parallelism as usize).then_some(index);
+        Ok(Some(RestoredState { state, same_index }))
+    }
+
+    /// The lane-level state (input watermarks, in-flight data) of subtask `index` of the chain
+    /// headed by `head`, if the checkpoint was taken at the same parallelism and lanes.
+    pub(crate) fn for_lanes(
+        &self,
+        head: &str,
+        index: usize,
+        parallelism: u32,
+        lanes: usize,
+    ) -> Result<(Option<WatermarkValve>, Vec<LaneRecord>), BuildError> {
+        let Some(s) = self.subtasks.get(&(head.to_string(), index)) else {
+            return Ok((None, Vec::new()));
+        };
+        if s.parallelism == parallelism && s.lanes == lanes {
+            return Ok((s.valve.clone(), s.in_flight.clone()));
+        }
+        let in_flight = s.in_flight.iter().any(|l| !l.items.is_empty());
+        if in_flight {
+            return Err(restore_error(
+                self.checkpoint,
+                format!(
+                    "it is an unaligned checkpoint with in-flight data at {head:?}, which was at \
+                     parallelism {} and cannot be rescaled; restore it at the same parallelism, \
+                     or take a savepoint (always aligned) and rescale from that",
+                    s.parallelism
+                ),
+            ));
+        }
+        Ok((None, Vec::new()))
+    }
+
+    /// Refuses a restore that leaves state of an operator unplaced, unless allowed.
+    pub(crate) fn check_all_placed(&self, allow: bool) -> Result<(), BuildError> {
+        let placed = self.placed.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut missing: Vec<&String> = self
+            .ops
+            .iter()
+            .filter(|(k, op)| !placed.contains(*k) && op.instances.values().any(|s| !s.is_empty()))
+            .map(|(k, _)| k)
+            .collect();
+        missing.sort();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if allow {
+            warn!(checkpoint = %self.checkpoint, ?missing, "state of operators the job no longer has is skipped (allow non-restored state)");
+            return Ok(());
+        }
+        Err(restore_error(
+            self.checkpoint,
+            format!(
+                "it holds state of operators this job does not have: {missing:?}. Give operators \
+                 stable ids with uid(...), or allow non-restored state to skip it"
+            ),
+        ))
+    }
+}

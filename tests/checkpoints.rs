@@ -1,0 +1,241 @@
+//! End-to-end checkpointing: injected failures, restarts from the latest checkpoint, exactly
+//! once and at least once, unaligned checkpoints, restore at another parallelism, a
+//! corrupted checkpoint skipped. Each run is compared with the same job without faults.
+#![allow(clippy::unwrap_used)]
+
+use actorflow::prelude::*;
+use actorflow::window::{TumblingWindows, WindowTime};
+use actorflow_runtime::checkpoint::{JobEvent, RestoreFrom};
+use actorflow_runtime::coordinator::CheckpointingMode;
+use actorflow_runtime::fault::FaultPlan;
+use actorflow_runtime::restart::RestartStrategy;
+use actorflow_runtime::snapshot::{MemoryStore, SnapshotStore};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Row = (u64, i64, u64, u64);
+
+const N: u64 = 60_000;
+
+/// Sums per key and 100 ms tumbling window over a rate-limited generator (so checkpoints
+/// happen while it runs); windows at `parallelism`.
+fn job(env: &StreamExecutionEnvironment, parallelism: u32) -> actorflow::Collected<Row> {
+    env.set_parallelism(parallelism).set_max_parallelism(128);
+    let events = env
+        .from_generator(
+            GeneratorSource::new(N, |i| (i % 17, i as i64, i)).with_rate_limit(200_000.0),
+        )
+        .set_parallelism(1)
+        .uid("generator")
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .with_timestamp_assigner(|e: &(u64, i64, u64), _| e.1 / 20),
+        )
+        .uid("timestamps")
+        .set_parallelism(1);
+    events
+        .key_by(|e: &(u64, i64, u64)| e.0)
+        .window(TumblingWindows::new(100, 0, WindowTime::Event).unwrap())
+        .aggregate_with(
+            Sum,
+            |k: &u64,
+             ctx: &mut WindowContext<'_, TimeWindow>,
+             (s, c): (u64, u64),
+             out: &mut Collector<Row>| {
+                out.collect((*k, ctx.window().start, s, c));
+                Ok(())
+            },
+        )
+        .uid("window")
+        .name("window")
+        .collect()
+}
+
+#[derive(Clone)]
+struct Sum;
+impl AggregateFunction<(u64, i64, u64)> for Sum {
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+    fn create_accumulator(&mut self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&mut self, e: (u64, i64, u64), acc: &mut (u64, u64)) {
+        acc.0 += e.2;
+        acc.1 += 1;
+    }
+    fn get_result(&mut self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+    fn merge(&mut self, a: &mut (u64, u64), b: (u64, u64)) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+    rows.sort_unstable();
+    rows
+}
+
+fn reference() -> Vec<Row> {
+    let env = StreamExecutionEnvironment::new();
+    let out = job(&env, 1);
+    env.execute_blocking("reference").unwrap();
+    let rows = sorted(out.take());
+    assert!(rows.len() > 100, "the reference has {} rows", rows.len());
+    rows
+}
+
+struct Run {
+    rows: Vec<Row>,
+    events: Vec<JobEvent>,
+}
+
+fn run(parallelism: u32, faults: &str, configure: impl FnOnce(&StreamExecutionEnvironment)) -> Run {
+    let env = StreamExecutionEnvironment::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 5,
+            delay: Duration::from_millis(10),
+        })
+        .set_job_listener(Arc::new(move |e| sink.lock().unwrap().push(e.clone())));
+    if !faults.is_empty() {
+        env.set_fault_plan(FaultPlan::parse(faults).unwrap());
+    }
+    configure(&env);
+    let out = job(&env, parallelism);
+    env.execute_blocking("checkpointed").unwrap();
+    let events = events.lock().unwrap().clone();
+    Run {
+        rows: sorted(out.take()),
+        events,
+    }
+}
+
+fn restarts(r: &Run) -> usize {
+    r.events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Restart { .. }))
+        .count()
+}
+
+fn completed(r: &Run) -> usize {
+    r.events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                JobEvent::CheckpointCompleted {
+                    is_final: false,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn exactly_once_after_panics_at_parallelism_1_and_2() {
+    let expected = reference();
+    for p in [1, 2] {
+        let r = run(
+            p,
+            "panic@window:records=6000,panic@window:records=9000",
+            |_| {},
+        );
+        assert_eq!(restarts(&r), 2, "p={p}: {:?}", r.events);
+        assert!(completed(&r) >= 1, "p={p}: no checkpoint completed");
+        assert_eq!(r.rows, expected, "p={p}");
+    }
+}
+
+#[test]
+fn exactly_once_with_unaligned_checkpoints() {
+    let expected = reference();
+    let r = run(2, "panic@window#1:records=25000", |env| {
+        env.checkpointing(|c| c.settings.unaligned = true);
+    });
+    assert_eq!(restarts(&r), 1);
+    assert!(r.events.iter().any(|e| matches!(
+        e,
+        JobEvent::CheckpointCompleted {
+            unaligned: true,
+            ..
+        }
+    )));
+    assert_eq!(r.rows, expected);
+}
+
+#[test]
+fn at_least_once_loses_nothing() {
+    let expected = reference();
+    let r = run(2, "panic@window#0:records=10000", |env| {
+        env.checkpointing(|c| c.settings.mode = CheckpointingMode::AtLeastOnce);
+    });
+    assert_eq!(restarts(&r), 1);
+    // Every expected row is there (with exactly-once sinks even the duplicates are gone).
+    for row in &expected {
+        assert!(r.rows.contains(row), "missing {row:?}");
+    }
+}
+
+#[test]
+fn restore_at_another_parallelism() {
+    let expected = reference();
+    for (from, to) in [(2u32, 3u32), (4, 2), (1, 1)] {
+        let store: Arc<dyn SnapshotStore> = Arc::new(MemoryStore::new());
+        // First run: fail for good after some checkpoints (no restarts allowed).
+        let env = StreamExecutionEnvironment::new();
+        env.enable_checkpointing(Duration::from_millis(40))
+            .set_checkpoint_storage(store.clone())
+            .set_restart_strategy(RestartStrategy::None)
+            .set_fault_plan(FaultPlan::parse("panic@window#0:records=12000").unwrap());
+        let first = job(&env, from);
+        assert!(env.execute_blocking("first").is_err());
+        assert!(
+            !store.list().unwrap().is_empty(),
+            "{from}->{to}: no checkpoint"
+        );
+        let mut rows = first.take();
+        // Second run at another parallelism from the latest checkpoint.
+        let env = StreamExecutionEnvironment::new();
+        env.enable_checkpointing(Duration::from_millis(40))
+            .set_checkpoint_storage(store.clone())
+            .restore_from(RestoreFrom::Latest);
+        let second = job(&env, to);
+        env.execute_blocking("second").unwrap();
+        rows.extend(second.take());
+        assert_eq!(sorted(rows), expected, "{from}->{to}");
+    }
+}
+
+#[test]
+fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    let store = Arc::new(MemoryStore::new());
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_checkpoint_storage(store.clone())
+        .checkpointing(|c| c.settings.retained = 3)
+        .set_restart_strategy(RestartStrategy::None)
+        .set_fault_plan(FaultPlan::parse("panic@window#0:records=40000").unwrap());
+    let _ = job(&env, 1);
+    assert!(env.execute_blocking("first").is_err());
+    let ids = store.list().unwrap();
+    assert!(ids.len() >= 2, "{ids:?}");
+    let newest = ids[0];
+    let blob = store
+        .load(newest)
+        .unwrap()
+        .blobs
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    store.corrupt_blob(newest, &blob);
+    let latest = actorflow_runtime::snapshot::latest_valid(store.as_ref())
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.manifest.id, ids[1]);
+}
