@@ -3,6 +3,7 @@
 use actorflow_runtime::CheckpointId;
 use actorflow_runtime::checkpoint::{OperatorState, RestoredState};
 use actorflow_runtime::operator::TaskInfo;
+use actorflow_runtime::transactional::PendingCommits;
 use actorflow_runtime::{Batch, Data, Sink, UserError};
 use std::collections::HashSet;
 use std::fmt::{Debug, Display};
@@ -93,7 +94,7 @@ pub(crate) struct CollectSink<T> {
     token: u64,
     counter: u64,
     current: Vec<T>,
-    pending: Vec<(CheckpointId, TxnId, Vec<T>)>,
+    pending: PendingCommits<(TxnId, Vec<T>)>,
 }
 
 impl<T> CollectSink<T> {
@@ -105,19 +106,7 @@ impl<T> CollectSink<T> {
             token: COLLECT_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             counter: 0,
             current: Vec::new(),
-            pending: Vec::new(),
-        }
-    }
-
-    fn check_generation(&self) -> Result<(), UserError> {
-        if self.generation.is_current() {
-            Ok(())
-        } else {
-            Err(
-                "refusing to commit collected records: the job restarted since this subtask \
-                 was deployed"
-                    .into(),
-            )
+            pending: PendingCommits::default(),
         }
     }
 }
@@ -141,17 +130,14 @@ impl<T: Data> Sink for CollectSink<T> {
         self.counter += 1;
         let id = (self.token, self.counter);
         self.pending
-            .push((checkpoint, id, std::mem::take(&mut self.current)));
-        for p in &self.pending {
-            state.push_item(p)?;
-        }
-        Ok(())
+            .push(checkpoint, (id, std::mem::take(&mut self.current)));
+        self.pending.write_items(state)
     }
 
     async fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
-        let pending: Vec<(CheckpointId, TxnId, Vec<T>)> = restored.state.items()?;
-        self.check_generation()?;
-        for (_, id, records) in pending {
+        let pending = PendingCommits::<(TxnId, Vec<T>)>::restored(&restored)?;
+        self.generation.ensure_current()?;
+        for (id, records) in pending {
             self.into.commit(id, records);
         }
         Ok(())
@@ -161,15 +147,11 @@ impl<T: Data> Sink for CollectSink<T> {
         &mut self,
         checkpoint: CheckpointId,
     ) -> Result<(), UserError> {
-        if !self.pending.iter().any(|(c, _, _)| *c <= checkpoint) {
+        if !self.pending.has_upto(checkpoint) {
             return Ok(());
         }
-        self.check_generation()?;
-        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|(c, _, _)| *c <= checkpoint);
-        self.pending = keep;
-        for (_, id, records) in ready {
+        self.generation.ensure_current()?;
+        for (id, records) in self.pending.take_upto(checkpoint) {
             self.into.commit(id, records);
         }
         Ok(())

@@ -278,26 +278,30 @@ impl CoordinatorState {
         self.store.commit(&manifest).map_err(|e| e.to_string())
     }
 
-    fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
-        let Some(c) = self.collected.remove(&id) else {
-            return;
-        };
+    /// Commits the manifest of checkpoint `id` over the blobs in `c`, then tells every
+    /// subtask and the listener. The final checkpoint's completion is announced as
+    /// [`CheckpointId::FINAL`], the id the sinks tagged their last transactions with.
+    fn publish(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        c: Collected,
+        is_final: bool,
+    ) -> Result<(), String> {
         let meta = CheckpointMeta {
             job: self.job.to_string(),
             generation: self.generation,
-            is_final: false,
+            is_final,
             unaligned: c.unaligned,
         };
-        if let Err(e) = self.commit(id, kind, c.blobs, meta) {
-            error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
-            if let Some(w) = self.savepoint_waiters.remove(&id) {
-                let _ = w.send(Err(e));
-            }
-            return;
-        }
+        self.commit(id, kind, c.blobs, meta)?;
         let duration_ms = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        info!(job = %self.job, checkpoint = %id, ?kind, duration_ms, bytes = c.bytes, unaligned = c.unaligned, "checkpoint completed");
-        self.broadcast(PriorityMessage::Complete(id));
+        info!(job = %self.job, checkpoint = %id, ?kind, is_final, duration_ms, bytes = c.bytes, unaligned = c.unaligned, "checkpoint completed");
+        self.broadcast(PriorityMessage::Complete(if is_final {
+            CheckpointId::FINAL
+        } else {
+            id
+        }));
         self.emit(JobEvent::CheckpointCompleted {
             id,
             kind,
@@ -305,24 +309,39 @@ impl CoordinatorState {
             duration_ms,
             alignment_ms: c.alignment_ms,
             bytes: c.bytes,
-            is_final: false,
+            is_final,
         });
+        Ok(())
+    }
+
+    fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
+        let Some(c) = self.collected.remove(&id) else {
+            return;
+        };
+        let result = self.publish(id, kind, c, false);
+        if let Err(e) = &result {
+            error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
+        }
         if let Some(w) = self.savepoint_waiters.remove(&id) {
-            let _ = w.send(Ok(id));
+            let _ = w.send(result.map(|()| id));
         }
     }
 
     fn final_checkpoint(&mut self) {
         let now = self.now_ms();
         let id = self.pure.final_checkpoint(now);
-        let started = Instant::now();
-        let mut blobs = Vec::new();
-        let mut bytes = 0;
+        let mut c = Collected {
+            started: Instant::now(),
+            blobs: Vec::new(),
+            bytes: 0,
+            unaligned: false,
+            alignment_ms: 0,
+        };
         for (task, state) in std::mem::take(&mut self.finished) {
             match self.store.put_blob(id, &blob_name(task), &state) {
                 Ok(e) => {
-                    bytes += e.len;
-                    blobs.push(e);
+                    c.bytes += e.len;
+                    c.blobs.push(e);
                 }
                 Err(e) => {
                     error!(job = %self.job, error = %e, "cannot store the final checkpoint");
@@ -330,27 +349,10 @@ impl CoordinatorState {
                 }
             }
         }
-        let meta = CheckpointMeta {
-            job: self.job.to_string(),
-            generation: self.generation,
-            is_final: true,
-            unaligned: false,
-        };
-        if let Err(e) = self.commit(id, CheckpointKind::Checkpoint, blobs, meta) {
+        if let Err(e) = self.publish(id, CheckpointKind::Checkpoint, c, true) {
             error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the final checkpoint");
             return;
         }
-        info!(job = %self.job, checkpoint = %id, "final checkpoint completed");
-        self.broadcast(PriorityMessage::Complete(CheckpointId::FINAL));
-        self.emit(JobEvent::CheckpointCompleted {
-            id,
-            kind: CheckpointKind::Checkpoint,
-            unaligned: false,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            alignment_ms: 0,
-            bytes,
-            is_final: true,
-        });
         let keep = self.pure.settings().retained.max(1);
         if let Ok(ids) = self.store.list() {
             for old in ids.into_iter().skip(keep) {

@@ -83,6 +83,25 @@ impl Generation {
     pub fn is_current(&self) -> bool {
         self.current.load(std::sync::atomic::Ordering::SeqCst) == self.mine
     }
+
+    /// `Ok` if this instance may still commit.
+    ///
+    /// # Errors
+    ///
+    /// A message naming both generations if the job restarted since this instance was
+    /// deployed: a stale subtask must not commit.
+    pub fn ensure_current(&self) -> Result<(), UserError> {
+        let current = self.current.load(std::sync::atomic::Ordering::SeqCst);
+        if current == self.mine {
+            Ok(())
+        } else {
+            Err(format!(
+                "refusing to commit: this subtask runs generation {} but the job restarted (now {current})",
+                self.mine
+            )
+            .into())
+        }
+    }
 }
 
 impl TaskInfo {

@@ -274,6 +274,14 @@ impl Subtask {
         }
     }
 
+    /// A failure of the runtime itself (not of user code), named after the chain's head.
+    fn internal(&self, message: String) -> Stop {
+        Stop::Failed(Fault {
+            operator: self.head_label.clone(),
+            cause: FailureCause::Internal(message),
+        })
+    }
+
     fn peer_gone(&self) -> Stop {
         Stop::Failed(Fault {
             operator: self.head_label.clone(),
@@ -287,12 +295,9 @@ impl Subtask {
                 operator: self.head_label.clone(),
                 cause: FailureCause::Panic("injected fault".into()),
             })),
-            FaultAction::Abort => Err(Stop::Failed(Fault {
-                operator: self.head_label.clone(),
-                cause: FailureCause::Internal(
-                    "injected fault: the subtask actor was aborted".into(),
-                ),
-            })),
+            FaultAction::Abort => {
+                Err(self.internal("injected fault: the subtask actor was aborted".into()))
+            }
             FaultAction::Exit => {
                 tracing::error!("injected fault: the process exits now");
                 std::process::exit(137)
@@ -324,12 +329,7 @@ impl Subtask {
                 match item {
                     InFlight::Data(bytes) => {
                         let batch = decode_input(&self.root, input, &bytes).map_err(|e| {
-                            Stop::Failed(Fault {
-                                operator: self.head_label.clone(),
-                                cause: FailureCause::Internal(format!(
-                                    "cannot replay in-flight data: {e}"
-                                )),
-                            })
+                            self.internal(format!("cannot replay in-flight data: {e}"))
                         })?;
                         emit(&mut self.root, Some(input), batch, &mut self.tails)?;
                     }
@@ -548,17 +548,9 @@ impl Subtask {
     ) -> Result<(), Stop> {
         match p {
             PriorityMessage::Cancel => return Err(Stop::Cancelled),
-            PriorityMessage::Trigger(barrier) => {
-                // Only sources get triggers; the barrier starts here.
-                let out = self.aligner.on_priority_barrier(barrier);
-                if out.trigger.is_some() || self.gate.lane_count() == 0 {
-                    let mut b = barrier;
-                    if b.alignment == BarrierAlignment::AtLeastOnce {
-                        b.alignment = BarrierAlignment::AtLeastOnce;
-                    }
-                    self.take_checkpoint(head, b).await?;
-                }
-            }
+            // Only sources get triggers (they have no input lanes to align): the barrier
+            // starts here.
+            PriorityMessage::Trigger(barrier) => self.take_checkpoint(head, barrier).await?,
             PriorityMessage::Barrier(barrier) => {
                 let out = self.aligner.on_priority_barrier(barrier);
                 self.apply_alignment(out).await?;
@@ -610,20 +602,11 @@ impl Subtask {
         let state = match self.snapshot(head, CheckpointId::FINAL).await? {
             Ok(s) => s,
             Err(reason) => {
-                return Err(Stop::Failed(Fault {
-                    operator: self.head_label.clone(),
-                    cause: FailureCause::Internal(format!(
-                        "cannot take the final snapshot: {reason}"
-                    )),
-                }));
+                return Err(self.internal(format!("cannot take the final snapshot: {reason}")));
             }
         };
-        let bytes = postcard::to_allocvec(&state).map_err(|e| {
-            Stop::Failed(Fault {
-                operator: self.head_label.clone(),
-                cause: FailureCause::Internal(format!("cannot serialize the final state: {e}")),
-            })
-        })?;
+        let bytes = postcard::to_allocvec(&state)
+            .map_err(|e| self.internal(format!("cannot serialize the final state: {e}")))?;
         self.send_coordinator(|l| CoordinatorMsg::Finished {
             generation: l.generation,
             task: l.task,
@@ -665,10 +648,7 @@ impl Subtask {
 
     async fn run_inputs(&mut self) -> Result<(), Stop> {
         if self.gate.lane_count() == 0 {
-            return Err(Stop::Failed(Fault {
-                operator: self.head_label.clone(),
-                cause: FailureCause::Internal("an operator subtask without input lanes".into()),
-            }));
+            return Err(self.internal("an operator subtask without input lanes".into()));
         }
         loop {
             self.run_deferred(None).await?;

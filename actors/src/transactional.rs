@@ -72,11 +72,87 @@ pub trait TwoPhaseCommitSink: Send + 'static {
     fn abort(&mut self, txn: Self::Txn) -> Result<(), UserError>;
 }
 
+/// Pre-committed transactions waiting for their checkpoint to complete: the bookkeeping every
+/// transactional sink shares.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::transactional::PendingCommits;
+/// use actorflow_runtime::CheckpointId;
+/// let mut p = PendingCommits::default();
+/// p.push(CheckpointId(1), "a");
+/// p.push(CheckpointId(2), "b");
+/// assert_eq!(p.take_upto(CheckpointId(1)), vec!["a"]);
+/// assert_eq!(p.take_upto(CheckpointId::FINAL), vec!["b"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PendingCommits<Txn> {
+    pending: Vec<(CheckpointId, Txn)>,
+}
+
+impl<Txn> Default for PendingCommits<Txn> {
+    fn default() -> Self {
+        PendingCommits {
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl<Txn> PendingCommits<Txn> {
+    /// `txn` was pre-committed at checkpoint `id`.
+    pub fn push(&mut self, id: CheckpointId, txn: Txn) {
+        self.pending.push((id, txn));
+    }
+
+    /// True if a transaction of checkpoint `id` or older waits.
+    pub fn has_upto(&self, id: CheckpointId) -> bool {
+        self.pending.iter().any(|(c, _)| *c <= id)
+    }
+
+    /// Removes and returns the transactions of checkpoint `id` and older, oldest first.
+    pub fn take_upto(&mut self, id: CheckpointId) -> Vec<Txn> {
+        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(c, _)| *c <= id);
+        self.pending = keep;
+        ready.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Writes every pending transaction, with its checkpoint, as a list item of `state`.
+    ///
+    /// # Errors
+    ///
+    /// If a transaction cannot be serialized.
+    pub fn write_items(&self, state: &mut OperatorState) -> Result<(), UserError>
+    where
+        Txn: serde::Serialize,
+    {
+        for p in &self.pending {
+            state.push_item(p)?;
+        }
+        Ok(())
+    }
+
+    /// The transactions of a restored snapshot (written by [`write_items`](Self::write_items)).
+    ///
+    /// # Errors
+    ///
+    /// If the items are not transactions of this type.
+    pub fn restored(restored: &RestoredState) -> Result<Vec<Txn>, UserError>
+    where
+        Txn: serde::de::DeserializeOwned,
+    {
+        let items: Vec<(CheckpointId, Txn)> = restored.state.items()?;
+        Ok(items.into_iter().map(|(_, t)| t).collect())
+    }
+}
+
 /// Runs a [`TwoPhaseCommitSink`] as a [`Sink`]. See the [module docs](self).
 pub struct TwoPhaseCommit<S: TwoPhaseCommitSink> {
     sink: S,
     current: Option<S::Txn>,
-    pending: Vec<(CheckpointId, S::Txn)>,
+    pending: PendingCommits<S::Txn>,
     generation: Generation,
     checkpointing: bool,
 }
@@ -87,37 +163,18 @@ impl<S: TwoPhaseCommitSink> TwoPhaseCommit<S> {
         TwoPhaseCommit {
             sink,
             current: None,
-            pending: Vec::new(),
+            pending: PendingCommits::default(),
             generation: Generation::default(),
             checkpointing: false,
         }
     }
 
-    fn check_generation(&self) -> Result<(), UserError> {
-        if self.generation.is_current() {
-            Ok(())
-        } else {
-            Err(format!(
-                "refusing to commit: this subtask runs generation {} but the job restarted (now {})",
-                self.generation.get(),
-                self.generation
-                    .current()
-                    .load(std::sync::atomic::Ordering::SeqCst)
-            )
-            .into())
-        }
-    }
-
     fn commit_upto(&mut self, id: CheckpointId) -> Result<(), UserError> {
-        if !self.pending.iter().any(|(c, _)| *c <= id) {
+        if !self.pending.has_upto(id) {
             return Ok(());
         }
-        self.check_generation()?;
-        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|(c, _)| *c <= id);
-        self.pending = keep;
-        for (_, txn) in ready {
+        self.generation.ensure_current()?;
+        for txn in self.pending.take_upto(id) {
             self.sink.commit(txn)?;
         }
         Ok(())
@@ -158,18 +215,15 @@ impl<S: TwoPhaseCommitSink> Sink for TwoPhaseCommit<S> {
     ) -> Result<(), UserError> {
         if let Some(mut txn) = self.current.take() {
             self.sink.pre_commit(&mut txn)?;
-            self.pending.push((checkpoint, txn));
+            self.pending.push(checkpoint, txn);
         }
-        for p in &self.pending {
-            state.push_item(p)?;
-        }
-        Ok(())
+        self.pending.write_items(state)
     }
 
     async fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
-        let pending: Vec<(CheckpointId, S::Txn)> = restored.state.items()?;
-        self.check_generation()?;
-        for (_, txn) in pending {
+        let pending = PendingCommits::<S::Txn>::restored(&restored)?;
+        self.generation.ensure_current()?;
+        for txn in pending {
             self.sink.commit(txn)?;
         }
         Ok(())
