@@ -10,7 +10,30 @@
 //! Flags: `--input CSV --output OUT [--late-output L (default OUT.late)]
 //! --window tumbling|sliding|session [--size MS] [--slide MS] [--gap MS] [--offset MS]
 //! [--ooo MS] [--lateness MS] [--parallelism N] [--watermark periodic|punctuated]
-//! [--wm-interval MS] [--mode streaming|batch]`.
+//! [--wm-interval MS] [--mode streaming|batch]`, and for checkpoints and recovery
+//! (`docs/checkpointing.md`, `docs/recovery.md`):
+//!
+//! * `--checkpoint-dir DIR`: checkpoints go to a sled store in `DIR/snapshots`, and OUT and the
+//!   late file are written exactly once through file sinks into `DIR/parts/{out,late}`, then
+//!   assembled (sorted, as without checkpoints) when the job finishes. Without `--restore`,
+//!   a run starts fresh: it empties `DIR/snapshots` and `DIR/parts` first.
+//! * `--checkpoint-interval MS` (default 1000 with a dir; without a dir, checkpoints stay in
+//!   memory and only serve restarts inside the process), `--checkpoint-mode
+//!   exactly-once|at-least-once`, `--unaligned`, `--alignment-timeout MS` (an aligned
+//!   checkpoint still aligning after MS turns unaligned);
+//! * `--restore latest|PATH`: start from the newest complete checkpoint of `--checkpoint-dir`
+//!   (a fresh start if there is none), or of the store at PATH (a checkpoint dir or its
+//!   `snapshots`). After SIGKILL at any moment, rerunning the same command with
+//!   `--restore latest` produces the same files as an uninterrupted run.
+//! * `--source-rate N`: read at most N lines/s; `--operator-delay-us N`: the window operator
+//!   spends N µs per record (backpressure on purpose);
+//! * `--metrics-file PATH`: one JSON object per line for each checkpoint (`checkpoint_completed`
+//!   with `id`, `kind` aligned|unaligned, `duration_ms`, `alignment_ms`, `bytes`), abort,
+//!   restore and restart; appended to with `--restore`, truncated otherwise.
+//! * `--fault SPEC`: inject failures (`actorflow::actorflow_runtime::fault`), for example
+//!   `panic@window#0:records=5000`, `exit@window:checkpoint=3`; `corrupt-latest` damages the
+//!   newest checkpoint before restoring. A failure restarts the job from the latest
+//!   checkpoint (exponential backoff, as Flink).
 //!
 //! Input lines are `key,timestamp_ms,value` (integer timestamp and value, possibly negative);
 //! empty lines are skipped, a malformed line stops the job naming its line number. One source
@@ -22,9 +45,17 @@ use actorflow::RuntimeMode;
 use actorflow::prelude::*;
 use actorflow::watermark::{WatermarkGenerator, WatermarkOutput};
 use actorflow::window::{SessionWindows, SlidingWindows, TumblingWindows, WindowTime};
+use actorflow::CheckpointingMode;
+use actorflow::checkpoint::{JobEvent, JobListener, RestoreFrom};
+use actorflow::fault::FaultPlan;
+use actorflow::snapshot::SledStore;
+use actorflow::transactional::{FileSink, TwoPhaseCommit, committed_parts};
+use actorflow::actorflow_runtime::{CheckpointId, CheckpointKind};
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[global_allocator]
@@ -33,7 +64,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "usage: window_agg --input CSV --output OUT [--late-output L] \
     --window tumbling|sliding|session [--size MS] [--slide MS] [--gap MS] [--offset MS] \
     [--ooo MS] [--lateness MS] [--parallelism N] [--watermark periodic|punctuated] \
-    [--wm-interval MS] [--mode streaming|batch]";
+    [--wm-interval MS] [--mode streaming|batch] [--checkpoint-dir DIR] \
+    [--checkpoint-interval MS] [--checkpoint-mode exactly-once|at-least-once] [--unaligned] \
+    [--alignment-timeout MS] [--restore latest|PATH] [--source-rate N] [--operator-delay-us N] \
+    [--metrics-file PATH] [--fault SPEC]";
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["unaligned"];
 
 type Event = (String, i64, i64);
 
@@ -52,6 +89,33 @@ struct Args {
     punctuated: bool,
     wm_interval: u64,
     batch: bool,
+    ck: CheckpointArgs,
+    source_rate: Option<f64>,
+    operator_delay: Duration,
+    metrics_file: Option<PathBuf>,
+    faults: Option<FaultPlan>,
+    corrupt_latest: bool,
+}
+
+/// The checkpointing flags.
+struct CheckpointArgs {
+    dir: Option<PathBuf>,
+    interval: Option<Duration>,
+    at_least_once: bool,
+    unaligned: bool,
+    alignment_timeout: Option<Duration>,
+    restore: Option<Restore>,
+}
+
+enum Restore {
+    Latest,
+    Path(PathBuf),
+}
+
+impl CheckpointArgs {
+    fn enabled(&self) -> bool {
+        self.dir.is_some() || self.interval.is_some() || self.restore.is_some()
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -61,6 +125,10 @@ fn parse_args() -> Result<Args, String> {
         let Some(name) = flag.strip_prefix("--") else {
             return Err(format!("unexpected argument '{flag}'\n{USAGE}"));
         };
+        if SWITCHES.contains(&name) {
+            flags.insert(name.to_string(), String::new());
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
@@ -119,6 +187,96 @@ fn parse_args() -> Result<Args, String> {
     if ooo < 0 || lateness < 0 {
         return Err("--ooo and --lateness must be >= 0".into());
     }
+    let millis = |name: &str, v: Option<i64>| -> Result<Option<Duration>, String> {
+        v.map(|ms| {
+            u64::try_from(ms)
+                .map(Duration::from_millis)
+                .map_err(|_| format!("--{name} must be >= 0, got {ms}"))
+        })
+        .transpose()
+    };
+    let interval = millis(
+        "checkpoint-interval",
+        num("checkpoint-interval", take("checkpoint-interval"))?,
+    )?;
+    if interval == Some(Duration::ZERO) {
+        return Err("--checkpoint-interval must be at least 1 ms".into());
+    }
+    let at_least_once = match take("checkpoint-mode").as_deref() {
+        None | Some("exactly-once") => false,
+        Some("at-least-once") => true,
+        Some(other) => {
+            return Err(format!(
+                "--checkpoint-mode must be exactly-once|at-least-once, got '{other}'"
+            ));
+        }
+    };
+    let unaligned = take("unaligned").is_some();
+    let alignment_timeout = millis(
+        "alignment-timeout",
+        num("alignment-timeout", take("alignment-timeout"))?,
+    )?;
+    let dir = take("checkpoint-dir").map(PathBuf::from);
+    let restore = match take("restore") {
+        None => None,
+        Some(s) if s == "latest" => {
+            if dir.is_none() {
+                return Err("--restore latest needs --checkpoint-dir".into());
+            }
+            Some(Restore::Latest)
+        }
+        Some(path) => Some(Restore::Path(path.into())),
+    };
+    if at_least_once && unaligned {
+        return Err("--unaligned needs --checkpoint-mode exactly-once".into());
+    }
+    let ck = CheckpointArgs {
+        dir,
+        interval,
+        at_least_once,
+        unaligned,
+        alignment_timeout,
+        restore,
+    };
+    let source_rate = match take("source-rate") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .ok_or(format!("--source-rate takes a positive number, got '{s}'"))?,
+        ),
+    };
+    let delay_us = num("operator-delay-us", take("operator-delay-us"))?.unwrap_or(0);
+    let operator_delay = u64::try_from(delay_us)
+        .map(Duration::from_micros)
+        .map_err(|_| format!("--operator-delay-us must be >= 0, got {delay_us}"))?;
+    let metrics_file = take("metrics-file").map(PathBuf::from);
+    let (mut faults, mut corrupt_latest) = (None, false);
+    if let Some(spec) = take("fault") {
+        let rest: Vec<&str> = spec
+            .split(',')
+            .map(str::trim)
+            .filter(|p| {
+                let corrupt = *p == "corrupt-latest";
+                corrupt_latest |= corrupt;
+                !corrupt && !p.is_empty()
+            })
+            .collect();
+        if !rest.is_empty() {
+            faults = Some(FaultPlan::parse(&rest.join(",")).map_err(|e| format!("--fault: {e}"))?);
+        }
+        if corrupt_latest && (ck.dir.is_none() || ck.restore.is_none()) {
+            return Err("--fault corrupt-latest needs --checkpoint-dir and --restore".into());
+        }
+        if faults.is_some() && !ck.enabled() {
+            return Err(
+                "--fault needs checkpointing (--checkpoint-dir or --checkpoint-interval) to \
+                 recover from the failure"
+                    .into(),
+            );
+        }
+    }
     if let Some(unknown) = flags.keys().next() {
         return Err(format!("unknown flag --{unknown}\n{USAGE}"));
     }
@@ -137,6 +295,12 @@ fn parse_args() -> Result<Args, String> {
         punctuated,
         wm_interval,
         batch,
+        ck,
+        source_rate,
+        operator_delay,
+        metrics_file,
+        faults,
+        corrupt_latest,
     })
 }
 
@@ -181,9 +345,12 @@ impl WatermarkGenerator<Event> for Punctuated {
     fn on_periodic_emit(&mut self, _: &mut WatermarkOutput) {}
 }
 
-/// Sum and count, with Java's wrapping `long` arithmetic.
+/// Sum and count, with Java's wrapping `long` arithmetic; `delay` of busy work per record
+/// (`--operator-delay-us`).
 #[derive(Clone)]
-struct SumCount;
+struct SumCount {
+    delay: Duration,
+}
 
 impl AggregateFunction<Event> for SumCount {
     type Acc = (i64, i64);
@@ -193,6 +360,13 @@ impl AggregateFunction<Event> for SumCount {
     }
     #[inline]
     fn add(&mut self, e: Event, acc: &mut (i64, i64)) {
+        if !self.delay.is_zero() {
+            // Spin rather than sleep: an operator busy with each record, as a costly one is.
+            let until = std::time::Instant::now() + self.delay;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
         acc.0 = acc.0.wrapping_add(e.2);
         acc.1 += 1;
     }
@@ -230,6 +404,203 @@ fn write_sorted(path: &Path, mut lines: Vec<String>) -> Result<(), UserError> {
     Ok(())
 }
 
+/// Where a checkpointed run keeps its files under `--checkpoint-dir`.
+struct Layout {
+    snapshots: PathBuf,
+    out_parts: PathBuf,
+    late_parts: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Self {
+        Layout {
+            snapshots: dir.join("snapshots"),
+            out_parts: dir.join("parts").join("out"),
+            late_parts: dir.join("parts").join("late"),
+        }
+    }
+
+    /// A fresh run forgets an earlier run's checkpoints and output parts.
+    fn clear(&self) -> Result<(), UserError> {
+        for dir in [&self.snapshots, &self.out_parts, &self.late_parts] {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot empty {}: {e}", dir.display()).into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_store(path: &Path) -> Result<Arc<SledStore>, UserError> {
+    Ok(Arc::new(SledStore::open(path).map_err(|e| e.to_string())?))
+}
+
+/// Turns the checkpointing flags into the environment's settings.
+fn configure_checkpointing(
+    env: &StreamExecutionEnvironment,
+    args: &Args,
+    layout: Option<&Layout>,
+) -> Result<(), UserError> {
+    let ck = &args.ck;
+    env.checkpointing(|c| {
+        c.settings.interval = ck.interval.unwrap_or(Duration::from_secs(1));
+        c.settings.mode = if ck.at_least_once {
+            CheckpointingMode::AtLeastOnce
+        } else {
+            CheckpointingMode::ExactlyOnce
+        };
+        c.settings.unaligned = ck.unaligned;
+        c.settings.aligned_timeout = ck.alignment_timeout;
+        // Keep a few, so a damaged newest checkpoint has a predecessor to fall back to.
+        c.settings.retained = 3;
+    });
+    if let Some(layout) = layout {
+        if ck.restore.is_none() {
+            layout.clear()?;
+        }
+        let store = open_store(&layout.snapshots)?;
+        if args.corrupt_latest {
+            match store.corrupt_newest().map_err(|e| e.to_string())? {
+                Some(id) => eprintln!("window_agg: damaged checkpoint {id} (--fault corrupt-latest)"),
+                None => eprintln!("window_agg: no checkpoint to damage (--fault corrupt-latest)"),
+            }
+        }
+        env.set_checkpoint_storage(store);
+    }
+    match &ck.restore {
+        None => {}
+        Some(Restore::Latest) => {
+            env.restore_from(RestoreFrom::Latest);
+        }
+        Some(Restore::Path(path)) => {
+            let nested = path.join("snapshots");
+            let path = if nested.is_dir() { nested } else { path.clone() };
+            let own = layout.map(|l| l.snapshots.as_path());
+            let same = match (path.canonicalize(), own.map(Path::canonicalize)) {
+                (Ok(a), Some(Ok(b))) => a == b,
+                _ => false,
+            };
+            if same {
+                env.restore_from(RestoreFrom::Latest);
+            } else {
+                env.restore_from(RestoreFrom::Store(open_store(&path)?));
+            }
+        }
+    }
+    if let Some(faults) = &args.faults {
+        env.set_fault_plan(faults.clone());
+    }
+    Ok(())
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_id(id: Option<CheckpointId>) -> String {
+    id.map_or("null".to_string(), |id| id.0.to_string())
+}
+
+/// One line of the metrics file.
+fn event_json(event: &JobEvent) -> String {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    match event {
+        JobEvent::CheckpointCompleted {
+            id,
+            kind,
+            unaligned,
+            duration_ms,
+            alignment_ms,
+            bytes,
+            is_final,
+        } => format!(
+            "{{\"event\":\"checkpoint_completed\",\"id\":{},\"kind\":\"{}\",\"savepoint\":{},\
+             \"final\":{is_final},\"duration_ms\":{duration_ms},\"alignment_ms\":{alignment_ms},\
+             \"bytes\":{bytes},\"ts_ms\":{ts}}}",
+            id.0,
+            if *unaligned { "unaligned" } else { "aligned" },
+            *kind == CheckpointKind::Savepoint,
+        ),
+        JobEvent::CheckpointAborted { id, reason } => format!(
+            "{{\"event\":\"checkpoint_aborted\",\"id\":{},\"reason\":{},\"ts_ms\":{ts}}}",
+            id.0,
+            json_str(reason)
+        ),
+        JobEvent::Restart {
+            attempt,
+            cause,
+            from_checkpoint,
+            delay_ms,
+            generation,
+        } => format!(
+            "{{\"event\":\"restart\",\"attempt\":{attempt},\"cause\":{},\"from_checkpoint\":{},\
+             \"delay_ms\":{delay_ms},\"generation\":{generation},\"ts_ms\":{ts}}}",
+            json_str(cause),
+            json_id(*from_checkpoint)
+        ),
+        JobEvent::Restored {
+            checkpoint,
+            generation,
+        } => format!(
+            "{{\"event\":\"restored\",\"checkpoint\":{},\"generation\":{generation},\"ts_ms\":{ts}}}",
+            json_id(*checkpoint)
+        ),
+    }
+}
+
+/// A listener appending each event to `path` as a JSON line, written at once (a SIGKILL
+/// loses nothing already reported).
+fn metrics_listener(path: &Path, append: bool) -> Result<JobListener, UserError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .map_err(|e| format!("cannot open the metrics file {}: {e}", path.display()))?;
+    let file = Mutex::new(file);
+    Ok(Arc::new(move |event: &JobEvent| {
+        let mut line = event_json(event);
+        line.push('\n');
+        if let Ok(mut f) = file.lock()
+            && let Err(e) = f.write_all(line.as_bytes())
+        {
+            eprintln!("window_agg: cannot write the metrics file: {e}");
+        }
+    }))
+}
+
+/// The lines of every committed part file in `dir`.
+fn committed_lines(dir: &Path) -> Result<Vec<String>, UserError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut lines = Vec::new();
+    for part in committed_parts(dir)? {
+        let text = std::fs::read_to_string(&part)
+            .map_err(|e| format!("cannot read {}: {e}", part.display()))?;
+        lines.extend(text.lines().map(str::to_string));
+    }
+    Ok(lines)
+}
+
 fn run(args: Args) -> Result<(), UserError> {
     let env = StreamExecutionEnvironment::new();
     env.set_parallelism(args.parallelism)
@@ -237,9 +608,20 @@ fn run(args: Args) -> Result<(), UserError> {
     if args.batch {
         env.set_runtime_mode(RuntimeMode::Batch);
     }
+    let layout = args.ck.dir.as_deref().map(Layout::new);
+    if args.ck.enabled() {
+        configure_checkpointing(&env, &args, layout.as_ref())?;
+    }
+    if let Some(path) = &args.metrics_file {
+        env.set_job_listener(metrics_listener(path, args.ck.restore.is_some())?);
+    }
+    let mut options = TextFileOptions::default();
+    if let Some(rate) = args.source_rate {
+        options = options.rate_limit(rate);
+    }
     let mut line_no = 0u64;
     let events = env
-        .read_text_file(&args.input)
+        .read_text_file_with(&args.input, options)
         .set_parallelism(1)
         .process(
             move |line: String, _: &mut Context<'_>, out: &mut Collector<Event>| {
@@ -273,11 +655,15 @@ fn run(args: Args) -> Result<(), UserError> {
     let stamped = events
         .assign_timestamps_and_watermarks(strategy)
         .name("timestamps+watermarks")
+        .uid("timestamps")
         .set_parallelism(1);
     let keyed = stamped.key_by_ref(|e: &Event| &e.0);
     let late_tag: OutputTag<Event> = OutputTag::new("late");
     let need =
         |v: Option<i64>, flag: &str| v.ok_or(format!("--window {} needs --{flag}", args.window));
+    let agg = SumCount {
+        delay: args.operator_delay,
+    };
     let result = match args.window.as_str() {
         "tumbling" => {
             let assigner =
@@ -286,7 +672,7 @@ fn run(args: Args) -> Result<(), UserError> {
                 .window(assigner)
                 .allowed_lateness_ms(args.lateness)
                 .side_output_late_data(&late_tag)
-                .aggregate_with(SumCount, emit_row)
+                .aggregate_with(agg, emit_row)
         }
         "sliding" => {
             let assigner = SlidingWindows::new(
@@ -299,7 +685,7 @@ fn run(args: Args) -> Result<(), UserError> {
                 .window(assigner)
                 .allowed_lateness_ms(args.lateness)
                 .side_output_late_data(&late_tag)
-                .aggregate_with(SumCount, emit_row)
+                .aggregate_with(agg, emit_row)
         }
         "session" => {
             let assigner = SessionWindows::<Event>::event_time(need(args.gap, "gap")?)?;
@@ -307,28 +693,44 @@ fn run(args: Args) -> Result<(), UserError> {
                 .window(assigner)
                 .allowed_lateness_ms(args.lateness)
                 .side_output_late_data(&late_tag)
-                .aggregate_with(SumCount, emit_row)
+                .aggregate_with(agg, emit_row)
         }
         other => {
             return Err(format!("--window must be tumbling|sliding|session, got '{other}'").into());
         }
     }
-    .name(&format!("window-{}", args.window));
-    let rows = result.collect();
-    let late = result.get_side_output(&late_tag).collect();
-    env.execute_blocking("window_agg")?;
-    let rows: Vec<String> = rows
-        .take()
-        .into_iter()
-        .map(|(k, s, e, sum, count)| format!("{k},{s},{e},{sum},{count}"))
-        .collect();
-    let late: Vec<String> = late
-        .take()
-        .into_iter()
-        .map(|(k, t, v)| format!("{k},{t},{v}"))
-        .collect();
-    write_sorted(&args.output, rows)?;
-    write_sorted(&args.late_output, late)?;
+    .name(&format!("window-{}", args.window))
+    .uid("window");
+    let rows = result
+        .map(|(k, s, e, sum, count): Row| format!("{k},{s},{e},{sum},{count}"))
+        .name("format-rows");
+    let late = result
+        .get_side_output(&late_tag)
+        .map(|(k, t, v): Event| format!("{k},{t},{v}"))
+        .name("format-late");
+    match &layout {
+        Some(layout) => {
+            let (out_dir, late_dir) = (layout.out_parts.clone(), layout.late_parts.clone());
+            rows.add_sink("rows-file-sink", move |_: &TaskInfo| {
+                Ok(TwoPhaseCommit::new(FileSink::<String>::new(out_dir.clone())))
+            })
+            .uid("rows-sink");
+            late.add_sink("late-file-sink", move |_: &TaskInfo| {
+                Ok(TwoPhaseCommit::new(FileSink::<String>::new(late_dir.clone())))
+            })
+            .uid("late-sink");
+            env.execute_blocking("window_agg")?;
+            write_sorted(&args.output, committed_lines(&layout.out_parts)?)?;
+            write_sorted(&args.late_output, committed_lines(&layout.late_parts)?)?;
+        }
+        None => {
+            let rows = rows.collect();
+            let late = late.collect();
+            env.execute_blocking("window_agg")?;
+            write_sorted(&args.output, rows.take())?;
+            write_sorted(&args.late_output, late.take())?;
+        }
+    }
     Ok(())
 }
 

@@ -46,6 +46,12 @@
 //!   (all from the runtime crate).
 //! * [`sources`], [`sinks`] — the built-in connectors (collections, sequences, generators,
 //!   text files, sockets; collect, print, text files, discard).
+//! * Checkpoints and recovery (`docs/checkpointing.md`, `docs/recovery.md`):
+//!   `StreamExecutionEnvironment::enable_checkpointing` and friends configure them;
+//!   [`checkpoint`] holds the configuration, the state hooks' types ([`checkpoint::OperatorState`])
+//!   and the job events; [`snapshot`] the stores (sled, memory); [`restart`] the restart
+//!   strategies; [`transactional`] the two-phase-commit sinks (exactly-once files);
+//!   [`fault`] failure injection for tests and demos.
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
 //!   examples in these docs.
 //!
@@ -76,7 +82,11 @@ pub use actorflow_runtime::{
     SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
     Watermark,
 };
-pub use actorflow_runtime::{clock, keyed_state, operators, timer, watermark};
+pub use actorflow_runtime::coordinator::{CheckpointSettings, CheckpointingMode};
+pub use actorflow_runtime::{
+    checkpoint, clock, fault, keyed_state, operators, restart, snapshot, timer, transactional,
+    watermark,
+};
 pub use datastream::{DataStream, DataStreamSink};
 pub use env::{ParallelSource, StreamExecutionEnvironment};
 pub use keyed::KeyedStream;

@@ -24,6 +24,49 @@ fn split(count: u64, index: usize, parallelism: u32) -> (u64, u64) {
     ((c * i / p) as u64, (c * (i + 1) / p) as u64)
 }
 
+/// Paces one source subtask at a rate in records per second, on tokio's clock (so
+/// paused-time tests control it).
+struct Pacer {
+    rate: f64,
+    started: Option<Instant>,
+    emitted: u64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        Pacer {
+            rate,
+            started: None,
+            emitted: 0,
+        }
+    }
+
+    /// Waits until the next record is due, then says how many may go out now (at least 1,
+    /// at most `max`). Cancel-safe: nothing changes before the wait ends.
+    async fn permit(&mut self, max: u64) -> u64 {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        // Record number `emitted` may go out at `started + emitted / rate`.
+        tokio::time::sleep_until(started + Duration::from_secs_f64(self.emitted as f64 / self.rate))
+            .await;
+        let due = (started.elapsed().as_secs_f64() * self.rate) as u64 + 1;
+        due.saturating_sub(self.emitted).clamp(1, max.max(1))
+    }
+
+    fn emitted(&mut self, n: u64) {
+        self.emitted += n;
+    }
+}
+
+/// Checks a rate limit and shares it between `parallelism` subtasks.
+fn per_subtask_rate(rate: Option<f64>, parallelism: u32) -> Result<Option<f64>, String> {
+    match rate {
+        Some(r) if !(r.is_finite() && r > 0.0) => Err(format!(
+            "the rate limit must be a positive number of records per second, got {r}"
+        )),
+        r => Ok(r.map(|r| r / f64::from(parallelism.max(1)))),
+    }
+}
+
 // ----- collection and iterator --------------------------------------------------------
 
 /// Emits the elements of a vector, in order, from one subtask.
@@ -232,15 +275,8 @@ where
 {
     type Source = GeneratorReader<T, F>;
     fn create(&self, task: &TaskInfo) -> Result<Self::Source, String> {
-        if let Some(r) = self.rate
-            && !(r.is_finite() && r > 0.0)
-        {
-            return Err(format!(
-                "the rate limit must be a positive number of records per second, got {r}"
-            ));
-        }
+        let rate = per_subtask_rate(self.rate, task.parallelism)?;
         let (start, end) = split(self.count, task.subtask_index, task.parallelism);
-        let rate = self.rate.map(|r| r / task.parallelism.max(1) as f64);
         Ok(GeneratorReader::new(self.f.clone(), 0, start, end, rate))
     }
 }
@@ -253,8 +289,7 @@ pub struct GeneratorReader<T, F> {
     start: u64,
     next: u64,
     end: u64,
-    rate: Option<f64>,
-    started: Option<Instant>,
+    pacer: Option<Pacer>,
     _records: PhantomData<fn() -> T>,
 }
 
@@ -266,8 +301,7 @@ impl<T, F> GeneratorReader<T, F> {
             start,
             next: start,
             end,
-            rate,
-            started: None,
+            pacer: rate.map(Pacer::new),
             _records: PhantomData,
         }
     }
@@ -315,15 +349,9 @@ impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F>
             return Ok(SourceStatus::End);
         }
         let mut n = (self.end - self.next).min(BATCH as u64);
-        if let Some(rate) = self.rate {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let emitted = self.next - self.start;
-            // Record number `emitted` may go out at `started + emitted / rate`. Waiting is
-            // cancel-safe: nothing changes before the wait ends.
-            tokio::time::sleep_until(started + Duration::from_secs_f64(emitted as f64 / rate))
-                .await;
-            let due = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
-            n = n.min(due.saturating_sub(emitted).max(1));
+        if let Some(pacer) = &mut self.pacer {
+            n = pacer.permit(n).await;
+            pacer.emitted(n);
         }
         out.reserve(n as usize);
         for i in self.next..self.next + n {
@@ -359,12 +387,31 @@ pub enum Utf8Policy {
 pub struct TextFileOptions {
     /// What to do with invalid UTF-8.
     pub utf8: Utf8Policy,
+    /// At most this many lines per second, all source subtasks together (`None`: as fast as
+    /// the job takes them).
+    pub rate_limit: Option<f64>,
 }
 
 impl TextFileOptions {
     /// Sets the UTF-8 policy.
     pub fn utf8_policy(mut self, policy: Utf8Policy) -> Self {
         self.utf8 = policy;
+        self
+    }
+
+    /// Reads at most `lines_per_second` lines per second, shared evenly between the source
+    /// subtasks (Flink's `RateLimiterStrategy.perSecond`), to replay a file at a steady rate
+    /// in demos and benchmarks. Lines skipped under [`Utf8Policy::Skip`] count too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::TextFileOptions;
+    /// let options = TextFileOptions::default().rate_limit(10_000.0);
+    /// assert_eq!(options.rate_limit, Some(10_000.0));
+    /// ```
+    pub fn rate_limit(mut self, lines_per_second: f64) -> Self {
+        self.rate_limit = Some(lines_per_second);
         self
     }
 }
@@ -416,11 +463,13 @@ impl ParallelSource for TextFileSource {
             .filter(|(i, _)| i % task.parallelism.max(1) as usize == task.subtask_index)
             .map(|(_, f)| (f, 0, 0))
             .collect();
+        let rate = per_subtask_rate(self.options.rate_limit, task.parallelism)?;
         Ok(TextFileReader {
             files,
             current: None,
             policy: self.options.utf8,
             buf: Vec::new(),
+            pacer: rate.map(Pacer::new),
         })
     }
 }
@@ -443,7 +492,10 @@ pub(crate) struct TextFileReader {
     files: VecDeque<(PathBuf, u64, u64)>,
     current: Option<OpenFile>,
     policy: Utf8Policy,
+    /// Bytes read but not emitted yet: at most one partial line, unless the rate limit
+    /// stopped the last call early.
     buf: Vec<u8>,
+    pacer: Option<Pacer>,
 }
 
 /// Bytes read per call.
@@ -493,17 +545,23 @@ struct LineCursor<'a> {
 }
 
 impl LineCursor<'_> {
-    /// Emits every complete line of `buf` (and the unterminated rest at end of input), then
-    /// removes what it emitted from `buf`.
+    /// Emits the complete lines of `buf` (and the unterminated rest at end of input), at most
+    /// `limit` of them, then removes what it took from `buf`; how many lines it took.
     fn emit(
         &mut self,
         buf: &mut Vec<u8>,
         at_end: bool,
+        limit: usize,
         out: &mut Collector<String>,
-    ) -> Result<(), UserError> {
+    ) -> Result<usize, UserError> {
         let tail = (at_end && !buf.is_empty() && !buf.ends_with(b"\n")).then_some(buf.len());
         let mut start = 0;
+        let mut taken = 0;
         for end in memchr::memchr_iter(b'\n', buf).chain(tail) {
+            if taken == limit {
+                break;
+            }
+            taken += 1;
             *self.line += 1;
             let at = self.offset.as_deref().map(|o| o + start as u64);
             if let Some(s) =
@@ -517,7 +575,7 @@ impl LineCursor<'_> {
         if let Some(o) = self.offset.as_deref_mut() {
             *o += start as u64;
         }
-        Ok(())
+        Ok(taken)
     }
 }
 
@@ -555,7 +613,28 @@ impl Source for TextFileReader {
     }
 
     async fn next_batch(&mut self, out: &mut Collector<String>) -> Result<SourceStatus, UserError> {
-        while out.len() < BATCH {
+        let mut budget = match &mut self.pacer {
+            Some(p) => p.permit(BATCH as u64).await as usize,
+            None => usize::MAX,
+        };
+        let mut taken = 0;
+        let status = self.read_lines(&mut budget, &mut taken, out);
+        if let Some(p) = &mut self.pacer {
+            p.emitted(taken as u64);
+        }
+        status
+    }
+}
+
+impl TextFileReader {
+    /// Emits up to `budget` lines (and at most a batch), adding them to `taken`.
+    fn read_lines(
+        &mut self,
+        budget: &mut usize,
+        taken: &mut usize,
+        out: &mut Collector<String>,
+    ) -> Result<SourceStatus, UserError> {
+        while out.len() < BATCH && *budget > 0 {
             let Some(file) = self.current.as_mut() else {
                 let Some((path, offset, line)) = self.files.pop_front() else {
                     return Ok(SourceStatus::End);
@@ -577,28 +656,34 @@ impl Source for TextFileReader {
                 self.buf.clear();
                 continue;
             };
-            let old = self.buf.len();
-            self.buf.resize(old + CHUNK, 0);
-            let read = file.file.read(&mut self.buf[old..]);
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    let msg = format!("cannot read '{}': {e}", file.path.display());
-                    self.buf.truncate(old);
-                    return Err(msg.into());
-                }
-            };
-            self.buf.truncate(old + n);
-            let eof = n == 0;
+            // Read more only when no complete line is left (a rate limit can leave some).
+            let mut eof = false;
+            if memchr::memchr(b'\n', &self.buf).is_none() {
+                let old = self.buf.len();
+                self.buf.resize(old + CHUNK, 0);
+                let read = file.file.read(&mut self.buf[old..]);
+                let n = match read {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let msg = format!("cannot read '{}': {e}", file.path.display());
+                        self.buf.truncate(old);
+                        return Err(msg.into());
+                    }
+                };
+                self.buf.truncate(old + n);
+                eof = n == 0;
+            }
             let origin = format!("'{}'", file.path.display());
-            LineCursor {
+            let n = LineCursor {
                 origin: &origin,
                 policy: self.policy,
                 line: &mut file.line,
                 offset: Some(&mut file.offset),
             }
-            .emit(&mut self.buf, eof, out)?;
-            if eof {
+            .emit(&mut self.buf, eof, *budget, out)?;
+            *budget -= n;
+            *taken += n;
+            if eof && self.buf.is_empty() {
                 self.current = None;
             }
         }
@@ -677,7 +762,7 @@ impl Source for SocketReader {
             line: &mut self.line,
             offset: None,
         }
-        .emit(&mut self.buf, eof, out)?;
+        .emit(&mut self.buf, eof, usize::MAX, out)?;
         if eof {
             self.stream = None;
             return Ok(SourceStatus::End);

@@ -127,6 +127,16 @@ impl BarrierAligner {
         Some(p.barrier)
     }
 
+    /// True if checkpoint `id` needs nothing more from this subtask's inputs: it (or a newer
+    /// one) completed here, was aborted, or was already taken unaligned.
+    pub fn is_settled(&self, id: CheckpointId) -> bool {
+        self.last_done.is_some_and(|d| id <= d)
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.barrier.id > id || (p.barrier.id == id && p.forwarded))
+    }
+
     /// When the pending checkpoint, if aligned and not yet complete, started aligning.
     pub fn pending_barrier(&self) -> Option<CheckpointBarrier> {
         self.pending.as_ref().map(|p| p.barrier)

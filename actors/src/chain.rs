@@ -15,7 +15,8 @@ use crate::data::{DataBatch, Emission};
 use crate::error::{FailureCause, OperatorLabel, panic_message};
 use crate::lane::LaneSender;
 use crate::message::{
-    BarrierAlignment, CheckpointBarrier, PriorityMessage, StreamMessage, WatermarkStatus,
+    BarrierAlignment, CheckpointBarrier, CheckpointKind, PriorityMessage, StreamMessage,
+    WatermarkStatus,
 };
 use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
 use crate::partition::{BoxFuture, NetworkOutput};
@@ -533,6 +534,9 @@ pub(crate) enum Tail {
         writer: Box<dyn NetworkOutput>,
         /// Priority lanes of the downstream subtasks, for unaligned barriers.
         priority: Vec<LaneSender<PriorityMessage>>,
+        /// Announce aligned checkpoint barriers on the priority lanes (an alignment timeout
+        /// is set).
+        announce: bool,
     },
     Sink(SinkTail),
 }
@@ -551,7 +555,10 @@ impl Tail {
     fn signal(&mut self, signal: Signal) {
         match self {
             Tail::Network {
-                writer, priority, ..
+                writer,
+                priority,
+                announce,
+                ..
             } => writer.emit_control(match signal {
                 Signal::Watermark(wm) => StreamMessage::Watermark(wm),
                 Signal::Status(s) => StreamMessage::Status(s),
@@ -560,6 +567,14 @@ impl Tail {
                         // Overtake the queued data; the in-band copy ends the recording.
                         for p in priority.iter() {
                             let _ = p.try_send(PriorityMessage::Barrier(b));
+                        }
+                    } else if *announce
+                        && b.alignment == BarrierAlignment::Aligned
+                        && b.kind == CheckpointKind::Checkpoint
+                    {
+                        // Savepoints stay aligned whatever the timeout.
+                        for p in priority.iter() {
+                            let _ = p.try_send(PriorityMessage::Announce(b));
                         }
                     }
                     StreamMessage::Barrier(b)

@@ -12,7 +12,7 @@ use crate::checkpoint::{JobEvent, JobListener, OperatorState, RestoredState};
 use crate::coordinator::{CheckpointCoordinator, CheckpointSettings, Decision, TaskRef};
 use crate::error::BuildError;
 use crate::keygroup::KeyGroupRange;
-use crate::lane::LaneSender;
+use crate::lane::{LaneSender, TrySendError};
 use crate::message::{CheckpointBarrier, CheckpointKind, PriorityMessage, WatermarkStatus};
 use crate::operator_state::{Redistribution, redistribute};
 use crate::snapshot::{BlobEntry, FORMAT_VERSION, Manifest, Snapshot, SnapshotStore};
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// One item of an input lane's in-flight data (unaligned checkpoints).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +138,8 @@ pub(crate) struct CoordinatorArgs {
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) tasks: Vec<TaskRef>,
     pub(crate) restored: Option<CheckpointId>,
+    /// The newest checkpoint id already in the store (ids continue after it).
+    pub(crate) newest_in_store: Option<CheckpointId>,
     pub(crate) listener: Option<JobListener>,
 }
 
@@ -185,8 +187,15 @@ impl CoordinatorState {
 
     fn broadcast(&self, msg: PriorityMessage) {
         for (task, p) in &self.priority {
-            if p.try_send(msg.clone()).is_err() {
-                warn!(job = %self.job, ?task, ?msg, "priority lane full or closed; message dropped");
+            match p.try_send(msg.clone()) {
+                Ok(()) => {}
+                // The subtask has ended (finished, or cancelled for a restart).
+                Err(TrySendError::Closed(_)) => {
+                    debug!(job = %self.job, ?task, ?msg, "priority lane closed; message not sent");
+                }
+                Err(TrySendError::Full(_)) => {
+                    warn!(job = %self.job, ?task, ?msg, "priority lane full; message dropped");
+                }
             }
         }
     }
@@ -391,6 +400,9 @@ impl Actor for CoordinatorActor {
         let mut pure = CheckpointCoordinator::new(args.settings, args.tasks, 0);
         if let Some(id) = args.restored {
             pure = pure.continue_after(id);
+        }
+        if let Some(id) = args.newest_in_store {
+            pure = pure.ids_after(id);
         }
         Ok(CoordinatorState {
             job: args.job,

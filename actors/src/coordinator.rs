@@ -190,9 +190,16 @@ impl CheckpointCoordinator {
         }
     }
 
+    /// Starts ids after `newest`, the newest checkpoint already in the store (of an earlier
+    /// run), so a fresh job never overwrites an old checkpoint and "latest" stays its own.
+    pub fn ids_after(mut self, newest: CheckpointId) -> Self {
+        self.next_id = self.next_id.max(newest.0.saturating_add(1));
+        self
+    }
+
     /// Continues ids after `last` (after a restore), so ids only increase across restarts.
     pub fn continue_after(mut self, last: CheckpointId) -> Self {
-        self.next_id = self.next_id.max(last.0 + 1);
+        self.next_id = self.next_id.max(last.0.saturating_add(1));
         self.completed.push_back(last);
         self
     }

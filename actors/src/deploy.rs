@@ -7,7 +7,7 @@ use crate::chain::{ChainNode, Output, Route, SinkTail, Tail};
 use crate::checkpointing::{CoordinatorLink, CoordinatorMsg, RestorePlan};
 use crate::clock::ProcessingClock;
 use crate::config::JobConfig;
-use crate::coordinator::TaskRef;
+use crate::coordinator::{CheckpointingMode, TaskRef};
 use crate::error::BuildError;
 use crate::fault::FaultPlan;
 use crate::gate::InputGateBuilder;
@@ -193,6 +193,10 @@ impl ChainBuilder<'_> {
                     owner: self.graph.nodes[id.0].label(),
                     writer,
                     priority: self.prio[e.0].get(self.index).cloned().unwrap_or_default(),
+                    announce: self.config.checkpointing.as_ref().is_some_and(|c| {
+                        c.settings.aligned_timeout.is_some()
+                            && c.settings.mode == CheckpointingMode::ExactlyOnce
+                    }),
                 });
                 outputs.push(Route {
                     tag,

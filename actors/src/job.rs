@@ -249,6 +249,14 @@ pub async fn submit_with_faults(
                     store: ck.store.clone(),
                     tasks,
                     restored: snapshot.as_ref().map(|s| s.manifest.id),
+                    newest_in_store: ck
+                        .store
+                        .list()
+                        .map_err(|e| {
+                            JobError::Internal(format!("cannot read the checkpoint store: {e}"))
+                        })?
+                        .into_iter()
+                        .max(),
                     listener: listener.clone(),
                 },
             )

@@ -93,6 +93,12 @@ pub enum PriorityMessage {
     /// An unaligned barrier that overtook the queued data (from an upstream subtask); its
     /// in-band copy follows on each lane and ends the recording of that lane's in-flight data.
     Barrier(CheckpointBarrier),
+    /// An aligned barrier is queued behind data on one of the lanes (from an upstream
+    /// subtask, when an alignment timeout is set): if the checkpoint is not aligned within
+    /// the timeout, the subtask acts on this announcement as on an unaligned barrier, and the
+    /// queued data becomes in-flight data (Flink's aligned-checkpoint timeout, whose barriers
+    /// overtake the output queues once it passes).
+    Announce(CheckpointBarrier),
     /// From the coordinator: the checkpoint completed (two-phase-commit sinks commit).
     /// [`CheckpointId::FINAL`] is the job's final checkpoint after end of input.
     Complete(CheckpointId),

@@ -409,6 +409,31 @@ impl SledStore {
         }
         Ok(())
     }
+
+    /// Failure injection: damages the first blob of the newest checkpoint (as a torn write
+    /// would), so that restoring falls back to the previous one. The damaged checkpoint's id,
+    /// `None` if the store is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`], or [`StoreError::Corrupt`] if the newest manifest is unreadable
+    /// already.
+    pub fn corrupt_newest(&self) -> Result<Option<CheckpointId>, StoreError> {
+        let Some(id) = self.list()?.into_iter().max() else {
+            return Ok(None);
+        };
+        let bytes = self
+            .manifests
+            .get(id.0.to_be_bytes())
+            .map_err(|e| self.io(e))?
+            .ok_or(StoreError::Missing(id))?;
+        let manifest = Manifest::decode(id, &bytes)?;
+        if let Some(first) = manifest.blobs.first() {
+            self.corrupt_blob(id, &first.name)?;
+        }
+        self.db.flush().map_err(|e| self.io(e))?;
+        Ok(Some(id))
+    }
 }
 
 impl SnapshotStore for SledStore {

@@ -67,6 +67,8 @@ pub(crate) struct Checkpointing {
     recording: Option<Recording>,
     /// When the pending aligned checkpoint's first barrier arrived.
     aligning_since: Option<Instant>,
+    /// An upstream announced an aligned barrier queued behind data, at this instant.
+    announced: Option<(CheckpointBarrier, Instant)>,
 }
 
 impl Checkpointing {
@@ -85,6 +87,7 @@ impl Checkpointing {
             replay,
             recording: None,
             aligning_since: None,
+            announced: None,
         }
     }
 }
@@ -460,11 +463,15 @@ impl Subtask {
         {
             self.inject(action)?;
         }
-        let alignment_ms = self
-            .checkpointing
-            .as_mut()
-            .and_then(|c| c.aligning_since.take())
-            .map_or(0, |t| millis(t.elapsed()));
+        let alignment_ms = match self.checkpointing.as_mut() {
+            Some(c) => {
+                if c.announced.is_some_and(|(b, _)| b.id <= barrier.id) {
+                    c.announced = None;
+                }
+                c.aligning_since.take().map_or(0, |t| millis(t.elapsed()))
+            }
+            None => 0,
+        };
         let state = match self.snapshot(head, barrier.id).await? {
             Ok(s) => s,
             Err(reason) => {
@@ -555,6 +562,15 @@ impl Subtask {
                 let out = self.aligner.on_priority_barrier(barrier);
                 self.apply_alignment(out).await?;
             }
+            PriorityMessage::Announce(barrier) => {
+                if let Some(c) = &mut self.checkpointing
+                    && c.alignment_timeout.is_some()
+                    && !self.aligner.is_settled(barrier.id)
+                    && c.announced.is_none_or(|(b, _)| b.id < barrier.id)
+                {
+                    c.announced = Some((barrier, Instant::now()));
+                }
+            }
             PriorityMessage::Complete(id) => {
                 notify_chain(&mut self.root, id)?;
                 for t in &mut self.tails {
@@ -571,6 +587,9 @@ impl Subtask {
                 if let Some(c) = &mut self.checkpointing {
                     if c.recording.as_ref().is_some_and(|r| r.barrier.id == id) {
                         c.recording = None;
+                    }
+                    if c.announced.is_some_and(|(b, _)| b.id <= id) {
+                        c.announced = None;
                     }
                     if out.aborted.is_some() {
                         c.aligning_since = None;
@@ -690,10 +709,16 @@ impl Subtask {
         next_processing_time(&self.root).map(|t| self.clock.instant_of(t))
     }
 
-    /// When the pending aligned checkpoint turns unaligned.
+    /// When the pending aligned checkpoint turns unaligned: the alignment timeout after its
+    /// first barrier, or after an upstream announced its barrier (queued behind data).
     fn alignment_deadline(&self) -> Option<Instant> {
         let c = self.checkpointing.as_ref()?;
-        Some(c.aligning_since? + c.alignment_timeout?)
+        let timeout = c.alignment_timeout?;
+        let since = match (c.aligning_since, c.announced.map(|(_, t)| t)) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(since + timeout)
     }
 
     /// Runs the chain's processing-time callbacks that are due.
@@ -718,15 +743,27 @@ impl Subtask {
         Ok(())
     }
 
-    /// The aligned checkpoint waited too long for its barriers: take it unaligned now.
+    /// The aligned checkpoint waited too long for its barriers: take it unaligned now. If no
+    /// barrier arrived in-band yet but one was announced, act on the announcement as on an
+    /// unaligned barrier (the data queued before it becomes in-flight data).
     async fn alignment_timed_out(&mut self) -> Result<(), Stop> {
-        if let Some(c) = &mut self.checkpointing {
-            c.aligning_since = None;
-        }
+        let announced = match &mut self.checkpointing {
+            Some(c) => {
+                c.aligning_since = None;
+                c.announced.take().map(|(b, _)| b)
+            }
+            None => None,
+        };
         if let Some(barrier) = self.aligner.switch_to_unaligned() {
             debug!(checkpoint = %barrier.id, "alignment timed out; the checkpoint turns unaligned");
             self.gate.unblock_all();
             self.take_checkpoint(None, barrier).await?;
+        } else if let Some(barrier) = announced
+            && !self.aligner.is_settled(barrier.id)
+        {
+            debug!(checkpoint = %barrier.id, "barrier queued past the alignment timeout; the checkpoint turns unaligned");
+            let out = self.aligner.on_priority_barrier(barrier);
+            self.apply_alignment(out).await?;
         }
         Ok(())
     }
