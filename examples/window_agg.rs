@@ -41,16 +41,16 @@
 //! windows run at `--parallelism`. OUT gets `key,window_start,window_end,sum,count` and the
 //! late file `key,timestamp_ms,value`, both sorted in byte order.
 
-use actorflow::RuntimeMode;
-use actorflow::prelude::*;
-use actorflow::watermark::{WatermarkGenerator, WatermarkOutput};
-use actorflow::window::{SessionWindows, SlidingWindows, TumblingWindows, WindowTime};
 use actorflow::CheckpointingMode;
+use actorflow::RuntimeMode;
+use actorflow::actorflow_runtime::{CheckpointId, CheckpointKind};
 use actorflow::checkpoint::{JobEvent, JobListener, RestoreFrom};
 use actorflow::fault::FaultPlan;
+use actorflow::prelude::*;
 use actorflow::snapshot::SledStore;
 use actorflow::transactional::{FileSink, TwoPhaseCommit, committed_parts};
-use actorflow::actorflow_runtime::{CheckpointId, CheckpointKind};
+use actorflow::watermark::{WatermarkGenerator, WatermarkOutput};
+use actorflow::window::{SessionWindows, SlidingWindows, TumblingWindows, WindowTime};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -463,7 +463,9 @@ fn configure_checkpointing(
         let store = open_store(&layout.snapshots)?;
         if args.corrupt_latest {
             match store.corrupt_newest().map_err(|e| e.to_string())? {
-                Some(id) => eprintln!("window_agg: damaged checkpoint {id} (--fault corrupt-latest)"),
+                Some(id) => {
+                    eprintln!("window_agg: damaged checkpoint {id} (--fault corrupt-latest)")
+                }
                 None => eprintln!("window_agg: no checkpoint to damage (--fault corrupt-latest)"),
             }
         }
@@ -476,7 +478,11 @@ fn configure_checkpointing(
         }
         Some(Restore::Path(path)) => {
             let nested = path.join("snapshots");
-            let path = if nested.is_dir() { nested } else { path.clone() };
+            let path = if nested.is_dir() {
+                nested
+            } else {
+                path.clone()
+            };
             let own = layout.map(|l| l.snapshots.as_path());
             let same = match (path.canonicalize(), own.map(Path::canonicalize)) {
                 (Ok(a), Some(Ok(b))) => a == b,
@@ -712,11 +718,15 @@ fn run(args: Args) -> Result<(), UserError> {
         Some(layout) => {
             let (out_dir, late_dir) = (layout.out_parts.clone(), layout.late_parts.clone());
             rows.add_sink("rows-file-sink", move |_: &TaskInfo| {
-                Ok(TwoPhaseCommit::new(FileSink::<String>::new(out_dir.clone())))
+                Ok(TwoPhaseCommit::new(FileSink::<String>::new(
+                    out_dir.clone(),
+                )))
             })
             .uid("rows-sink");
             late.add_sink("late-file-sink", move |_: &TaskInfo| {
-                Ok(TwoPhaseCommit::new(FileSink::<String>::new(late_dir.clone())))
+                Ok(TwoPhaseCommit::new(FileSink::<String>::new(
+                    late_dir.clone(),
+                )))
             })
             .uid("late-sink");
             env.execute_blocking("window_agg")?;

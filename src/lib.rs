@@ -73,6 +73,7 @@ pub mod testing;
 pub mod window;
 
 pub use actorflow_runtime;
+pub use actorflow_runtime::coordinator::{CheckpointSettings, CheckpointingMode};
 pub use actorflow_runtime::operators::{
     Context, KeyedContext, KeyedProcessFunction, ProcessFunction,
 };
@@ -82,7 +83,6 @@ pub use actorflow_runtime::{
     SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
     Watermark,
 };
-pub use actorflow_runtime::coordinator::{CheckpointSettings, CheckpointingMode};
 pub use actorflow_runtime::{
     checkpoint, clock, fault, keyed_state, operators, restart, snapshot, timer, transactional,
     watermark,

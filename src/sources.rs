@@ -46,8 +46,10 @@ impl Pacer {
     async fn permit(&mut self, max: u64) -> u64 {
         let started = *self.started.get_or_insert_with(Instant::now);
         // Record number `emitted` may go out at `started + emitted / rate`.
-        tokio::time::sleep_until(started + Duration::from_secs_f64(self.emitted as f64 / self.rate))
-            .await;
+        tokio::time::sleep_until(
+            started + Duration::from_secs_f64(self.emitted as f64 / self.rate),
+        )
+        .await;
         let due = (started.elapsed().as_secs_f64() * self.rate) as u64 + 1;
         due.saturating_sub(self.emitted).clamp(1, max.max(1))
     }

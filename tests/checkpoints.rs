@@ -246,3 +246,138 @@ fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
         .unwrap();
     assert_eq!(latest.manifest.id, ids[1]);
 }
+
+// ----- keyed process state, timers and rolling reduce ---------------------------------
+
+use actorflow::keyed_state::{ListState, MapState, ValueState};
+use actorflow::operators::OpenContext;
+
+type Report = (u64, i64, u64, u64, u64);
+
+/// Per key: the tally of each 100 ms slice (map state), the slices seen (list state, one
+/// entry per record), the number of reports so far (value state), and an event-time timer at
+/// each slice's end that reports them. Every report depends only on the records up to its
+/// time, never on when watermarks happen to arrive, so runs are comparable.
+#[derive(Clone, Default)]
+struct SliceReport {
+    reports: Option<ValueState<u64>>,
+    seen: Option<ListState<i64>>,
+    tally: Option<MapState<i64, u64>>,
+}
+
+impl KeyedProcessFunction<u64, (u64, i64, u64), Report> for SliceReport {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.tally = Some(ctx.state.map_state("tally", None)?);
+        self.reports = Some(ctx.state.value_state("reports", None)?);
+        self.seen = Some(ctx.state.list_state("seen", None)?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        e: (u64, i64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<Report>,
+    ) -> Result<(), UserError> {
+        let ts = e.1 / 20;
+        let end = (ts.div_euclid(100) + 1) * 100 - 1;
+        let (seen, tally) = (
+            self.seen.as_ref().ok_or("not open")?,
+            self.tally.as_ref().ok_or("not open")?,
+        );
+        seen.add(ctx.state(), end)?;
+        let t = tally.get(ctx.state(), &end)?.unwrap_or(0);
+        tally.put(ctx.state(), end, t + e.2)?;
+        ctx.register_event_time_timer(Timestamp(end));
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        time: Timestamp,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<Report>,
+    ) -> Result<(), UserError> {
+        let (reports, seen, tally) = (
+            self.reports.as_ref().ok_or("not open")?,
+            self.seen.as_ref().ok_or("not open")?,
+            self.tally.as_ref().ok_or("not open")?,
+        );
+        let r = reports.value(ctx.state())?.unwrap_or(0) + 1;
+        reports.update(ctx.state(), r)?;
+        let all = seen.get(ctx.state())?;
+        let (due, rest): (Vec<i64>, Vec<i64>) = all.into_iter().partition(|t| *t <= time.0);
+        seen.update(ctx.state(), rest)?;
+        let t = tally.get(ctx.state(), &time.0)?.unwrap_or(0);
+        tally.remove(ctx.state(), &time.0)?;
+        out.collect((*ctx.current_key(), time.0, r, due.len() as u64, t));
+        Ok(())
+    }
+}
+
+/// The keyed process function, then a rolling sum of its reports' tallies per key.
+fn stateful_job(
+    env: &StreamExecutionEnvironment,
+    parallelism: u32,
+) -> (actorflow::Collected<Report>, actorflow::Collected<Report>) {
+    env.set_parallelism(parallelism).set_max_parallelism(128);
+    let reports = env
+        .from_generator(
+            GeneratorSource::new(N, |i| (i % 13, i as i64, i)).with_rate_limit(200_000.0),
+        )
+        .set_parallelism(1)
+        .uid("generator")
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .with_timestamp_assigner(|e: &(u64, i64, u64), _| e.1 / 20),
+        )
+        .uid("timestamps")
+        .set_parallelism(1)
+        .key_by(|e: &(u64, i64, u64)| e.0)
+        .process(SliceReport::default())
+        .uid("slices")
+        .name("slices");
+    let rolling = reports
+        .key_by(|r: &Report| r.0)
+        .reduce(|a: Report, b: Report| (a.0, b.1, a.2 + b.2, a.3 + b.3, a.4 + b.4))
+        .uid("rolling")
+        .name("rolling");
+    (reports.collect(), rolling.collect())
+}
+
+#[test]
+fn keyed_process_state_timers_and_rolling_reduce_survive_restarts() {
+    let run_it = |faults: &str, parallelism: u32| {
+        let env = StreamExecutionEnvironment::new();
+        if !faults.is_empty() {
+            env.enable_checkpointing(Duration::from_millis(40))
+                .set_restart_strategy(RestartStrategy::FixedDelay {
+                    attempts: 5,
+                    delay: Duration::from_millis(10),
+                })
+                .set_fault_plan(FaultPlan::parse(faults).unwrap());
+        }
+        let (reports, rolling) = stateful_job(&env, parallelism);
+        env.execute_blocking("stateful").unwrap();
+        let (mut a, mut b) = (reports.take(), rolling.take());
+        a.sort_unstable();
+        b.sort_unstable();
+        (a, b)
+    };
+    let reference = run_it("", 1);
+    assert!(reference.0.len() > 300, "{} reports", reference.0.len());
+    for (faults, parallelism) in [
+        ("panic@slices#0:records=20000,panic@rolling:records=300", 2),
+        ("panic@slices:records=35000", 1),
+    ] {
+        let got = run_it(faults, parallelism);
+        assert_eq!(
+            got.0, reference.0,
+            "reports with {faults} at p={parallelism}"
+        );
+        assert_eq!(
+            got.1, reference.1,
+            "rolling sums with {faults} at p={parallelism}"
+        );
+    }
+}

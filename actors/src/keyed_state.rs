@@ -18,6 +18,9 @@
 use crate::error::UserError;
 use crate::operators::AggregateFunction;
 use crate::types::Timestamp;
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -76,7 +79,7 @@ impl StateTtlConfig {
 }
 
 /// A stored value with the processing time of its last refresh.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stamped<V> {
     value: V,
     at: i64,
@@ -100,11 +103,38 @@ impl Ttl {
     }
 }
 
+/// A value a state slot can hold: any serializable type, kept typed while live.
+trait Cell: Any + Send {
+    fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Serialize + Any + Send> Cell for T {
+    fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// One state slot: a live typed value, or the bytes of a restored snapshot, decoded on first
+/// access by the handle (which knows the type).
+enum Slot {
+    Live(Box<dyn Cell>),
+    Raw(Vec<u8>),
+}
+
 /// All state slots of one key.
 #[derive(Default)]
 pub struct KeyState {
-    slots: Vec<Option<Box<dyn Any + Send>>>,
+    slots: Vec<Option<Slot>>,
 }
+
+/// Bounds of a type stored in keyed state: values are snapshotted with postcard.
+pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
+
+impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> StateValue for T {}
 
 impl std::fmt::Debug for KeyState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,17 +150,17 @@ impl KeyState {
         self.slots.iter().all(Option::is_none)
     }
 
-    fn slot<S: Any + Send>(&mut self, i: usize) -> Result<Option<&mut S>, UserError> {
+    fn slot<S: Serialize + DeserializeOwned + Any + Send>(
+        &mut self,
+        i: usize,
+    ) -> Result<Option<&mut S>, UserError> {
         match self.slots.get_mut(i).and_then(Option::as_mut) {
             None => Ok(None),
-            Some(b) => b
-                .downcast_mut::<S>()
-                .map(Some)
-                .ok_or_else(|| state_type_error(i)),
+            Some(slot) => live(slot, i).map(Some),
         }
     }
 
-    fn slot_or_insert<S: Any + Send>(
+    fn slot_or_insert<S: Serialize + DeserializeOwned + Any + Send>(
         &mut self,
         i: usize,
         make: impl FnOnce() -> S,
@@ -138,14 +168,67 @@ impl KeyState {
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || None);
         }
-        let b = self.slots[i].get_or_insert_with(|| Box::new(make()));
-        b.downcast_mut::<S>().ok_or_else(|| state_type_error(i))
+        let slot = self.slots[i].get_or_insert_with(|| Slot::Live(Box::new(make())));
+        live(slot, i)
+    }
+
+    /// The key's state for a snapshot: `(slot, bytes)` per slot that holds something.
+    ///
+    /// # Errors
+    ///
+    /// If a value cannot be serialized.
+    pub fn encode(&self) -> Result<Vec<(usize, Vec<u8>)>, UserError> {
+        let mut out = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            match slot {
+                None => {}
+                Some(Slot::Raw(bytes)) => out.push((i, bytes.clone())),
+                Some(Slot::Live(cell)) => out.push((
+                    i,
+                    cell.encode()
+                        .map_err(|e| format!("cannot serialize keyed state slot {i}: {e}"))?,
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts restored bytes into slot `i`; the handle decodes them on first access.
+    pub fn restore_slot(&mut self, i: usize, bytes: Vec<u8>) {
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = Some(Slot::Raw(bytes));
     }
 
     fn clear_slot(&mut self, i: usize) {
         if let Some(s) = self.slots.get_mut(i) {
             *s = None;
         }
+    }
+}
+
+/// The typed value of `slot`, decoding restored bytes first.
+fn live<S: Serialize + DeserializeOwned + Any + Send>(
+    slot: &mut Slot,
+    i: usize,
+) -> Result<&mut S, UserError> {
+    if let Slot::Raw(bytes) = slot {
+        let value: S = postcard::from_bytes(bytes).map_err(|e| {
+            format!(
+                "restored keyed state slot {i} does not decode as {}: {e} (did its type change \
+                 since the checkpoint?)",
+                std::any::type_name::<S>()
+            )
+        })?;
+        *slot = Slot::Live(Box::new(value));
+    }
+    match slot {
+        Slot::Live(cell) => cell
+            .as_any_mut()
+            .downcast_mut::<S>()
+            .ok_or_else(|| state_type_error(i)),
+        Slot::Raw(_) => Err(state_type_error(i)),
     }
 }
 
@@ -184,6 +267,16 @@ impl StateRegistry {
         Ok(self.names.len() - 1)
     }
 
+    /// The registered names, in slot order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The slot of state `name`, if registered.
+    pub fn slot_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
     /// Number of registered states.
     pub fn len(&self) -> usize {
         self.names.len()
@@ -199,7 +292,7 @@ impl StateRegistry {
     /// # Errors
     ///
     /// If a state of that name is already registered.
-    pub fn value_state<V: Clone + Send + 'static>(
+    pub fn value_state<V: StateValue>(
         &mut self,
         name: &str,
         ttl: Option<StateTtlConfig>,
@@ -216,7 +309,7 @@ impl StateRegistry {
     /// # Errors
     ///
     /// If a state of that name is already registered.
-    pub fn list_state<V: Clone + Send + 'static>(
+    pub fn list_state<V: StateValue>(
         &mut self,
         name: &str,
         ttl: Option<StateTtlConfig>,
@@ -233,7 +326,7 @@ impl StateRegistry {
     /// # Errors
     ///
     /// If a state of that name is already registered.
-    pub fn map_state<MK: Ord + Clone + Send + 'static, V: Clone + Send + 'static>(
+    pub fn map_state<MK: Ord + StateValue, V: StateValue>(
         &mut self,
         name: &str,
         ttl: Option<StateTtlConfig>,
@@ -251,7 +344,7 @@ impl StateRegistry {
     /// # Errors
     ///
     /// If a state of that name is already registered.
-    pub fn reducing_state<V: Clone + Send + 'static>(
+    pub fn reducing_state<V: StateValue>(
         &mut self,
         name: &str,
         reduce: impl Fn(V, V) -> V + Send + Sync + 'static,
@@ -309,7 +402,7 @@ impl<V> Clone for ValueState<V> {
     }
 }
 
-impl<V: Clone + Send + 'static> ValueState<V> {
+impl<V: StateValue> ValueState<V> {
     /// The current key's value, if set and not expired.
     ///
     /// # Errors
@@ -370,7 +463,7 @@ impl<V> Clone for ListState<V> {
     }
 }
 
-impl<V: Clone + Send + 'static> ListState<V> {
+impl<V: StateValue> ListState<V> {
     /// The current key's list (unexpired elements, in insertion order).
     ///
     /// # Errors
@@ -449,7 +542,7 @@ impl<MK, V> Clone for MapState<MK, V> {
 
 type Map<MK, V> = BTreeMap<MK, Stamped<V>>;
 
-impl<MK: Ord + Clone + Send + 'static, V: Clone + Send + 'static> MapState<MK, V> {
+impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
     /// The value under `key`, if present and not expired.
     ///
     /// # Errors
@@ -552,7 +645,7 @@ impl<V> std::fmt::Debug for ReducingState<V> {
     }
 }
 
-impl<V: Clone + Send + 'static> ReducingState<V> {
+impl<V: StateValue> ReducingState<V> {
     /// The reduced value.
     ///
     /// # Errors

@@ -11,7 +11,8 @@ use crate::error::UserError;
 use crate::key::KeySelector;
 use crate::operator::{Operator, TaskInfo};
 use crate::state::KeyedTable;
-use crate::types::Timestamp;
+use crate::types::{KeyGroup, Timestamp};
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 /// Keeps one value per key, folds every record into it with `reduce(accumulated, record)`,
@@ -21,6 +22,7 @@ pub struct KeyedReduceOperator<T, S: KeySelector<T>, R> {
     reduce: R,
     table: Option<KeyedTable<S::Key, Option<T>>>,
     emit_updates: bool,
+    max_parallelism: u32,
     _types: PhantomData<fn(T)>,
 }
 
@@ -32,6 +34,7 @@ impl<T, S: KeySelector<T>, R> KeyedReduceOperator<T, S, R> {
             reduce,
             table: None,
             emit_updates: true,
+            max_parallelism: 128,
             _types: PhantomData,
         }
     }
@@ -52,6 +55,7 @@ where
             info.key_group_range(),
         ));
         self.emit_updates = info.runtime_mode == RuntimeMode::Streaming;
+        self.max_parallelism = info.max_parallelism;
         Ok(())
     }
 
@@ -84,6 +88,50 @@ where
             out.set_timestamp(ts);
             out.collect(updated.clone());
             *slot = Some(updated);
+        }
+        Ok(())
+    }
+
+    /// Each key's current value, per key group.
+    fn snapshot_state(
+        &mut self,
+        _: crate::types::CheckpointId,
+        state: &mut crate::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        let table = self
+            .table
+            .as_ref()
+            .ok_or("keyed reduce snapshot before open()")?;
+        let max_p = self.max_parallelism;
+        let mut groups: BTreeMap<KeyGroup, Vec<(&S::Key, &T)>> = BTreeMap::new();
+        for (key, value) in table.iter() {
+            if let Some(v) = value {
+                let kg = crate::keygroup::assign_to_key_group(key, max_p);
+                groups.entry(kg).or_default().push((key, v));
+            }
+        }
+        for (kg, list) in &groups {
+            state.put_group(*kg, list)?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: crate::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        type Group<K, T> = (KeyGroup, Vec<(K, T)>);
+        let groups: Vec<Group<S::Key, T>> = restored.state.groups()?;
+        let table = self
+            .table
+            .as_mut()
+            .ok_or("keyed reduce restored before open()")?;
+        for (_, list) in groups {
+            for (key, value) in list {
+                *table
+                    .get_or_insert_with(&key, || None)
+                    .map_err(|e| format!("restoring a keyed reduce: {e}"))? = Some(value);
+            }
         }
         Ok(())
     }
