@@ -494,8 +494,8 @@ pub(crate) struct TextFileReader {
     files: VecDeque<(PathBuf, u64, u64)>,
     current: Option<OpenFile>,
     policy: Utf8Policy,
-    /// Bytes read but not emitted yet: at most one partial line, unless the rate limit
-    /// stopped the last call early.
+    /// Bytes read but not emitted yet: at most one partial line, unless the last call
+    /// stopped at a batch's worth of lines or at the rate limit.
     buf: Vec<u8>,
     pacer: Option<Pacer>,
 }
@@ -682,7 +682,7 @@ impl TextFileReader {
                 line: &mut file.line,
                 offset: Some(&mut file.offset),
             }
-            .emit(&mut self.buf, eof, *budget, out)?;
+            .emit(&mut self.buf, eof, (*budget).min(BATCH - out.len()), out)?;
             *budget -= n;
             *taken += n;
             if eof && self.buf.is_empty() {

@@ -537,6 +537,9 @@ pub(crate) enum Tail {
         /// Announce aligned checkpoint barriers on the priority lanes (an alignment timeout
         /// is set).
         announce: bool,
+        /// The output the last unaligned barrier overtook, per channel, until the subtask
+        /// puts it into its snapshot.
+        overtaken: Vec<(usize, Vec<StreamMessage>)>,
     },
     Sink(SinkTail),
 }
@@ -558,17 +561,24 @@ impl Tail {
                 writer,
                 priority,
                 announce,
+                overtaken,
                 ..
             } => writer.emit_control(match signal {
                 Signal::Watermark(wm) => StreamMessage::Watermark(wm),
                 Signal::Status(s) => StreamMessage::Status(s),
+                Signal::Barrier(b) if b.alignment == BarrierAlignment::Unaligned => {
+                    // The in-band copy goes into the receivers' queues at once, ahead of the
+                    // output still pending here (which this subtask snapshots), so a receiver
+                    // finds its whole in-flight data in its queue; then the priority copy
+                    // tells it to act.
+                    *overtaken = writer.barrier_ahead(StreamMessage::Barrier(b));
+                    for p in priority.iter() {
+                        let _ = p.try_send(PriorityMessage::Barrier(b));
+                    }
+                    return;
+                }
                 Signal::Barrier(b) => {
-                    if b.alignment == BarrierAlignment::Unaligned {
-                        // Overtake the queued data; the in-band copy ends the recording.
-                        for p in priority.iter() {
-                            let _ = p.try_send(PriorityMessage::Barrier(b));
-                        }
-                    } else if *announce
+                    if *announce
                         && b.alignment == BarrierAlignment::Aligned
                         && b.kind == CheckpointKind::Checkpoint
                     {

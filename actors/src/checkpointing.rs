@@ -65,6 +65,31 @@ pub(crate) struct SubtaskState {
     pub(crate) valve: Option<WatermarkValve>,
     /// Unaligned: the data each lane delivered after the snapshot and before its barrier.
     pub(crate) in_flight: Vec<LaneRecord>,
+    /// Unaligned: the output the barrier overtook, still waiting in this subtask's network
+    /// writers (Flink's output channel state).
+    pub(crate) out_flight: Vec<OutputRecord>,
+}
+
+/// The lane-level state a restored subtask starts from.
+#[derive(Debug, Default)]
+pub(crate) struct LaneRestore {
+    /// Input watermarks per lane.
+    pub(crate) valve: Option<WatermarkValve>,
+    /// In-flight input to process before anything new.
+    pub(crate) input: Vec<LaneRecord>,
+    /// Overtaken output to send before anything new.
+    pub(crate) output: Vec<OutputRecord>,
+}
+
+/// Output of one network tail's channel that an unaligned barrier overtook.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct OutputRecord {
+    /// Which network tail of the subtask (in chain order).
+    pub(crate) tail: usize,
+    /// The tail's number of channels when the snapshot was taken.
+    pub(crate) channels: usize,
+    pub(crate) channel: usize,
+    pub(crate) items: Vec<InFlight>,
 }
 
 /// Facts about a checkpoint kept in its manifest.
@@ -563,6 +588,7 @@ struct LaneState {
     lanes: usize,
     valve: Option<WatermarkValve>,
     in_flight: Vec<LaneRecord>,
+    out_flight: Vec<OutputRecord>,
 }
 
 /// A stored checkpoint, decoded and indexed for the subtasks of a new deployment.
@@ -601,6 +627,7 @@ impl RestorePlan {
                     lanes: st.lanes,
                     valve: st.valve,
                     in_flight: st.in_flight,
+                    out_flight: st.out_flight,
                 },
             );
         }
@@ -664,14 +691,19 @@ impl RestorePlan {
         index: usize,
         parallelism: u32,
         lanes: usize,
-    ) -> Result<(Option<WatermarkValve>, Vec<LaneRecord>), BuildError> {
+    ) -> Result<LaneRestore, BuildError> {
         let Some(s) = self.subtasks.get(&(head.to_string(), index)) else {
-            return Ok((None, Vec::new()));
+            return Ok(LaneRestore::default());
         };
         if s.parallelism == parallelism && s.lanes == lanes {
-            return Ok((s.valve.clone(), s.in_flight.clone()));
+            return Ok(LaneRestore {
+                valve: s.valve.clone(),
+                input: s.in_flight.clone(),
+                output: s.out_flight.clone(),
+            });
         }
-        let in_flight = s.in_flight.iter().any(|l| !l.items.is_empty());
+        let in_flight = s.in_flight.iter().any(|l| !l.items.is_empty())
+            || s.out_flight.iter().any(|l| !l.items.is_empty());
         if in_flight {
             return Err(restore_error(
                 self.checkpoint,
@@ -683,7 +715,7 @@ impl RestorePlan {
                 ),
             ));
         }
-        Ok((None, Vec::new()))
+        Ok(LaneRestore::default())
     }
 
     /// Refuses a restore that leaves state of an operator unplaced, unless allowed.

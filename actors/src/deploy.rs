@@ -197,6 +197,7 @@ impl ChainBuilder<'_> {
                         c.settings.aligned_timeout.is_some()
                             && c.settings.mode == CheckpointingMode::ExactlyOnce
                     }),
+                    overtaken: Vec::new(),
                 });
                 outputs.push(Route {
                     tag,
@@ -345,9 +346,9 @@ pub(crate) fn deploy(
             let checkpointing = match &ctx.coordinator {
                 Some(coordinator) => {
                     let head_key = state_key(head);
-                    let (valve, replay) = match ctx.restore {
+                    let restored = match ctx.restore {
                         Some(r) => r.for_lanes(&head_key, index, vertex.parallelism, lanes)?,
-                        None => (None, Vec::new()),
+                        None => Default::default(),
                     };
                     Some(Checkpointing::new(
                         CoordinatorLink {
@@ -360,8 +361,7 @@ pub(crate) fn deploy(
                             .checkpointing
                             .as_ref()
                             .and_then(|c| c.settings.aligned_timeout),
-                        valve,
-                        replay,
+                        restored,
                     ))
                 }
                 None => None,

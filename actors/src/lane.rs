@@ -257,6 +257,25 @@ impl<M: LaneMessage> LaneSender<M> {
         Ok(())
     }
 
+    /// Sends a message even if the lane is full: the lane goes over its capacity by this
+    /// message, and senders wait until it is back under. Only for what must reach the
+    /// receiver's queue now and is bounded by construction: an unaligned checkpoint barrier
+    /// (at most one per checkpoint and sender), so the receiver finds the lane's whole
+    /// in-flight data in its queue.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] with the message if the receiver is gone.
+    pub fn send_overflow(&self, msg: M) -> Result<(), SendError<M>> {
+        let cost = msg.cost();
+        let st = self.shared.lock();
+        if !st.receiver_alive {
+            return Err(SendError(msg));
+        }
+        self.push_locked(st, msg, cost);
+        Ok(())
+    }
+
     /// Waits until `cost` fits in the lane and reserves it.
     ///
     /// Cancel-safe: dropping the future before it completes reserves nothing.

@@ -203,6 +203,22 @@ pub trait NetworkOutput: Send {
     /// Sends every pending message, waiting for room. Cancel-safe: dropping the future loses
     /// nothing; the rest stays pending.
     fn drain(&mut self) -> BoxFuture<'_, Result<(), Closed>>;
+    /// Sends an unaligned barrier ahead of the output still pending here: the buffers are
+    /// flushed, `barrier` goes into every channel's lane at once (over capacity by that one
+    /// message, see [`LaneSender::send_overflow`]), and the pending messages it overtook stay
+    /// pending — they are sent after it as usual. Returns copies of them per channel (the
+    /// sender's share of the checkpoint's in-flight data, Flink's output channel state).
+    fn barrier_ahead(&mut self, barrier: StreamMessage) -> Vec<(usize, Vec<StreamMessage>)>;
+    /// Number of channels (downstream subtasks).
+    fn channel_count(&self) -> usize;
+    /// Decodes a batch of this edge's record type (restored output).
+    ///
+    /// # Errors
+    ///
+    /// If the bytes do not decode as a batch of the edge's records.
+    fn decode_batch(&self, bytes: &[u8]) -> Result<DataBatch, String>;
+    /// Queues restored output for `channel`, to be sent before anything new.
+    fn restore_pending(&mut self, channel: usize, messages: Vec<StreamMessage>);
 }
 
 /// Creates the typed writer of an edge for each upstream subtask.
@@ -455,6 +471,36 @@ impl<T: Data, S: ChannelSelector<T>> NetworkOutput for RecordWriter<T, S> {
 
     fn drain(&mut self) -> BoxFuture<'_, Result<(), Closed>> {
         Box::pin(self.drain_all())
+    }
+
+    fn barrier_ahead(&mut self, barrier: StreamMessage) -> Vec<(usize, Vec<StreamMessage>)> {
+        self.flush();
+        let mut overtaken = Vec::new();
+        for (channel, (lane, queue)) in self.channels.iter().zip(&self.pending).enumerate() {
+            if !queue.is_empty() {
+                overtaken.push((channel, queue.iter().cloned().collect()));
+            }
+            // A gone receiver is reported by the next drain.
+            let _ = lane.send_overflow(barrier.clone());
+        }
+        overtaken
+    }
+
+    fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    fn decode_batch(&self, bytes: &[u8]) -> Result<DataBatch, String> {
+        DataBatch::decode::<T>(bytes)
+    }
+
+    fn restore_pending(&mut self, channel: usize, messages: Vec<StreamMessage>) {
+        if let Some(queue) = self.pending.get_mut(channel) {
+            self.pending_messages += messages.len();
+            for m in messages.into_iter().rev() {
+                queue.push_front(m);
+            }
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 
 /// The snapshot format written by this version. A manifest of another version is refused with
 /// an error naming both.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MANIFEST_MAGIC: &[u8; 4] = b"AFCK";
 

@@ -14,7 +14,8 @@ use crate::chain::{
 };
 use crate::checkpoint::{OperatorState, RestoredState};
 use crate::checkpointing::{
-    CoordinatorLink, CoordinatorMsg, InFlight, LaneRecord, OperatorEntry, SubtaskState,
+    CoordinatorLink, CoordinatorMsg, InFlight, LaneRecord, LaneRestore, OperatorEntry,
+    OutputRecord, SubtaskState,
 };
 use crate::clock::ProcessingClock;
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
@@ -52,6 +53,34 @@ struct Recording {
     state: SubtaskState,
     lanes: Vec<LaneRecord>,
     alignment_ms: u64,
+    /// Per lane: messages at the front of its queue already captured from the queue (they
+    /// are not recorded again when processed).
+    scanned: Vec<usize>,
+    /// Per lane: the barrier (or the end of input) was found in the queue, so the lane's
+    /// in-flight data is complete.
+    complete: Vec<bool>,
+}
+
+impl Recording {
+    fn push(&mut self, lane: usize, item: InFlight) {
+        match self.lanes.iter_mut().find(|l| l.lane == lane) {
+            Some(l) => l.items.push(item),
+            None => self.lanes.push(LaneRecord {
+                lane,
+                items: vec![item],
+            }),
+        }
+    }
+}
+
+/// A queued input message as in-flight data; `None` for barriers and ends of input.
+fn in_flight_of(msg: &StreamMessage) -> Option<Result<InFlight, String>> {
+    match msg {
+        StreamMessage::Data(batch) => Some(batch.encode().map(InFlight::Data)),
+        StreamMessage::Watermark(wm) => Some(Ok(InFlight::Watermark(wm.0))),
+        StreamMessage::Status(s) => Some(Ok(InFlight::Status(*s))),
+        StreamMessage::Barrier(_) | StreamMessage::EndOfInput => None,
+    }
 }
 
 /// Checkpointing of one subtask.
@@ -61,9 +90,11 @@ pub(crate) struct Checkpointing {
     pub(crate) head_key: String,
     /// After this long aligning, an aligned checkpoint turns unaligned.
     pub(crate) alignment_timeout: Option<Duration>,
-    /// Restored lane-level state: input watermarks and in-flight data to replay first.
+    /// Restored lane-level state: input watermarks, in-flight input and overtaken output to
+    /// replay first.
     pub(crate) restored_valve: Option<WatermarkValve>,
     pub(crate) replay: Vec<LaneRecord>,
+    pub(crate) replay_output: Vec<OutputRecord>,
     recording: Option<Recording>,
     /// When the pending aligned checkpoint's first barrier arrived.
     aligning_since: Option<Instant>,
@@ -76,15 +107,15 @@ impl Checkpointing {
         link: CoordinatorLink,
         head_key: String,
         alignment_timeout: Option<Duration>,
-        restored_valve: Option<WatermarkValve>,
-        replay: Vec<LaneRecord>,
+        restored: LaneRestore,
     ) -> Self {
         Checkpointing {
             link,
             head_key,
             alignment_timeout,
-            restored_valve,
-            replay,
+            restored_valve: restored.valve,
+            replay: restored.input,
+            replay_output: restored.output,
             recording: None,
             aligning_since: None,
             announced: None,
@@ -151,6 +182,31 @@ fn on_priority_waiting(
             deferred.push(other);
             Ok(())
         }
+    }
+}
+
+/// What [`Subtask::drain_inner`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Everything pending, network and sinks.
+    All,
+    /// Everything, unless an unaligned checkpoint's trigger or barrier arrives meanwhile.
+    OrUnaligned,
+    /// Only the sinks' queued work.
+    SinksOnly,
+}
+
+/// How long a subtask may keep a tokio worker thread while it always finds input ready.
+const BUSY_SLICE: Duration = Duration::from_millis(2);
+
+/// Yields to the tokio scheduler once the subtask has run for [`BUSY_SLICE`] without waiting.
+/// Lanes are not tokio resources, so tokio's cooperative budget never forces a busy subtask to
+/// yield; without this, subtasks that always have input (a slow operator under backpressure)
+/// would keep the worker threads from the coordinator, the supervisor and the other subtasks.
+async fn yield_if_busy(since: &mut Instant) {
+    if since.elapsed() >= BUSY_SLICE {
+        tokio::task::yield_now().await;
+        *since = Instant::now();
     }
 }
 
@@ -325,7 +381,53 @@ impl Subtask {
         if let Some(v) = c.restored_valve.take() {
             self.valve = v;
         }
+        // The overtaken output goes out first, ahead of anything the replay below emits.
+        let output = std::mem::take(&mut c.replay_output);
         let replay = std::mem::take(&mut c.replay);
+        let label = self.head_label.clone();
+        let internal = |message: String| {
+            Stop::Failed(Fault {
+                operator: label.clone(),
+                cause: FailureCause::Internal(message),
+            })
+        };
+        let mut writers: Vec<_> = self
+            .tails
+            .iter_mut()
+            .filter_map(|t| match t {
+                Tail::Network { writer, .. } => Some(writer),
+                Tail::Sink(_) => None,
+            })
+            .collect();
+        for record in output {
+            let writer = writers.get_mut(record.tail).ok_or_else(|| {
+                internal(format!(
+                    "the checkpoint holds output of network tail {} that the subtask lacks",
+                    record.tail
+                ))
+            })?;
+            if writer.channel_count() != record.channels {
+                return Err(internal(format!(
+                    "the checkpoint's overtaken output went to {} channels, the tail now has {}; \
+                     restore an unaligned checkpoint at the same parallelism",
+                    record.channels,
+                    writer.channel_count()
+                )));
+            }
+            let mut msgs = Vec::with_capacity(record.items.len());
+            for item in record.items {
+                msgs.push(match item {
+                    InFlight::Data(bytes) => StreamMessage::Data(
+                        writer
+                            .decode_batch(&bytes)
+                            .map_err(|e| internal(format!("cannot replay output: {e}")))?,
+                    ),
+                    InFlight::Watermark(w) => StreamMessage::Watermark(Watermark(w)),
+                    InFlight::Status(s) => StreamMessage::Status(s),
+                });
+            }
+            writer.restore_pending(record.channel, msgs);
+        }
         for record in replay {
             let input = self.lane_inputs.get(record.lane).copied().unwrap_or(0);
             for item in record.items {
@@ -360,8 +462,9 @@ impl Subtask {
         head: Option<&mut SourceHead>,
         id: CheckpointId,
     ) -> Result<Result<SubtaskState, String>, Stop> {
-        // Writes queued for sinks belong to the checkpoint: run them first.
-        self.drain().await?;
+        // Writes queued for sinks belong to the checkpoint: run them first. Output queued for
+        // the network needs no waiting: the barrier goes behind it.
+        self.drain_inner(Drain::SinksOnly).await?;
         let mut operators = Vec::new();
         let mut declined = None;
         if let Some(h) = head {
@@ -408,6 +511,7 @@ impl Subtask {
             operators,
             valve: Some(self.valve.clone()),
             in_flight: Vec::new(),
+            out_flight: Vec::new(),
         }))
     }
 
@@ -472,7 +576,7 @@ impl Subtask {
             }
             None => 0,
         };
-        let state = match self.snapshot(head, barrier.id).await? {
+        let mut state = match self.snapshot(head, barrier.id).await? {
             Ok(s) => s,
             Err(reason) => {
                 self.decline(barrier.id, reason);
@@ -484,23 +588,59 @@ impl Subtask {
         trace!(checkpoint = %barrier.id, "snapshot taken, forwarding the barrier");
         signal_outputs(&mut self.root, Signal::Barrier(barrier), &mut self.tails)?;
         let unaligned = barrier.alignment == BarrierAlignment::Unaligned;
+        if unaligned && let Err(e) = self.take_overtaken_output(&mut state) {
+            self.decline(barrier.id, e);
+            self.flush_all();
+            return self.drain().await;
+        }
         let recording =
             unaligned && (0..self.gate.lane_count()).any(|l| self.aligner.is_recording(l));
         if recording {
             if let Some(c) = &mut self.checkpointing {
+                let lanes = self.gate.lane_count();
                 c.recording = Some(Recording {
                     barrier,
                     state,
                     lanes: Vec::new(),
                     alignment_ms,
+                    scanned: vec![0; lanes],
+                    complete: vec![false; lanes],
                 });
             }
+            self.scan_in_flight();
         } else {
             self.acknowledge(barrier.id, &state, unaligned, alignment_ms);
         }
         // Flush so the barrier leaves at once (it is the point of the checkpoint).
         self.flush_all();
         self.drain().await
+    }
+
+    /// Moves the output the unaligned barrier overtook in the network writers into `state`.
+    fn take_overtaken_output(&mut self, state: &mut SubtaskState) -> Result<(), String> {
+        let network = self.tails.iter_mut().filter_map(|t| match t {
+            Tail::Network {
+                writer, overtaken, ..
+            } => Some((writer.channel_count(), std::mem::take(overtaken))),
+            Tail::Sink(_) => None,
+        });
+        for (tail, (channels, overtaken)) in network.enumerate() {
+            for (channel, msgs) in overtaken {
+                let mut items = Vec::with_capacity(msgs.len());
+                for m in &msgs {
+                    if let Some(item) = in_flight_of(m) {
+                        items.push(item?);
+                    }
+                }
+                state.out_flight.push(OutputRecord {
+                    tail,
+                    channels,
+                    channel,
+                    items,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every lane delivered the barrier of the checkpoint being recorded: acknowledge it with
@@ -518,6 +658,67 @@ impl Subtask {
         }
     }
 
+    /// Captures the in-flight data of the recorded checkpoint straight from the input
+    /// queues: on each lane still recording, the queued messages up to the checkpoint's
+    /// in-band barrier. Senders push that barrier through at once (over capacity), so
+    /// usually every lane is complete at the first scan and the checkpoint is acknowledged
+    /// now, without waiting for the queued data to be processed. A lane whose barrier is not
+    /// queued yet (its upstream has not taken the checkpoint) is scanned again when that
+    /// upstream's priority copy arrives, and recorded as processed meanwhile.
+    fn scan_in_flight(&mut self) {
+        let Some(r) = self
+            .checkpointing
+            .as_mut()
+            .and_then(|c| c.recording.as_mut())
+        else {
+            return;
+        };
+        let id = r.barrier.id;
+        let mut all = true;
+        let mut failed = None;
+        for lane in 0..self.gate.lane_count() {
+            if !self.aligner.is_recording(lane) || r.complete.get(lane).copied().unwrap_or(true) {
+                continue;
+            }
+            let Some(rx) = self.gate.lane(lane) else {
+                continue;
+            };
+            let mut skip = r.scanned[lane];
+            let mut items = Vec::new();
+            let mut done = false;
+            rx.for_each_queued(|m| {
+                if done || failed.is_some() {
+                    return;
+                }
+                match m {
+                    StreamMessage::Barrier(b) if b.id >= id => done = true,
+                    StreamMessage::EndOfInput => done = true,
+                    other => match in_flight_of(other) {
+                        Some(_) if skip > 0 => skip -= 1,
+                        Some(Ok(item)) => items.push(item),
+                        Some(Err(e)) => failed = Some(e),
+                        None => {}
+                    },
+                }
+            });
+            r.scanned[lane] += items.len();
+            for item in items {
+                r.push(lane, item);
+            }
+            r.complete[lane] = done;
+            all &= done;
+        }
+        trace!(checkpoint = %id, complete = all, scanned = ?r.scanned, "in-flight data scanned from the input queues");
+        if let Some(e) = failed {
+            if let Some(c) = &mut self.checkpointing {
+                c.recording = None;
+            }
+            self.decline(id, e);
+        } else if all {
+            self.finish_recording(id);
+        }
+    }
+
     fn record(&mut self, lane: usize, item: impl FnOnce() -> Result<InFlight, String>) {
         if !self.aligner.is_recording(lane) {
             return;
@@ -529,14 +730,15 @@ impl Subtask {
         else {
             return;
         };
+        if let Some(n) = r.scanned.get_mut(lane)
+            && *n > 0
+        {
+            // Captured from the queue already.
+            *n -= 1;
+            return;
+        }
         match item() {
-            Ok(item) => match r.lanes.iter_mut().find(|l| l.lane == lane) {
-                Some(l) => l.items.push(item),
-                None => r.lanes.push(LaneRecord {
-                    lane,
-                    items: vec![item],
-                }),
-            },
+            Ok(item) => r.push(lane, item),
             Err(e) => {
                 let id = r.barrier.id;
                 if let Some(c) = &mut self.checkpointing {
@@ -561,6 +763,14 @@ impl Subtask {
             PriorityMessage::Barrier(barrier) => {
                 let out = self.aligner.on_priority_barrier(barrier);
                 self.apply_alignment(out).await?;
+                // Another upstream took the checkpoint: its lane's barrier is queued now.
+                if self.checkpointing.as_ref().is_some_and(|c| {
+                    c.recording
+                        .as_ref()
+                        .is_some_and(|r| r.barrier.id == barrier.id)
+                }) {
+                    self.scan_in_flight();
+                }
             }
             PriorityMessage::Announce(barrier) => {
                 if let Some(c) = &mut self.checkpointing
@@ -669,7 +879,9 @@ impl Subtask {
         if self.gate.lane_count() == 0 {
             return Err(self.internal("an operator subtask without input lanes".into()));
         }
+        let mut since_yield = Instant::now();
         loop {
+            yield_if_busy(&mut since_yield).await;
             self.run_deferred(None).await?;
             let event = match self.gate.try_next() {
                 Some(ev) => ev,
@@ -738,7 +950,7 @@ impl Subtask {
             if self.buffer_timeout.is_zero() {
                 self.flush_all();
             }
-            self.drain().await?;
+            self.drain_or_unaligned().await?;
         }
         Ok(())
     }
@@ -822,7 +1034,11 @@ impl Subtask {
         if finished || self.buffer_timeout.is_zero() {
             self.flush_all();
         }
-        self.drain().await?;
+        if finished {
+            self.drain().await?;
+        } else {
+            self.drain_or_unaligned().await?;
+        }
         Ok(finished)
     }
 
@@ -916,7 +1132,9 @@ impl Subtask {
             FlushDue,
             Done(SourcePoll),
         }
+        let mut since_yield = Instant::now();
         loop {
+            yield_if_busy(&mut since_yield).await;
             self.run_deferred(Some(head)).await?;
             if let Some(p) = self.gate.try_priority() {
                 self.on_priority(Some(head), p).await?;
@@ -981,10 +1199,11 @@ impl Subtask {
             if end || self.buffer_timeout.is_zero() {
                 self.flush_all();
             }
-            self.drain().await?;
             if end {
+                self.drain().await?;
                 return Ok(());
             }
+            self.drain_or_unaligned().await?;
         }
     }
 
@@ -1006,7 +1225,7 @@ impl Subtask {
             && Instant::now() >= deadline
         {
             self.flush_all();
-            self.drain().await?;
+            self.drain_or_unaligned().await?;
         }
         Ok(())
     }
@@ -1023,6 +1242,19 @@ impl Subtask {
     /// as backpressured time, sink work as busy time; a priority message is taken meanwhile
     /// (cancellation acts at once, checkpoint messages wait).
     async fn drain(&mut self) -> Result<(), Stop> {
+        self.drain_inner(Drain::All).await
+    }
+
+    /// [`drain`](Self::drain) for the main loops, which run the deferred priority messages
+    /// next: waiting for room ends early when an unaligned checkpoint's trigger or barrier
+    /// arrives, so a backpressured subtask takes it at once (its snapshot pushes the pending
+    /// output through with the barrier) instead of after the queue downstream has room.
+    async fn drain_or_unaligned(&mut self) -> Result<(), Stop> {
+        self.drain_inner(Drain::OrUnaligned).await
+    }
+
+    async fn drain_inner(&mut self, mode: Drain) -> Result<(), Stop> {
+        let interruptible = mode == Drain::OrUnaligned;
         let Subtask {
             tails,
             gate,
@@ -1034,7 +1266,7 @@ impl Subtask {
         for tail in tails.iter_mut() {
             match tail {
                 Tail::Network { writer, .. } => {
-                    if !writer.has_pending() {
+                    if mode == Drain::SinksOnly || !writer.has_pending() {
                         continue;
                     }
                     let peer_gone = || {
@@ -1052,7 +1284,18 @@ impl Subtask {
                     let result = loop {
                         tokio::select! {
                             biased;
-                            p = gate.next_priority() => on_priority_waiting(p, deferred)?,
+                            p = gate.next_priority() => {
+                                let unaligned = matches!(
+                                    &p,
+                                    PriorityMessage::Trigger(b) | PriorityMessage::Barrier(b)
+                                        if b.alignment == BarrierAlignment::Unaligned
+                                );
+                                on_priority_waiting(p, deferred)?;
+                                if interruptible && unaligned {
+                                    metrics.enter(Some(Phase::Busy));
+                                    return Ok(());
+                                }
+                            }
                             r = writer.drain() => break r,
                         }
                     };
