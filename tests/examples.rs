@@ -118,3 +118,32 @@ fn topn_ranks_every_sliding_window() {
         "{out}"
     );
 }
+
+#[test]
+fn chaos_runner_finds_every_run_equal_to_the_reference() {
+    let stdout = run_example(
+        "chaos",
+        &["--runs", "4", "--seed", "5", "--records", "30000"],
+    );
+    assert!(
+        stdout.contains("all 4 runs equal the reference"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("restarts)"), "{stdout}");
+}
+
+#[test]
+fn failure_demo_narrates_a_restart_and_matches_the_reference() {
+    let stdout = run_example("failure_demo", &[]);
+    for expected in [
+        "FAILURE: operator 'window'",
+        "restarts the job (attempt 1)",
+        "running from checkpoint",
+        "identical to the run without failures",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in {stdout}"
+        );
+    }
+}
