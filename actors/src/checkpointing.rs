@@ -162,7 +162,7 @@ pub(crate) struct CoordinatorArgs {
     pub(crate) settings: CheckpointSettings,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) tasks: Vec<TaskRef>,
-    pub(crate) restored: Option<CheckpointId>,
+    pub(crate) restored: Option<(CheckpointId, CheckpointKind)>,
     /// The newest checkpoint id already in the store (ids continue after it).
     pub(crate) newest_in_store: Option<CheckpointId>,
     pub(crate) listener: Option<JobListener>,
@@ -423,8 +423,8 @@ impl Actor for CoordinatorActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let tasks = args.tasks.len();
         let mut pure = CheckpointCoordinator::new(args.settings, args.tasks, 0);
-        if let Some(id) = args.restored {
-            pure = pure.continue_after(id);
+        if let Some((id, kind)) = args.restored {
+            pure = pure.continue_after(id, kind);
         }
         if let Some(id) = args.newest_in_store {
             pure = pure.ids_after(id);

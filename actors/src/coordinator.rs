@@ -198,9 +198,13 @@ impl CheckpointCoordinator {
     }
 
     /// Continues ids after `last` (after a restore), so ids only increase across restarts.
-    pub fn continue_after(mut self, last: CheckpointId) -> Self {
+    /// A restored checkpoint is retained and later discarded like the job's own; a restored
+    /// savepoint is left alone.
+    pub fn continue_after(mut self, last: CheckpointId, kind: CheckpointKind) -> Self {
         self.next_id = self.next_id.max(last.0.saturating_add(1));
-        self.completed.push_back(last);
+        if kind == CheckpointKind::Checkpoint {
+            self.completed.push_back(last);
+        }
         self
     }
 
@@ -362,6 +366,10 @@ impl CheckpointCoordinator {
         }
         self.consecutive_failures = 0;
         self.last_completion_ms = Some(now_ms);
+        if kind == CheckpointKind::Savepoint {
+            // Savepoints belong to the user: never discarded by retention (as in Flink).
+            return out;
+        }
         self.completed.push_back(id);
         let keep = self.settings.retained.max(1);
         let mut discard = Vec::new();
@@ -609,12 +617,50 @@ mod tests {
 
     #[test]
     fn ids_only_increase_across_a_restore() {
-        let c =
-            CheckpointCoordinator::new(settings(100), vec![A], 0).continue_after(CheckpointId(41));
-        let mut c = c;
+        let mut c = CheckpointCoordinator::new(settings(100), vec![A], 0)
+            .continue_after(CheckpointId(41), CheckpointKind::Checkpoint);
         assert_eq!(trigger_id(&c.tick(100)), CheckpointId(42));
         let abandoned = c.reset_pending(150);
         assert_eq!(abandoned.len(), 1);
         assert_eq!(trigger_id(&c.tick(250)), CheckpointId(43));
+    }
+
+    #[test]
+    fn a_fresh_job_numbers_after_the_store_and_discards_only_its_own() {
+        let mut c =
+            CheckpointCoordinator::new(settings(100), vec![A], 0).ids_after(CheckpointId(7));
+        let id = trigger_id(&c.tick(100));
+        assert_eq!(id, CheckpointId(8));
+        // Retained 1: nothing older of this job to discard; checkpoint 7 is another run's.
+        let out = c.acknowledge(id, A, 110);
+        assert!(
+            !out.iter().any(|d| matches!(d, Decision::Discard(_))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn savepoints_are_never_discarded_by_retention() {
+        let mut c = CheckpointCoordinator::new(settings(100), vec![A], 0)
+            .continue_after(CheckpointId(3), CheckpointKind::Savepoint);
+        let sp = match c.trigger_savepoint(0).as_slice() {
+            [Decision::Trigger { id, .. }] => *id,
+            other => panic!("{other:?}"),
+        };
+        let out = c.acknowledge(sp, A, 10);
+        assert!(
+            !out.iter().any(|d| matches!(d, Decision::Discard(_))),
+            "{out:?}"
+        );
+        let id = trigger_id(&c.tick(200));
+        let out = c.acknowledge(id, A, 210);
+        let id2 = trigger_id(&c.tick(400));
+        let out2 = c.acknowledge(id2, A, 410);
+        // Only the periodic checkpoint is discarded, never the savepoints 3 and `sp`.
+        assert!(
+            !out.iter().any(|d| matches!(d, Decision::Discard(_))),
+            "{out:?}"
+        );
+        assert!(out2.contains(&Decision::Discard(vec![id])), "{out2:?}");
     }
 }

@@ -248,7 +248,7 @@ pub async fn submit_with_faults(
                     settings: ck.settings.clone(),
                     store: ck.store.clone(),
                     tasks,
-                    restored: snapshot.as_ref().map(|s| s.manifest.id),
+                    restored: snapshot.as_ref().map(|s| (s.manifest.id, s.manifest.kind)),
                     newest_in_store: ck
                         .store
                         .list()
