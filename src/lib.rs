@@ -98,6 +98,11 @@ pub use sources::{GeneratorSource, TextFileOptions, Utf8Policy};
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// The checkpointing page's code, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/checkpointing.md")]
+struct CheckpointingDoctests;
+
 /// The names most pipelines need: `use actorflow::prelude::*;`.
 pub mod prelude {
     pub use crate::{
