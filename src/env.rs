@@ -390,8 +390,9 @@ impl StreamExecutionEnvironment {
         )
     }
 
-    /// A non-parallel source emitting what `iter` yields. The iterable is cloned for each run
-    /// (so a restarted job can replay it).
+    /// A non-parallel source emitting what `iter` yields. The iterable is cloned for each run;
+    /// checkpoints record how many items were emitted, and a restored job skips that many
+    /// from a fresh clone — exactly once if the iterable yields the same items every time.
     #[track_caller]
     pub fn from_iter<I>(&self, iter: I) -> DataStream<I::Item>
     where

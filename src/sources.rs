@@ -150,9 +150,13 @@ impl<I> IterSource<I> {
     }
 }
 
-/// The running form of [`IterSource`].
+/// The running form of [`IterSource`]. Its checkpointed position is the number of items
+/// emitted: after a restore, a fresh clone of the iterable skips that many (which is exact
+/// when the iterable yields the same items each time, as collections and ranges do).
 pub(crate) struct IterReader<It> {
     iter: It,
+    emitted: u64,
+    skip: u64,
 }
 
 impl<I> ParallelSource for IterSource<I>
@@ -165,6 +169,8 @@ where
     fn create(&self, _: &TaskInfo) -> Result<Self::Source, String> {
         Ok(IterReader {
             iter: self.iter.clone().into_iter(),
+            emitted: 0,
+            skip: 0,
         })
     }
     fn max_parallelism(&self) -> Option<u32> {
@@ -178,13 +184,49 @@ where
     It::Item: Data,
 {
     type Output = It::Item;
+
+    /// One item: how many items were emitted.
+    fn snapshot_state(
+        &mut self,
+        _: actorflow_runtime::CheckpointId,
+        state: &mut actorflow_runtime::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        state.push_item(&self.emitted)
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: actorflow_runtime::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        // A non-parallel source: one item.
+        self.skip = restored.state.items::<u64>()?.first().copied().unwrap_or(0);
+        self.emitted = self.skip;
+        Ok(())
+    }
+
     async fn next_batch(
         &mut self,
         out: &mut Collector<It::Item>,
     ) -> Result<SourceStatus, UserError> {
+        if self.skip > 0 {
+            // Skip what the restored checkpoint already emitted, a chunk per call.
+            for _ in 0..self.skip.min(64 * BATCH as u64) {
+                self.skip -= 1;
+                if self.iter.next().is_none() {
+                    self.skip = 0;
+                    return Ok(SourceStatus::End);
+                }
+            }
+            if self.skip > 0 {
+                return Ok(SourceStatus::More);
+            }
+        }
         for _ in 0..BATCH {
             match self.iter.next() {
-                Some(v) => out.collect(v),
+                Some(v) => {
+                    self.emitted += 1;
+                    out.collect(v);
+                }
                 None => return Ok(SourceStatus::End),
             }
         }
