@@ -12,8 +12,10 @@ use crate::checkpoint::{JobEvent, JobListener, OperatorState, RestoredState};
 use crate::coordinator::{CheckpointCoordinator, CheckpointSettings, Decision, TaskRef};
 use crate::error::BuildError;
 use crate::keygroup::KeyGroupRange;
-use crate::lane::{LaneSender, TrySendError};
-use crate::message::{CheckpointBarrier, CheckpointKind, PriorityMessage, WatermarkStatus};
+use crate::lane::{LaneReceiver, LaneSender, TrySendError};
+use crate::message::{
+    CheckpointBarrier, CheckpointKind, PriorityMessage, StreamMessage, WatermarkStatus,
+};
 use crate::operator_state::{Redistribution, redistribute};
 use crate::snapshot::{BlobEntry, FORMAT_VERSION, Manifest, Snapshot, SnapshotStore};
 use crate::supervisor::SupervisorMsg;
@@ -68,6 +70,53 @@ pub(crate) struct SubtaskState {
     /// Unaligned: the output the barrier overtook, still waiting in this subtask's network
     /// writers (Flink's output channel state).
     pub(crate) out_flight: Vec<OutputRecord>,
+}
+
+/// A message as in-flight data; `None` for barriers and ends of input (not recorded).
+pub(crate) fn in_flight_of(msg: &StreamMessage) -> Option<Result<InFlight, String>> {
+    match msg {
+        StreamMessage::Data(batch) => Some(batch.encode().map(InFlight::Data)),
+        StreamMessage::Watermark(wm) => Some(Ok(InFlight::Watermark(wm.0))),
+        StreamMessage::Status(s) => Some(Ok(InFlight::Status(*s))),
+        StreamMessage::Barrier(_) | StreamMessage::EndOfInput => None,
+    }
+}
+
+/// An unaligned checkpoint's in-flight data of one lane, read from its queue without taking
+/// anything: the messages before checkpoint `id`'s barrier (or the end of input), skipping the
+/// first `skip` that an earlier scan captured already. Also says whether the barrier (or the
+/// end) was found, which completes the lane.
+///
+/// # Errors
+///
+/// If a batch cannot be encoded.
+pub(crate) fn capture_queued(
+    rx: &LaneReceiver<StreamMessage>,
+    id: CheckpointId,
+    mut skip: usize,
+) -> Result<(Vec<InFlight>, bool), String> {
+    let mut items = Vec::new();
+    let mut done = false;
+    let mut failed = None;
+    rx.for_each_queued(|m| {
+        if done || failed.is_some() {
+            return;
+        }
+        match m {
+            StreamMessage::Barrier(b) if b.id >= id => done = true,
+            StreamMessage::EndOfInput => done = true,
+            other => match in_flight_of(other) {
+                Some(_) if skip > 0 => skip -= 1,
+                Some(Ok(item)) => items.push(item),
+                Some(Err(e)) => failed = Some(e),
+                None => {}
+            },
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((items, done)),
+    }
 }
 
 /// The lane-level state a restored subtask starts from.
@@ -742,5 +791,75 @@ impl RestorePlan {
                  stable ids with uid(...), or allow non-restored state to skip it"
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Batch, DataBatch};
+    use crate::lane::lane;
+    use crate::message::BarrierAlignment;
+    use crate::types::Watermark;
+
+    fn barrier(id: u64) -> StreamMessage {
+        StreamMessage::Barrier(CheckpointBarrier {
+            id: CheckpointId(id),
+            timestamp_ms: 0,
+            kind: CheckpointKind::Checkpoint,
+            alignment: BarrierAlignment::Unaligned,
+        })
+    }
+
+    fn data(v: &[u64]) -> StreamMessage {
+        StreamMessage::Data(DataBatch::new(Batch::from_values(v.to_vec())))
+    }
+
+    fn decoded(items: &[InFlight]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                InFlight::Data(bytes) => format!(
+                    "{:?}",
+                    DataBatch::decode::<u64>(bytes)
+                        .unwrap()
+                        .downcast::<u64>()
+                        .unwrap()
+                        .into_values()
+                ),
+                InFlight::Watermark(w) => format!("wm {w}"),
+                InFlight::Status(s) => format!("{s:?}"),
+            })
+            .collect()
+    }
+
+    /// The receiver's half of an unaligned checkpoint: the in-flight data of a lane is what
+    /// is queued before the checkpoint's barrier, read without taking it; a later scan skips
+    /// what an earlier one captured; a lane whose barrier is not queued yet stays open.
+    #[test]
+    fn in_flight_data_is_captured_from_the_queue_up_to_the_barrier() {
+        let (tx, rx) = lane::<StreamMessage>(100, std::sync::Arc::new(tokio::sync::Notify::new()));
+        tx.try_send(data(&[1, 2])).unwrap();
+        tx.try_send(StreamMessage::Watermark(Watermark(5))).unwrap();
+        let (items, done) = capture_queued(&rx, CheckpointId(7), 0).unwrap();
+        assert_eq!(decoded(&items), ["[1, 2]", "wm 5"]);
+        assert!(!done, "the barrier is not queued yet");
+        tx.try_send(data(&[3])).unwrap();
+        tx.try_send(barrier(7)).unwrap();
+        tx.try_send(data(&[4])).unwrap();
+        // Two messages were captured before: only the rest up to the barrier is new.
+        let (items, done) = capture_queued(&rx, CheckpointId(7), 2).unwrap();
+        assert_eq!(decoded(&items), ["[3]"]);
+        assert!(done);
+        // Nothing was taken from the lane.
+        assert!(matches!(rx.try_recv(), Ok(StreamMessage::Data(b)) if b.len() == 2));
+        // An older checkpoint's barrier does not end the capture; the end of input does.
+        let (tx, rx) = lane::<StreamMessage>(100, std::sync::Arc::new(tokio::sync::Notify::new()));
+        tx.try_send(barrier(6)).unwrap();
+        tx.try_send(data(&[8])).unwrap();
+        tx.try_send(StreamMessage::EndOfInput).unwrap();
+        let (items, done) = capture_queued(&rx, CheckpointId(7), 0).unwrap();
+        assert_eq!(decoded(&items), ["[8]"]);
+        assert!(done);
     }
 }

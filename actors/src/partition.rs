@@ -583,6 +583,72 @@ mod tests {
         }
     }
 
+    /// An unaligned barrier overtakes the output still pending in the writer: it reaches the
+    /// lane at once even when the lane is full, the overtaken messages are handed back as the
+    /// sender's in-flight data and are sent after the barrier; restored output goes out first.
+    #[test]
+    fn unaligned_barrier_overtakes_pending_output_and_restored_output_goes_first() {
+        use crate::message::{BarrierAlignment, CheckpointBarrier, CheckpointKind};
+        use crate::types::CheckpointId;
+        let mut b = InputGateBuilder::new(4);
+        let channels = vec![b.add_lane(8)];
+        let mut gate: Gate = b.build();
+        let spec = WriterSpec {
+            edge: EdgeId(0),
+            partitioning: Partitioning::Forward,
+            channels,
+            subtask_index: 0,
+            target_max_parallelism: 128,
+            batch_size: 4,
+            records_out: Arc::new(AtomicU64::new(0)),
+        };
+        let mut w = TypedWriterFactory::<u64, _>::basic().create(spec);
+        // 8 records fill the lane; 6 more stay pending (one full batch, one partial buffer).
+        w.emit(DataBatch::new(Batch::from_values((0..14u64).collect())))
+            .unwrap();
+        assert!(!w.try_drain().unwrap(), "the lane is full");
+        let barrier = CheckpointBarrier {
+            id: CheckpointId(3),
+            timestamp_ms: 0,
+            kind: CheckpointKind::Checkpoint,
+            alignment: BarrierAlignment::Unaligned,
+        };
+        let overtaken = w.barrier_ahead(StreamMessage::Barrier(barrier));
+        let values = |msgs: &[StreamMessage]| -> Vec<u64> {
+            msgs.iter()
+                .filter_map(|m| match m {
+                    StreamMessage::Data(b) => {
+                        Some(b.clone().downcast::<u64>().unwrap().into_values())
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        assert_eq!(overtaken.len(), 1);
+        assert_eq!(values(&overtaken[0].1), (8..14).collect::<Vec<_>>());
+        // The receiver's queue: the 8 records, then the barrier (over capacity).
+        let mut queue = Vec::new();
+        gate.lane(0)
+            .unwrap()
+            .for_each_queued(|m| queue.push(m.clone()));
+        assert_eq!(values(&queue), (0..8).collect::<Vec<_>>());
+        assert!(matches!(queue.last(), Some(StreamMessage::Barrier(b)) if b.id == CheckpointId(3)));
+        // A restored subtask sends restored output before anything new.
+        w.restore_pending(
+            0,
+            vec![StreamMessage::Data(DataBatch::new(Batch::from_values(
+                vec![100u64],
+            )))],
+        );
+        let (received_before, _, controls) = received(&mut gate);
+        assert_eq!(received_before, (0..8).collect::<Vec<_>>());
+        assert_eq!(controls, 1, "the barrier");
+        assert!(w.try_drain().unwrap());
+        let (after, _, _) = received(&mut gate);
+        assert_eq!(after, [100].into_iter().chain(8..14).collect::<Vec<_>>());
+    }
+
     #[test]
     fn rebalance_is_round_robin_and_keeps_order() {
         let (mut gates, spec) = setup(4, Partitioning::Rebalance, 5);

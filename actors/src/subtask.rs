@@ -15,7 +15,7 @@ use crate::chain::{
 use crate::checkpoint::{OperatorState, RestoredState};
 use crate::checkpointing::{
     CoordinatorLink, CoordinatorMsg, InFlight, LaneRecord, LaneRestore, OperatorEntry,
-    OutputRecord, SubtaskState,
+    OutputRecord, SubtaskState, capture_queued, in_flight_of,
 };
 use crate::clock::ProcessingClock;
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
@@ -70,16 +70,6 @@ impl Recording {
                 items: vec![item],
             }),
         }
-    }
-}
-
-/// A queued input message as in-flight data; `None` for barriers and ends of input.
-fn in_flight_of(msg: &StreamMessage) -> Option<Result<InFlight, String>> {
-    match msg {
-        StreamMessage::Data(batch) => Some(batch.encode().map(InFlight::Data)),
-        StreamMessage::Watermark(wm) => Some(Ok(InFlight::Watermark(wm.0))),
-        StreamMessage::Status(s) => Some(Ok(InFlight::Status(*s))),
-        StreamMessage::Barrier(_) | StreamMessage::EndOfInput => None,
     }
 }
 
@@ -683,24 +673,13 @@ impl Subtask {
             let Some(rx) = self.gate.lane(lane) else {
                 continue;
             };
-            let mut skip = r.scanned[lane];
-            let mut items = Vec::new();
-            let mut done = false;
-            rx.for_each_queued(|m| {
-                if done || failed.is_some() {
-                    return;
+            let (items, done) = match capture_queued(rx, id, r.scanned[lane]) {
+                Ok(c) => c,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
-                match m {
-                    StreamMessage::Barrier(b) if b.id >= id => done = true,
-                    StreamMessage::EndOfInput => done = true,
-                    other => match in_flight_of(other) {
-                        Some(_) if skip > 0 => skip -= 1,
-                        Some(Ok(item)) => items.push(item),
-                        Some(Err(e)) => failed = Some(e),
-                        None => {}
-                    },
-                }
-            });
+            };
             r.scanned[lane] += items.len();
             for item in items {
                 r.push(lane, item);
