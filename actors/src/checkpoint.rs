@@ -149,6 +149,85 @@ impl OperatorState {
     }
 }
 
+/// Gathers a keyed operator's snapshot: one entry per key, grouped by key group, written as
+/// one keyed blob per group (what a restore at another parallelism moves around).
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::checkpoint::{KeyedSnapshot, OperatorState};
+/// let mut snap: KeyedSnapshot<String, Vec<u64>> = KeyedSnapshot::new(128);
+/// snap.entry(&"a".to_string(), Vec::new).push(1);
+/// snap.entry(&"a".to_string(), Vec::new).push(2);
+/// let mut state = OperatorState::default();
+/// snap.write(&mut state).unwrap();
+/// let groups: Vec<(_, Vec<(String, Vec<u64>)>)> = state.groups().unwrap();
+/// assert_eq!(groups[0].1, vec![("a".to_string(), vec![1, 2])]);
+/// ```
+#[derive(Debug)]
+pub struct KeyedSnapshot<K, V> {
+    max_parallelism: u32,
+    groups: BTreeMap<KeyGroup, Vec<(K, V)>>,
+    index: std::collections::HashMap<K, (KeyGroup, usize)>,
+}
+
+impl<K: crate::key::Key, V> KeyedSnapshot<K, V> {
+    /// An empty snapshot for an operator with `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32) -> Self {
+        KeyedSnapshot {
+            max_parallelism,
+            groups: BTreeMap::new(),
+            index: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The entry of `key`, created by `make` the first time.
+    pub fn entry(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
+        let (kg, i) = match self.index.get(key) {
+            Some(at) => *at,
+            None => {
+                let kg = crate::keygroup::assign_to_key_group(key, self.max_parallelism);
+                let list = self.groups.entry(kg).or_default();
+                list.push((key.clone(), make()));
+                let at = (kg, list.len() - 1);
+                self.index.insert(key.clone(), at);
+                at
+            }
+        };
+        let list = self.groups.entry(kg).or_default();
+        &mut list[i].1
+    }
+
+    /// The `(key, entry)` pairs of restored keyed state written by [`write`](Self::write)
+    /// (every key group the restored instance owns).
+    ///
+    /// # Errors
+    ///
+    /// If a group does not decode as such pairs.
+    pub fn read(state: &OperatorState) -> Result<Vec<(K, V)>, UserError>
+    where
+        V: DeserializeOwned,
+    {
+        let groups: Vec<(KeyGroup, Vec<(K, V)>)> = state.groups()?;
+        Ok(groups.into_iter().flat_map(|(_, list)| list).collect())
+    }
+
+    /// Writes one keyed blob per key group: the `(key, entry)` pairs of that group.
+    ///
+    /// # Errors
+    ///
+    /// If an entry cannot be serialized.
+    pub fn write(self, state: &mut OperatorState) -> Result<(), UserError>
+    where
+        V: Serialize,
+    {
+        for (kg, list) in &self.groups {
+            state.put_group(*kg, list)?;
+        }
+        Ok(())
+    }
+}
+
 /// What an operator instance gets back on restore: its share of the state, and whether the
 /// parallelism is the one the checkpoint was taken at (then `union` items of its own old index
 /// are exactly its own state).

@@ -410,6 +410,15 @@ impl SledStore {
         Ok(())
     }
 
+    fn manifest(&self, id: CheckpointId) -> Result<Manifest, StoreError> {
+        let bytes = self
+            .manifests
+            .get(id.0.to_be_bytes())
+            .map_err(|e| self.io(e))?
+            .ok_or(StoreError::Missing(id))?;
+        Manifest::decode(id, &bytes)
+    }
+
     /// Failure injection: damages the first blob of the newest checkpoint (as a torn write
     /// would), so that restoring falls back to the previous one. The damaged checkpoint's id,
     /// `None` if the store is empty.
@@ -422,12 +431,7 @@ impl SledStore {
         let Some(id) = self.list()?.into_iter().max() else {
             return Ok(None);
         };
-        let bytes = self
-            .manifests
-            .get(id.0.to_be_bytes())
-            .map_err(|e| self.io(e))?
-            .ok_or(StoreError::Missing(id))?;
-        let manifest = Manifest::decode(id, &bytes)?;
+        let manifest = self.manifest(id)?;
         if let Some(first) = manifest.blobs.first() {
             self.corrupt_blob(id, &first.name)?;
         }
@@ -471,12 +475,7 @@ impl SnapshotStore for SledStore {
     }
 
     fn load(&self, id: CheckpointId) -> Result<Snapshot, StoreError> {
-        let bytes = self
-            .manifests
-            .get(id.0.to_be_bytes())
-            .map_err(|e| self.io(e))?
-            .ok_or(StoreError::Missing(id))?;
-        let manifest = Manifest::decode(id, &bytes)?;
+        let manifest = self.manifest(id)?;
         let mut blobs = BTreeMap::new();
         for e in &manifest.blobs {
             if let Some(v) = self

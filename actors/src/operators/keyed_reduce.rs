@@ -5,14 +5,14 @@
 //! (Flink's `BatchGroupedReduceOperator`) nothing is emitted until end of input; then each
 //! key's final value is emitted once, with timestamp `Timestamp::MAX`.
 
+use crate::checkpoint::KeyedSnapshot;
 use crate::config::RuntimeMode;
 use crate::data::{Batch, Collector, Data};
 use crate::error::UserError;
 use crate::key::KeySelector;
 use crate::operator::{Operator, TaskInfo};
 use crate::state::KeyedTable;
-use crate::types::{KeyGroup, Timestamp};
-use std::collections::BTreeMap;
+use crate::types::Timestamp;
 use std::marker::PhantomData;
 
 /// Keeps one value per key, folds every record into it with `reduce(accumulated, record)`,
@@ -102,36 +102,28 @@ where
             .table
             .as_ref()
             .ok_or("keyed reduce snapshot before open()")?;
-        let max_p = self.max_parallelism;
-        let mut groups: BTreeMap<KeyGroup, Vec<(&S::Key, &T)>> = BTreeMap::new();
+        let mut snap: KeyedSnapshot<S::Key, &T> = KeyedSnapshot::new(self.max_parallelism);
         for (key, value) in table.iter() {
             if let Some(v) = value {
-                let kg = crate::keygroup::assign_to_key_group(key, max_p);
-                groups.entry(kg).or_default().push((key, v));
+                snap.entry(key, || v);
             }
         }
-        for (kg, list) in &groups {
-            state.put_group(*kg, list)?;
-        }
-        Ok(())
+        snap.write(state)
     }
 
     fn restore_state(
         &mut self,
         restored: crate::checkpoint::RestoredState,
     ) -> Result<(), UserError> {
-        type Group<K, T> = (KeyGroup, Vec<(K, T)>);
-        let groups: Vec<Group<S::Key, T>> = restored.state.groups()?;
+        let keys = KeyedSnapshot::<S::Key, T>::read(&restored.state)?;
         let table = self
             .table
             .as_mut()
             .ok_or("keyed reduce restored before open()")?;
-        for (_, list) in groups {
-            for (key, value) in list {
-                *table
-                    .get_or_insert_with(&key, || None)
-                    .map_err(|e| format!("restoring a keyed reduce: {e}"))? = Some(value);
-            }
+        for (key, value) in keys {
+            *table
+                .get_or_insert_with(&key, || None)
+                .map_err(|e| format!("restoring a keyed reduce: {e}"))? = Some(value);
         }
         Ok(())
     }

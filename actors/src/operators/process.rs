@@ -1,6 +1,7 @@
 //! `process`: the general per-record function with a context (Flink's `ProcessFunction` and
 //! `KeyedProcessFunction`).
 
+use crate::checkpoint::KeyedSnapshot;
 use crate::data::{Batch, Collector, Data};
 use crate::error::UserError;
 use crate::key::KeySelector;
@@ -8,10 +9,8 @@ use crate::keyed_state::{KeyState, StateAccess, StateRegistry};
 use crate::operator::{Operator, TaskInfo};
 use crate::state::KeyedTable;
 use crate::timer::{Firing, TIMERS_PER_CHUNK, TimeDomain, Timers};
-use crate::types::KeyGroup;
 use crate::types::{Timestamp, Watermark};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::marker::PhantomData;
 
@@ -88,9 +87,8 @@ where
 }
 
 /// One key of a keyed process operator in a snapshot.
-#[derive(Debug, Serialize, Deserialize)]
-struct ProcessKeySnap<K> {
-    key: K,
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ProcessKeySnap {
     /// `(state name, bytes)` per state that holds something.
     states: Vec<(String, Vec<u8>)>,
     event_timers: Vec<i64>,
@@ -502,58 +500,30 @@ where
         state: &mut crate::checkpoint::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
-        let max_p = info.max_parallelism;
         let table = self.states.as_ref().ok_or_else(missing_open)?;
         let names = self.registry.names();
-        let mut groups: BTreeMap<KeyGroup, Vec<ProcessKeySnap<S::Key>>> = BTreeMap::new();
-        let mut positions: HashMap<S::Key, (KeyGroup, usize)> = HashMap::new();
-        let mut entry = |key: &S::Key| -> (KeyGroup, usize) {
-            if let Some(p) = positions.get(key) {
-                return *p;
-            }
-            let kg = crate::keygroup::assign_to_key_group(key, max_p);
-            let list = groups.entry(kg).or_default();
-            list.push(ProcessKeySnap {
-                key: key.clone(),
-                states: Vec::new(),
-                event_timers: Vec::new(),
-                processing_timers: Vec::new(),
-            });
-            positions.insert(key.clone(), (kg, list.len() - 1));
-            (kg, list.len() - 1)
-        };
-        let mut located = Vec::new();
+        let mut snap: KeyedSnapshot<S::Key, ProcessKeySnap> =
+            KeyedSnapshot::new(info.max_parallelism);
         for (key, ks) in table.iter() {
-            let mut states = Vec::new();
+            let entry = snap.entry(key, ProcessKeySnap::default);
             for (slot, bytes) in ks.encode()? {
                 let name = names
                     .get(slot)
                     .ok_or_else(|| format!("keyed state slot {slot} has no registered name"))?;
-                states.push((name.clone(), bytes));
-            }
-            located.push((entry(key), Some(states), None));
-        }
-        for (event, queue) in [(true, &self.timers.event), (false, &self.timers.processing)] {
-            for (t, key, ()) in queue.iter() {
-                located.push((entry(key), None, Some((event, t.0))));
+                entry.states.push((name.clone(), bytes));
             }
         }
-        for ((kg, i), states, timer) in located {
-            let Some(snap) = groups.get_mut(&kg).and_then(|l| l.get_mut(i)) else {
-                continue;
-            };
-            if let Some(states) = states {
-                snap.states = states;
-            }
-            match timer {
-                Some((true, t)) => snap.event_timers.push(t),
-                Some((false, t)) => snap.processing_timers.push(t),
-                None => {}
-            }
+        for (t, key, ()) in self.timers.event.iter() {
+            snap.entry(key, ProcessKeySnap::default)
+                .event_timers
+                .push(t.0);
         }
-        for (kg, list) in &groups {
-            state.put_group(*kg, list)?;
+        for (t, key, ()) in self.timers.processing.iter() {
+            snap.entry(key, ProcessKeySnap::default)
+                .processing_timers
+                .push(t.0);
         }
+        snap.write(state)?;
         state.push_union(info.subtask_index, &self.watermark.0)
     }
 
@@ -564,33 +534,29 @@ where
         if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
             self.watermark = Watermark(wm);
         }
-        let groups: Vec<(KeyGroup, Vec<ProcessKeySnap<S::Key>>)> = restored.state.groups()?;
+        let keys = KeyedSnapshot::<S::Key, ProcessKeySnap>::read(&restored.state)?;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
-        for (_, list) in groups {
-            for snap in list {
-                for t in &snap.event_timers {
-                    self.timers.event.register(Timestamp(*t), &snap.key, &());
-                }
-                for t in &snap.processing_timers {
-                    self.timers
-                        .processing
-                        .register(Timestamp(*t), &snap.key, &());
-                }
-                if snap.states.is_empty() {
-                    continue;
-                }
-                let ks = table
-                    .get_or_insert_with(&snap.key, KeyState::default)
-                    .map_err(|e| format!("restoring keyed state: {e}"))?;
-                for (name, bytes) in snap.states {
-                    match self.registry.slot_of(&name) {
-                        Some(slot) => ks.restore_slot(slot, bytes),
-                        None => tracing::warn!(
-                            state = %name,
-                            "the checkpoint holds keyed state the function no longer registers; \
-                             it is dropped"
-                        ),
-                    }
+        for (key, snap) in keys {
+            for t in &snap.event_timers {
+                self.timers.event.register(Timestamp(*t), &key, &());
+            }
+            for t in &snap.processing_timers {
+                self.timers.processing.register(Timestamp(*t), &key, &());
+            }
+            if snap.states.is_empty() {
+                continue;
+            }
+            let ks = table
+                .get_or_insert_with(&key, KeyState::default)
+                .map_err(|e| format!("restoring keyed state: {e}"))?;
+            for (name, bytes) in snap.states {
+                match self.registry.slot_of(&name) {
+                    Some(slot) => ks.restore_slot(slot, bytes),
+                    None => tracing::warn!(
+                        state = %name,
+                        "the checkpoint holds keyed state the function no longer registers; \
+                         it is dropped"
+                    ),
                 }
             }
         }

@@ -12,6 +12,7 @@
 //! trigger state and moving timers; a window's state is removed at its cleanup time
 //! (`max_timestamp + allowed_lateness` in event time, `max_timestamp` in processing time).
 
+use crate::checkpoint::KeyedSnapshot;
 use crate::data::{Batch, Collector, Data, OutputTag};
 use crate::error::UserError;
 use crate::key::KeySelector;
@@ -503,8 +504,7 @@ struct SlotSnap<W, A, S> {
 
 /// One key's windows, panes and timers in a checkpoint.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct KeySnap<K, W, A, S> {
-    key: K,
+struct KeySnap<W, A, S> {
     slots: Vec<SlotSnap<W, A, S>>,
     panes: Vec<(i64, Option<A>)>,
     event_timers: Vec<(i64, W)>,
@@ -1292,16 +1292,16 @@ where
         state: &mut crate::checkpoint::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(not_open)?;
-        let max_p = info.max_parallelism;
         let index = info.subtask_index;
         let table = self.table.as_ref().ok_or_else(not_open)?;
-        type Snap<K, W, A, S> = KeySnap<K, W, A, S>;
-        let mut groups: std::collections::BTreeMap<
-            crate::types::KeyGroup,
-            Vec<Snap<S::Key, A::W, Ag::Acc, Tr::State>>,
-        > = std::collections::BTreeMap::new();
-        let mut positions: std::collections::HashMap<S::Key, (crate::types::KeyGroup, usize)> =
-            std::collections::HashMap::new();
+        let mut snap: KeyedSnapshot<S::Key, KeySnap<A::W, Ag::Acc, Tr::State>> =
+            KeyedSnapshot::new(info.max_parallelism);
+        let empty = || KeySnap {
+            slots: Vec::new(),
+            panes: Vec::new(),
+            event_timers: Vec::new(),
+            processing_timers: Vec::new(),
+        };
         for (key, kw) in table.iter() {
             if !kw.global.is_empty() || kw.slots.iter().any(|s| !s.state.is_empty()) {
                 return Err(
@@ -1310,57 +1310,28 @@ where
                         .into(),
                 );
             }
-            let kg = crate::keygroup::assign_to_key_group(key, max_p);
-            let list = groups.entry(kg).or_default();
-            positions.insert(key.clone(), (kg, list.len()));
-            list.push(KeySnap {
-                key: key.clone(),
-                slots: kw
-                    .slots
-                    .iter()
-                    .map(|s| SlotSnap {
-                        window: s.window.clone(),
-                        acc: s.acc.clone(),
-                        trigger: s.trigger.clone(),
-                        timers: s.timers.clone(),
-                    })
-                    .collect(),
-                panes: kw.panes.clone(),
-                event_timers: Vec::new(),
-                processing_timers: Vec::new(),
-            });
+            let entry = snap.entry(key, empty);
+            entry.slots = kw
+                .slots
+                .iter()
+                .map(|s| SlotSnap {
+                    window: s.window.clone(),
+                    acc: s.acc.clone(),
+                    trigger: s.trigger.clone(),
+                    timers: s.timers.clone(),
+                })
+                .collect();
+            entry.panes = kw.panes.clone();
         }
-        for (event, queue) in [(true, &self.timers.event), (false, &self.timers.processing)] {
-            for (t, key, w) in queue.iter() {
-                let (kg, i) = match positions.get(key) {
-                    Some(p) => *p,
-                    None => {
-                        let kg = crate::keygroup::assign_to_key_group(key, max_p);
-                        let list = groups.entry(kg).or_default();
-                        list.push(KeySnap {
-                            key: key.clone(),
-                            slots: Vec::new(),
-                            panes: Vec::new(),
-                            event_timers: Vec::new(),
-                            processing_timers: Vec::new(),
-                        });
-                        positions.insert(key.clone(), (kg, list.len() - 1));
-                        (kg, list.len() - 1)
-                    }
-                };
-                if let Some(snap) = groups.get_mut(&kg).and_then(|l| l.get_mut(i)) {
-                    let list = if event {
-                        &mut snap.event_timers
-                    } else {
-                        &mut snap.processing_timers
-                    };
-                    list.push((t.0, w.clone()));
-                }
-            }
+        for (t, key, w) in self.timers.event.iter() {
+            snap.entry(key, empty).event_timers.push((t.0, w.clone()));
         }
-        for (kg, list) in &groups {
-            state.put_group(*kg, list)?;
+        for (t, key, w) in self.timers.processing.iter() {
+            snap.entry(key, empty)
+                .processing_timers
+                .push((t.0, w.clone()));
         }
+        snap.write(state)?;
         state.push_union(index, &self.watermark.0)
     }
 
@@ -1372,38 +1343,34 @@ where
         if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
             self.watermark = Watermark(wm);
         }
-        let groups: Vec<(
-            crate::types::KeyGroup,
-            Vec<KeySnap<S::Key, A::W, Ag::Acc, Tr::State>>,
-        )> = restored.state.groups()?;
+        let keys =
+            KeyedSnapshot::<S::Key, KeySnap<A::W, Ag::Acc, Tr::State>>::read(&restored.state)?;
         let table = self.table.as_mut().ok_or_else(not_open)?;
-        for (_, list) in groups {
-            for snap in list {
-                for (t, w) in &snap.event_timers {
-                    self.timers.event.register(Timestamp(*t), &snap.key, w);
-                }
-                for (t, w) in &snap.processing_timers {
-                    self.timers.processing.register(Timestamp(*t), &snap.key, w);
-                }
-                if snap.slots.is_empty() && snap.panes.is_empty() {
-                    continue;
-                }
-                let kw = table
-                    .get_or_insert_with(&snap.key, KeyWindows::default)
-                    .map_err(|e| format!("restoring window state: {e}"))?;
-                kw.panes = snap.panes;
-                kw.slots = snap
-                    .slots
-                    .into_iter()
-                    .map(|s| Slot {
-                        window: s.window,
-                        acc: s.acc,
-                        trigger: s.trigger,
-                        state: StateBag::default(),
-                        timers: s.timers,
-                    })
-                    .collect();
+        for (key, snap) in keys {
+            for (t, w) in &snap.event_timers {
+                self.timers.event.register(Timestamp(*t), &key, w);
             }
+            for (t, w) in &snap.processing_timers {
+                self.timers.processing.register(Timestamp(*t), &key, w);
+            }
+            if snap.slots.is_empty() && snap.panes.is_empty() {
+                continue;
+            }
+            let kw = table
+                .get_or_insert_with(&key, KeyWindows::default)
+                .map_err(|e| format!("restoring window state: {e}"))?;
+            kw.panes = snap.panes;
+            kw.slots = snap
+                .slots
+                .into_iter()
+                .map(|s| Slot {
+                    window: s.window,
+                    acc: s.acc,
+                    trigger: s.trigger,
+                    state: StateBag::default(),
+                    timers: s.timers,
+                })
+                .collect();
         }
         Ok(())
     }
