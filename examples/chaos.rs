@@ -10,10 +10,11 @@
 //! Each run draws from the seed: the parallelism (1 to 3), the checkpoint mode (aligned,
 //! unaligned, or aligned with a 5 ms alignment timeout), the interval (20 to 80 ms), and one to
 //! three faults (`panic` or `abort` of a random operator and subtask after a random number of
-//! records or at a random checkpoint, sometimes a `slow` subtask). The pipeline: a
-//! rate-limited generator, event-time timestamps, a keyed 100 ms tumbling window (sum and
-//! count), then a rolling per-key reduce of the window results. Output is collected exactly
-//! once; a run passes when its sorted output equals the reference. The process exits with 1
+//! records or at a random checkpoint, sometimes a `slow` subtask). The job: a rate-limited
+//! generator, event-time timestamps, a keyed 100 ms tumbling window (sum and count), then a
+//! rolling per-key reduce of the window results; beside it, a disconnected side pipeline (a
+//! second pipelined region: a failure in one restarts only that one). Output is collected
+//! exactly once; a run passes when its sorted outputs equal the reference. The process exits with 1
 //! if any run differs, printing the fault plan that reproduces it.
 
 use actorflow::fault::FaultPlan;
@@ -65,12 +66,12 @@ impl AggregateFunction<Event> for Sum {
     }
 }
 
-/// The pipeline; returns the window rows and the rolling sums.
-fn pipeline(
-    env: &StreamExecutionEnvironment,
-    records: u64,
-    parallelism: u32,
-) -> (Collected<Row>, Collected<Row>) {
+/// The outputs of one run: window rows, rolling sums, and the side pipeline's numbers.
+type Outputs = (Collected<Row>, Collected<Row>, Collected<u64>);
+
+/// The job: the main pipeline, and a disconnected side pipeline (a second pipelined region,
+/// which keeps running when the main one restarts, and the other way round).
+fn pipeline(env: &StreamExecutionEnvironment, records: u64, parallelism: u32) -> Outputs {
     env.set_parallelism(parallelism).set_max_parallelism(128);
     let rows = env
         .from_generator(
@@ -103,7 +104,24 @@ fn pipeline(
         .reduce(|a: Row, b: Row| (a.0, b.1, a.2 + b.2, a.3 + b.3))
         .uid("rolling")
         .name("rolling");
-    (rows.collect(), rolling.collect())
+    let side = env
+        .from_generator(GeneratorSource::new(records / 2, |i| i).with_rate_limit(100_000.0))
+        .uid("side-source")
+        .rebalance()
+        .map(|x: u64| x * 7)
+        .uid("side")
+        .name("side")
+        .collect();
+    (rows.collect(), rolling.collect(), side)
+}
+
+/// Sorted outputs of a run.
+type Sorted = (Vec<Row>, Vec<Row>, Vec<u64>);
+
+fn sorted_outputs((rows, rolling, side): &Outputs) -> Sorted {
+    let mut side = side.take();
+    side.sort_unstable();
+    (sorted(rows.take()), sorted(rolling.take()), side)
 }
 
 fn sorted(mut v: Vec<Row>) -> Vec<Row> {
@@ -136,9 +154,10 @@ fn draw(rng: &mut Rng, records: u64) -> Scenario {
     };
     let mut faults = Vec::new();
     for _ in 0..1 + rng.below(3) {
-        let (operator, subtasks, scale) = match rng.below(3) {
-            0 => ("Source", 1, records),
+        let (operator, subtasks, scale) = match rng.below(4) {
+            0 => ("Source", 1, records / 2),
             1 => ("window", parallelism, records / u64::from(parallelism)),
+            2 => ("side", parallelism, records / 2 / u64::from(parallelism)),
             _ => ("rolling", parallelism, 400 / u64::from(parallelism)),
         };
         let action = match rng.below(5) {
@@ -165,7 +184,7 @@ fn draw(rng: &mut Rng, records: u64) -> Scenario {
 }
 
 /// Runs the pipeline under `s`; the sorted outputs and the number of restarts.
-fn run(s: &Scenario, records: u64) -> Result<(Vec<Row>, Vec<Row>, usize), String> {
+fn run(s: &Scenario, records: u64) -> Result<(Sorted, usize), String> {
     let env = StreamExecutionEnvironment::new();
     let restarts = Arc::new(Mutex::new(0usize));
     let counter = restarts.clone();
@@ -187,10 +206,10 @@ fn run(s: &Scenario, records: u64) -> Result<(Vec<Row>, Vec<Row>, usize), String
             }
         }))
         .set_fault_plan(FaultPlan::parse(&s.faults)?);
-    let (rows, rolling) = pipeline(&env, records, s.parallelism);
+    let outputs = pipeline(&env, records, s.parallelism);
     env.execute_blocking("chaos").map_err(|e| e.to_string())?;
     let n = restarts.lock().map(|n| *n).unwrap_or(0);
-    Ok((sorted(rows.take()), sorted(rolling.take()), n))
+    Ok((sorted_outputs(&outputs), n))
 }
 
 fn main() -> ExitCode {
@@ -211,16 +230,18 @@ fn main() -> ExitCode {
         }
     }
     let env = StreamExecutionEnvironment::new();
-    let (rows, rolling) = pipeline(&env, records, 1);
+    let outputs = pipeline(&env, records, 1);
     if let Err(e) = env.execute_blocking("reference") {
         eprintln!("the reference run failed: {e}");
         return ExitCode::FAILURE;
     }
-    let reference = (sorted(rows.take()), sorted(rolling.take()));
+    let reference = sorted_outputs(&outputs);
     println!(
-        "reference: {} window rows, {} rolling updates; {runs} runs from seed {seed}",
+        "reference: {} window rows, {} rolling updates, {} side records; {runs} runs from seed \
+         {seed}",
         reference.0.len(),
-        reference.1.len()
+        reference.1.len(),
+        reference.2.len()
     );
     let mut rng = Rng(seed);
     let mut failed = 0;
@@ -228,18 +249,18 @@ fn main() -> ExitCode {
         let s = draw(&mut rng, records);
         let t = Instant::now();
         let verdict = match run(&s, records) {
-            Ok((a, b, restarts)) if (a.clone(), b.clone()) == reference => {
-                format!("ok ({restarts} restarts)")
-            }
-            Ok((a, b, restarts)) => {
+            Ok((got, restarts)) if got == reference => format!("ok ({restarts} restarts)"),
+            Ok((got, restarts)) => {
                 failed += 1;
                 format!(
                     "DIFFERS after {restarts} restarts: {} window rows (expected {}), {} rolling \
-                     updates (expected {})",
-                    a.len(),
+                     updates (expected {}), {} side records (expected {})",
+                    got.0.len(),
                     reference.0.len(),
-                    b.len(),
-                    reference.1.len()
+                    got.1.len(),
+                    reference.1.len(),
+                    got.2.len(),
+                    reference.2.len()
                 )
             }
             Err(e) => {

@@ -148,8 +148,9 @@ fn narrate(start: Instant) -> actorflow::checkpoint::JobListener {
             } => {
                 println!("[{at:6.2} s] FAILURE: {cause}");
                 println!(
-                    "[{at:6.2} s] the supervisor cancels every subtask and restarts the job \
-                     (attempt {attempt}) in {delay_ms} ms as generation {generation}, from {}",
+                    "[{at:6.2} s] the supervisor cancels the failed pipelined region (this job \
+                     is one connected region: every subtask) and restarts it (attempt \
+                     {attempt}) in {delay_ms} ms as generation {generation}, from {}",
                     match from_checkpoint {
                         Some(id) => format!("checkpoint {id}"),
                         None => "the beginning (no checkpoint yet)".into(),

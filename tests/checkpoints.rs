@@ -548,3 +548,110 @@ fn iterator_sources_resume_where_the_checkpoint_left_them() {
     got.sort_unstable();
     assert_eq!(got, (0..400_000u64).collect::<Vec<_>>());
 }
+
+// ----- pipelined regions ------------------------------------------------------------------
+
+/// Counts `open` calls per pipeline: how many subtask instances were (re)started.
+#[derive(Clone)]
+struct CountOpens(&'static std::sync::atomic::AtomicUsize);
+
+impl ProcessFunction<u64, u64> for CountOpens {
+    fn process_element(
+        &mut self,
+        v: u64,
+        _: &mut Context<'_>,
+        out: &mut Collector<u64>,
+    ) -> Result<(), UserError> {
+        out.collect(v);
+        Ok(())
+    }
+    fn open(&mut self, _: &TaskInfo) -> Result<(), UserError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Two disconnected pipelines are two pipelined regions: a failure in one restarts only that
+/// one (its generation, from the latest checkpoint) while the other keeps running; both
+/// outputs are exact.
+#[test]
+fn a_failure_restarts_only_its_pipelined_region() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static OPENS_A: AtomicUsize = AtomicUsize::new(0);
+    static OPENS_B: AtomicUsize = AtomicUsize::new(0);
+    let env = StreamExecutionEnvironment::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    env.set_parallelism(2)
+        .enable_checkpointing(Duration::from_millis(30))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_job_listener(Arc::new(move |e| sink.lock().unwrap().push(e.clone())))
+        .set_fault_plan(FaultPlan::parse("panic@pipeline-b#1:records=8000").unwrap());
+    let a = env
+        .from_generator(GeneratorSource::new(40_000, |i| i).with_rate_limit(100_000.0))
+        .uid("source-a")
+        .process(CountOpens(&OPENS_A))
+        .uid("pipeline-a")
+        .name("pipeline-a")
+        .collect();
+    let b = env
+        .from_generator(GeneratorSource::new(40_000, |i| i * 3).with_rate_limit(100_000.0))
+        .uid("source-b")
+        .rebalance()
+        .process(CountOpens(&OPENS_B))
+        .uid("pipeline-b")
+        .name("pipeline-b")
+        .collect();
+    env.execute_blocking("two regions").unwrap();
+    let events = events.lock().unwrap().clone();
+    let restarts = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Restart { .. }))
+        .count();
+    assert_eq!(restarts, 1, "{events:?}");
+    assert_eq!(
+        OPENS_A.load(Ordering::SeqCst),
+        2,
+        "pipeline A was restarted"
+    );
+    assert_eq!(
+        OPENS_B.load(Ordering::SeqCst),
+        4,
+        "pipeline B's two subtasks start twice"
+    );
+    let mut a = a.take();
+    a.sort_unstable();
+    assert_eq!(a, (0..40_000).collect::<Vec<u64>>());
+    let mut b = b.take();
+    b.sort_unstable();
+    assert_eq!(b, (0..40_000).map(|i| i * 3).collect::<Vec<u64>>());
+}
+
+/// When a region runs out of restarts, the whole job fails with the root cause and the other
+/// region is cancelled (the job does not hang on it).
+#[test]
+fn a_region_out_of_restarts_fails_the_whole_job() {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(1)
+        .enable_checkpointing(Duration::from_millis(30))
+        .set_restart_strategy(RestartStrategy::None)
+        .set_fault_plan(FaultPlan::parse("panic@doomed:records=100").unwrap());
+    // An endless pipeline that would never finish on its own.
+    env.from_generator(GeneratorSource::new(u64::MAX, |i| i).with_rate_limit(10_000.0))
+        .map(|x: u64| x)
+        .name("endless")
+        .discard();
+    env.from_generator(GeneratorSource::new(1_000, |i| i))
+        .map(|x: u64| x)
+        .name("doomed")
+        .discard();
+    let err = env.execute_blocking("out of restarts").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("doomed") && text.contains("injected fault"),
+        "{text}"
+    );
+}

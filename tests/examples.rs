@@ -137,7 +137,7 @@ fn failure_demo_narrates_a_restart_and_matches_the_reference() {
     let stdout = run_example("failure_demo", &[]);
     for expected in [
         "FAILURE: operator 'window'",
-        "restarts the job (attempt 1)",
+        "and restarts it (attempt 1)",
         "running from checkpoint",
         "identical to the run without failures",
     ] {

@@ -288,8 +288,8 @@ pub enum JobEvent {
         /// Why, in words.
         reason: String,
     },
-    /// A failure: the job restarts from `from_checkpoint` (or from the beginning) after
-    /// `delay_ms`.
+    /// A failure: the failed pipelined region (the whole job if it is connected) restarts
+    /// from `from_checkpoint` (or from the beginning) after `delay_ms`.
     Restart {
         /// Restarts so far, this one included.
         attempt: u32,

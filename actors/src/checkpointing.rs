@@ -184,14 +184,16 @@ pub(crate) enum CoordinatorMsg {
         task: TaskRef,
         state: Vec<u8>,
     },
-    /// A (new) deployment runs: where its subtasks' priority lanes are.
+    /// These subtasks run (the whole job at start, a region after its restart), as
+    /// `generation`: where their priority lanes are, which of them are sources.
     Deployed {
         generation: u64,
         priority: Vec<(TaskRef, LaneSender<PriorityMessage>)>,
         sources: Vec<TaskRef>,
     },
-    /// The supervisor is cancelling the deployment for a restart.
-    Stopping,
+    /// The supervisor is cancelling these subtasks (a region) for a restart: pending
+    /// checkpoints are abandoned and no new one starts until they are deployed again.
+    Stopping { tasks: Vec<TaskRef> },
     /// Trigger a savepoint; the reply comes when it completed (or failed).
     Savepoint(RpcReplyPort<Result<CheckpointId, String>>),
     /// The job supervisor, told once it runs.
@@ -222,7 +224,8 @@ pub(crate) struct CoordinatorState {
     pure: CheckpointCoordinator,
     store: Arc<dyn SnapshotStore>,
     tasks: usize,
-    generation: u64,
+    /// The generation each subtask runs as; messages of another generation are stale.
+    generations: HashMap<TaskRef, u64>,
     priority: HashMap<TaskRef, LaneSender<PriorityMessage>>,
     sources: Vec<TaskRef>,
     collected: HashMap<CheckpointId, Collected>,
@@ -232,7 +235,9 @@ pub(crate) struct CoordinatorState {
     supervisor: Option<ActorRef<SupervisorMsg>>,
     savepoint_waiters: HashMap<CheckpointId, RpcReplyPort<Result<CheckpointId, String>>>,
     wake: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<CoordinatorMsg>>>>,
-    stopped: bool,
+    /// Subtasks not running (before the first deployment, or being restarted): while any
+    /// is, no checkpoint can complete, so none is triggered.
+    halted: HashSet<TaskRef>,
 }
 
 pub(crate) struct CoordinatorActor;
@@ -251,6 +256,11 @@ fn wall_ms() -> u64 {
 impl CoordinatorState {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// True if `generation` is the one `task` currently runs as.
+    fn current(&self, task: TaskRef, generation: u64) -> bool {
+        self.generations.get(&task) == Some(&generation)
     }
 
     fn emit(&self, event: JobEvent) {
@@ -318,9 +328,7 @@ impl CoordinatorState {
                     if let Err(e) = self.store.remove(id) {
                         warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove the blobs of an aborted checkpoint");
                     }
-                    if !self.stopped {
-                        self.broadcast(PriorityMessage::Abort(id));
-                    }
+                    self.broadcast(PriorityMessage::Abort(id));
                     if let Some(w) = self.savepoint_waiters.remove(&id) {
                         let _ = w.send(Err(format!("savepoint {id} aborted: {reason}")));
                     }
@@ -373,7 +381,7 @@ impl CoordinatorState {
     ) -> Result<(), String> {
         let meta = CheckpointMeta {
             job: self.job.to_string(),
-            generation: self.generation,
+            generation: self.generations.values().copied().max().unwrap_or(0),
             is_final,
             unaligned: c.unaligned,
         };
@@ -448,7 +456,7 @@ impl CoordinatorState {
         if let Some(w) = self.wake.take() {
             w.abort();
         }
-        if self.stopped || self.priority.is_empty() {
+        if !self.halted.is_empty() || self.priority.is_empty() {
             return;
         }
         if let Some(at) = self.pure.next_wakeup() {
@@ -471,6 +479,7 @@ impl Actor for CoordinatorActor {
         args: CoordinatorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let tasks = args.tasks.len();
+        let halted = args.tasks.iter().copied().collect();
         let mut pure = CheckpointCoordinator::new(args.settings, args.tasks, 0);
         if let Some((id, kind)) = args.restored {
             pure = pure.continue_after(id, kind);
@@ -483,7 +492,7 @@ impl Actor for CoordinatorActor {
             pure,
             store: args.store,
             tasks,
-            generation: 0,
+            generations: HashMap::new(),
             priority: HashMap::new(),
             sources: Vec::new(),
             collected: HashMap::new(),
@@ -493,7 +502,7 @@ impl Actor for CoordinatorActor {
             supervisor: None,
             savepoint_waiters: HashMap::new(),
             wake: None,
-            stopped: true,
+            halted,
         })
     }
 
@@ -516,7 +525,7 @@ impl Actor for CoordinatorActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CoordinatorMsg::Tick => {
-                if !state.stopped {
+                if state.halted.is_empty() {
                     let now = state.now_ms();
                     let d = state.pure.tick(now);
                     state.apply(d);
@@ -530,7 +539,7 @@ impl Actor for CoordinatorActor {
                 unaligned,
                 alignment_ms,
             } => {
-                if generation != state.generation || state.stopped {
+                if !state.current(task, generation) || !state.halted.is_empty() {
                     tracing::debug!(checkpoint = %id, ?task, generation, "ignoring a stale acknowledgement");
                 } else if let Some(c) = state.collected.get_mut(&id) {
                     match state.store.put_blob(id, &blob_name(task), &bytes) {
@@ -556,7 +565,7 @@ impl Actor for CoordinatorActor {
                 id,
                 reason,
             } => {
-                if generation == state.generation && !state.stopped {
+                if state.current(task, generation) && state.halted.is_empty() {
                     warn!(job = %state.job, checkpoint = %id, ?task, %reason, "checkpoint declined");
                     let d = state.pure.decline(id, task, &reason);
                     state.apply(d);
@@ -567,7 +576,9 @@ impl Actor for CoordinatorActor {
                 task,
                 state: bytes,
             } => {
-                if generation == state.generation && !state.stopped {
+                // A finished subtask's final state counts even while another region
+                // restarts.
+                if state.current(task, generation) && !state.halted.contains(&task) {
                     if state.finished.is_empty() {
                         let d = state.pure.end_of_input();
                         state.apply(d);
@@ -583,20 +594,30 @@ impl Actor for CoordinatorActor {
                 priority,
                 sources,
             } => {
-                state.generation = generation;
-                state.priority = priority.into_iter().collect();
-                state.sources = sources;
-                state.finished.clear();
-                state.stopped = false;
-                state.pure.restarted();
+                let deployed: HashSet<TaskRef> = priority.iter().map(|(t, _)| *t).collect();
+                for (task, lane) in priority {
+                    state.generations.insert(task, generation);
+                    state.priority.insert(task, lane);
+                    state.halted.remove(&task);
+                    state.finished.remove(&task);
+                }
+                state.sources.retain(|t| !deployed.contains(t));
+                state.sources.extend(sources);
+                // Periodic checkpoints resume unless some subtask finished for good (its
+                // source can no longer inject barriers).
+                if state.finished.is_empty() {
+                    state.pure.restarted();
+                }
                 let now = state.now_ms();
                 let d = state.pure.reset_pending(now);
                 state.apply(d);
             }
             CoordinatorMsg::Attach(s) => state.supervisor = Some(s),
-            CoordinatorMsg::Stopping => {
-                state.stopped = true;
-                state.priority.clear();
+            CoordinatorMsg::Stopping { tasks } => {
+                for task in tasks {
+                    state.priority.remove(&task);
+                    state.halted.insert(task);
+                }
                 let now = state.now_ms();
                 let d = state.pure.reset_pending(now);
                 state.apply(d);
@@ -604,7 +625,7 @@ impl Actor for CoordinatorActor {
             CoordinatorMsg::Savepoint(reply) => {
                 let now = state.now_ms();
                 match state.pure.trigger_savepoint(now) {
-                    Some(d @ Decision::Trigger { id, .. }) if !state.stopped => {
+                    Some(d @ Decision::Trigger { id, .. }) if state.halted.is_empty() => {
                         state.savepoint_waiters.insert(id, reply);
                         state.apply(vec![d]);
                     }

@@ -27,9 +27,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-/// Everything the supervisor needs to run a job.
+/// Everything the supervisor needs to run a job (or one pipelined region of it).
 pub(crate) struct Deployment {
     pub(crate) subtasks: Vec<Subtask>,
+    /// The pipelined region of each subtask.
+    pub(crate) regions: Vec<usize>,
     pub(crate) priority: Vec<LaneSender<PriorityMessage>>,
     pub(crate) metrics: Vec<Arc<SubtaskMetrics>>,
     /// Each subtask as the coordinator knows it: (vertex, index).
@@ -43,9 +45,50 @@ pub(crate) struct Deployment {
 pub(crate) struct DeployContext<'a> {
     pub(crate) restore: Option<&'a RestorePlan>,
     pub(crate) coordinator: Option<ActorRef<CoordinatorMsg>>,
-    pub(crate) generation: u64,
-    pub(crate) current_generation: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The job's pipelined regions and their generations (with checkpointing).
+    pub(crate) regions: Option<&'a Regions>,
+    /// Deploy only this region (a regional restart); `None` deploys every region.
+    pub(crate) only: Option<usize>,
     pub(crate) faults: Option<&'a FaultPlan>,
+}
+
+/// The pipelined regions of a job (`ExecutionPlan::regions`) and the current generation of
+/// each: bumped when the region restarts, checked before every commit of its subtasks.
+#[derive(Debug)]
+pub(crate) struct Regions {
+    /// The region of each job vertex.
+    pub(crate) of_vertex: Vec<usize>,
+    pub(crate) generations: Vec<Arc<AtomicU64>>,
+}
+
+impl Regions {
+    pub(crate) fn new(graph: &StreamGraph, plan: &ExecutionPlan) -> Self {
+        let of_vertex = plan.regions(graph);
+        let n = of_vertex.iter().max().map_or(0, |m| m + 1);
+        Regions {
+            of_vertex,
+            generations: (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect(),
+        }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.generations.len()
+    }
+
+    fn region(&self, vertex: usize) -> usize {
+        self.of_vertex.get(vertex).copied().unwrap_or(0)
+    }
+
+    /// The generation handle of a subtask in `region`, at the region's current generation.
+    fn generation(&self, region: usize) -> crate::operator::Generation {
+        match self.generations.get(region) {
+            Some(g) => crate::operator::Generation::new(
+                g.load(std::sync::atomic::Ordering::SeqCst),
+                g.clone(),
+            ),
+            None => crate::operator::Generation::default(),
+        }
+    }
 }
 
 /// An operator's key in checkpoints: its `uid`, or its name and position in the graph.
@@ -234,12 +277,15 @@ pub(crate) fn deploy(
     let mut senders: Vec<Vec<Vec<LaneSender<StreamMessage>>>> = vec![Vec::new(); graph.edges.len()];
     let mut prio: Vec<Vec<Vec<LaneSender<PriorityMessage>>>> = vec![Vec::new(); graph.edges.len()];
     let mut out_edges: Vec<Vec<EdgeId>> = vec![Vec::new(); graph.nodes.len()];
+    let region_of = |vertex: usize| ctx.regions.map_or(0, |r| r.region(vertex));
+    let deployed = |vertex: usize| ctx.only.is_none_or(|only| region_of(vertex) == only);
     for edge in &graph.edges {
         out_edges[edge.source.0].push(edge.id);
-        if plan.chained[edge.id.0] {
+        let target_vertex = plan.vertex_of[edge.target.0].0;
+        // Regions are connected components: an edge is inside one, deployed or not.
+        if plan.chained[edge.id.0] || !deployed(target_vertex) {
             continue;
         }
-        let target_vertex = plan.vertex_of[edge.target.0].0;
         let upstream = plan.parallelism[edge.source.0] as usize;
         let mut per_upstream = Vec::with_capacity(upstream);
         let mut prio_upstream = Vec::with_capacity(upstream);
@@ -260,20 +306,22 @@ pub(crate) fn deploy(
         prio[edge.id.0] = prio_upstream;
     }
 
-    let generation = crate::operator::Generation::new(
-        ctx.generation,
-        ctx.current_generation
-            .clone()
-            .unwrap_or_else(|| Arc::new(std::sync::atomic::AtomicU64::new(ctx.generation))),
-    );
     let mut deployment = Deployment {
         subtasks: Vec::new(),
+        regions: Vec::new(),
         priority: Vec::new(),
         metrics: Vec::new(),
         tasks: Vec::new(),
         sources: Vec::new(),
     };
     for vertex in &plan.vertices {
+        if !deployed(vertex.id.0) {
+            continue;
+        }
+        let region = region_of(vertex.id.0);
+        let generation = ctx
+            .regions
+            .map_or_else(Default::default, |r| r.generation(region));
         let name: Arc<str> = vertex.name.as_str().into();
         let head = &graph.nodes[vertex.head.0];
         for index in 0..vertex.parallelism as usize {
@@ -353,7 +401,7 @@ pub(crate) fn deploy(
                     Some(Checkpointing::new(
                         CoordinatorLink {
                             task,
-                            generation: ctx.generation,
+                            generation: generation.get(),
                             coordinator: coordinator.clone(),
                         },
                         head_key,
@@ -366,6 +414,7 @@ pub(crate) fn deploy(
                 }
                 None => None,
             };
+            deployment.regions.push(region);
             deployment.subtasks.push(Subtask {
                 checkpointing,
                 fault: ctx.faults.and_then(|f| f.hook(&name, index)),

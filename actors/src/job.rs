@@ -4,7 +4,7 @@ use crate::checkpoint::{JobEvent, RestoreFrom};
 use crate::checkpointing::{CoordinatorActor, CoordinatorArgs, RestorePlan};
 use crate::clock::ProcessingClock;
 use crate::config::JobConfig;
-use crate::deploy::{DeployContext, deploy};
+use crate::deploy::{DeployContext, Regions, deploy};
 use crate::error::BuildError;
 use crate::error::JobError;
 use crate::fault::FaultPlan;
@@ -42,6 +42,15 @@ impl JobMetrics {
     pub(crate) fn replace(&self, subtasks: Vec<Arc<SubtaskMetrics>>) {
         if let Ok(mut s) = self.subtasks.write() {
             *s = subtasks;
+        }
+    }
+
+    /// Replaces the metrics of subtask slot `i` (a restarted region's subtask).
+    pub(crate) fn replace_at(&self, i: usize, metrics: Arc<SubtaskMetrics>) {
+        if let Ok(mut s) = self.subtasks.write()
+            && let Some(slot) = s.get_mut(i)
+        {
+            *slot = metrics;
         }
     }
 
@@ -234,7 +243,7 @@ pub async fn submit_with_faults(
                 info!(job = %name, "no checkpoint to restore: starting from scratch");
             }
             let restore = snapshot.as_ref().map(RestorePlan::new).transpose()?;
-            let current_generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let regions = Regions::new(graph, &plan);
             let tasks: Vec<_> = plan
                 .vertices
                 .iter()
@@ -267,8 +276,8 @@ pub async fn submit_with_faults(
             let ctx = DeployContext {
                 restore: restore.as_ref(),
                 coordinator: Some(coordinator.clone()),
-                generation: 0,
-                current_generation: Some(current_generation.clone()),
+                regions: Some(&regions),
+                only: None,
                 faults: faults.as_ref(),
             };
             let deployed = deploy(graph, &plan, config, clock.clone(), &ctx).and_then(|d| {
@@ -302,7 +311,7 @@ pub async fn submit_with_faults(
                 store: ck.store.clone(),
                 tracker: RestartTracker::new(ck.restart.clone()),
                 faults: faults.clone(),
-                generation: current_generation,
+                regions,
             });
             deployment
         }

@@ -51,6 +51,40 @@ pub struct ExecutionPlan {
 }
 
 impl ExecutionPlan {
+    /// The **pipelined region** of each job vertex: the connected components of the job
+    /// graph (every edge is pipelined), numbered from 0 in the order of their first vertex.
+    /// A failure restarts only the failed vertex's region; the others keep running.
+    pub fn regions(&self, graph: &StreamGraph) -> Vec<usize> {
+        let n = self.vertices.len();
+        let mut parent: Vec<usize> = (0..n).collect();
+        fn root(parent: &mut [usize], mut v: usize) -> usize {
+            while parent[v] != v {
+                parent[v] = parent[parent[v]];
+                v = parent[v];
+            }
+            v
+        }
+        for e in &graph.edges {
+            let (a, b) = (self.vertex_of[e.source.0].0, self.vertex_of[e.target.0].0);
+            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+            if ra != rb {
+                parent[ra.max(rb)] = ra.min(rb);
+            }
+        }
+        let mut number = vec![usize::MAX; n];
+        let mut next = 0;
+        (0..n)
+            .map(|v| {
+                let r = root(&mut parent, v);
+                if number[r] == usize::MAX {
+                    number[r] = next;
+                    next += 1;
+                }
+                number[r]
+            })
+            .collect()
+    }
+
     /// The downstream subtasks that upstream subtask `index` of `edge` sends to.
     pub fn targets(&self, graph: &StreamGraph, edge: EdgeId, index: usize) -> Range<usize> {
         let e = &graph.edges[edge.0];
@@ -410,6 +444,30 @@ mod tests {
         fn plan(&self) -> Result<ExecutionPlan, BuildError> {
             plan(&self.0, &JobConfig::default())
         }
+    }
+
+    #[test]
+    fn regions_are_the_connected_components_of_the_job_graph() {
+        let mut g = G::new();
+        // Region 0: two sources unioned into a keyed operator (three vertices).
+        let a = g.source(1);
+        let b = g.source(2);
+        let k = g.op(
+            "Keyed",
+            2,
+            &[(a, Some(Partitioning::Hash)), (b, Some(Partitioning::Hash))],
+        );
+        g.sink(2, &[(k, None)]);
+        // Region 1: a separate pipeline with a rebalance (two vertices).
+        let c = g.source(1);
+        let m = g.op("Map", 2, &[(c, Some(Partitioning::Rebalance))]);
+        g.sink(2, &[(m, None)]);
+        let p = g.plan().unwrap();
+        let regions = p.regions(&g.0);
+        let of = |node: NodeId| regions[p.vertex_of[node.0].0];
+        assert_eq!((of(a), of(b), of(k)), (0, 0, 0));
+        assert_eq!((of(c), of(m)), (1, 1));
+        assert_eq!(regions.iter().max(), Some(&1));
     }
 
     #[test]

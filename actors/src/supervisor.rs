@@ -7,17 +7,19 @@
 //! lane; subtasks still running after the cancel timeout are killed. When every subtask has
 //! ended it reports the job's result: success, the root-cause failure, or cancellation.
 //!
-//! With checkpointing, a failure does not end the job: once every subtask has stopped, the
-//! restart strategy decides; after its delay the supervisor bumps the generation, deploys the
-//! job again with the state of the newest checkpoint that verifies (or from scratch if there is
-//! none) and tells the checkpoint coordinator. When attempts run out the job fails with the
-//! root cause. A connected streaming job is one pipelined region, so the whole job restarts.
+//! With checkpointing, a failure does not end the job: the failed subtask's **pipelined
+//! region** (the connected component of the job graph it belongs to) is cancelled and its
+//! generation bumped, while the other regions keep running. Once every subtask of the region
+//! has stopped, the restart strategy decides; after its delay the supervisor deploys the
+//! region again with the state of the newest checkpoint that verifies (or from scratch if there
+//! is none) and tells the checkpoint coordinator. When attempts run out the job fails with the
+//! root cause. A connected streaming job is one region, so the whole job restarts.
 
 use crate::checkpoint::{JobEvent, JobListener};
 use crate::checkpointing::{CoordinatorMsg, RestorePlan};
 use crate::clock::ProcessingClock;
 use crate::config::JobConfig;
-use crate::deploy::{DeployContext, Deployment, deploy};
+use crate::deploy::{DeployContext, Deployment, Regions, deploy};
 use crate::error::{FailureCause, JobError, OperatorLabel, SubtaskFailure};
 use crate::fault::FaultPlan;
 use crate::graph::StreamGraph;
@@ -31,9 +33,9 @@ use crate::snapshot::SnapshotStore;
 use crate::subtask::Subtask;
 use crate::types::{CheckpointId, NodeId};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, error, info, warn};
@@ -99,14 +101,18 @@ impl Actor for SubtaskActor {
 pub(crate) enum SupervisorMsg {
     /// Cancel the job.
     Cancel,
-    /// The grace period after a cancel of this generation ran out: kill what still runs.
-    CancelTimeout(u64),
+    /// The grace period after a cancel ran out: kill what still runs (of `region` at
+    /// `generation`, or of the whole job).
+    CancelTimeout {
+        region: Option<usize>,
+        generation: u64,
+    },
     /// Log every subtask's metrics.
     LogMetrics,
     /// Too many checkpoints failed in a row.
     CheckpointFailure(String),
-    /// The restart delay passed: deploy again.
-    Redeploy,
+    /// The restart delay of a region passed: deploy it again.
+    Redeploy(usize),
     /// Trigger a savepoint (and cancel the job after it, if `stop`).
     Savepoint {
         stop: bool,
@@ -119,6 +125,9 @@ struct ChildInfo {
     index: usize,
     parallelism: u32,
     head: OperatorLabel,
+    /// (job vertex, index), as the coordinator knows it.
+    task: crate::coordinator::TaskRef,
+    region: usize,
 }
 
 /// What the supervisor needs to restart a job.
@@ -131,7 +140,7 @@ pub(crate) struct Recovery {
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) tracker: RestartTracker,
     pub(crate) faults: Option<FaultPlan>,
-    pub(crate) generation: Arc<AtomicU64>,
+    pub(crate) regions: Regions,
 }
 
 pub(crate) struct SupervisorArgs {
@@ -151,11 +160,15 @@ pub(crate) struct SupervisorState {
     cells: Vec<Option<ActorCell>>,
     info: Vec<ChildInfo>,
     priority: Vec<LaneSender<PriorityMessage>>,
-    failures: Vec<SubtaskFailure>,
+    /// Failures with the region they happened in (`None`: the whole job's).
+    failures: Vec<(Option<usize>, SubtaskFailure)>,
+    /// The whole job is being cancelled (a cancel request, or a failure it cannot restart).
     cancelling: bool,
     cancel_requested: bool,
-    /// Cancelling for a restart, decided when every subtask stopped.
-    restarting: bool,
+    /// Regions cancelled for a restart; decided when every subtask of the region stopped.
+    restarting: BTreeSet<usize>,
+    /// Regions whose restart was decided and waits for its delay.
+    awaiting_redeploy: BTreeSet<usize>,
     result: Option<oneshot::Sender<Result<JobResult, JobError>>>,
     metrics: Arc<JobMetrics>,
     cancel_timeout: Duration,
@@ -163,7 +176,8 @@ pub(crate) struct SupervisorState {
     ticker: Option<tokio::task::JoinHandle<()>>,
     recovery: Option<Recovery>,
     listener: Option<JobListener>,
-    generation: u64,
+    /// The generation each region runs as.
+    generations: Vec<u64>,
     started: tokio::time::Instant,
     stop_after_savepoint: Option<CheckpointId>,
 }
@@ -185,20 +199,48 @@ fn jitter_sample() -> f64 {
 }
 
 impl SupervisorState {
+    /// Cancels the whole job (a cancel request, stop-with-savepoint, or a failure it cannot
+    /// restart).
     fn begin_cancel(&mut self, myself: &ActorRef<SupervisorMsg>) {
         if self.cancelling {
             return;
         }
         self.cancelling = true;
+        self.send_cancel(None);
+        ractor::time::send_after(self.cancel_timeout, myself.get_cell(), move || {
+            SupervisorMsg::CancelTimeout {
+                region: None,
+                generation: 0,
+            }
+        });
+    }
+
+    /// Puts `Cancel` on the priority lane of every live subtask (of `region`, or all).
+    fn send_cancel(&self, region: Option<usize>) {
         for (i, p) in self.priority.iter().enumerate() {
-            if self.cells[i].is_some() && p.try_send(PriorityMessage::Cancel).is_err() {
+            let live = self.cells[i].is_some();
+            if live
+                && region.is_none_or(|r| self.info[i].region == r)
+                && p.try_send(PriorityMessage::Cancel).is_err()
+            {
                 warn!(job = %self.job, subtask = i, "priority lane full; the subtask will be killed after the cancel timeout");
             }
         }
-        let generation = self.generation;
-        ractor::time::send_after(self.cancel_timeout, myself.get_cell(), move || {
-            SupervisorMsg::CancelTimeout(generation)
-        });
+    }
+
+    fn region_live(&self, region: usize) -> bool {
+        self.info
+            .iter()
+            .zip(&self.cells)
+            .any(|(i, c)| i.region == region && c.is_some())
+    }
+
+    fn region_tasks(&self, region: usize) -> Vec<crate::coordinator::TaskRef> {
+        self.info
+            .iter()
+            .filter(|i| i.region == region)
+            .map(|i| i.task)
+            .collect()
     }
 
     fn emit(&self, event: JobEvent) {
@@ -207,6 +249,8 @@ impl SupervisorState {
         }
     }
 
+    /// Starts the subtasks of `deployment`: the whole job at first, one region after its
+    /// restart (their slots are reused).
     async fn spawn_children(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -214,18 +258,17 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let Deployment {
             subtasks,
+            regions,
             priority,
             metrics,
             tasks,
             sources,
         } = deployment;
-        self.metrics.replace(metrics);
-        self.children.clear();
-        self.cells.clear();
-        self.info.clear();
-        if let Some(r) = &self.recovery {
+        if let Some(r) = &self.recovery
+            && let Some(first) = regions.first()
+        {
             let _ = r.coordinator.cast(CoordinatorMsg::Deployed {
-                generation: self.generation,
+                generation: self.generations.get(*first).copied().unwrap_or(0),
                 priority: tasks
                     .iter()
                     .copied()
@@ -234,46 +277,98 @@ impl SupervisorState {
                 sources,
             });
         }
-        self.priority = priority;
-        for (i, subtask) in subtasks.into_iter().enumerate() {
-            self.info.push(ChildInfo {
+        let fresh = self.info.is_empty();
+        if fresh {
+            self.metrics.replace(metrics.clone());
+        }
+        for (((subtask, region), (task, lane)), m) in subtasks
+            .into_iter()
+            .zip(regions)
+            .zip(tasks.into_iter().zip(priority))
+            .zip(metrics)
+        {
+            let info = ChildInfo {
                 vertex: subtask.vertex.clone(),
                 index: subtask.index,
                 parallelism: subtask.parallelism,
                 head: subtask.head_label.clone(),
-            });
+                task,
+                region,
+            };
+            let slot = if fresh {
+                self.info.push(info);
+                self.priority.push(lane);
+                self.cells.push(None);
+                self.info.len() - 1
+            } else {
+                let Some(slot) = self.info.iter().position(|i| i.task == task) else {
+                    return Err(format!("no slot for restarted subtask {task:?}").into());
+                };
+                self.info[slot] = info;
+                self.priority[slot] = lane;
+                self.metrics.replace_at(slot, m);
+                slot
+            };
             let (actor, _) =
                 Actor::spawn_linked(None, SubtaskActor, subtask, myself.get_cell()).await?;
-            self.children.insert(actor.get_id(), i);
-            self.cells.push(Some(actor.get_cell()));
+            self.children.insert(actor.get_id(), slot);
+            self.cells[slot] = Some(actor.get_cell());
         }
         Ok(())
     }
 
-    /// A failure happened: restart (after the subtasks stop) or fail.
-    fn on_failure(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        if self.recovery.is_some() && !self.cancel_requested && !self.restarting && !self.cancelling
-        {
-            self.restarting = true;
-            if let Some(r) = &self.recovery {
-                // From now on, nothing of this generation may commit.
-                r.generation.store(self.generation + 1, Ordering::SeqCst);
-                let _ = r.coordinator.cast(CoordinatorMsg::Stopping);
-            }
+    /// A failure happened in `region` (`None`: the whole job, from the coordinator): restart
+    /// the region(s) (once their subtasks stopped) or, without checkpointing, fail the job.
+    fn on_failure(&mut self, region: Option<usize>, myself: &ActorRef<SupervisorMsg>) {
+        if self.cancel_requested || self.cancelling {
+            return;
         }
-        self.begin_cancel(myself);
+        let Some(r) = &self.recovery else {
+            self.begin_cancel(myself);
+            return;
+        };
+        let regions: Vec<usize> = match region {
+            Some(g) => vec![g],
+            None => (0..r.regions.count()).collect(),
+        };
+        for g in regions {
+            if !self.restarting.insert(g) {
+                continue;
+            }
+            let next = self.generations.get(g).copied().unwrap_or(0) + 1;
+            if let Some(r) = &self.recovery {
+                // From now on, nothing of this region's generation may commit.
+                if let Some(atomic) = r.regions.generations.get(g) {
+                    atomic.store(next, Ordering::SeqCst);
+                }
+                let _ = r.coordinator.cast(CoordinatorMsg::Stopping {
+                    tasks: self.region_tasks(g),
+                });
+            }
+            self.send_cancel(Some(g));
+            ractor::time::send_after(self.cancel_timeout, myself.get_cell(), move || {
+                SupervisorMsg::CancelTimeout {
+                    region: Some(g),
+                    generation: next,
+                }
+            });
+        }
     }
 
-    /// Every subtask stopped after a failure: restart after the strategy's delay, or fail.
-    fn decide_restart(&mut self, myself: &ActorRef<SupervisorMsg>) -> bool {
+    /// Every subtask of `region` stopped after a failure: restart it after the strategy's
+    /// delay, or fail.
+    fn decide_restart(&mut self, region: usize, myself: &ActorRef<SupervisorMsg>) -> bool {
+        let generation = self.generations.get(region).copied().unwrap_or(0) + 1;
         let Some(r) = &mut self.recovery else {
             return false;
         };
         let cause = self
             .failures
             .iter()
+            .filter(|(g, _)| g.is_none_or(|g| g == region))
+            .map(|(_, f)| f)
             .find(|f| !f.cause.is_secondary())
-            .or(self.failures.first())
+            .or(self.failures.first().map(|(_, f)| f))
             .map(|f| f.to_string())
             .unwrap_or_else(|| "unknown".into());
         match r.tracker.on_failure(now_ms(self.started), jitter_sample()) {
@@ -282,21 +377,23 @@ impl SupervisorState {
                     .ok()
                     .flatten()
                     .map(|s| s.manifest.id);
-                warn!(job = %self.job, attempt, ?delay, from_checkpoint = ?from, %cause, "restarting the job");
+                warn!(job = %self.job, region, attempt, ?delay, from_checkpoint = ?from, %cause, "restarting");
                 let event = JobEvent::Restart {
                     attempt,
                     cause,
                     from_checkpoint: from,
                     delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    generation: self.generation + 1,
+                    generation,
                 };
                 self.emit(event);
-                ractor::time::send_after(delay, myself.get_cell(), || SupervisorMsg::Redeploy);
+                ractor::time::send_after(delay, myself.get_cell(), move || {
+                    SupervisorMsg::Redeploy(region)
+                });
                 true
             }
             RestartDecision::SameIncident => {
-                ractor::time::send_after(Duration::ZERO, myself.get_cell(), || {
-                    SupervisorMsg::Redeploy
+                ractor::time::send_after(Duration::ZERO, myself.get_cell(), move || {
+                    SupervisorMsg::Redeploy(region)
                 });
                 true
             }
@@ -307,7 +404,11 @@ impl SupervisorState {
         }
     }
 
-    async fn redeploy(&mut self, myself: &ActorRef<SupervisorMsg>) -> Result<(), JobError> {
+    async fn redeploy(
+        &mut self,
+        region: usize,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), JobError> {
         let Some(r) = &self.recovery else {
             return Err(JobError::Internal(
                 "redeploy without recovery settings".into(),
@@ -316,13 +417,16 @@ impl SupervisorState {
         let snapshot = crate::snapshot::latest_valid(r.store.as_ref())
             .map_err(|e| JobError::Internal(format!("cannot read the checkpoint store: {e}")))?;
         let plan = snapshot.as_ref().map(RestorePlan::new).transpose()?;
-        let generation = self.generation + 1;
-        r.generation.store(generation, Ordering::SeqCst);
+        let generation = self.generations.get(region).copied().unwrap_or(0) + 1;
+        if let Some(atomic) = r.regions.generations.get(region) {
+            atomic.store(generation, Ordering::SeqCst);
+        }
+        let whole_job = r.regions.count() <= 1;
         let ctx = DeployContext {
             restore: plan.as_ref(),
             coordinator: Some(r.coordinator.clone()),
-            generation,
-            current_generation: Some(r.generation.clone()),
+            regions: Some(&r.regions),
+            only: (!whole_job).then_some(region),
             faults: r.faults.as_ref(),
         };
         let deployment = deploy(&r.graph, &r.plan, &r.config, r.clock.clone(), &ctx)?;
@@ -331,7 +435,11 @@ impl SupervisorState {
             .checkpointing
             .as_ref()
             .is_some_and(|c| c.allow_non_restored_state);
-        if let Some(p) = &plan {
+        // A regional restart places only its region's state; the rest belongs to regions
+        // that keep running.
+        if let Some(p) = &plan
+            && whole_job
+        {
             p.check_all_placed(allow)?;
         }
         let restored = plan.as_ref().map(|p| p.checkpoint);
@@ -339,11 +447,14 @@ impl SupervisorState {
         if let Some(r) = &mut self.recovery {
             r.tracker.on_restarted(now);
         }
-        self.generation = generation;
-        self.failures.clear();
-        self.cancelling = false;
-        self.restarting = false;
-        info!(job = %self.job, generation, checkpoint = ?restored, "job restarted");
+        if let Some(g) = self.generations.get_mut(region) {
+            *g = generation;
+        }
+        self.failures
+            .retain(|(g, _)| *g != Some(region) && g.is_some());
+        self.restarting.remove(&region);
+        self.awaiting_redeploy.remove(&region);
+        info!(job = %self.job, region, generation, checkpoint = ?restored, "restarted");
         self.emit(JobEvent::Restored {
             checkpoint: restored,
             generation,
@@ -357,13 +468,13 @@ impl SupervisorState {
         let failure = self
             .failures
             .iter()
-            .position(|f| !f.cause.is_secondary())
+            .position(|(_, f)| !f.cause.is_secondary())
             .or(if self.cancel_requested || self.failures.is_empty() {
                 None
             } else {
                 Some(0)
             })
-            .map(|i| self.failures.swap_remove(i));
+            .map(|i| self.failures.swap_remove(i).1);
         match failure {
             Some(f) => Err(JobError::Failed(Box::new(f))),
             None if self.cancel_requested => Err(JobError::Cancelled),
@@ -373,6 +484,44 @@ impl SupervisorState {
                 metrics: self.metrics.snapshot(),
             }),
         }
+    }
+
+    /// After a subtask ended: restart regions that stopped, or end the job when nothing runs.
+    fn settle(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if self.result.is_none() {
+            return;
+        }
+        if !self.cancelling && !self.cancel_requested {
+            let stopped: Vec<usize> = self
+                .restarting
+                .iter()
+                .copied()
+                .filter(|g| !self.awaiting_redeploy.contains(g) && !self.region_live(*g))
+                .collect();
+            for g in stopped {
+                if self.decide_restart(g, myself) {
+                    self.awaiting_redeploy.insert(g);
+                } else {
+                    // No more restarts: the job fails with the root cause.
+                    self.restarting.clear();
+                    self.awaiting_redeploy.clear();
+                    self.begin_cancel(myself);
+                    break;
+                }
+            }
+        }
+        if !self.children.is_empty() || (!self.restarting.is_empty() && !self.cancelling) {
+            return;
+        }
+        let mut outcome = self.outcome();
+        if self.stop_after_savepoint.is_some() && matches!(outcome, Err(JobError::Cancelled)) {
+            outcome = Ok(JobResult {
+                name: self.job.to_string(),
+                duration: self.metrics.elapsed(),
+                metrics: self.metrics.snapshot(),
+            });
+        }
+        self.finish(myself, outcome);
     }
 
     fn finish(&mut self, myself: &ActorRef<SupervisorMsg>, outcome: Result<JobResult, JobError>) {
@@ -403,10 +552,16 @@ impl Actor for JobSupervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let generation = args
-            .recovery
-            .as_ref()
-            .map_or(0, |r| r.generation.load(Ordering::SeqCst));
+        let generations = args.recovery.as_ref().map_or_else(
+            || vec![0],
+            |r| {
+                r.regions
+                    .generations
+                    .iter()
+                    .map(|g| g.load(Ordering::SeqCst))
+                    .collect()
+            },
+        );
         if let Some(r) = &args.recovery {
             let _ = r.coordinator.cast(CoordinatorMsg::Attach(myself.clone()));
         }
@@ -419,7 +574,8 @@ impl Actor for JobSupervisor {
             failures: Vec::new(),
             cancelling: false,
             cancel_requested: false,
-            restarting: false,
+            restarting: BTreeSet::new(),
+            awaiting_redeploy: BTreeSet::new(),
             result: Some(args.result),
             metrics: args.metrics,
             cancel_timeout: args.cancel_timeout,
@@ -427,7 +583,7 @@ impl Actor for JobSupervisor {
             ticker: None,
             recovery: args.recovery,
             listener: args.listener,
-            generation,
+            generations,
             started: tokio::time::Instant::now(),
             stop_after_savepoint: None,
         };
@@ -476,18 +632,25 @@ impl Actor for JobSupervisor {
                 if !state.cancel_requested {
                     info!(job = %state.job, "cancel requested");
                     state.cancel_requested = true;
-                    state.restarting = false;
+                    state.restarting.clear();
+                    state.awaiting_redeploy.clear();
                     state.begin_cancel(&myself);
-                    if state.children.is_empty() {
-                        let outcome = state.outcome();
-                        state.finish(&myself, outcome);
-                    }
+                    state.settle(&myself);
                 }
             }
-            SupervisorMsg::CancelTimeout(generation) => {
-                if generation == state.generation && state.cancelling {
+            SupervisorMsg::CancelTimeout { region, generation } => {
+                let due = match region {
+                    None => state.cancelling,
+                    Some(g) => {
+                        state.restarting.contains(&g)
+                            && state.generations.get(g).map(|v| v + 1) == Some(generation)
+                    }
+                };
+                if due {
                     for (i, cell) in state.cells.iter().enumerate() {
-                        if let Some(cell) = cell {
+                        if let Some(cell) = cell
+                            && region.is_none_or(|g| state.info[i].region == g)
+                        {
                             warn!(job = %state.job, vertex = %state.info[i].vertex, index = state.info[i].index,
                                 "subtask did not stop within the cancel timeout; killing it");
                             cell.kill();
@@ -502,21 +665,27 @@ impl Actor for JobSupervisor {
             }
             SupervisorMsg::CheckpointFailure(why) => {
                 if !state.cancelling {
-                    state.failures.push(SubtaskFailure {
-                        operator: OperatorLabel::new(NodeId(usize::MAX), "checkpoint coordinator"),
-                        vertex: "checkpoint coordinator".into(),
-                        subtask_index: 0,
-                        parallelism: 1,
-                        cause: FailureCause::Internal(why),
-                    });
-                    state.on_failure(&myself);
+                    state.failures.push((
+                        None,
+                        SubtaskFailure {
+                            operator: OperatorLabel::new(
+                                NodeId(usize::MAX),
+                                "checkpoint coordinator",
+                            ),
+                            vertex: "checkpoint coordinator".into(),
+                            subtask_index: 0,
+                            parallelism: 1,
+                            cause: FailureCause::Internal(why),
+                        },
+                    ));
+                    state.on_failure(None, &myself);
+                    state.settle(&myself);
                 }
             }
-            SupervisorMsg::Redeploy => {
-                if state.cancel_requested {
-                    let outcome = state.outcome();
-                    state.finish(&myself, outcome);
-                } else if let Err(e) = state.redeploy(&myself).await {
+            SupervisorMsg::Redeploy(region) => {
+                if state.cancel_requested || state.cancelling {
+                    state.settle(&myself);
+                } else if let Err(e) = state.redeploy(region, &myself).await {
                     error!(job = %state.job, "restart failed: {e}");
                     state.finish(&myself, Err(e));
                 }
@@ -578,33 +747,14 @@ impl Actor for JobSupervisor {
                     } else {
                         error!(job = %state.job, "{failure}");
                     }
-                    state.failures.push(failure);
-                    state.on_failure(&myself);
+                    let region = state.info[i].region;
+                    state.failures.push((Some(region), failure));
+                    state.on_failure(Some(region), &myself);
                 }
             }
             _ => {}
         }
-        if state.children.is_empty() && state.result.is_some() {
-            if state.restarting && !state.cancel_requested {
-                if !state.decide_restart(&myself) {
-                    state.restarting = false;
-                    let outcome = state.outcome();
-                    state.finish(&myself, outcome);
-                }
-            } else {
-                let mut outcome = state.outcome();
-                if state.stop_after_savepoint.is_some()
-                    && matches!(outcome, Err(JobError::Cancelled))
-                {
-                    outcome = Ok(JobResult {
-                        name: state.job.to_string(),
-                        duration: state.metrics.elapsed(),
-                        metrics: state.metrics.snapshot(),
-                    });
-                }
-                state.finish(&myself, outcome);
-            }
-        }
+        state.settle(&myself);
         Ok(())
     }
 }
