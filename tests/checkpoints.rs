@@ -605,7 +605,8 @@ fn a_failure_restarts_only_its_pipelined_region() {
         .uid("pipeline-b")
         .name("pipeline-b")
         .collect();
-    env.execute_blocking("two regions").unwrap();
+    let result = env.execute_blocking("two regions").unwrap();
+    assert_eq!(result.metrics.restarts, 1, "restarts show in the metrics");
     let events = events.lock().unwrap().clone();
     let restarts = events
         .iter()

@@ -28,6 +28,7 @@ use tracing::info;
 pub(crate) struct JobMetrics {
     started: Instant,
     subtasks: std::sync::RwLock<Vec<Arc<SubtaskMetrics>>>,
+    pub(crate) restarts: std::sync::atomic::AtomicU32,
 }
 
 impl JobMetrics {
@@ -62,6 +63,7 @@ impl JobMetrics {
                 .read()
                 .map(|s| s.iter().map(|m| m.snapshot()).collect())
                 .unwrap_or_default(),
+            restarts: self.restarts.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -321,6 +323,7 @@ pub async fn submit_with_faults(
     let metrics = Arc::new(JobMetrics {
         started: Instant::now(),
         subtasks: std::sync::RwLock::new(deployment.metrics.clone()),
+        restarts: Default::default(),
     });
     let (tx, rx) = oneshot::channel();
     let (supervisor, _) = Actor::spawn(

@@ -254,8 +254,10 @@ pub struct SubtaskMetricsSnapshot {
 pub struct JobMetricsSnapshot {
     /// Time since the job started.
     pub elapsed: Duration,
-    /// One entry per subtask, by vertex then subtask index.
+    /// One entry per subtask, by vertex then subtask index (the current attempt's).
     pub subtasks: Vec<SubtaskMetricsSnapshot>,
+    /// Restarts so far (of any pipelined region).
+    pub restarts: u32,
 }
 
 /// Rates between two snapshots of one subtask.
@@ -350,6 +352,9 @@ impl fmt::Display for SubtaskMetricsSnapshot {
 
 impl fmt::Display for JobMetricsSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.restarts > 0 {
+            writeln!(f, "restarts: {}", self.restarts)?;
+        }
         for s in &self.subtasks {
             writeln!(f, "{s}")?;
         }

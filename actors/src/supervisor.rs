@@ -450,6 +450,7 @@ impl SupervisorState {
         if let Some(g) = self.generations.get_mut(region) {
             *g = generation;
         }
+        self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
         self.failures
             .retain(|(g, _)| *g != Some(region) && g.is_some());
         self.restarting.remove(&region);
