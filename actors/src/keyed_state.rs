@@ -104,7 +104,7 @@ impl Ttl {
 }
 
 /// A value a state slot can hold: any serializable type, kept typed while live.
-trait Cell: Any + Send {
+pub(crate) trait Cell: Any + Send {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -118,11 +118,54 @@ impl<T: Serialize + Any + Send> Cell for T {
     }
 }
 
-/// One state slot: a live typed value, or the bytes of a restored snapshot, decoded on first
-/// access by the handle (which knows the type).
-enum Slot {
+/// One state value: live and typed, or the bytes of a restored snapshot, decoded on first
+/// access by whoever knows the type (a state handle, a window function's `StateBag` call).
+pub(crate) enum Slot {
     Live(Box<dyn Cell>),
     Raw(Vec<u8>),
+}
+
+impl Slot {
+    /// A live value.
+    pub(crate) fn new<S: Serialize + Any + Send>(value: S) -> Self {
+        Slot::Live(Box::new(value))
+    }
+
+    /// The value's bytes for a snapshot.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        match self {
+            Slot::Raw(bytes) => Ok(bytes.clone()),
+            Slot::Live(cell) => cell.encode(),
+        }
+    }
+
+    /// The typed value, decoding restored bytes first; `what` names it in errors.
+    pub(crate) fn typed<S: Serialize + DeserializeOwned + Any + Send>(
+        &mut self,
+        what: &dyn std::fmt::Display,
+    ) -> Result<&mut S, UserError> {
+        if let Slot::Raw(bytes) = self {
+            let value: S = postcard::from_bytes(bytes).map_err(|e| {
+                format!(
+                    "restored {what} does not decode as {}: {e} (did its type change since the \
+                     checkpoint?)",
+                    std::any::type_name::<S>()
+                )
+            })?;
+            *self = Slot::new(value);
+        }
+        let wrong = || -> UserError {
+            format!(
+                "{what} holds another type than {}",
+                std::any::type_name::<S>()
+            )
+            .into()
+        };
+        match self {
+            Slot::Live(cell) => cell.as_any_mut().downcast_mut::<S>().ok_or_else(wrong),
+            Slot::Raw(_) => Err(wrong()),
+        }
+    }
 }
 
 /// All state slots of one key.
@@ -156,7 +199,7 @@ impl KeyState {
     ) -> Result<Option<&mut S>, UserError> {
         match self.slots.get_mut(i).and_then(Option::as_mut) {
             None => Ok(None),
-            Some(slot) => live(slot, i).map(Some),
+            Some(slot) => slot.typed(&SlotName(i)).map(Some),
         }
     }
 
@@ -168,8 +211,8 @@ impl KeyState {
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || None);
         }
-        let slot = self.slots[i].get_or_insert_with(|| Slot::Live(Box::new(make())));
-        live(slot, i)
+        let slot = self.slots[i].get_or_insert_with(|| Slot::new(make()));
+        slot.typed(&SlotName(i))
     }
 
     /// The key's state for a snapshot: `(slot, bytes)` per slot that holds something.
@@ -180,14 +223,12 @@ impl KeyState {
     pub fn encode(&self) -> Result<Vec<(usize, Vec<u8>)>, UserError> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
-            match slot {
-                None => {}
-                Some(Slot::Raw(bytes)) => out.push((i, bytes.clone())),
-                Some(Slot::Live(cell)) => out.push((
+            if let Some(slot) = slot {
+                out.push((
                     i,
-                    cell.encode()
+                    slot.encode()
                         .map_err(|e| format!("cannot serialize keyed state slot {i}: {e}"))?,
-                )),
+                ));
             }
         }
         Ok(out)
@@ -208,32 +249,13 @@ impl KeyState {
     }
 }
 
-/// The typed value of `slot`, decoding restored bytes first.
-fn live<S: Serialize + DeserializeOwned + Any + Send>(
-    slot: &mut Slot,
-    i: usize,
-) -> Result<&mut S, UserError> {
-    if let Slot::Raw(bytes) = slot {
-        let value: S = postcard::from_bytes(bytes).map_err(|e| {
-            format!(
-                "restored keyed state slot {i} does not decode as {}: {e} (did its type change \
-                 since the checkpoint?)",
-                std::any::type_name::<S>()
-            )
-        })?;
-        *slot = Slot::Live(Box::new(value));
-    }
-    match slot {
-        Slot::Live(cell) => cell
-            .as_any_mut()
-            .downcast_mut::<S>()
-            .ok_or_else(|| state_type_error(i)),
-        Slot::Raw(_) => Err(state_type_error(i)),
-    }
-}
+/// Names keyed state slot `.0` in errors.
+struct SlotName(usize);
 
-fn state_type_error(i: usize) -> UserError {
-    format!("keyed state slot {i} holds another type than its handle expects").into()
+impl std::fmt::Display for SlotName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "keyed state slot {}", self.0)
+    }
 }
 
 /// The current key's state, as a function sees it while processing a record or a timer.

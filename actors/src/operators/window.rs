@@ -24,7 +24,6 @@ use crate::window::{
     AssignerContext, Evictor, TimerRequest, Trigger, TriggerContext, TriggerResult, Window,
     WindowAssigner,
 };
-use std::any::Any;
 use std::hash::Hash;
 use std::marker::PhantomData;
 
@@ -258,10 +257,21 @@ impl<T: Data, W, E: Evictor<T, W>, A: WindowAgg<T, W>> WindowAgg<T, W> for Evict
     }
 }
 
-/// Named values of any type, for per-window and per-key state of a window function.
+/// Named values of any serializable type, for per-window and per-key state of a window
+/// function (Flink's `windowState()` / `globalState()`). Checkpointed with the window; restored
+/// values are decoded when first read.
 #[derive(Default)]
 pub struct StateBag {
-    values: Vec<(&'static str, Box<dyn Any + Send>)>,
+    values: Vec<(String, crate::keyed_state::Slot)>,
+}
+
+/// Names a [`StateBag`] value in errors.
+struct BagName<'a>(&'a str);
+
+impl std::fmt::Display for BagName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "window state {:?}", self.0)
+    }
 }
 
 impl std::fmt::Debug for StateBag {
@@ -278,29 +288,48 @@ impl StateBag {
     /// # Errors
     ///
     /// If `name` already holds a value of another type.
-    pub fn get_or_default<V: Default + Send + 'static>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<&mut V, UserError> {
-        let pos = match self.values.iter().position(|(n, _)| *n == name) {
+    pub fn get_or_default<V>(&mut self, name: &'static str) -> Result<&mut V, UserError>
+    where
+        V: Default + Send + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let pos = match self.values.iter().position(|(n, _)| n == name) {
             Some(p) => p,
             None => {
-                self.values.push((name, Box::new(V::default())));
+                self.values.push((
+                    name.to_string(),
+                    crate::keyed_state::Slot::new(V::default()),
+                ));
                 self.values.len() - 1
             }
         };
-        self.values[pos].1.downcast_mut::<V>().ok_or_else(|| {
-            format!(
-                "state {name:?} holds another type than {}",
-                std::any::type_name::<V>()
-            )
-            .into()
-        })
+        self.values[pos].1.typed(&BagName(name))
     }
 
     /// Removes the value called `name`.
     pub fn remove(&mut self, name: &'static str) {
-        self.values.retain(|(n, _)| *n != name);
+        self.values.retain(|(n, _)| n != name);
+    }
+
+    /// The values for a snapshot, by name.
+    fn encode(&self) -> Result<Vec<(String, Vec<u8>)>, UserError> {
+        self.values
+            .iter()
+            .map(|(n, v)| {
+                v.encode()
+                    .map(|b| (n.clone(), b))
+                    .map_err(|e| format!("cannot serialize window state {n:?}: {e}").into())
+            })
+            .collect()
+    }
+
+    /// A bag of restored values, decoded when first read.
+    fn restored(values: Vec<(String, Vec<u8>)>) -> Self {
+        StateBag {
+            values: values
+                .into_iter()
+                .map(|(n, b)| (n, crate::keyed_state::Slot::Raw(b)))
+                .collect(),
+        }
     }
 
     /// True if no value is held.
@@ -500,12 +529,16 @@ struct SlotSnap<W, A, S> {
     acc: Option<A>,
     trigger: S,
     timers: Vec<TimerRequest>,
+    /// The window function's per-window state, by name.
+    state: Vec<(String, Vec<u8>)>,
 }
 
 /// One key's windows, panes and timers in a checkpoint.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KeySnap<W, A, S> {
     slots: Vec<SlotSnap<W, A, S>>,
+    /// The window function's per-key state, by name.
+    global: Vec<(String, Vec<u8>)>,
     panes: Vec<(i64, Option<A>)>,
     event_timers: Vec<(i64, W)>,
     processing_timers: Vec<(i64, W)>,
@@ -1298,29 +1331,27 @@ where
             KeyedSnapshot::new(info.max_parallelism);
         let empty = || KeySnap {
             slots: Vec::new(),
+            global: Vec::new(),
             panes: Vec::new(),
             event_timers: Vec::new(),
             processing_timers: Vec::new(),
         };
         for (key, kw) in table.iter() {
-            if !kw.global.is_empty() || kw.slots.iter().any(|s| !s.state.is_empty()) {
-                return Err(
-                    "a window function's per-window or per-key state (StateBag) is not \
-                            checkpointed yet; this window operator cannot take part in a checkpoint"
-                        .into(),
-                );
-            }
             let entry = snap.entry(key, empty);
+            entry.global = kw.global.encode()?;
             entry.slots = kw
                 .slots
                 .iter()
-                .map(|s| SlotSnap {
-                    window: s.window.clone(),
-                    acc: s.acc.clone(),
-                    trigger: s.trigger.clone(),
-                    timers: s.timers.clone(),
+                .map(|s| {
+                    Ok(SlotSnap {
+                        window: s.window.clone(),
+                        acc: s.acc.clone(),
+                        trigger: s.trigger.clone(),
+                        timers: s.timers.clone(),
+                        state: s.state.encode()?,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, UserError>>()?;
             entry.panes = kw.panes.clone();
         }
         for (t, key, w) in self.timers.event.iter() {
@@ -1353,13 +1384,14 @@ where
             for (t, w) in &snap.processing_timers {
                 self.timers.processing.register(Timestamp(*t), &key, w);
             }
-            if snap.slots.is_empty() && snap.panes.is_empty() {
+            if snap.slots.is_empty() && snap.panes.is_empty() && snap.global.is_empty() {
                 continue;
             }
             let kw = table
                 .get_or_insert_with(&key, KeyWindows::default)
                 .map_err(|e| format!("restoring window state: {e}"))?;
             kw.panes = snap.panes;
+            kw.global = StateBag::restored(snap.global);
             kw.slots = snap
                 .slots
                 .into_iter()
@@ -1367,7 +1399,7 @@ where
                     window: s.window,
                     acc: s.acc,
                     trigger: s.trigger,
-                    state: StateBag::default(),
+                    state: StateBag::restored(s.state),
                     timers: s.timers,
                 })
                 .collect();
