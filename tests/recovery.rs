@@ -49,7 +49,7 @@ impl Case {
     }
 
     /// The window_agg command: punctuated watermarks, so lateness is deterministic.
-    fn command(&self, output: &str, extra: &[&str]) -> Command {
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, output: &str, extra: &[S]) -> Command {
         let mut cmd = Command::new(example_binary("window_agg"));
         cmd.arg("--input")
             .arg(&self.input)
@@ -71,6 +71,33 @@ impl Case {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
+    }
+
+    /// Flags of a checkpointed run into `ck/` (every 20 ms, source at 60 000 lines/s), then
+    /// `extra`.
+    fn checkpointed(&self, extra: &[&str]) -> Vec<String> {
+        let ck = self.dir.join("ck");
+        let mut args: Vec<String> = vec![
+            "--checkpoint-dir".into(),
+            ck.to_string_lossy().into_owned(),
+            "--checkpoint-interval".into(),
+            "20".into(),
+            "--source-rate".into(),
+            "60000".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Runs the reference, then a checkpointed run that the `exit` fault `spec` ends.
+    fn exit_at(&self, spec: &str) -> Output {
+        check(
+            self.command::<&str>("ref.csv", &[]).output().unwrap(),
+            "the reference run",
+        );
+        self.command("out.csv", &self.checkpointed(&["--fault", spec]))
+            .output()
+            .unwrap()
     }
 
     fn read(&self, name: &str) -> Vec<u8> {
@@ -135,7 +162,7 @@ fn run_with_kills(case: &Case, flags: &[&str], kills: &[u64]) -> usize {
 fn kill_and_restore(name: &str, seed: u64, flags: &[&str]) {
     let case = Case::new(name, seed);
     check(
-        case.command("ref.csv", &[]).output().unwrap(),
+        case.command::<&str>("ref.csv", &[]).output().unwrap(),
         "the reference run",
     );
     let mut rng = Rng::new(seed);
@@ -190,32 +217,16 @@ fn sigkill_with_an_alignment_timeout_reproduces_the_output() {
 #[test]
 fn exit_inside_a_checkpoint_then_restore_latest_is_exact() {
     let case = Case::new("exit", 14);
-    check(
-        case.command("ref.csv", &[]).output().unwrap(),
-        "the reference run",
-    );
-    let ck = case.dir.join("ck");
-    let ck = ck.to_str().unwrap();
-    let base = [
-        "--checkpoint-dir",
-        ck,
-        "--checkpoint-interval",
-        "20",
-        "--source-rate",
-        "60000",
-    ];
-    let mut first = base.to_vec();
-    first.extend(["--fault", "exit@window#1:checkpoint=4"]);
-    let out = case.command("out.csv", &first).output().unwrap();
+    let out = case.exit_at("exit@window#1:checkpoint=4");
     assert_eq!(
         out.status.code(),
         Some(137),
         "the exit fault ends the process"
     );
-    let mut last = base.to_vec();
-    last.extend(["--restore", "latest"]);
     check(
-        case.command("out.csv", &last).output().unwrap(),
+        case.command("out.csv", &case.checkpointed(&["--restore", "latest"]))
+            .output()
+            .unwrap(),
         "the restore",
     );
     assert!(case.read("out.csv") == case.read("ref.csv"));
@@ -236,26 +247,9 @@ fn distinct_lines(bytes: &[u8]) -> std::collections::BTreeSet<String> {
 #[test]
 fn a_damaged_latest_checkpoint_falls_back_to_the_previous_one() {
     let case = Case::new("corrupt", 15);
-    check(
-        case.command("ref.csv", &[]).output().unwrap(),
-        "the reference run",
-    );
-    let ck = case.dir.join("ck");
-    let ck = ck.to_str().unwrap();
-    let base = [
-        "--checkpoint-dir",
-        ck,
-        "--checkpoint-interval",
-        "20",
-        "--source-rate",
-        "60000",
-    ];
-    let mut first = base.to_vec();
-    first.extend(["--fault", "exit@window#0:checkpoint=6"]);
-    let out = case.command("out.csv", &first).output().unwrap();
+    let out = case.exit_at("exit@window#0:checkpoint=6");
     assert_eq!(out.status.code(), Some(137));
-    let mut last = base.to_vec();
-    last.extend(["--restore", "latest", "--fault", "corrupt-latest"]);
+    let last = case.checkpointed(&["--restore", "latest", "--fault", "corrupt-latest"]);
     let out = case.command("out.csv", &last).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     check(out, "the restore");
