@@ -148,6 +148,37 @@ impl<T: Data> DataStream<T> {
         Some(node)
     }
 
+    /// Adds a node fed by this stream on input 0 and by `others` on inputs 1, 2, ...
+    pub(crate) fn add_multi_input_node(
+        &self,
+        others: &[&[Port]],
+        name: &str,
+        kind: NodeKind,
+        location: &'static Location<'static>,
+    ) -> Option<NodeId> {
+        let mut st = self.env.lock();
+        if !self.usable(&mut st, location) {
+            return None;
+        }
+        let node = st.graph.add_node(name, kind, Some(location));
+        let inputs = std::iter::once(self.ports.as_slice()).chain(others.iter().copied());
+        for (input, ports) in inputs.enumerate() {
+            for port in ports {
+                let edge = st.graph.add_edge(
+                    port.node,
+                    node,
+                    input,
+                    port.partitioning,
+                    port.writer.clone(),
+                );
+                if let Some(e) = st.graph.edges.get_mut(edge.0) {
+                    e.output_tag = port.tag.clone();
+                }
+            }
+        }
+        Some(node)
+    }
+
     pub(crate) fn add_operator<O: Data>(
         &self,
         name: &str,
@@ -278,6 +309,15 @@ impl<T: Data> DataStream<T> {
     /// ```
     pub fn union(&self, other: &DataStream<T>) -> DataStream<T> {
         self.union_all([other])
+    }
+
+    /// Connects a stream of another type: the two feed one two-input operator (Flink's
+    /// `connect`); see [`crate::connected`].
+    pub fn connect<B: Data>(
+        &self,
+        other: &DataStream<B>,
+    ) -> crate::connected::ConnectedStreams<T, B> {
+        crate::connected::ConnectedStreams::new(self.clone(), other.clone())
     }
 
     /// Merges this stream with several others of the same type.

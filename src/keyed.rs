@@ -55,6 +55,26 @@ where
         KeyedStream { stream, key }
     }
 
+    /// The hash-partitioned stream under the keys.
+    pub(crate) fn stream(&self) -> &DataStream<T> {
+        &self.stream
+    }
+
+    /// The key selector.
+    pub(crate) fn selector(&self) -> &S {
+        &self.key
+    }
+
+    /// Connects another keyed stream with the same key type: records of both with the same
+    /// key meet in the same subtask, with shared keyed state and timers (Flink's
+    /// `keyBy(..).connect(keyBy(..))`). See [`crate::connected`].
+    pub fn connect<B: Data, S2: KeySelector<B, Key = S::Key>>(
+        &self,
+        other: &KeyedStream<B, S2>,
+    ) -> crate::connected::ConnectedKeyedStreams<T, B, S, S2> {
+        crate::connected::ConnectedKeyedStreams::new(self.clone(), other.clone())
+    }
+
     /// Splits each key's records into windows (Flink's `window`).
     ///
     /// # Examples

@@ -64,6 +64,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod connected;
 pub mod datastream;
 pub mod env;
 pub mod keyed;

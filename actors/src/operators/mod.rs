@@ -1,6 +1,7 @@
 //! The built-in operators, one per file: the runtime half of the DataStream API's
 //! transformations.
 
+pub mod co_process;
 pub mod filter;
 pub mod flat_map;
 pub mod keyed_reduce;
@@ -9,6 +10,10 @@ pub mod process;
 pub mod timestamps;
 pub mod window;
 
+pub use co_process::{
+    CoKey, CoProcessAdapter, CoProcessFunction, CoRecord, KeyedCoProcessAdapter,
+    KeyedCoProcessFunction, erase_two_input,
+};
 pub use filter::FilterOperator;
 pub use flat_map::FlatMapOperator;
 pub use keyed_reduce::KeyedReduceOperator;
