@@ -189,6 +189,24 @@ where
         O: Data,
         P: KeyedCoProcessFunction<S1::Key, A, B, O> + Clone + Sync,
     {
+        self.process_at("Keyed Co-Process", function, Location::caller())
+    }
+
+    pub(crate) fn env(&self) -> &crate::StreamExecutionEnvironment {
+        self.first.stream().env()
+    }
+
+    /// [`process`](Self::process) with the operator's name and the caller's location.
+    pub(crate) fn process_at<O, P>(
+        &self,
+        name: &str,
+        function: P,
+        location: &'static Location<'static>,
+    ) -> DataStream<O>
+    where
+        O: Data,
+        P: KeyedCoProcessFunction<S1::Key, A, B, O> + Clone + Sync,
+    {
         let key = CoKey::new(self.first.selector().clone(), self.second.selector().clone());
         let make = move |_: &TaskInfo| {
             erase(KeyedProcessOperator::<CoRecord<A, B>, O, _, _>::new(
@@ -200,9 +218,9 @@ where
             self.first.stream(),
             self.second.stream(),
             &self.second.stream().ports,
-            "Keyed Co-Process",
+            name,
             make,
-            Location::caller(),
+            location,
         )
     }
 }

@@ -65,6 +65,15 @@ where
         &self.key
     }
 
+    /// The interval join with another keyed stream (Flink's `intervalJoin`): see
+    /// [`crate::joins`].
+    pub fn interval_join<B: Data, S2: KeySelector<B, Key = S::Key>>(
+        &self,
+        other: &KeyedStream<B, S2>,
+    ) -> crate::joins::IntervalJoinBuilder<T, B, S, S2> {
+        crate::joins::IntervalJoinBuilder::new(self.connect(other))
+    }
+
     /// Connects another keyed stream with the same key type: records of both with the same
     /// key meet in the same subtask, with shared keyed state and timers (Flink's
     /// `keyBy(..).connect(keyBy(..))`). See [`crate::connected`].

@@ -67,6 +67,7 @@
 pub mod connected;
 pub mod datastream;
 pub mod env;
+pub mod joins;
 pub mod keyed;
 pub mod sinks;
 pub mod sources;

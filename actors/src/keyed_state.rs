@@ -638,6 +638,33 @@ impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
             .collect())
     }
 
+    /// The unexpired entries whose keys fall in `range`, in key order (cloning only those).
+    ///
+    /// # Errors
+    ///
+    /// If the slot holds another type.
+    pub fn range(
+        &self,
+        s: &mut StateAccess<'_>,
+        range: impl std::ops::RangeBounds<MK>,
+    ) -> Result<Vec<(MK, V)>, UserError> {
+        let ttl = s.ttl(self.ttl);
+        let Some(map) = s.state.slot::<Map<MK, V>>(self.slot)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (k, e) in map.range_mut(range) {
+            if ttl.expired(e.at) {
+                continue;
+            }
+            if ttl.refresh_on_read() {
+                e.at = ttl.now;
+            }
+            out.push((k.clone(), e.value.clone()));
+        }
+        Ok(out)
+    }
+
     /// Removes the current key's map.
     pub fn clear(&self, s: &mut StateAccess<'_>) {
         s.state.clear_slot(self.slot);

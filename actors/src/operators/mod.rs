@@ -4,6 +4,7 @@
 pub mod co_process;
 pub mod filter;
 pub mod flat_map;
+pub mod interval_join;
 pub mod keyed_reduce;
 pub mod map;
 pub mod process;
@@ -16,6 +17,7 @@ pub use co_process::{
 };
 pub use filter::FilterOperator;
 pub use flat_map::FlatMapOperator;
+pub use interval_join::{IntervalJoin, JoinBounds, JoinContext, ProcessJoinFunction};
 pub use keyed_reduce::KeyedReduceOperator;
 pub use map::MapOperator;
 pub use process::{
