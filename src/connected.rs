@@ -43,8 +43,7 @@ fn two_input<A: Data, B: Data, O: Data>(
     }
     let factory: Arc<dyn OperatorFactory> =
         Arc::new(move |info: &TaskInfo| erase_two_input::<A, B>(make(info)));
-    match first.add_multi_input_node(&[second_ports], name, NodeKind::Operator(factory), location)
-    {
+    match first.add_multi_input_node(&[second_ports], name, NodeKind::Operator(factory), location) {
         Some(node) => first.env.stream_of(node, first.generation),
         None => DataStream::new(first.env.clone(), Vec::new(), None, first.generation),
     }
@@ -207,7 +206,10 @@ where
         O: Data,
         P: KeyedCoProcessFunction<S1::Key, A, B, O> + Clone + Sync,
     {
-        let key = CoKey::new(self.first.selector().clone(), self.second.selector().clone());
+        let key = CoKey::new(
+            self.first.selector().clone(),
+            self.second.selector().clone(),
+        );
         let make = move |_: &TaskInfo| {
             erase(KeyedProcessOperator::<CoRecord<A, B>, O, _, _>::new(
                 key.clone(),

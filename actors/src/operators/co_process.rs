@@ -9,6 +9,7 @@
 //! valve), checkpoints and barrier alignment over all lanes come with it.
 
 use crate::checkpoint::{OperatorState, RestoredState};
+use crate::data::Collector;
 use crate::data::{Batch, Data, DataBatch, Emission};
 use crate::error::UserError;
 use crate::key::KeySelector;
@@ -16,7 +17,6 @@ use crate::message::WatermarkStatus;
 use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
 use crate::operators::{Context, KeyedContext, KeyedProcessFunction, OpenContext, ProcessFunction};
 use crate::types::{CheckpointId, Timestamp, Watermark};
-use crate::data::Collector;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 
@@ -36,11 +36,16 @@ fn tag_batch<A: Data, B: Data>(input: usize, batch: DataBatch) -> Result<DataBat
         batch: DataBatch,
         f: impl Fn(T) -> U,
     ) -> Result<DataBatch, OperatorFault> {
-        let (values, timestamps) = batch.downcast::<T>().map_err(OperatorFault::Type)?.into_parts();
+        let (values, timestamps) = batch
+            .downcast::<T>()
+            .map_err(OperatorFault::Type)?
+            .into_parts();
         let values = values.into_iter().map(f).collect();
         Batch::from_parts(values, timestamps)
             .map(DataBatch::new)
-            .ok_or_else(|| OperatorFault::User("a batch's timestamps do not match its values".into()))
+            .ok_or_else(|| {
+                OperatorFault::User("a batch's timestamps do not match its values".into())
+            })
     }
     match input {
         0 => tag::<A, CoRecord<A, B>>(batch, CoRecord::First),

@@ -104,12 +104,23 @@ impl JoinBounds {
         if lo > hi {
             return Err(format!(
                 "interval join bounds {lower}..{upper} (lower {}, upper {}) are empty",
-                if lower_exclusive { "exclusive" } else { "inclusive" },
-                if upper_exclusive { "exclusive" } else { "inclusive" }
+                if lower_exclusive {
+                    "exclusive"
+                } else {
+                    "inclusive"
+                },
+                if upper_exclusive {
+                    "exclusive"
+                } else {
+                    "inclusive"
+                }
             )
             .into());
         }
-        Ok(JoinBounds { lower: lo, upper: hi })
+        Ok(JoinBounds {
+            lower: lo,
+            upper: hi,
+        })
     }
 }
 
@@ -148,7 +159,10 @@ fn not_open() -> UserError {
 }
 
 /// The record's timestamp, or an error naming the side.
-fn stamp<K: std::hash::Hash + Eq + Clone>(ctx: &KeyedContext<'_, K>, side: &str) -> Result<i64, UserError> {
+fn stamp<K: std::hash::Hash + Eq + Clone>(
+    ctx: &KeyedContext<'_, K>,
+    side: &str,
+) -> Result<i64, UserError> {
     ctx.timestamp().map(|t| t.0).ok_or_else(|| {
         format!(
             "an interval join needs event timestamps, and a {side} record has none; assign \
@@ -217,8 +231,7 @@ where
                     right_timestamp: Timestamp(rts),
                 };
                 out.set_timestamp(Some(jc.timestamp()));
-                self.function
-                    .process_element(value.clone(), r, &jc, out)?;
+                self.function.process_element(value.clone(), r, &jc, out)?;
             }
         }
         ctx.register_event_time_timer(Timestamp(cleanup_time(ts, self.bounds.upper)));
@@ -257,8 +270,7 @@ where
                     right_timestamp: Timestamp(ts),
                 };
                 out.set_timestamp(Some(jc.timestamp()));
-                self.function
-                    .process_element(l, value.clone(), &jc, out)?;
+                self.function.process_element(l, value.clone(), &jc, out)?;
             }
         }
         ctx.register_event_time_timer(Timestamp(cleanup_time(
