@@ -156,14 +156,37 @@ impl<T: Data> DataStream<T> {
         kind: NodeKind,
         location: &'static Location<'static>,
     ) -> Option<NodeId> {
-        let mut st = self.env.lock();
-        if !self.usable(&mut st, location) {
+        let inputs: Vec<&[Port]> = std::iter::once(self.ports.as_slice())
+            .chain(others.iter().copied())
+            .collect();
+        add_node_with_inputs(&self.env, self.generation, &inputs, name, kind, location)
+    }
+}
+
+/// Adds a node whose logical input `i` is fed by the ports `inputs[i]` (of streams built in
+/// pipeline `generation`).
+pub(crate) fn add_node_with_inputs(
+    env: &StreamExecutionEnvironment,
+    generation: u64,
+    inputs: &[&[Port]],
+    name: &str,
+    kind: NodeKind,
+    location: &'static Location<'static>,
+) -> Option<NodeId> {
+    {
+        let mut st = env.lock();
+        if st.generation != generation {
+            st.errors.push(BuildError::Api {
+                message: "this stream belongs to a pipeline that was already executed; \
+                          build a new pipeline after execute()"
+                    .into(),
+                location,
+            });
             return None;
         }
         let node = st.graph.add_node(name, kind, Some(location));
-        let inputs = std::iter::once(self.ports.as_slice()).chain(others.iter().copied());
-        for (input, ports) in inputs.enumerate() {
-            for port in ports {
+        for (input, ports) in inputs.iter().enumerate() {
+            for port in ports.iter() {
                 let edge = st.graph.add_edge(
                     port.node,
                     node,
@@ -178,7 +201,9 @@ impl<T: Data> DataStream<T> {
         }
         Some(node)
     }
+}
 
+impl<T: Data> DataStream<T> {
     pub(crate) fn add_operator<O: Data>(
         &self,
         name: &str,

@@ -69,6 +69,7 @@ pub mod datastream;
 pub mod env;
 pub mod joins;
 pub mod keyed;
+pub mod multi_input;
 pub mod sinks;
 pub mod sources;
 pub mod testing;

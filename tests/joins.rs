@@ -246,3 +246,198 @@ fn the_interval_join_example_is_exact_on_generated_files() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ----- the N-input operator and the three-way join -----------------------------------------
+
+fn three_way_brute_force(a: &[Event], b: &[Event], c: &[Event], size: i64) -> Vec<String> {
+    let window = |t: i64| t - t.rem_euclid(size);
+    let mut out = Vec::new();
+    for x in a {
+        for y in b
+            .iter()
+            .filter(|y| y.0 == x.0 && window(y.1) == window(x.1))
+        {
+            for z in c
+                .iter()
+                .filter(|z| z.0 == x.0 && window(z.1) == window(x.1))
+            {
+                out.push(format!("{},{},{},{},{}", x.0, window(x.1), x.2, y.2, z.2));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn three_way(
+    a: Vec<Event>,
+    b: Vec<Event>,
+    c: Vec<Event>,
+    size: i64,
+    parallelism: u32,
+) -> Vec<String> {
+    use actorflow::multi_input::MultiInput;
+    use actorflow::operators::{Three, ThreeWayWindowJoin};
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let (a, b, c) = (stamped(&env, a), stamped(&env, b), stamped(&env, c));
+    let key = |e: &Event| e.0;
+    let join = ThreeWayWindowJoin::new(
+        size,
+        |k: &u32, start: i64, a: &i64, b: &i64, c: &i64, out: &mut Collector<String>| {
+            out.collect(format!("{k},{start},{a},{b},{c}"));
+            Ok(())
+        },
+    )
+    .unwrap();
+    let out = MultiInput::new(&env)
+        .input(&a, key, |e: Event| Three::A(e.2))
+        .input(&b, key, |e: Event| Three::B(e.2))
+        .input(&c, key, |e: Event| Three::C(e.2))
+        .process("three-way join", join)
+        .collect();
+    env.execute_blocking("three-way join").unwrap();
+    let mut lines = out.take();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn three_way_join_matches_brute_force_at_several_parallelisms() {
+    let mut rng = Rng::new(99);
+    let a = events(&mut rng, 1_500, 12, 10);
+    let b = events(&mut rng, 1_200, 12, 12);
+    let c = events(&mut rng, 1_000, 12, 15);
+    for size in [100, 250] {
+        let expected = three_way_brute_force(&a, &b, &c, size);
+        assert!(expected.len() > 100, "size {size}: {} rows", expected.len());
+        for p in [1, 2, 4] {
+            let got = three_way(a.clone(), b.clone(), c.clone(), size, p);
+            assert!(
+                got == expected,
+                "size {size} at p={p}: {} rows, expected {}",
+                got.len(),
+                expected.len()
+            );
+        }
+    }
+}
+
+/// A source that emits its events (each followed by a watermark at its timestamp), or marks
+/// itself idle after them, then waits — without ending — until the test says so.
+#[derive(Clone)]
+struct Scripted {
+    events: Vec<Event>,
+    idle_after: bool,
+    end: tokio::sync::watch::Receiver<bool>,
+}
+
+struct ScriptedReader {
+    script: Scripted,
+    sent: bool,
+}
+
+impl ParallelSource for Scripted {
+    type Source = ScriptedReader;
+    fn create(&self, _: &TaskInfo) -> Result<ScriptedReader, String> {
+        Ok(ScriptedReader {
+            script: self.clone(),
+            sent: false,
+        })
+    }
+    fn max_parallelism(&self) -> Option<u32> {
+        Some(1)
+    }
+}
+
+impl Source for ScriptedReader {
+    type Output = Event;
+    async fn next_batch(&mut self, out: &mut Collector<Event>) -> Result<SourceStatus, UserError> {
+        if !self.sent {
+            self.sent = true;
+            for e in &self.script.events {
+                out.collect_with_timestamp(*e, Timestamp(e.1));
+                out.emit_watermark(Watermark(e.1));
+            }
+            if self.script.idle_after {
+                out.emit_status(actorflow::actorflow_runtime::message::WatermarkStatus::Idle);
+            }
+            return Ok(SourceStatus::More);
+        }
+        // Cancel-safe: a fresh wait checks the current value first.
+        let _ = self.script.end.wait_for(|end| *end).await;
+        Ok(SourceStatus::End)
+    }
+}
+
+/// Three inputs into the N-input operator; the third goes idle after one record. The
+/// operator's watermark must then follow the two active inputs alone (the valve leaves idle
+/// inputs out), so the window fires while every source is still running.
+#[test]
+fn an_idle_input_does_not_hold_back_the_n_input_operator() {
+    use actorflow::multi_input::MultiInput;
+    use actorflow::operators::{Three, ThreeWayWindowJoin};
+    use std::sync::{Arc, Mutex};
+    let (end_tx, end_rx) = tokio::sync::watch::channel(false);
+    let end_tx = Arc::new(end_tx);
+    let script = |events: Vec<Event>, idle_after: bool| Scripted {
+        events,
+        idle_after,
+        end: end_rx.clone(),
+    };
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(1);
+    let a = env.add_source("a", script(vec![(1, 10, 1), (1, 150, 2)], false));
+    let b = env.add_source("b", script(vec![(1, 20, 3), (1, 160, 4)], false));
+    let c = env.add_source("c", script(vec![(1, 50, 5)], true));
+    let join = ThreeWayWindowJoin::new(
+        100,
+        |k: &u32, start: i64, a: &i64, b: &i64, c: &i64, out: &mut Collector<String>| {
+            out.collect(format!("{k},{start},{a},{b},{c}"));
+            Ok(())
+        },
+    )
+    .unwrap();
+    let joined = MultiInput::new(&env)
+        .input(&a, |e: &Event| e.0, |e: Event| Three::A(e.2))
+        .input(&b, |e: &Event| e.0, |e: Event| Three::B(e.2))
+        .input(&c, |e: &Event| e.0, |e: Event| Three::C(e.2))
+        .process("three-way join", join);
+    // The sink ends every source once the window's row arrived (or, failing that, after a
+    // deadline, so a broken valve fails the test instead of hanging it).
+    let rows: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let seen = rows.clone();
+    let signal = end_tx.clone();
+    joined.add_sink("rows", move |_: &TaskInfo| {
+        let (seen, signal) = (seen.clone(), signal.clone());
+        let deadline = signal.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            let _ = deadline.send(true);
+        });
+        Ok(RowSink { seen, signal })
+    });
+    env.execute_blocking("idle input").unwrap();
+    let rows = rows.lock().unwrap().clone();
+    assert_eq!(
+        rows,
+        vec![("1,0,1,3,5".to_string(), true)],
+        "the window fired while the sources were still running"
+    );
+}
+
+struct RowSink {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+    signal: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Sink for RowSink {
+    type Input = String;
+    async fn write_batch(&mut self, batch: Batch<String>) -> Result<(), UserError> {
+        let running = !*self.signal.borrow();
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(batch.into_values().into_iter().map(|r| (r, running)));
+        let _ = self.signal.send(true);
+        Ok(())
+    }
+}

@@ -603,6 +603,56 @@ impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
         Ok(())
     }
 
+    /// Changes the value of `key` in place (starting from `V::default()` if absent or
+    /// expired), without cloning it; refreshes its time to live.
+    ///
+    /// # Errors
+    ///
+    /// If the slot holds another type.
+    pub fn modify(
+        &self,
+        s: &mut StateAccess<'_>,
+        key: MK,
+        f: impl FnOnce(&mut V),
+    ) -> Result<(), UserError>
+    where
+        V: Default,
+    {
+        let ttl = s.ttl(self.ttl);
+        let now = s.now.0;
+        let map = s.state.slot_or_insert(self.slot, Map::<MK, V>::new)?;
+        let entry = map.entry(key).or_insert_with(|| Stamped {
+            value: V::default(),
+            at: now,
+        });
+        if ttl.expired(entry.at) {
+            entry.value = V::default();
+        }
+        entry.at = now;
+        f(&mut entry.value);
+        Ok(())
+    }
+
+    /// Removes `key` and returns its value, if set and not expired.
+    ///
+    /// # Errors
+    ///
+    /// If the slot holds another type.
+    pub fn take(&self, s: &mut StateAccess<'_>, key: &MK) -> Result<Option<V>, UserError> {
+        let ttl = s.ttl(self.ttl);
+        let Some(map) = s.state.slot::<Map<MK, V>>(self.slot)? else {
+            return Ok(None);
+        };
+        let taken = map
+            .remove(key)
+            .filter(|e| !ttl.expired(e.at))
+            .map(|e| e.value);
+        if map.is_empty() {
+            s.state.clear_slot(self.slot);
+        }
+        Ok(taken)
+    }
+
     /// Removes `key`.
     ///
     /// # Errors

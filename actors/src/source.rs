@@ -5,7 +5,7 @@
 //! and its output buffers, so sources need no threads or callbacks of their own.
 
 use crate::checkpoint::{OperatorState, RestoredState};
-use crate::data::{Collector, Data, DataBatch};
+use crate::data::{Collector, Data, Emission};
 use crate::error::UserError;
 use crate::operator::TaskInfo;
 use crate::partition::BoxFuture;
@@ -112,11 +112,11 @@ pub trait Source: Send + 'static {
 pub trait ErasedSource: Send {
     /// See [`Source::open`].
     fn open<'a>(&'a mut self, info: &'a TaskInfo) -> BoxFuture<'a, Result<(), UserError>>;
-    /// See [`Source::next_batch`]; returns what was emitted and the status.
-    fn next_batch(&mut self)
-    -> BoxFuture<'_, Result<(Option<DataBatch>, SourceStatus), UserError>>;
-    /// Takes records emitted by a call whose future was dropped before completing.
-    fn take_leftover(&mut self) -> Option<DataBatch>;
+    /// See [`Source::next_batch`]; returns what was emitted (records, and any watermarks or
+    /// statuses the source emitted itself, in order) and the status.
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<(Vec<Emission>, SourceStatus), UserError>>;
+    /// Takes what a call whose future was dropped before completing emitted.
+    fn take_leftover(&mut self) -> Vec<Emission>;
     /// See [`Source::snapshot_state`].
     ///
     /// # Errors
@@ -141,8 +141,12 @@ struct ErasedSourceImpl<S: Source> {
 }
 
 impl<S: Source> ErasedSourceImpl<S> {
-    fn emitted(&mut self) -> Option<DataBatch> {
-        (!self.out.is_empty()).then(|| DataBatch::new(self.out.take()))
+    fn emitted(&mut self) -> Vec<Emission> {
+        let mut out = Vec::new();
+        if !self.out.is_idle() {
+            self.out.take_emissions(&mut out);
+        }
+        out
     }
 }
 
@@ -151,16 +155,14 @@ impl<S: Source> ErasedSource for ErasedSourceImpl<S> {
         Box::pin(self.source.open(info))
     }
 
-    fn next_batch(
-        &mut self,
-    ) -> BoxFuture<'_, Result<(Option<DataBatch>, SourceStatus), UserError>> {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<(Vec<Emission>, SourceStatus), UserError>> {
         Box::pin(async move {
             let status = self.source.next_batch(&mut self.out).await?;
             Ok((self.emitted(), status))
         })
     }
 
-    fn take_leftover(&mut self) -> Option<DataBatch> {
+    fn take_leftover(&mut self) -> Vec<Emission> {
         self.emitted()
     }
 

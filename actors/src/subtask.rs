@@ -18,6 +18,7 @@ use crate::checkpointing::{
     OutputRecord, SubtaskState, capture_queued, in_flight_of,
 };
 use crate::clock::ProcessingClock;
+use crate::data::Emission;
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
 use crate::fault::{FaultAction, FaultHook};
 use crate::gate::{GateEvent, InputGate};
@@ -229,7 +230,7 @@ impl<F: Future + Unpin> Future for IdleWhenPending<'_, F> {
 }
 
 /// What one call of a source returned, or its panic payload.
-type SourcePoll = Caught<(Option<crate::data::DataBatch>, SourceStatus), crate::error::UserError>;
+type SourcePoll = Caught<(Vec<Emission>, SourceStatus), crate::error::UserError>;
 
 impl Subtask {
     /// The `tracing` span of this subtask.
@@ -1138,7 +1139,7 @@ impl Subtask {
                 }
             };
             self.metrics.enter(Some(Phase::Busy));
-            let (batch, status, priority) = match polled {
+            let (emitted, status, priority) = match polled {
                 Polled::Priority(p) => (head.source.take_leftover(), SourceStatus::More, Some(p)),
                 Polled::FlushDue => {
                     // The flush or a timer is due; both are handled at the top of the loop.
@@ -1149,13 +1150,33 @@ impl Subtask {
                     (b, s, None)
                 }
             };
-            if let Some(batch) = batch {
-                let n = batch.len() as u64;
-                emit(&mut self.root, None, batch, &mut self.tails)?;
-                self.settle_work().await?;
-                if let Some(action) = self.fault.as_mut().and_then(|f| f.on_records(n)) {
-                    self.inject(action)?;
+            let mut n = 0u64;
+            for e in emitted {
+                match e {
+                    Emission::Data(batch) => {
+                        n += batch.len() as u64;
+                        emit(&mut self.root, None, batch, &mut self.tails)?;
+                    }
+                    // A source emitting event time itself (Flink's `SourceFunction`
+                    // `emitWatermark` / `markAsTemporarilyIdle`).
+                    Emission::Watermark(wm) => {
+                        signal_outputs(&mut self.root, Signal::Watermark(wm), &mut self.tails)?;
+                    }
+                    Emission::Status(st) => {
+                        signal_outputs(&mut self.root, Signal::Status(st), &mut self.tails)?;
+                    }
+                    Emission::Side(tag, _) => {
+                        return Err(self.internal(format!(
+                            "a source emitted to side output {tag:?}; sources have none"
+                        )));
+                    }
                 }
+                self.settle_work().await?;
+            }
+            if n > 0
+                && let Some(action) = self.fault.as_mut().and_then(|f| f.on_records(n))
+            {
+                self.inject(action)?;
             }
             // A priority message is handled after the records emitted before it, so a
             // barrier's position is just after them.

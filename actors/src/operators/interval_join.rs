@@ -217,9 +217,7 @@ where
             self.left.as_ref().ok_or_else(not_open)?,
             self.right.as_ref().ok_or_else(not_open)?,
         );
-        let mut bucket = left.get(ctx.state(), &ts)?.unwrap_or_default();
-        bucket.push(value.clone());
-        left.put(ctx.state(), ts, bucket)?;
+        left.modify(ctx.state(), ts, |bucket| bucket.push(value.clone()))?;
         let (lo, hi) = (
             ts.saturating_add(self.bounds.lower),
             ts.saturating_add(self.bounds.upper),
@@ -255,9 +253,7 @@ where
             self.left.as_ref().ok_or_else(not_open)?,
             self.right.as_ref().ok_or_else(not_open)?,
         );
-        let mut bucket = right.get(ctx.state(), &ts)?.unwrap_or_default();
-        bucket.push(value.clone());
-        right.put(ctx.state(), ts, bucket)?;
+        right.modify(ctx.state(), ts, |bucket| bucket.push(value.clone()))?;
         // l + lower <= ts <= l + upper  <=>  ts - upper <= l <= ts - lower
         let (lo, hi) = (
             ts.saturating_sub(self.bounds.upper),

@@ -7,6 +7,7 @@ pub mod flat_map;
 pub mod interval_join;
 pub mod keyed_reduce;
 pub mod map;
+pub mod multi_input;
 pub mod process;
 pub mod timestamps;
 pub mod window;
@@ -20,6 +21,10 @@ pub use flat_map::FlatMapOperator;
 pub use interval_join::{IntervalJoin, JoinBounds, JoinContext, ProcessJoinFunction};
 pub use keyed_reduce::KeyedReduceOperator;
 pub use map::MapOperator;
+pub use multi_input::{
+    InputAdapter, MultiInputAdapter, MultiInputFunction, Three, ThreeWayWindowJoin,
+    erase_multi_input,
+};
 pub use process::{
     Context, KeyedContext, KeyedProcessFunction, KeyedProcessOperator, OpenContext,
     ProcessFunction, ProcessOperator,
