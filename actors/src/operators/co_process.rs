@@ -114,12 +114,13 @@ impl<A: Data, B: Data> ErasedOperator for TwoInputs<A, B> {
     fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), UserError> {
         self.inner.notify_checkpoint_complete(checkpoint)
     }
+    /// In-flight bytes decode to what the input's lanes carry (`A` or `B`); replay then goes
+    /// through [`process`](Self::process), which tags them.
     fn decode_input(&self, input: usize, bytes: &[u8]) -> Result<DataBatch, String> {
-        let batch = match input {
-            0 => DataBatch::decode::<A>(bytes)?,
-            _ => DataBatch::decode::<B>(bytes)?,
-        };
-        tag_batch::<A, B>(input, batch).map_err(|e| format!("{e:?}"))
+        match input {
+            0 => DataBatch::decode::<A>(bytes),
+            _ => DataBatch::decode::<B>(bytes),
+        }
     }
 }
 

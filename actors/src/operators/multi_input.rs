@@ -22,11 +22,12 @@ use std::sync::Arc;
 
 /// Converts one input's batch into a batch of the operator's `(K, U)`.
 type Convert = dyn Fn(DataBatch) -> Result<DataBatch, OperatorFault> + Send + Sync;
-/// Decodes one input's in-flight bytes into a batch of the operator's `(K, U)`.
+/// Decodes one input's in-flight bytes into a batch of that input's records.
 type Decode = dyn Fn(&[u8]) -> Result<DataBatch, String> + Send + Sync;
 
-/// One input of a multi-input operator, type-erased: converts that input's batches (and
-/// in-flight bytes) into batches of the operator's `(K, U)`.
+/// One input of a multi-input operator, type-erased: converts that input's batches into
+/// batches of the operator's `(K, U)`, and decodes its in-flight bytes (unaligned
+/// checkpoints) into batches of the input's own type.
 #[derive(Clone)]
 pub struct InputAdapter {
     convert: Arc<Convert>,
@@ -64,10 +65,9 @@ impl InputAdapter {
                     })
             },
         );
-        let again = convert.clone();
-        let decode = Arc::new(move |bytes: &[u8]| -> Result<DataBatch, String> {
-            again(DataBatch::decode::<X>(bytes)?).map_err(|e| format!("{e:?}"))
-        });
+        // In-flight bytes decode to what the input's lanes carry; replay then goes through
+        // `process`, which converts.
+        let decode = Arc::new(|bytes: &[u8]| DataBatch::decode::<X>(bytes));
         InputAdapter { convert, decode }
     }
 }
