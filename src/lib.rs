@@ -46,6 +46,9 @@
 //!   (all from the runtime crate).
 //! * [`sources`], [`sinks`] — the built-in connectors (collections, sequences, generators,
 //!   text files, sockets; collect, print, text files, discard).
+//! * [`connected`], [`joins`], [`multi_input`] — operators with several inputs: `connect`
+//!   (co-map, co-flat-map, co-process, keyed co-process), the interval join, and the native
+//!   N-input keyed operator with a three-way window join (`docs/joins.md`).
 //! * Checkpoints and recovery (`docs/checkpointing.md`, `docs/recovery.md`):
 //!   `StreamExecutionEnvironment::enable_checkpointing` and friends configure them;
 //!   [`checkpoint`] holds the configuration, the state hooks' types ([`checkpoint::OperatorState`])
@@ -100,6 +103,11 @@ pub use sources::{GeneratorSource, TextFileOptions, Utf8Policy};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The joins page's code, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/joins.md")]
+struct JoinsDoctests;
 
 /// The checkpointing page's code, compiled and run as a doc test.
 #[cfg(doctest)]
