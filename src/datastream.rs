@@ -173,34 +173,32 @@ pub(crate) fn add_node_with_inputs(
     kind: NodeKind,
     location: &'static Location<'static>,
 ) -> Option<NodeId> {
-    {
-        let mut st = env.lock();
-        if st.generation != generation {
-            st.errors.push(BuildError::Api {
-                message: "this stream belongs to a pipeline that was already executed; \
+    let mut st = env.lock();
+    if st.generation != generation {
+        st.errors.push(BuildError::Api {
+            message: "this stream belongs to a pipeline that was already executed; \
                           build a new pipeline after execute()"
-                    .into(),
-                location,
-            });
-            return None;
-        }
-        let node = st.graph.add_node(name, kind, Some(location));
-        for (input, ports) in inputs.iter().enumerate() {
-            for port in ports.iter() {
-                let edge = st.graph.add_edge(
-                    port.node,
-                    node,
-                    input,
-                    port.partitioning,
-                    port.writer.clone(),
-                );
-                if let Some(e) = st.graph.edges.get_mut(edge.0) {
-                    e.output_tag = port.tag.clone();
-                }
+                .into(),
+            location,
+        });
+        return None;
+    }
+    let node = st.graph.add_node(name, kind, Some(location));
+    for (input, ports) in inputs.iter().enumerate() {
+        for port in ports.iter() {
+            let edge = st.graph.add_edge(
+                port.node,
+                node,
+                input,
+                port.partitioning,
+                port.writer.clone(),
+            );
+            if let Some(e) = st.graph.edges.get_mut(edge.0) {
+                e.output_tag = port.tag.clone();
             }
         }
-        Some(node)
     }
+    Some(node)
 }
 
 impl<T: Data> DataStream<T> {
