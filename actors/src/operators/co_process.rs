@@ -8,15 +8,13 @@
 //! `CoRecord`: keyed state, timers, watermarks (the minimum over both inputs, by the subtask's
 //! valve), checkpoints and barrier alignment over all lanes come with it.
 
-use crate::checkpoint::{OperatorState, RestoredState};
-use crate::data::Collector;
-use crate::data::{Batch, Data, DataBatch, Emission};
+use crate::data::{Collector, Data};
 use crate::error::UserError;
 use crate::key::KeySelector;
-use crate::message::WatermarkStatus;
-use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
+use crate::operator::{ErasedOperator, TaskInfo};
+use crate::operators::multi_input::{InputAdapter, erase_multi_input};
 use crate::operators::{Context, KeyedContext, KeyedProcessFunction, OpenContext, ProcessFunction};
-use crate::types::{CheckpointId, Timestamp, Watermark};
+use crate::types::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 
@@ -29,99 +27,19 @@ pub enum CoRecord<A, B> {
     Second(B),
 }
 
-/// Converts a batch of logical input `input` (0: `A`, 1: `B`) into a batch of
-/// `CoRecord<A, B>`, keeping the timestamps.
-fn tag_batch<A: Data, B: Data>(input: usize, batch: DataBatch) -> Result<DataBatch, OperatorFault> {
-    fn tag<T: Data, U: Data>(
-        batch: DataBatch,
-        f: impl Fn(T) -> U,
-    ) -> Result<DataBatch, OperatorFault> {
-        let (values, timestamps) = batch
-            .downcast::<T>()
-            .map_err(OperatorFault::Type)?
-            .into_parts();
-        let values = values.into_iter().map(f).collect();
-        Batch::from_parts(values, timestamps)
-            .map(DataBatch::new)
-            .ok_or_else(|| {
-                OperatorFault::User("a batch's timestamps do not match its values".into())
-            })
-    }
-    match input {
-        0 => tag::<A, CoRecord<A, B>>(batch, CoRecord::First),
-        _ => tag::<B, CoRecord<A, B>>(batch, CoRecord::Second),
-    }
-}
-
 /// Runs an operator over [`CoRecord`]`<A, B>` as a two-input operator: input 0 carries `A`,
-/// input 1 carries `B`.
+/// input 1 carries `B` (a two-input case of
+/// [`erase_multi_input`](super::multi_input::erase_multi_input)).
 pub fn erase_two_input<A: Data, B: Data>(
     inner: Box<dyn ErasedOperator>,
 ) -> Box<dyn ErasedOperator> {
-    Box::new(TwoInputs::<A, B> {
+    erase_multi_input(
         inner,
-        _types: PhantomData,
-    })
-}
-
-struct TwoInputs<A, B> {
-    inner: Box<dyn ErasedOperator>,
-    _types: PhantomData<fn(A, B)>,
-}
-
-impl<A: Data, B: Data> ErasedOperator for TwoInputs<A, B> {
-    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
-        self.inner.open(info)
-    }
-    fn process(&mut self, input: usize, batch: DataBatch) -> Result<(), OperatorFault> {
-        let tagged = tag_batch::<A, B>(input, batch)?;
-        self.inner.process(0, tagged)
-    }
-    fn process_watermark(&mut self, watermark: Watermark) -> Result<(), OperatorFault> {
-        self.inner.process_watermark(watermark)
-    }
-    fn process_status(&mut self, status: WatermarkStatus) -> Result<(), OperatorFault> {
-        self.inner.process_status(status)
-    }
-    fn next_processing_time(&self) -> Option<Timestamp> {
-        self.inner.next_processing_time()
-    }
-    fn on_processing_time(&mut self, now: Timestamp) -> Result<(), OperatorFault> {
-        self.inner.on_processing_time(now)
-    }
-    fn finish(&mut self) -> Result<(), OperatorFault> {
-        self.inner.finish()
-    }
-    fn has_more(&self) -> bool {
-        self.inner.has_more()
-    }
-    fn resume(&mut self) -> Result<(), OperatorFault> {
-        self.inner.resume()
-    }
-    fn take_emissions(&mut self, into: &mut Vec<Emission>) {
-        self.inner.take_emissions(into);
-    }
-    fn snapshot_state(
-        &mut self,
-        checkpoint: CheckpointId,
-        state: &mut OperatorState,
-    ) -> Result<(), UserError> {
-        self.inner.snapshot_state(checkpoint, state)
-    }
-    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
-        self.inner.restore_state(restored)
-    }
-    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), UserError> {
-        self.inner.notify_checkpoint_complete(checkpoint)
-    }
-    /// In-flight bytes decode to what the input's lanes carry (`A` or `B`); replay then goes
-    /// through [`process`](Self::process), which tags them.
-    fn decode_input(&self, input: usize, bytes: &[u8]) -> Result<DataBatch, String> {
-        match input {
-            0 => DataBatch::decode::<A>(bytes),
-            _ => DataBatch::decode::<B>(bytes),
-        }
-    }
+        vec![
+            InputAdapter::map(CoRecord::<A, B>::First),
+            InputAdapter::map(CoRecord::<A, B>::Second),
+        ],
+    )
 }
 
 /// A function over two connected streams (Flink's `CoProcessFunction`): one method per

@@ -41,7 +41,8 @@ impl std::fmt::Debug for InputAdapter {
 }
 
 impl InputAdapter {
-    /// An input of records `X`, keyed by `key`, converted by `into`.
+    /// An input of records `X`, keyed by `key`, converted by `into`: the operator reads
+    /// `(K, U)`.
     pub fn new<X, K, U>(
         key: impl Fn(&X) -> K + Send + Sync + 'static,
         into: impl Fn(X) -> U + Send + Sync + 'static,
@@ -51,13 +52,19 @@ impl InputAdapter {
         K: Key,
         U: Data,
     {
+        Self::map(move |x: X| (key(&x), into(x)))
+    }
+
+    /// An input of records `X`, each turned into the operator's record by `f` (timestamps
+    /// kept).
+    pub fn map<X: Data, Y: Data>(f: impl Fn(X) -> Y + Send + Sync + 'static) -> Self {
         let convert = Arc::new(
             move |batch: DataBatch| -> Result<DataBatch, OperatorFault> {
                 let (values, timestamps) = batch
                     .downcast::<X>()
                     .map_err(OperatorFault::Type)?
                     .into_parts();
-                let values: Vec<(K, U)> = values.into_iter().map(|x| (key(&x), into(x))).collect();
+                let values: Vec<Y> = values.into_iter().map(&f).collect();
                 Batch::from_parts(values, timestamps)
                     .map(DataBatch::new)
                     .ok_or_else(|| {
@@ -72,8 +79,8 @@ impl InputAdapter {
     }
 }
 
-/// Runs an operator over `(K, U)` as an operator with one input per adapter (logical input
-/// `i` uses `inputs[i]`).
+/// Runs an operator over the adapters' common record type as an operator with one input per
+/// adapter (logical input `i` uses `inputs[i]`).
 pub fn erase_multi_input(
     inner: Box<dyn ErasedOperator>,
     inputs: Vec<InputAdapter>,
