@@ -122,7 +122,10 @@ pub mod prelude {
         ProcessFunction, RuntimeMode, Sink, Source, SourceStatus, StreamExecutionEnvironment,
         TaskInfo, TextFileOptions, Timestamp, UserError, Utf8Policy, WriteMode,
     };
-    pub use actorflow_runtime::operators::{AggregateFunction, WindowContext};
+    pub use actorflow_runtime::operators::{
+        AggregateFunction, CoProcessFunction, KeyedCoProcessFunction, ProcessJoinFunction,
+        WindowContext,
+    };
     pub use actorflow_runtime::watermark::WatermarkStrategy;
     pub use actorflow_runtime::window::{GlobalWindow, TimeWindow};
     pub use actorflow_runtime::{OutputTag, Watermark};

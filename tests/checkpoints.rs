@@ -747,3 +747,175 @@ fn window_function_state_survives_restarts() {
     got.sort_unstable();
     assert_eq!(got, reference);
 }
+
+/// Per key, over both inputs: the count and sum so far (value state), emitted with every
+/// record, so each output row is unique and depends on the restored state.
+#[derive(Clone, Default)]
+struct RunningTotals {
+    totals: Option<ValueState<(u64, u64)>>,
+}
+
+impl RunningTotals {
+    fn add(
+        &mut self,
+        v: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<(u64, u64, u64)>,
+    ) -> Result<(), UserError> {
+        let totals = self.totals.as_ref().ok_or("not open")?;
+        let (n, s) = totals.value(ctx.state())?.unwrap_or((0, 0));
+        totals.update(ctx.state(), (n + 1, s + v))?;
+        out.collect((*ctx.current_key(), n + 1, s + v));
+        Ok(())
+    }
+}
+
+impl KeyedCoProcessFunction<u64, u64, u64, (u64, u64, u64)> for RunningTotals {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.totals = Some(ctx.state.value_state("totals", None)?);
+        Ok(())
+    }
+    fn process_element1(
+        &mut self,
+        v: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<(u64, u64, u64)>,
+    ) -> Result<(), UserError> {
+        self.add(v, ctx, out)
+    }
+    fn process_element2(
+        &mut self,
+        v: u64,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<(u64, u64, u64)>,
+    ) -> Result<(), UserError> {
+        self.add(v, ctx, out)
+    }
+}
+
+/// A short input that ends at once, connected to a long one: checkpoints go on after the
+/// short one finished (Flink's FLIP-147), a failure long after its end restores from such a
+/// checkpoint (the finished source's final state stands in for it), and the output equals
+/// the fault-free run.
+#[test]
+fn checkpoints_go_on_after_one_input_finished() {
+    const LONG: u64 = 40_000;
+    let run = |faults: &str| {
+        let env = StreamExecutionEnvironment::new();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        env.set_parallelism(2)
+            .set_max_parallelism(128)
+            .enable_checkpointing(Duration::from_millis(30))
+            .set_restart_strategy(RestartStrategy::FixedDelay {
+                attempts: 3,
+                delay: Duration::from_millis(10),
+            })
+            .set_job_listener(Arc::new(move |e| sink.lock().unwrap().push(e.clone())));
+        if !faults.is_empty() {
+            env.set_fault_plan(FaultPlan::parse(faults).unwrap());
+        }
+        let short = env.from_iter((0..2_000u64).map(|i| i * 7)).uid("short");
+        let long = env
+            .from_generator(GeneratorSource::new(LONG, |i| i).with_rate_limit(100_000.0))
+            .set_parallelism(1)
+            .uid("long");
+        let out = short
+            .key_by(|v: &u64| v % 10)
+            .connect(&long.key_by(|v: &u64| v % 10))
+            .process(RunningTotals::default())
+            .uid("totals")
+            .name("totals")
+            .collect();
+        env.execute_blocking("short and long").unwrap();
+        let mut rows = out.take();
+        rows.sort_unstable();
+        (rows, events.lock().unwrap().clone())
+    };
+    let (expected, _) = run("");
+    assert_eq!(expected.len(), 42_000);
+    // About 300 ms after the short input ended (the long one runs 400 ms).
+    let (rows, events) = run("panic@totals#0:records=15000");
+    let completed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::CheckpointCompleted {
+                id,
+                is_final: false,
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        completed.len() >= 4,
+        "checkpoints stopped when the short input ended: {events:?}"
+    );
+    let from = events.iter().find_map(|e| match e {
+        JobEvent::Restart {
+            from_checkpoint, ..
+        } => Some(*from_checkpoint),
+        _ => None,
+    });
+    assert!(
+        matches!(from, Some(Some(_))),
+        "the restart should use a checkpoint taken after the short input ended: {events:?}"
+    );
+    assert_eq!(rows, expected);
+}
+
+/// A two-phase-commit sink whose bounded pipeline ended commits its last transaction at the
+/// next checkpoint, while the rest of the job still runs (Flink's final checkpoint of a
+/// finished task), not only when the whole job ends.
+#[test]
+fn a_finished_sink_commits_at_the_next_checkpoint() {
+    use actorflow::transactional::{FileSink, TwoPhaseCommit, committed_parts};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = std::env::temp_dir().join(format!("actorflow-finished-sink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let committed_while_running = Arc::new(AtomicBool::new(false));
+    let (seen, watched) = (committed_while_running.clone(), dir.clone());
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(1)
+        .enable_checkpointing(Duration::from_millis(30))
+        .set_job_listener(Arc::new(move |e| {
+            if let JobEvent::CheckpointCompleted {
+                is_final: false, ..
+            } = e
+                && committed_parts(&watched).is_ok_and(|p| !p.is_empty())
+            {
+                seen.store(true, Ordering::SeqCst);
+            }
+        }));
+    let parts = dir.clone();
+    env.from_iter(0..1_000u64)
+        .uid("short")
+        .add_sink("short-file-sink", move |_: &TaskInfo| {
+            Ok(TwoPhaseCommit::new(FileSink::<u64>::new(parts.clone())))
+        })
+        .uid("short-sink");
+    let long = env
+        .from_generator(GeneratorSource::new(30_000, |i| i).with_rate_limit(100_000.0))
+        .uid("long")
+        .collect();
+    env.execute_blocking("short sink, long job").unwrap();
+    assert_eq!(long.take().len(), 30_000);
+    assert!(
+        committed_while_running.load(Ordering::SeqCst),
+        "the finished sink's output stayed uncommitted until the job ended"
+    );
+    let mut lines: Vec<u64> = committed_parts(&dir)
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| l.parse::<u64>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, (0..1_000).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -223,7 +223,6 @@ pub(crate) struct CoordinatorState {
     job: Arc<str>,
     pure: CheckpointCoordinator,
     store: Arc<dyn SnapshotStore>,
-    tasks: usize,
     /// The generation each subtask runs as; messages of another generation are stale.
     generations: HashMap<TaskRef, u64>,
     priority: HashMap<TaskRef, LaneSender<PriorityMessage>>,
@@ -311,12 +310,27 @@ impl CoordinatorState {
                     );
                     tracing::debug!(job = %self.job, checkpoint = %id, ?kind, ?alignment, "triggering");
                     for task in self.sources.clone() {
-                        let sent = self
-                            .priority
-                            .get(&task)
-                            .is_some_and(|p| p.try_send(PriorityMessage::Trigger(barrier)).is_ok());
-                        if !sent {
-                            queue.extend(self.pure.decline(id, task, "the source is not running"));
+                        if self.finished.contains_key(&task) {
+                            continue; // its final state stands in for it
+                        }
+                        let sent = match self.priority.get(&task) {
+                            Some(p) => p.try_send(PriorityMessage::Trigger(barrier)),
+                            None => Err(TrySendError::Closed(PriorityMessage::Trigger(barrier))),
+                        };
+                        match sent {
+                            Ok(()) => {}
+                            // Finishing (its final state is on its way and will stand in) or
+                            // failed (the restart abandons the checkpoint).
+                            Err(TrySendError::Closed(_)) => {
+                                debug!(job = %self.job, checkpoint = %id, ?task, "source ended; not triggered");
+                            }
+                            Err(TrySendError::Full(_)) => {
+                                queue.extend(self.pure.decline(
+                                    id,
+                                    task,
+                                    "the source's priority lane is full",
+                                ));
+                            }
                         }
                     }
                 }
@@ -406,12 +420,43 @@ impl CoordinatorState {
     }
 
     fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
-        let Some(c) = self.collected.remove(&id) else {
+        let Some(mut c) = self.collected.remove(&id) else {
             return;
         };
-        let result = self.publish(id, kind, c, false);
-        if let Err(e) = &result {
-            error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
+        // Subtasks that finished without acknowledging: their final state stands in.
+        let mut finals = Vec::new();
+        let mut result = Ok(());
+        for (task, bytes) in &self.finished {
+            let name = blob_name(*task);
+            if c.blobs.iter().any(|b| b.name == name) {
+                continue;
+            }
+            match self.store.put_blob(id, &name, bytes) {
+                Ok(e) => {
+                    c.bytes += e.len;
+                    c.blobs.push(e);
+                    finals.push(*task);
+                }
+                Err(e) => {
+                    result = Err(format!("cannot store the final state of {task:?}: {e}"));
+                    break;
+                }
+            }
+        }
+        let result = result.and_then(|()| self.publish(id, kind, c, false));
+        match &result {
+            Err(e) => {
+                error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
+            }
+            Ok(()) => {
+                // Their last transactions are in a completed checkpoint now: let the finished
+                // subtasks commit them and end (Flink's final checkpoint of a finished task).
+                for task in finals {
+                    if let Some(p) = self.priority.get(&task) {
+                        let _ = p.try_send(PriorityMessage::Complete(CheckpointId::FINAL));
+                    }
+                }
+            }
         }
         if let Some(w) = self.savepoint_waiters.remove(&id) {
             let _ = w.send(result.map(|()| id));
@@ -452,6 +497,12 @@ impl CoordinatorState {
         }
     }
 
+    /// Tells the pure coordinator whether a barrier can still be injected somewhere.
+    fn update_sources_running(&mut self) {
+        let running = self.sources.iter().any(|s| !self.finished.contains_key(s));
+        self.pure.set_sources_running(running);
+    }
+
     fn reschedule(&mut self, myself: &ActorRef<CoordinatorMsg>) {
         if let Some(w) = self.wake.take() {
             w.abort();
@@ -478,7 +529,6 @@ impl Actor for CoordinatorActor {
         _myself: ActorRef<Self::Msg>,
         args: CoordinatorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let tasks = args.tasks.len();
         let halted = args.tasks.iter().copied().collect();
         let mut pure = CheckpointCoordinator::new(args.settings, args.tasks, 0);
         if let Some((id, kind)) = args.restored {
@@ -491,7 +541,6 @@ impl Actor for CoordinatorActor {
             job: args.job,
             pure,
             store: args.store,
-            tasks,
             generations: HashMap::new(),
             priority: HashMap::new(),
             sources: Vec::new(),
@@ -577,14 +626,14 @@ impl Actor for CoordinatorActor {
                 state: bytes,
             } => {
                 // A finished subtask's final state counts even while another region
-                // restarts.
+                // restarts. Checkpoints go on without it (FLIP-147).
                 if state.current(task, generation) && !state.halted.contains(&task) {
-                    if state.finished.is_empty() {
-                        let d = state.pure.end_of_input();
-                        state.apply(d);
-                    }
                     state.finished.insert(task, bytes);
-                    if state.finished.len() == state.tasks {
+                    state.update_sources_running();
+                    let now = state.now_ms();
+                    let d = state.pure.task_finished(task, now);
+                    state.apply(d);
+                    if state.pure.all_finished() {
                         state.final_checkpoint();
                     }
                 }
@@ -603,11 +652,8 @@ impl Actor for CoordinatorActor {
                 }
                 state.sources.retain(|t| !deployed.contains(t));
                 state.sources.extend(sources);
-                // Periodic checkpoints resume unless some subtask finished for good (its
-                // source can no longer inject barriers).
-                if state.finished.is_empty() {
-                    state.pure.restarted();
-                }
+                state.pure.tasks_running(deployed);
+                state.update_sources_running();
                 let now = state.now_ms();
                 let d = state.pure.reset_pending(now);
                 state.apply(d);

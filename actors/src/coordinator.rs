@@ -17,7 +17,11 @@
 //!   discarded;
 //! * a checkpoint is aborted when a subtask declines it or when it is not complete after
 //!   `timeout`; more than `tolerable_failures` consecutive failures fail the job;
-//! * checkpoint ids only increase.
+//! * checkpoint ids only increase;
+//! * checkpoints go on after some subtasks finished (Flink's FLIP-147): a finished subtask is
+//!   no longer waited for, and its final state stands in for its acknowledgement of every
+//!   checkpoint it had not acknowledged yet; periodic checkpoints stop only once no source
+//!   runs any more (nothing could inject a barrier), until the job's final checkpoint.
 
 use crate::message::{BarrierAlignment, CheckpointKind};
 use crate::types::CheckpointId;
@@ -163,8 +167,11 @@ pub struct CheckpointCoordinator {
     last_completion_ms: Option<u64>,
     consecutive_failures: u32,
     failed: bool,
-    /// A source finished: no new periodic checkpoint can pass every subtask.
-    draining: bool,
+    /// Subtasks that reached end of input: not waited for; the caller stores their final
+    /// state in every checkpoint they did not acknowledge themselves.
+    finished: BTreeSet<TaskRef>,
+    /// Some source still runs (a periodic checkpoint can be injected).
+    sources_running: bool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -186,7 +193,8 @@ impl CheckpointCoordinator {
             last_completion_ms: None,
             consecutive_failures: 0,
             failed: false,
-            draining: false,
+            finished: BTreeSet::new(),
+            sources_running: true,
         }
     }
 
@@ -246,7 +254,7 @@ impl CheckpointCoordinator {
     }
 
     fn may_trigger(&self) -> bool {
-        if self.failed || self.draining || self.tasks.is_empty() {
+        if self.failed || !self.sources_running || self.running().next().is_none() {
             return false;
         }
         let limit = if self.settings.unaligned {
@@ -271,6 +279,16 @@ impl CheckpointCoordinator {
         }
     }
 
+    /// The subtasks a new checkpoint waits for: those not finished.
+    fn running(&self) -> impl Iterator<Item = &TaskRef> {
+        self.tasks.iter().filter(|t| !self.finished.contains(t))
+    }
+
+    /// The subtasks that finished (their final state stands in for their acknowledgement).
+    pub fn finished(&self) -> &BTreeSet<TaskRef> {
+        &self.finished
+    }
+
     fn start(&mut self, kind: CheckpointKind, now_ms: u64) -> Decision {
         let id = CheckpointId(self.next_id);
         self.next_id += 1;
@@ -280,7 +298,7 @@ impl CheckpointCoordinator {
             Pending {
                 kind,
                 started_ms: now_ms,
-                waiting: self.tasks.clone(),
+                waiting: self.running().copied().collect(),
             },
         );
         Decision::Trigger {
@@ -331,7 +349,8 @@ impl CheckpointCoordinator {
     /// waits for the pending-checkpoint limit: `None` then, ask again later).
     pub fn trigger_savepoint(&mut self, now_ms: u64) -> Option<Decision> {
         if self.failed
-            || self.tasks.is_empty()
+            || !self.sources_running
+            || self.running().next().is_none()
             || !self.pending.is_empty() && self.settings.unaligned
         {
             return None;
@@ -349,11 +368,18 @@ impl CheckpointCoordinator {
             return out; // aborted, subsumed or unknown: a late acknowledgement
         };
         p.waiting.remove(&task);
-        if !p.waiting.is_empty() {
-            return out;
+        if p.waiting.is_empty() {
+            self.complete(id, now_ms, &mut out);
         }
+        out
+    }
+
+    /// Publishes pending checkpoint `id`, which nobody is waited for any more.
+    fn complete(&mut self, id: CheckpointId, now_ms: u64, out: &mut Vec<Decision>) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
         let kind = p.kind;
-        self.pending.remove(&id);
         out.push(Decision::Complete { id, kind });
         // A completed checkpoint subsumes every older pending one.
         let older: Vec<CheckpointId> = self.pending.range(..id).map(|(i, _)| *i).collect();
@@ -368,7 +394,7 @@ impl CheckpointCoordinator {
         self.last_completion_ms = Some(now_ms);
         if kind == CheckpointKind::Savepoint {
             // Savepoints belong to the user: never discarded by retention (as in Flink).
-            return out;
+            return;
         }
         self.completed.push_back(id);
         let keep = self.settings.retained.max(1);
@@ -381,7 +407,6 @@ impl CheckpointCoordinator {
         if !discard.is_empty() {
             out.push(Decision::Discard(discard));
         }
-        out
     }
 
     /// Subtask `task` could not snapshot checkpoint `id`.
@@ -398,18 +423,45 @@ impl CheckpointCoordinator {
         out
     }
 
-    /// A subtask reached end of input: periodic checkpoints stop (a finished source cannot
-    /// inject barriers), and pending ones are abandoned without counting as failures.
-    pub fn end_of_input(&mut self) -> Vec<Decision> {
-        self.draining = true;
+    /// Subtask `task` reached end of input and handed over its final state. It is not waited
+    /// for any more: its final state stands in for its acknowledgement of every pending
+    /// checkpoint (consistent, because it saw no barrier of those before its inputs ended, so
+    /// everything it did precedes them), which may complete them.
+    pub fn task_finished(&mut self, task: TaskRef, now_ms: u64) -> Vec<Decision> {
+        let mut out = Vec::new();
+        if !self.tasks.contains(&task) || !self.finished.insert(task) {
+            return out;
+        }
         let ids: Vec<CheckpointId> = self.pending.keys().copied().collect();
-        self.pending.clear();
-        ids.into_iter()
-            .map(|id| Decision::Abort {
-                id,
-                reason: AbortReason::Restart,
-            })
-            .collect()
+        for id in ids {
+            let done = self.pending.get_mut(&id).is_some_and(|p| {
+                p.waiting.remove(&task);
+                p.waiting.is_empty()
+            });
+            if done {
+                self.complete(id, now_ms, &mut out);
+            }
+        }
+        out
+    }
+
+    /// These subtasks run again (their region was deployed again after a failure): they are
+    /// waited for again.
+    pub fn tasks_running(&mut self, tasks: impl IntoIterator<Item = TaskRef>) {
+        for t in tasks {
+            self.finished.remove(&t);
+        }
+    }
+
+    /// Whether some source still runs: without one no barrier can be injected, so periodic
+    /// checkpoints (and savepoints) wait, until the job's final checkpoint.
+    pub fn set_sources_running(&mut self, running: bool) {
+        self.sources_running = running;
+    }
+
+    /// Whether every subtask finished (time for the final checkpoint).
+    pub fn all_finished(&self) -> bool {
+        self.running().next().is_none()
     }
 
     /// Every subtask finished: the id of the job's final checkpoint, which holds their final
@@ -421,11 +473,6 @@ impl CheckpointCoordinator {
         self.last_completion_ms = Some(now_ms);
         self.completed.push_back(id);
         id
-    }
-
-    /// The job restarts: the draining state ends (the sources run again).
-    pub fn restarted(&mut self) {
-        self.draining = false;
     }
 
     /// The job restarts: pending checkpoints are abandoned (without counting as failures).
@@ -636,6 +683,54 @@ mod tests {
         assert!(
             !out.iter().any(|d| matches!(d, Decision::Discard(_))),
             "{out:?}"
+        );
+    }
+
+    #[test]
+    fn checkpoints_go_on_after_a_subtask_finished() {
+        const C: TaskRef = (2, 0);
+        let mut c = CheckpointCoordinator::new(settings(100), vec![A, B, C], 0);
+        let id1 = trigger_id(&c.tick(100));
+        assert!(c.acknowledge(id1, A, 110).is_empty());
+        // B finishes before its barrier came: its final state is its acknowledgement.
+        assert!(c.task_finished(B, 120).is_empty());
+        assert_eq!(
+            c.acknowledge(id1, C, 130),
+            vec![Decision::Complete {
+                id: id1,
+                kind: CheckpointKind::Checkpoint
+            }]
+        );
+        // The next checkpoint does not wait for B at all.
+        let id2 = trigger_id(&c.tick(230));
+        c.acknowledge(id2, A, 240);
+        assert!(matches!(
+            c.acknowledge(id2, C, 250).as_slice(),
+            [Decision::Complete { .. }, ..]
+        ));
+        // A finishing completes the pending checkpoint that waited only for it.
+        let id3 = trigger_id(&c.tick(350));
+        c.acknowledge(id3, C, 360);
+        assert!(matches!(
+            c.task_finished(A, 370).as_slice(),
+            [Decision::Complete { id, .. }, ..] if *id == id3
+        ));
+        assert!(!c.all_finished());
+        // Once no source runs, nothing is triggered until the final checkpoint.
+        c.set_sources_running(false);
+        assert!(c.tick(10_000).is_empty());
+        assert!(c.trigger_savepoint(10_000).is_none());
+        assert!(c.task_finished(C, 10_010).is_empty());
+        assert!(c.all_finished());
+        // A region deployed again is waited for again.
+        c.tasks_running([A, B]);
+        c.set_sources_running(true);
+        let id4 = trigger_id(&c.tick(10_100));
+        c.acknowledge(id4, A, 10_110);
+        assert!(
+            c.acknowledge(id4, B, 10_120)
+                .iter()
+                .any(|d| matches!(d, Decision::Complete { .. }))
         );
     }
 
