@@ -27,7 +27,8 @@ pub struct ConnectedStreams<A, B> {
     second: DataStream<B>,
 }
 
-fn two_input<A: Data, B: Data, O: Data>(
+/// Adds a two-input operator over `first` and (read through `second_ports`) `second`.
+pub(crate) fn two_input<A: Data, B: Data, O: Data>(
     first: &DataStream<A>,
     second: &DataStream<B>,
     second_ports: &[Port],

@@ -343,6 +343,30 @@ impl<T: Data> DataStream<T> {
         crate::connected::ConnectedStreams::new(self.clone(), other.clone())
     }
 
+    /// Broadcasts this stream with the broadcast state map `descriptor` (Flink's
+    /// `broadcast(MapStateDescriptor)`): connect it to another stream with
+    /// [`connect_broadcast`](Self::connect_broadcast); see [`crate::broadcast`]. Declare more
+    /// maps with [`BroadcastStream::with_state`](crate::broadcast::BroadcastStream::with_state).
+    pub fn broadcast_with<K, V>(
+        &self,
+        descriptor: &actorflow_runtime::operators::BroadcastStateDescriptor<K, V>,
+    ) -> crate::broadcast::BroadcastStream<T>
+    where
+        K: actorflow_runtime::operators::BroadcastKey,
+        V: actorflow_runtime::operators::BroadcastValue,
+    {
+        crate::broadcast::BroadcastStream::new(self.broadcast(), vec![descriptor.spec()])
+    }
+
+    /// Connects a broadcast stream: every subtask of the operator gets all its records (Flink's
+    /// `connect(BroadcastStream)`); see [`crate::broadcast`].
+    pub fn connect_broadcast<B: Data>(
+        &self,
+        broadcast: &crate::broadcast::BroadcastStream<B>,
+    ) -> crate::broadcast::BroadcastConnectedStream<T, B> {
+        crate::broadcast::BroadcastConnectedStream::new(self.clone(), broadcast.clone())
+    }
+
     /// Merges this stream with several others of the same type.
     #[track_caller]
     pub fn union_all<'a>(

@@ -84,6 +84,17 @@ where
         crate::connected::ConnectedKeyedStreams::new(self.clone(), other.clone())
     }
 
+    /// Connects a broadcast stream: its records reach every subtask, where a
+    /// [`KeyedBroadcastProcessFunction`](actorflow_runtime::operators::KeyedBroadcastProcessFunction)
+    /// keeps them in broadcast state (Flink's `keyBy(..).connect(BroadcastStream)`); see
+    /// [`crate::broadcast`].
+    pub fn connect_broadcast<B: Data>(
+        &self,
+        broadcast: &crate::broadcast::BroadcastStream<B>,
+    ) -> crate::broadcast::KeyedBroadcastConnectedStream<T, B, S> {
+        crate::broadcast::KeyedBroadcastConnectedStream::new(self.clone(), broadcast.clone())
+    }
+
     /// Splits each key's records into windows (Flink's `window`).
     ///
     /// # Examples

@@ -46,9 +46,10 @@
 //!   (all from the runtime crate).
 //! * [`sources`], [`sinks`] — the built-in connectors (collections, sequences, generators,
 //!   text files, sockets; collect, print, text files, discard).
-//! * [`connected`], [`joins`], [`multi_input`] — operators with several inputs: `connect`
-//!   (co-map, co-flat-map, co-process, keyed co-process), the interval join, and the native
-//!   N-input keyed operator with a three-way window join (`docs/joins.md`).
+//! * [`connected`], [`joins`], [`multi_input`], [`broadcast`] — operators with several
+//!   inputs: `connect` (co-map, co-flat-map, co-process, keyed co-process), the interval join,
+//!   the window join and co-group, the native N-input keyed operator with a three-way window
+//!   join, and broadcast state (`docs/joins.md`).
 //! * Checkpoints and recovery (`docs/checkpointing.md`, `docs/recovery.md`):
 //!   `StreamExecutionEnvironment::enable_checkpointing` and friends configure them;
 //!   [`checkpoint`] holds the configuration, the state hooks' types ([`checkpoint::OperatorState`])
@@ -67,6 +68,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod broadcast;
 pub mod connected;
 pub mod datastream;
 pub mod env;
@@ -123,8 +125,8 @@ pub mod prelude {
         TaskInfo, TextFileOptions, Timestamp, UserError, Utf8Policy, WriteMode,
     };
     pub use actorflow_runtime::operators::{
-        AggregateFunction, CoProcessFunction, KeyedCoProcessFunction, ProcessJoinFunction,
-        WindowContext,
+        AggregateFunction, BroadcastProcessFunction, BroadcastStateDescriptor, CoProcessFunction,
+        KeyedBroadcastProcessFunction, KeyedCoProcessFunction, ProcessJoinFunction, WindowContext,
     };
     pub use actorflow_runtime::watermark::WatermarkStrategy;
     pub use actorflow_runtime::window::{GlobalWindow, TimeWindow};

@@ -502,8 +502,71 @@ fn the_three_way_join_example_is_exact_on_generated_files() {
 /// The three-way join and the interval join in one job, fed by rate-limited generators, with
 /// injected failures and unaligned checkpoints: the restarted job's output equals the
 /// fault-free run (buffers, timers and in-flight data of all inputs restored).
+/// Rules `(key, from_ts, threshold)` in broadcast state; each key's events wait in keyed
+/// state until the watermark passes them, then alert if above the threshold in force (the
+/// `broadcast_rules` example's logic on `Event`s, so its output does not depend on timing).
+#[derive(Clone, Default)]
+struct Thresholds {
+    pending: Option<actorflow::keyed_state::MapState<i64, Vec<i64>>>,
+}
+
+const RULES: BroadcastStateDescriptor<u32, Vec<(i64, i64)>> =
+    BroadcastStateDescriptor::new("rules");
+
+impl KeyedBroadcastProcessFunction<u32, Event, Event, String> for Thresholds {
+    fn open(&mut self, ctx: &mut actorflow::operators::OpenContext<'_>) -> Result<(), UserError> {
+        self.pending = Some(ctx.state.map_state("pending", None)?);
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        e: Event,
+        ctx: &mut KeyedContext<'_, u32>,
+        _: actorflow::broadcast::ReadOnlyBroadcastState<'_>,
+        _: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let pending = self.pending.as_ref().ok_or("not open")?;
+        pending.modify(ctx.state(), e.1, |v| v.push(e.2))?;
+        ctx.register_event_time_timer(Timestamp(e.1));
+        Ok(())
+    }
+    fn process_broadcast_element(
+        &mut self,
+        r: Event,
+        ctx: &mut actorflow::broadcast::KeyedBroadcastContext<'_, u32>,
+        _: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let rules = ctx.broadcast_state().entries_mut(&RULES)?;
+        rules.entry(r.0).or_default().push((r.1, r.2));
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        time: Timestamp,
+        ctx: &mut KeyedContext<'_, u32>,
+        rules: actorflow::broadcast::ReadOnlyBroadcastState<'_>,
+        out: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let pending = self.pending.as_ref().ok_or("not open")?;
+        let values = pending.take(ctx.state(), &time.0)?.unwrap_or_default();
+        let k = *ctx.current_key();
+        let threshold = rules
+            .get(&RULES, &k)?
+            .and_then(|h| h.iter().rev().find(|(from, _)| *from <= time.0))
+            .map(|(_, t)| *t);
+        if let Some(t) = threshold {
+            for v in values.into_iter().filter(|v| *v > t) {
+                out.collect(format!("b|{k},{},{v},{t}", time.0));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One job with a three-way join, an interval join and a broadcast-state operator, restarted
+/// by panics in each with unaligned checkpoints: the output equals the fault-free run.
 #[test]
-fn joins_restore_exactly_after_failures_with_unaligned_checkpoints() {
+fn joins_and_broadcast_state_restore_exactly_after_failures_with_unaligned_checkpoints() {
     use actorflow::fault::FaultPlan;
     use actorflow::multi_input::MultiInput;
     use actorflow::operators::{Three, ThreeWayWindowJoin};
@@ -572,16 +635,43 @@ fn joins_restore_exactly_after_failures_with_unaligned_checkpoints() {
             .uid("interval")
             .name("interval")
             .collect();
+        let rules = env
+            .from_generator(
+                GeneratorSource::new(400, |i| {
+                    ((i * 7 % 50) as u32, (i * 12) as i64, (i * 31 % 97) as i64)
+                })
+                .with_rate_limit(2_000.0),
+            )
+            .set_parallelism(1)
+            .uid("rules-source")
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_monotonous_timestamps()
+                    .punctuated()
+                    .with_timestamp_assigner(|e: &Event, _| e.1),
+            )
+            .uid("rules-timestamps")
+            .set_parallelism(1)
+            .broadcast_with(&RULES);
+        let alerts = c
+            .key_by(key)
+            .connect_broadcast(&rules)
+            .process(Thresholds::default())
+            .uid("rules")
+            .name("rules")
+            .collect();
         env.execute_blocking("joins").unwrap();
         let mut rows = three.take();
         rows.extend(interval.take());
+        let alerts = alerts.take();
+        assert!(alerts.len() > 1_000, "{} alerts", alerts.len());
+        rows.extend(alerts);
         rows.sort();
         rows
     };
     let reference = run(None);
     assert!(reference.len() > 1_000, "{} rows", reference.len());
     let got = run(Some(
-        "panic@three#1:records=9000,panic@interval#0:records=7000",
+        "panic@three#1:records=9000,panic@interval#0:records=7000,panic@rules#1:records=6000",
     ));
     assert!(
         got == reference,

@@ -13,12 +13,13 @@
 //! assert_eq!(h.take_watermarks(), vec![10]);
 //! ```
 
+use crate::checkpoint::{OperatorState, RestoredState};
 use crate::clock::{ManualTime, ProcessingClock};
 use crate::data::{Batch, Data, DataBatch, Emission, OutputTag};
 use crate::error::UserError;
 use crate::message::WatermarkStatus;
 use crate::operator::{ErasedOperator, Operator, OperatorFault, TaskInfo, erase};
-use crate::types::{Timestamp, Watermark};
+use crate::types::{CheckpointId, Timestamp, Watermark};
 use std::marker::PhantomData;
 
 fn fault(f: OperatorFault) -> UserError {
@@ -75,6 +76,33 @@ impl<O: Operator> OperatorHarness<O> {
             chunks: 0,
             _op: PhantomData,
         })
+    }
+
+    /// Opens `op` (as `configure` describes the task), then restores `restored` into it, as a
+    /// subtask of a restarted job does.
+    ///
+    /// # Errors
+    ///
+    /// The operator's `open` or `restore_state` error.
+    pub fn restored(
+        op: O,
+        restored: RestoredState,
+        configure: impl FnOnce(&mut TaskInfo),
+    ) -> Result<Self, UserError> {
+        let mut h = Self::with_info(op, configure)?;
+        h.op.restore_state(restored)?;
+        Ok(h)
+    }
+
+    /// The operator's snapshot for checkpoint `id`, as a subtask takes it at a barrier.
+    ///
+    /// # Errors
+    ///
+    /// The operator's `snapshot_state` error.
+    pub fn snapshot(&mut self, id: u64) -> Result<OperatorState, UserError> {
+        let mut state = OperatorState::default();
+        self.op.snapshot_state(CheckpointId(id), &mut state)?;
+        Ok(state)
     }
 
     fn collect(&mut self) {

@@ -168,6 +168,19 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
             .flat_map(|t| t.into_iter().map(|(_, v)| v))
     }
 
+    /// Keeps the entries for which `f` returns true; `f` may change the values.
+    pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
+        let mut removed = 0;
+        for t in &mut self.groups {
+            t.retain(|(k, v)| {
+                let keep = f(k, v);
+                removed += usize::from(!keep);
+                keep
+            });
+        }
+        self.len -= removed;
+    }
+
     /// Every `(key, value)`, key group by key group.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.groups

@@ -1,6 +1,7 @@
 //! The built-in operators, one per file: the runtime half of the DataStream API's
 //! transformations.
 
+pub mod broadcast;
 pub mod co_process;
 pub mod filter;
 pub mod flat_map;
@@ -12,6 +13,12 @@ pub mod process;
 pub mod timestamps;
 pub mod window;
 
+pub use broadcast::{
+    BroadcastContext, BroadcastKey, BroadcastProcessFunction, BroadcastProcessOperator,
+    BroadcastState, BroadcastStateDescriptor, BroadcastValue, KeyedBroadcastContext,
+    KeyedBroadcastProcessFunction, KeyedBroadcastProcessOperator, ReadOnlyBroadcastState,
+    StateSpec,
+};
 pub use co_process::{
     CoKey, CoProcessAdapter, CoProcessFunction, CoRecord, KeyedCoProcessAdapter,
     KeyedCoProcessFunction, erase_two_input,

@@ -23,7 +23,21 @@ pub struct Context<'a> {
     info: &'a TaskInfo,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        timestamp: Option<Timestamp>,
+        watermark: Watermark,
+        processing_time: Timestamp,
+        info: &'a TaskInfo,
+    ) -> Self {
+        Context {
+            timestamp,
+            watermark,
+            processing_time,
+            info,
+        }
+    }
+
     /// The record's event timestamp, if it has one.
     pub fn timestamp(&self) -> Option<Timestamp> {
         self.timestamp
@@ -319,51 +333,56 @@ where
     }
 }
 
-/// Runs a [`KeyedProcessFunction`]; `key` extracts each record's key.
-pub struct KeyedProcessOperator<I, O, S: KeySelector<I>, P> {
-    key: S,
-    function: P,
-    info: Option<TaskInfo>,
-    watermark: Watermark,
-    registry: StateRegistry,
-    states: Option<KeyedTable<S::Key, KeyState>>,
-    timers: Timers<S::Key, ()>,
-    firing: Firing<S::Key, ()>,
-    _types: PhantomData<fn(I) -> O>,
+/// The keyed half of a keyed operator: per-key state, timers, the watermark and their
+/// snapshot. [`KeyedProcessOperator`] is this plus a function; the keyed broadcast operator
+/// uses it too.
+pub(crate) struct KeyedCore<K> {
+    pub(crate) info: Option<TaskInfo>,
+    pub(crate) watermark: Watermark,
+    pub(crate) registry: StateRegistry,
+    pub(crate) states: Option<KeyedTable<K, KeyState>>,
+    timers: Timers<K, ()>,
+    firing: Firing<K, ()>,
 }
 
-impl<I, O, S: KeySelector<I>, P> KeyedProcessOperator<I, O, S, P> {
-    /// An operator running `function` on records keyed by `key`.
-    pub fn new(key: S, function: P) -> Self {
-        KeyedProcessOperator {
-            key,
-            function,
+impl<K: crate::key::Key> KeyedCore<K> {
+    pub(crate) fn new() -> Self {
+        KeyedCore {
             info: None,
             watermark: Watermark::MIN,
             registry: StateRegistry::default(),
             states: None,
             timers: Timers::default(),
             firing: Firing::default(),
-            _types: PhantomData,
         }
     }
-}
 
-impl<I, O, S, P> KeyedProcessOperator<I, O, S, P>
-where
-    I: Data,
-    O: Data,
-    S: KeySelector<I>,
-    P: KeyedProcessFunction<S::Key, I, O>,
-{
-    /// Calls `f` with a context for `key`; drops the key's state entry if it ends up empty.
-    fn with_context<R>(
+    /// Opens the state table for this subtask's key groups; `open` declares keyed state.
+    pub(crate) fn open(
         &mut self,
-        key: &S::Key,
+        info: &TaskInfo,
+        open: impl FnOnce(&mut OpenContext<'_>) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
+        self.info = Some(info.clone());
+        self.states = Some(KeyedTable::new(
+            info.max_parallelism,
+            info.key_group_range(),
+        ));
+        let mut ctx = OpenContext {
+            info,
+            state: &mut self.registry,
+        };
+        open(&mut ctx)
+    }
+
+    /// Calls `f` with a context for `key`; drops the key's state entry if it ends up empty.
+    pub(crate) fn with_context<R>(
+        &mut self,
+        key: &K,
         timestamp: Option<Timestamp>,
         domain: Option<TimeDomain>,
         now: Timestamp,
-        f: impl FnOnce(&mut P, &mut KeyedContext<'_, S::Key>) -> Result<R, UserError>,
+        f: impl FnOnce(&mut KeyedContext<'_, K>) -> Result<R, UserError>,
     ) -> Result<R, UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
@@ -386,7 +405,7 @@ where
             state: StateAccess { state, now },
             domain,
         };
-        let r = f(&mut self.function, &mut ctx);
+        let r = f(&mut ctx);
         let empty = stateful && ctx.state.state.is_empty();
         if empty {
             table.remove(key);
@@ -394,116 +413,110 @@ where
         r
     }
 
-    fn now(&self) -> Result<Timestamp, UserError> {
+    pub(crate) fn now(&self) -> Result<Timestamp, UserError> {
         Ok(self.info.as_ref().ok_or_else(missing_open)?.clock.now())
     }
 
-    /// Fires up to a chunk of the event-time timers due at the current watermark; their output
-    /// carries the timer's time.
-    fn fire_chunk(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+    /// Advances the watermark; true if it moved (then event-time timers start firing).
+    pub(crate) fn advance(&mut self, wm: Watermark) -> bool {
+        if wm > self.watermark {
+            self.watermark = wm;
+            self.firing.start(Timestamp(wm.0));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether event-time timers are still due at the current watermark.
+    pub(crate) fn has_more(&self) -> bool {
+        self.firing.is_active()
+    }
+
+    /// Fires up to a chunk of the event-time timers due at the current watermark, calling
+    /// `on_timer`; their output carries the timer's time.
+    pub(crate) fn fire_chunk<O>(
+        &mut self,
+        out: &mut Collector<O>,
+        mut on_timer: impl FnMut(
+            Timestamp,
+            &mut KeyedContext<'_, K>,
+            &mut Collector<O>,
+        ) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
         let now = self.now()?;
         for _ in 0..TIMERS_PER_CHUNK {
             let Some((time, key, ())) = self.firing.next(&mut self.timers.event) else {
                 break;
             };
             out.set_timestamp(Some(time));
-            self.with_context(
-                &key,
-                Some(time),
-                Some(TimeDomain::EventTime),
-                now,
-                |f, ctx| f.on_timer(time, ctx, out),
-            )?;
+            self.with_context(&key, Some(time), Some(TimeDomain::EventTime), now, |ctx| {
+                on_timer(time, ctx, out)
+            })?;
         }
         Ok(())
     }
 
     /// Fires the processing-time timers due at `now`; their output carries no timestamp (as in
     /// Flink).
-    fn fire_processing(&mut self, now: Timestamp, out: &mut Collector<O>) -> Result<(), UserError> {
+    pub(crate) fn fire_processing<O>(
+        &mut self,
+        now: Timestamp,
+        out: &mut Collector<O>,
+        mut on_timer: impl FnMut(
+            Timestamp,
+            &mut KeyedContext<'_, K>,
+            &mut Collector<O>,
+        ) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
         while let Some((time, keys)) = self.timers.processing.pop_due(now) {
             for (key, ()) in keys {
                 out.set_timestamp(None);
-                self.with_context(
-                    &key,
-                    None,
-                    Some(TimeDomain::ProcessingTime),
-                    now,
-                    |f, ctx| f.on_timer(time, ctx, out),
-                )?;
+                self.with_context(&key, None, Some(TimeDomain::ProcessingTime), now, |ctx| {
+                    on_timer(time, ctx, out)
+                })?;
             }
         }
         Ok(())
     }
-}
 
-impl<I, O, S, P> Operator for KeyedProcessOperator<I, O, S, P>
-where
-    I: Data,
-    O: Data,
-    S: KeySelector<I>,
-    P: KeyedProcessFunction<S::Key, I, O>,
-{
-    type In = I;
-    type Out = O;
-
-    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
-        self.info = Some(info.clone());
-        self.states = Some(KeyedTable::new(
-            info.max_parallelism,
-            info.key_group_range(),
-        ));
-        let mut ctx = OpenContext {
-            info,
-            state: &mut self.registry,
-        };
-        self.function.open(&mut ctx)
+    /// The next processing-time timer.
+    pub(crate) fn next_processing_time(&self) -> Option<Timestamp> {
+        self.timers.processing.peek()
     }
 
-    fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>) -> Result<(), UserError> {
-        // Processing time is read once per batch, not per record.
-        let now = self.now()?;
-        for (v, ts) in batch.into_iter_timestamped() {
-            out.set_timestamp(ts);
-            let key = self.key.key(&v);
-            self.with_context(&key, ts, None, now, |f, ctx| f.process_element(v, ctx, out))?;
-        }
-        Ok(())
-    }
-
-    fn process_watermark(
+    /// Calls `f` with every key's state (Flink's `applyToKeyedState`); keys whose state ends
+    /// up empty are dropped. Stops at the first error.
+    pub(crate) fn for_each_key(
         &mut self,
-        wm: Watermark,
-        out: &mut Collector<O>,
+        now: Timestamp,
+        mut f: impl FnMut(&K, &mut StateAccess<'_>) -> Result<(), UserError>,
     ) -> Result<(), UserError> {
-        if wm > self.watermark {
-            self.watermark = wm;
-            self.firing.start(Timestamp(wm.0));
-            self.fire_chunk(out)?;
-        }
-        Ok(())
-    }
-
-    fn has_more(&self) -> bool {
-        self.firing.is_active()
-    }
-
-    fn resume(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
-        self.fire_chunk(out)
+        let table = self.states.as_mut().ok_or_else(missing_open)?;
+        let mut failed = None;
+        table.retain(|key, state| {
+            if failed.is_some() {
+                return true;
+            }
+            let mut access = StateAccess { state, now };
+            if let Err(e) = f(key, &mut access) {
+                failed = Some(e);
+            }
+            !access.state.is_empty()
+        });
+        failed.map_or(Ok(()), Err)
     }
 
     /// Per key group, each key's state (by state name, so registrations may be reordered)
-    /// and timers; the watermark as union state.
-    fn snapshot_state(
-        &mut self,
-        _: crate::types::CheckpointId,
+    /// and timers.
+    pub(crate) fn snapshot_keys(
+        &self,
         state: &mut crate::checkpoint::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         let table = self.states.as_ref().ok_or_else(missing_open)?;
         let names = self.registry.names();
-        let mut snap: KeyedSnapshot<S::Key, ProcessKeySnap> =
-            KeyedSnapshot::new(info.max_parallelism);
+        let mut snap: KeyedSnapshot<K, ProcessKeySnap> = KeyedSnapshot::new(info.max_parallelism);
         for (key, ks) in table.iter() {
             let entry = snap.entry(key, ProcessKeySnap::default);
             for (slot, bytes) in ks.encode()? {
@@ -523,18 +536,16 @@ where
                 .processing_timers
                 .push(t.0);
         }
-        snap.write(state)?;
-        state.push_union(info.subtask_index, &self.watermark.0)
+        snap.write(state)
     }
 
-    fn restore_state(
+    /// Restores what [`snapshot_keys`](Self::snapshot_keys) wrote, for this subtask's key
+    /// groups.
+    pub(crate) fn restore_keys(
         &mut self,
-        restored: crate::checkpoint::RestoredState,
+        restored: &crate::checkpoint::RestoredState,
     ) -> Result<(), UserError> {
-        if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
-            self.watermark = Watermark(wm);
-        }
-        let keys = KeyedSnapshot::<S::Key, ProcessKeySnap>::read(&restored.state)?;
+        let keys = KeyedSnapshot::<K, ProcessKeySnap>::read(&restored.state)?;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
         for (key, snap) in keys {
             for t in &snap.event_timers {
@@ -562,9 +573,100 @@ where
         }
         Ok(())
     }
+}
+
+/// Runs a [`KeyedProcessFunction`]; `key` extracts each record's key.
+pub struct KeyedProcessOperator<I, O, S: KeySelector<I>, P> {
+    key: S,
+    function: P,
+    core: KeyedCore<S::Key>,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O, S: KeySelector<I>, P> KeyedProcessOperator<I, O, S, P> {
+    /// An operator running `function` on records keyed by `key`.
+    pub fn new(key: S, function: P) -> Self {
+        KeyedProcessOperator {
+            key,
+            function,
+            core: KeyedCore::new(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<I, O, S, P> Operator for KeyedProcessOperator<I, O, S, P>
+where
+    I: Data,
+    O: Data,
+    S: KeySelector<I>,
+    P: KeyedProcessFunction<S::Key, I, O>,
+{
+    type In = I;
+    type Out = O;
+
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        let function = &mut self.function;
+        self.core.open(info, |ctx| function.open(ctx))
+    }
+
+    fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>) -> Result<(), UserError> {
+        // Processing time is read once per batch, not per record.
+        let now = self.core.now()?;
+        for (v, ts) in batch.into_iter_timestamped() {
+            out.set_timestamp(ts);
+            let key = self.key.key(&v);
+            let f = &mut self.function;
+            self.core
+                .with_context(&key, ts, None, now, |ctx| f.process_element(v, ctx, out))?;
+        }
+        Ok(())
+    }
+
+    fn process_watermark(
+        &mut self,
+        wm: Watermark,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        if self.core.advance(wm) {
+            self.resume(out)?;
+        }
+        Ok(())
+    }
+
+    fn has_more(&self) -> bool {
+        self.core.has_more()
+    }
+
+    fn resume(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        let f = &mut self.function;
+        self.core
+            .fire_chunk(out, |time, ctx, out| f.on_timer(time, ctx, out))
+    }
+
+    /// Per key group, each key's state and timers; the watermark as union state.
+    fn snapshot_state(
+        &mut self,
+        _: crate::types::CheckpointId,
+        state: &mut crate::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        self.core.snapshot_keys(state)?;
+        let info = self.core.info.as_ref().ok_or_else(missing_open)?;
+        state.push_union(info.subtask_index, &self.core.watermark.0)
+    }
+
+    fn restore_state(
+        &mut self,
+        restored: crate::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
+            self.core.watermark = Watermark(wm);
+        }
+        self.core.restore_keys(&restored)
+    }
 
     fn next_processing_time(&self) -> Option<Timestamp> {
-        self.timers.processing.peek()
+        self.core.next_processing_time()
     }
 
     fn on_processing_time(
@@ -572,6 +674,8 @@ where
         now: Timestamp,
         out: &mut Collector<O>,
     ) -> Result<(), UserError> {
-        self.fire_processing(now, out)
+        let f = &mut self.function;
+        self.core
+            .fire_processing(now, out, |time, ctx, out| f.on_timer(time, ctx, out))
     }
 }
