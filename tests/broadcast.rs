@@ -319,8 +319,8 @@ fn brute_force(events: &[Line], rules: &[Line]) -> Vec<String> {
     let in_force = |key: &str, ts: i64| {
         rules
             .iter()
-            .filter(|r| r.0 == key && r.1 <= ts)
-            .last()
+            .rev()
+            .find(|r| r.0 == key && r.1 <= ts)
             .map(|r| r.2)
     };
     let mut out: Vec<String> = events
