@@ -367,6 +367,24 @@ impl<T: Data> DataStream<T> {
         crate::broadcast::BroadcastConnectedStream::new(self.clone(), broadcast.clone())
     }
 
+    /// Joins with another stream per key and window (Flink's `join`):
+    /// `.where_(k1).equal_to(k2).window(assigner).apply(f)`; see [`crate::window_join`].
+    pub fn join<B: Data>(
+        &self,
+        other: &DataStream<B>,
+    ) -> crate::window_join::JoinedStreams<T, B, crate::window_join::Join> {
+        crate::window_join::JoinedStreams::new(self.clone(), other.clone())
+    }
+
+    /// Co-groups with another stream per key and window (Flink's `coGroup`):
+    /// `.where_(k1).equal_to(k2).window(assigner).apply(f)`; see [`crate::window_join`].
+    pub fn co_group<B: Data>(
+        &self,
+        other: &DataStream<B>,
+    ) -> crate::window_join::CoGroupedStreams<T, B> {
+        crate::window_join::JoinedStreams::new(self.clone(), other.clone())
+    }
+
     /// Merges this stream with several others of the same type.
     #[track_caller]
     pub fn union_all<'a>(
@@ -562,7 +580,7 @@ impl<T: Data> DataStream<T> {
         self.keyed(RefKey::new(key))
     }
 
-    fn keyed<S: KeySelector<T>>(&self, key: S) -> KeyedStream<T, S> {
+    pub(crate) fn keyed<S: KeySelector<T>>(&self, key: S) -> KeyedStream<T, S> {
         let writer = TypedWriterFactory::<T, _>::new(HashSelector::new(key.clone()));
         KeyedStream::new(
             self.repartitioned(Partitioning::Hash, Arc::new(writer)),

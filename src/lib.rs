@@ -46,7 +46,7 @@
 //!   (all from the runtime crate).
 //! * [`sources`], [`sinks`] — the built-in connectors (collections, sequences, generators,
 //!   text files, sockets; collect, print, text files, discard).
-//! * [`connected`], [`joins`], [`multi_input`], [`broadcast`] — operators with several
+//! * [`connected`], [`joins`], [`window_join`], [`multi_input`], [`broadcast`] — operators with several
 //!   inputs: `connect` (co-map, co-flat-map, co-process, keyed co-process), the interval join,
 //!   the window join and co-group, the native N-input keyed operator with a three-way window
 //!   join, and broadcast state (`docs/joins.md`).
@@ -79,6 +79,7 @@ pub mod sinks;
 pub mod sources;
 pub mod testing;
 pub mod window;
+pub mod window_join;
 
 pub use actorflow_runtime;
 pub use actorflow_runtime::coordinator::{CheckpointSettings, CheckpointingMode};

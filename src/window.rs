@@ -289,4 +289,14 @@ where
     {
         self.build("Window(Process)", ListAgg, function, Location::caller())
     }
+
+    /// [`process`](Self::process) under another operator name.
+    #[track_caller]
+    pub(crate) fn process_named<P, O>(&self, name: &str, function: P) -> DataStream<O>
+    where
+        O: Data,
+        P: WindowFunction<S::Key, Vec<T>, O, A::W> + Clone + Sync,
+    {
+        self.build(name, ListAgg, function, Location::caller())
+    }
 }
