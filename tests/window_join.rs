@@ -167,11 +167,11 @@ fn run(
     let (joined, grouped) = match assigner {
         Assigner::Tumbling(size) => {
             let w = TumblingWindows::event_time(size).unwrap();
-            (j.window(w.clone()).apply(join), c.window(w).apply(cogroup))
+            (j.window(w).apply(join), c.window(w).apply(cogroup))
         }
         Assigner::Sliding(size, slide) => {
             let w = SlidingWindows::event_time(size, slide).unwrap();
-            (j.window(w.clone()).apply(join), c.window(w).apply(cogroup))
+            (j.window(w).apply(join), c.window(w).apply(cogroup))
         }
         Assigner::Session(gap) => (
             j.window(SessionWindows::event_time(gap).unwrap())
