@@ -395,5 +395,44 @@ fn the_broadcast_rules_example_matches_brute_force_at_several_parallelisms() {
             expected.len()
         );
     }
+    // And the README's demo data, shipped in the repository.
+    let read = |name: &str| -> Vec<Line> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(name);
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (
+                    f[0].to_string(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let expected = brute_force(&read("rule_events.csv"), &read("rules.csv"));
+    let out = dir.join("shipped.csv");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new(&bin)
+        .arg("--events")
+        .arg(root.join("data/rule_events.csv"))
+        .arg("--rules")
+        .arg(root.join("data/rules.csv"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--parallelism", "2"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let got: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(got.len(), 736);
+    assert!(got == expected, "shipped data: {} alerts", got.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
