@@ -41,6 +41,9 @@
 //! windows run at `--parallelism`. OUT gets `key,window_start,window_end,sum,count` and the
 //! late file `key,timestamp_ms,value`, both sorted in byte order.
 
+#[path = "support/csv.rs"]
+mod csv;
+
 use actorflow::CheckpointingMode;
 use actorflow::RuntimeMode;
 use actorflow::actorflow_runtime::{CheckpointId, CheckpointKind};
@@ -51,6 +54,7 @@ use actorflow::snapshot::SledStore;
 use actorflow::transactional::{FileSink, TwoPhaseCommit, committed_parts};
 use actorflow::watermark::{WatermarkGenerator, WatermarkOutput};
 use actorflow::window::{SessionWindows, SlidingWindows, TumblingWindows, WindowTime};
+use csv::{Event, write_sorted};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,8 +75,6 @@ const USAGE: &str = "usage: window_agg --input CSV --output OUT [--late-output L
 
 /// Flags that take no value.
 const SWITCHES: &[&str] = &["unaligned"];
-
-type Event = (String, i64, i64);
 
 struct Args {
     input: PathBuf,
@@ -304,25 +306,6 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// Parses `key,timestamp,value`; `Ok(None)` for an empty line.
-fn parse_line(line: &str) -> Result<Option<Event>, &'static str> {
-    if line.is_empty() {
-        return Ok(None);
-    }
-    let (key, rest) = line
-        .split_once(',')
-        .ok_or("expected key,timestamp_ms,value")?;
-    let (ts, value) = rest
-        .split_once(',')
-        .ok_or("expected key,timestamp_ms,value")?;
-    if key.is_empty() {
-        return Err("the key is empty");
-    }
-    let ts = ts.parse().map_err(|_| "the timestamp is not an integer")?;
-    let value = value.parse().map_err(|_| "the value is not an integer")?;
-    Ok(Some((key.to_string(), ts, value)))
-}
-
 /// The oracle's punctuated generator: after every record that raises the highest timestamp,
 /// the watermark `highest − ooo − 1` (Java's wrapping arithmetic included).
 struct Punctuated {
@@ -392,18 +375,6 @@ fn emit_row(
     out.collect((key.clone(), w.start, w.end, sum, count));
     Ok(())
 }
-
-fn write_sorted(path: &Path, mut lines: Vec<String>) -> Result<(), UserError> {
-    lines.sort_unstable();
-    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for l in &lines {
-        text.push_str(l);
-        text.push('\n');
-    }
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(())
-}
-
 /// Where a checkpointed run keeps its files under `--checkpoint-dir`.
 struct Layout {
     snapshots: PathBuf,
@@ -625,25 +596,10 @@ fn run(args: Args) -> Result<(), UserError> {
     if let Some(rate) = args.source_rate {
         options = options.rate_limit(rate);
     }
-    let mut line_no = 0u64;
-    let events = env
+    let lines = env
         .read_text_file_with(&args.input, options)
-        .set_parallelism(1)
-        .process(
-            move |line: String, _: &mut Context<'_>, out: &mut Collector<Event>| {
-                line_no += 1;
-                match parse_line(&line) {
-                    Ok(Some(e)) => out.collect(e),
-                    Ok(None) => {}
-                    Err(why) => {
-                        return Err(
-                            format!("malformed input line {line_no}: {why}: {line:?}").into()
-                        );
-                    }
-                }
-                Ok(())
-            },
-        )
+        .set_parallelism(1);
+    let events = csv::parse_lines(lines, args.input.display().to_string(), csv::parse_line)
         .name("parse")
         .set_parallelism(1);
     let ooo = args.ooo;

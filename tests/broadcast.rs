@@ -16,7 +16,7 @@ use actorflow::operators::{
     BroadcastProcessOperator, CoRecord, KeyedBroadcastProcessOperator, OpenContext,
 };
 use actorflow::prelude::*;
-use common::{Rng, example_binary};
+use common::{Rng, example_output};
 use serde::{Deserialize, Serialize};
 
 const LIMITS: BroadcastStateDescriptor<u32, i64> = BroadcastStateDescriptor::new("limits");
@@ -369,25 +369,20 @@ fn the_broadcast_rules_example_matches_brute_force_at_several_parallelisms() {
     let (ep, rp) = (write("events.csv", &events), write("rules.csv", &rules));
     let expected = brute_force(&events, &rules);
     assert!(expected.len() > 500, "{} alerts", expected.len());
-    let bin = example_binary("broadcast_rules");
     for p in ["1", "2", "4"] {
         let out = dir.join(format!("alerts-{p}.csv"));
-        let status = std::process::Command::new(&bin)
-            .arg("--events")
-            .arg(&ep)
-            .arg("--rules")
-            .arg(&rp)
-            .arg("--output")
-            .arg(&out)
-            .args(["--parallelism", p])
-            .output()
-            .unwrap();
-        assert!(status.status.success(), "{status:?}");
-        let got: Vec<String> = std::fs::read_to_string(&out)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let got = example_output(
+            "broadcast_rules",
+            &[
+                "--events".as_ref(),
+                ep.as_os_str(),
+                "--rules".as_ref(),
+                rp.as_os_str(),
+                "--parallelism".as_ref(),
+                p.as_ref(),
+            ],
+            &out,
+        );
         assert!(
             got == expected,
             "p={p}: {} alerts, expected {}",
@@ -416,22 +411,22 @@ fn the_broadcast_rules_example_matches_brute_force_at_several_parallelisms() {
     let expected = brute_force(&read("rule_events.csv"), &read("rules.csv"));
     let out = dir.join("shipped.csv");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = std::process::Command::new(&bin)
-        .arg("--events")
-        .arg(root.join("data/rule_events.csv"))
-        .arg("--rules")
-        .arg(root.join("data/rules.csv"))
-        .arg("--output")
-        .arg(&out)
-        .args(["--parallelism", "2"])
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{status:?}");
-    let got: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let (events, rules) = (
+        root.join("data/rule_events.csv"),
+        root.join("data/rules.csv"),
+    );
+    let got = example_output(
+        "broadcast_rules",
+        &[
+            "--events".as_ref(),
+            events.as_os_str(),
+            "--rules".as_ref(),
+            rules.as_os_str(),
+            "--parallelism".as_ref(),
+            "2".as_ref(),
+        ],
+        &out,
+    );
     assert_eq!(got.len(), 736);
     assert!(got == expected, "shipped data: {} alerts", got.len());
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,7 +6,7 @@ mod common;
 
 use actorflow::operators::JoinContext;
 use actorflow::prelude::*;
-use common::{Rng, example_binary};
+use common::{Rng, example_output};
 
 type Event = (u32, i64, i64);
 
@@ -214,29 +214,22 @@ fn the_interval_join_example_is_exact_on_generated_files() {
     expected.sort();
     for p in ["1", "3"] {
         let out = dir.join(format!("out-{p}.csv"));
-        let status = std::process::Command::new(example_binary("interval_join"))
-            .arg("--left")
-            .arg(&lp)
-            .arg("--right")
-            .arg(&rp)
-            .args([
-                "--lower",
-                "-15",
-                "--upper",
-                "25",
-                "--parallelism",
-                p,
-                "--output",
-            ])
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let got: Vec<String> = std::fs::read_to_string(&out)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let got = example_output(
+            "interval_join",
+            &[
+                "--left".as_ref(),
+                lp.as_os_str(),
+                "--right".as_ref(),
+                rp.as_os_str(),
+                "--lower".as_ref(),
+                "-15".as_ref(),
+                "--upper".as_ref(),
+                "25".as_ref(),
+                "--parallelism".as_ref(),
+                p.as_ref(),
+            ],
+            &out,
+        );
         assert!(
             got == expected,
             "p={p}: {} lines, expected {}",
@@ -470,23 +463,22 @@ fn the_three_way_join_example_is_exact_on_generated_files() {
     assert!(expected.len() > 100);
     for p in ["1", "4"] {
         let out = dir.join(format!("out-{p}.csv"));
-        let status = std::process::Command::new(example_binary("three_way_join"))
-            .arg("--a")
-            .arg(&paths[0])
-            .arg("--b")
-            .arg(&paths[1])
-            .arg("--c")
-            .arg(&paths[2])
-            .args(["--window-size", "300", "--parallelism", p, "--output"])
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let got: Vec<String> = std::fs::read_to_string(&out)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let got = example_output(
+            "three_way_join",
+            &[
+                "--a".as_ref(),
+                paths[0].as_os_str(),
+                "--b".as_ref(),
+                paths[1].as_os_str(),
+                "--c".as_ref(),
+                paths[2].as_os_str(),
+                "--window-size".as_ref(),
+                "300".as_ref(),
+                "--parallelism".as_ref(),
+                p.as_ref(),
+            ],
+            &out,
+        );
         assert!(
             got == expected,
             "p={p}: {} lines, expected {}",
@@ -499,9 +491,6 @@ fn the_three_way_join_example_is_exact_on_generated_files() {
 
 // ----- checkpoints -----------------------------------------------------------------------------
 
-/// The three-way join and the interval join in one job, fed by rate-limited generators, with
-/// injected failures and unaligned checkpoints: the restarted job's output equals the
-/// fault-free run (buffers, timers and in-flight data of all inputs restored).
 /// Rules `(key, from_ts, threshold)` in broadcast state; each key's events wait in keyed
 /// state until the watermark passes them, then alert if above the threshold in force (the
 /// `broadcast_rules` example's logic on `Event`s, so its output does not depend on timing).
@@ -563,8 +552,10 @@ impl KeyedBroadcastProcessFunction<u32, Event, Event, String> for Thresholds {
     }
 }
 
-/// One job with a three-way join, an interval join and a broadcast-state operator, restarted
-/// by panics in each with unaligned checkpoints: the output equals the fault-free run.
+/// One job with a three-way join, an interval join and a broadcast-state operator, fed by
+/// rate-limited generators, restarted by panics in each with unaligned checkpoints: the output
+/// equals the fault-free run (buffers, timers, broadcast state and in-flight data of all
+/// inputs restored).
 #[test]
 fn joins_and_broadcast_state_restore_exactly_after_failures_with_unaligned_checkpoints() {
     use actorflow::fault::FaultPlan;

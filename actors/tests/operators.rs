@@ -46,6 +46,30 @@ where
     .unwrap()
 }
 
+/// Global windows firing every two records with `evictor`; emits the values kept.
+fn every_two_values<E: Evictor<Ev, GlobalWindow>>(
+    evictor: E,
+) -> OperatorHarness<impl actorflow_runtime::Operator<In = Ev, Out = Vec<i64>>> {
+    OperatorHarness::new(WindowOperator::new(
+        key(),
+        GlobalWindows::create(),
+        CountTrigger::of(2),
+        EvictingAgg {
+            evictor,
+            inner: ListAgg,
+        },
+        |_: &char,
+         _: &mut WindowContext<'_, GlobalWindow>,
+         v: Vec<Ev>,
+         out: &mut Collector<Vec<i64>>| {
+            out.collect(v.into_iter().map(|e| e.1).collect());
+            Ok(())
+        },
+        WindowSettings::default(),
+    ))
+    .unwrap()
+}
+
 #[test]
 fn tumbling_event_time_fires_at_the_window_end_with_its_max_timestamp() {
     let a = TumblingWindows::event_time(10).unwrap();
@@ -180,24 +204,7 @@ fn count_windows_purge_and_slide_with_an_evictor() {
         "the partial window of 7 never fires, as in Flink"
     );
 
-    let mut s = OperatorHarness::new(WindowOperator::new(
-        key(),
-        GlobalWindows::create(),
-        CountTrigger::of(2),
-        EvictingAgg {
-            evictor: CountEvictor::of(3),
-            inner: ListAgg,
-        },
-        |_: &char,
-         _: &mut WindowContext<'_, GlobalWindow>,
-         v: Vec<Ev>,
-         out: &mut Collector<Vec<i64>>| {
-            out.collect(v.into_iter().map(|e| e.1).collect());
-            Ok(())
-        },
-        WindowSettings::default(),
-    ))
-    .unwrap();
+    let mut s = every_two_values(CountEvictor::of(3));
     for v in 1..=6 {
         s.process(('a', v), None).unwrap();
     }
@@ -665,24 +672,7 @@ fn processing_time_sliding_windows_and_sessions() {
 
 #[test]
 fn evictors_can_run_after_the_function() {
-    let mut h = OperatorHarness::new(WindowOperator::new(
-        key(),
-        GlobalWindows::create(),
-        CountTrigger::of(2),
-        EvictingAgg {
-            evictor: CountEvictor::after(1),
-            inner: ListAgg,
-        },
-        |_: &char,
-         _: &mut WindowContext<'_, GlobalWindow>,
-         v: Vec<Ev>,
-         out: &mut Collector<Vec<i64>>| {
-            out.collect(v.into_iter().map(|e| e.1).collect());
-            Ok(())
-        },
-        WindowSettings::default(),
-    ))
-    .unwrap();
+    let mut h = every_two_values(CountEvictor::after(1));
     for v in 1..=5 {
         h.process(('a', v), None).unwrap();
     }

@@ -1,4 +1,4 @@
-//! What the CSV join examples share: their flags, the `key,timestamp_ms,value` reader with
+//! What the CSV examples share: their flags, the `key,timestamp_ms,value` reader with
 //! event timestamps, and the sorted output file. Included with `#[path]` (not an example).
 
 #![allow(dead_code, reason = "each example uses a part of it")]
@@ -91,9 +91,33 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Event>, &'static str> {
     Ok(Some((key.to_string(), ts, value)))
 }
 
-/// The records of one CSV file, parsed by `parse` (a malformed line stops the job naming
-/// the file and line), with event timestamps from `timestamp` (ascending input: monotonous
-/// watermarks).
+/// Parses each line of `lines` with `parse`; a malformed line stops the job naming `source`
+/// and the line.
+pub(crate) fn parse_lines<T: Data>(
+    lines: DataStream<String>,
+    source: String,
+    parse: fn(&str) -> Result<Option<T>, &'static str>,
+) -> DataStream<T> {
+    let mut line_no = 0u64;
+    lines.process(
+        move |line: String, _: &mut Context<'_>, out: &mut Collector<T>| {
+            line_no += 1;
+            match parse(&line) {
+                Ok(Some(e)) => out.collect(e),
+                Ok(None) => {}
+                Err(why) => {
+                    return Err(
+                        format!("{source}: malformed line {line_no}: {why}: {line:?}").into(),
+                    );
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The records of one CSV file, parsed by `parse` (see [`parse_lines`]), with event
+/// timestamps from `timestamp` (ascending input: monotonous watermarks).
 pub(crate) fn read_csv<T: Data>(
     env: &StreamExecutionEnvironment,
     path: &Path,
@@ -101,25 +125,8 @@ pub(crate) fn read_csv<T: Data>(
     parse: fn(&str) -> Result<Option<T>, &'static str>,
     timestamp: fn(&T) -> i64,
 ) -> DataStream<T> {
-    let name = path.display().to_string();
-    let mut line_no = 0u64;
-    env.read_text_file(path)
-        .set_parallelism(1)
-        .process(
-            move |line: String, _: &mut Context<'_>, out: &mut Collector<T>| {
-                line_no += 1;
-                match parse(&line) {
-                    Ok(Some(e)) => out.collect(e),
-                    Ok(None) => {}
-                    Err(why) => {
-                        return Err(
-                            format!("{name}: malformed line {line_no}: {why}: {line:?}").into()
-                        );
-                    }
-                }
-                Ok(())
-            },
-        )
+    let lines = env.read_text_file(path).set_parallelism(1);
+    parse_lines(lines, path.display().to_string(), parse)
         .name(&format!("parse {side}"))
         .set_parallelism(1)
         .assign_timestamps_and_watermarks(

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use actorflow::prelude::*;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -58,4 +59,21 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
         "building example {name} failed"
     );
     profile_dir.join("examples").join(name)
+}
+
+/// Runs example `name` with `args` plus `--output OUT`, expects it to succeed, and returns
+/// OUT's lines.
+pub(crate) fn example_output(name: &str, args: &[&OsStr], out: &Path) -> Vec<String> {
+    let run = Command::new(example_binary(name))
+        .args(args)
+        .arg("--output")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{name}: {run:?}");
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

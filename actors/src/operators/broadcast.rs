@@ -78,12 +78,12 @@ impl<K, V> BroadcastStateDescriptor<K, V> {
 }
 
 /// Key types of broadcast state maps.
-pub trait BroadcastKey: Ord + Clone + Send + Serialize + DeserializeOwned + 'static {}
-impl<T: Ord + Clone + Send + Serialize + DeserializeOwned + 'static> BroadcastKey for T {}
+pub trait BroadcastKey: Ord + Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Ord + Send + Serialize + DeserializeOwned + 'static> BroadcastKey for T {}
 
 /// Value types of broadcast state maps.
-pub trait BroadcastValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
-impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> BroadcastValue for T {}
+pub trait BroadcastValue: Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Send + Serialize + DeserializeOwned + 'static> BroadcastValue for T {}
 
 impl<K: BroadcastKey, V: BroadcastValue> BroadcastStateDescriptor<K, V> {
     /// The type-erased form the operator keeps (to create and decode the map).
@@ -131,12 +131,10 @@ impl StateSpec {
 }
 
 /// A typed map behind a `dyn`.
-#[doc(hidden)]
-pub trait MapCell: Send {
+pub(crate) trait MapCell: Send {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
-    fn clone_box(&self) -> Box<dyn MapCell>;
 }
 
 impl<K: BroadcastKey, V: BroadcastValue> MapCell for BTreeMap<K, V> {
@@ -148,9 +146,6 @@ impl<K: BroadcastKey, V: BroadcastValue> MapCell for BTreeMap<K, V> {
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
-    }
-    fn clone_box(&self) -> Box<dyn MapCell> {
-        Box::new(self.clone())
     }
 }
 
@@ -183,14 +178,6 @@ impl std::fmt::Debug for BroadcastState {
         f.debug_list()
             .entries(self.maps.iter().map(|(s, _)| s.name))
             .finish()
-    }
-}
-
-impl Clone for BroadcastState {
-    fn clone(&self) -> Self {
-        BroadcastState {
-            maps: self.maps.iter().map(|(s, m)| (*s, m.clone_box())).collect(),
-        }
     }
 }
 

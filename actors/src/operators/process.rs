@@ -339,8 +339,8 @@ where
 pub(crate) struct KeyedCore<K> {
     pub(crate) info: Option<TaskInfo>,
     pub(crate) watermark: Watermark,
-    pub(crate) registry: StateRegistry,
-    pub(crate) states: Option<KeyedTable<K, KeyState>>,
+    registry: StateRegistry,
+    states: Option<KeyedTable<K, KeyState>>,
     timers: Timers<K, ()>,
     firing: Firing<K, ()>,
 }
