@@ -6,7 +6,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use actorflow::actorflow_runtime::gate::{GateEvent, InputGateBuilder};
+use actorflow::actorflow_runtime::dataplane::gate::{GateEvent, InputGateBuilder};
 use actorflow::actorflow_runtime::{DataBatch, PriorityMessage, StreamMessage};
 use actorflow::prelude::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -30,7 +30,7 @@
 //! * `--metrics-file PATH`: one JSON object per line for each checkpoint (`checkpoint_completed`
 //!   with `id`, `kind` aligned|unaligned, `duration_ms`, `alignment_ms`, `bytes`), abort,
 //!   restore and restart; appended to with `--restore`, truncated otherwise.
-//! * `--fault SPEC`: inject failures (`actorflow::actorflow_runtime::fault`), for example
+//! * `--fault SPEC`: inject failures (`actorflow::actorflow_runtime::checkpoint::fault`), for example
 //!   `panic@window#0:records=5000`, `exit@window:checkpoint=3`; `corrupt-latest` damages the
 //!   newest checkpoint before restoring. A failure restarts the job from the latest
 //!   checkpoint (exponential backoff, as Flink).

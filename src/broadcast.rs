@@ -63,12 +63,12 @@ use crate::connected::two_input;
 use crate::datastream::DataStream;
 use crate::keyed::KeyedStream;
 use actorflow_runtime::Data;
-use actorflow_runtime::key::KeySelector;
-use actorflow_runtime::operator::{TaskInfo, erase};
+use actorflow_runtime::operators::operator::{TaskInfo, erase};
 use actorflow_runtime::operators::{
     BroadcastKey, BroadcastProcessFunction, BroadcastProcessOperator, BroadcastStateDescriptor,
     BroadcastValue, KeyedBroadcastProcessFunction, KeyedBroadcastProcessOperator, StateSpec,
 };
+use actorflow_runtime::state::key::KeySelector;
 use std::panic::Location;
 
 pub use actorflow_runtime::operators::{

@@ -9,13 +9,13 @@
 use crate::datastream::{DataStream, Port};
 use crate::keyed::KeyedStream;
 use actorflow_runtime::error::BuildError;
-use actorflow_runtime::graph::NodeKind;
-use actorflow_runtime::key::KeySelector;
-use actorflow_runtime::operator::{ErasedOperator, OperatorFactory, TaskInfo, erase};
+use actorflow_runtime::operators::operator::{ErasedOperator, OperatorFactory, TaskInfo, erase};
 use actorflow_runtime::operators::{
     CoKey, CoProcessAdapter, CoProcessFunction, CoRecord, Context, KeyedCoProcessAdapter,
     KeyedCoProcessFunction, KeyedProcessOperator, ProcessOperator, erase_two_input,
 };
+use actorflow_runtime::runtime::graph::NodeKind;
+use actorflow_runtime::state::key::KeySelector;
 use actorflow_runtime::{Collector, Data, UserError};
 use std::panic::Location;
 use std::sync::Arc;
@@ -151,11 +151,11 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
     ) -> ConnectedKeyedStreams<
         A,
         B,
-        actorflow_runtime::key::OwnedKey<F1, K>,
-        actorflow_runtime::key::OwnedKey<F2, K>,
+        actorflow_runtime::state::key::OwnedKey<F1, K>,
+        actorflow_runtime::state::key::OwnedKey<F2, K>,
     >
     where
-        K: actorflow_runtime::key::Key,
+        K: actorflow_runtime::state::key::Key,
         F1: Fn(&A) -> K + Clone + Send + Sync + 'static,
         F2: Fn(&B) -> K + Clone + Send + Sync + 'static,
     {

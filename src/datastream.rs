@@ -5,20 +5,20 @@ use crate::keyed::KeyedStream;
 use crate::sinks::{CollectSink, Collected, DiscardSink, PrintSink, TextFileSink, WriteMode};
 use crate::window::{NoEvictor, UnitKey, WindowedStream};
 use actorflow_runtime::OutputTag;
+use actorflow_runtime::dataplane::partition::{
+    CustomSelector, HashSelector, Partitioning, TypedWriterFactory, WriterFactory,
+};
 use actorflow_runtime::error::BuildError;
-use actorflow_runtime::graph::{ChainingStrategy, NodeKind, StreamNode};
-use actorflow_runtime::key::{Key, KeySelector, OwnedKey, RefKey};
-use actorflow_runtime::operator::{OperatorFactory, TaskInfo, erase};
 use actorflow_runtime::operators::TimestampsAndWatermarksOperator;
+use actorflow_runtime::operators::operator::{OperatorFactory, TaskInfo, erase};
+use actorflow_runtime::operators::sink::{ErasedSink, SinkFactory, erase_sink};
 use actorflow_runtime::operators::{
     Context, FilterOperator, FlatMapOperator, MapOperator, ProcessFunction, ProcessOperator,
 };
-use actorflow_runtime::partition::{
-    CustomSelector, HashSelector, Partitioning, TypedWriterFactory, WriterFactory,
-};
-use actorflow_runtime::sink::{ErasedSink, SinkFactory, erase_sink};
-use actorflow_runtime::watermark::WatermarkStrategy;
-use actorflow_runtime::window::{AssignerDefault, WindowAssigner};
+use actorflow_runtime::runtime::graph::{ChainingStrategy, NodeKind, StreamNode};
+use actorflow_runtime::state::key::{Key, KeySelector, OwnedKey, RefKey};
+use actorflow_runtime::time::watermark::WatermarkStrategy;
+use actorflow_runtime::time::window::{AssignerDefault, WindowAssigner};
 use actorflow_runtime::{Collector, Data, NodeId, Sink, UserError};
 use std::fmt::{Debug, Display};
 use std::marker::PhantomData;
@@ -74,7 +74,7 @@ fn unit_key<T>(_: &T) {}
 
 fn operator_factory<F>(f: F) -> Arc<dyn OperatorFactory>
 where
-    F: Fn(&TaskInfo) -> Box<dyn actorflow_runtime::operator::ErasedOperator>
+    F: Fn(&TaskInfo) -> Box<dyn actorflow_runtime::operators::operator::ErasedOperator>
         + Send
         + Sync
         + 'static,

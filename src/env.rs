@@ -5,11 +5,11 @@ use crate::sources::{
     CollectionSource, GeneratorSource, IterSource, SequenceSource, SocketSource, TextFileOptions,
     TextFileSource,
 };
+use actorflow_runtime::dataplane::partition::TypedWriterFactory;
 use actorflow_runtime::error::BuildError;
-use actorflow_runtime::graph::{NodeKind, StreamGraph};
-use actorflow_runtime::operator::TaskInfo;
-use actorflow_runtime::partition::TypedWriterFactory;
-use actorflow_runtime::source::{ErasedSource, SourceFactory, erase_source};
+use actorflow_runtime::operators::operator::TaskInfo;
+use actorflow_runtime::operators::source::{ErasedSource, SourceFactory, erase_source};
+use actorflow_runtime::runtime::graph::{NodeKind, StreamGraph};
 use actorflow_runtime::{
     Data, JobConfig, JobError, JobHandle, JobResult, NodeId, RuntimeMode, Source,
 };
@@ -95,7 +95,7 @@ pub(crate) struct EnvState {
     pub(crate) graph: StreamGraph,
     pub(crate) errors: Vec<BuildError>,
     pub(crate) generation: u64,
-    pub(crate) faults: Option<actorflow_runtime::fault::FaultPlan>,
+    pub(crate) faults: Option<actorflow_runtime::checkpoint::fault::FaultPlan>,
 }
 
 /// The context in which a streaming job is built and run (Flink's
@@ -283,7 +283,7 @@ impl StreamExecutionEnvironment {
     /// unaligned, alignment timeout, timeouts, retention, restart strategy, restore source.
     pub fn checkpointing(
         &self,
-        f: impl FnOnce(&mut actorflow_runtime::checkpoint::CheckpointConfig),
+        f: impl FnOnce(&mut actorflow_runtime::checkpoint::types::CheckpointConfig),
     ) -> &Self {
         self.configure(|c| f(c.checkpointing.get_or_insert_with(Default::default)))
     }
@@ -291,31 +291,36 @@ impl StreamExecutionEnvironment {
     /// Stores checkpoints in `store` (a `SledStore` for a directory that survives the process).
     pub fn set_checkpoint_storage(
         &self,
-        store: std::sync::Arc<dyn actorflow_runtime::snapshot::SnapshotStore>,
+        store: std::sync::Arc<dyn actorflow_runtime::checkpoint::snapshot::SnapshotStore>,
     ) -> &Self {
         self.checkpointing(|c| c.store = store)
     }
 
     /// Starts the job from a checkpoint or savepoint.
-    pub fn restore_from(&self, from: actorflow_runtime::checkpoint::RestoreFrom) -> &Self {
+    pub fn restore_from(&self, from: actorflow_runtime::checkpoint::types::RestoreFrom) -> &Self {
         self.checkpointing(|c| c.restore = Some(from))
     }
 
     /// How failures restart the job (needs checkpointing).
     pub fn set_restart_strategy(
         &self,
-        strategy: actorflow_runtime::restart::RestartStrategy,
+        strategy: actorflow_runtime::checkpoint::restart::RestartStrategy,
     ) -> &Self {
         self.checkpointing(|c| c.restart = strategy)
     }
 
     /// Tells `listener` about checkpoints and restarts.
-    pub fn set_job_listener(&self, listener: actorflow_runtime::checkpoint::JobListener) -> &Self {
-        self.configure(|c| c.listener = Some(actorflow_runtime::config::ListenerRef(listener)))
+    pub fn set_job_listener(
+        &self,
+        listener: actorflow_runtime::checkpoint::types::JobListener,
+    ) -> &Self {
+        self.configure(|c| {
+            c.listener = Some(actorflow_runtime::runtime::config::ListenerRef(listener))
+        })
     }
 
     /// Injects these faults into the next job (tests, chaos runs, demos).
-    pub fn set_fault_plan(&self, plan: actorflow_runtime::fault::FaultPlan) -> &Self {
+    pub fn set_fault_plan(&self, plan: actorflow_runtime::checkpoint::fault::FaultPlan) -> &Self {
         self.lock().faults = Some(plan);
         self
     }
@@ -493,7 +498,7 @@ impl StreamExecutionEnvironment {
             }
             (graph, st.config.clone(), st.faults.take())
         };
-        actorflow_runtime::job::submit_with_faults(job_name, &graph, &config, faults).await
+        actorflow_runtime::runtime::job::submit_with_faults(job_name, &graph, &config, faults).await
     }
 
     /// Runs the job to its end (Flink's `execute`).

@@ -8,8 +8,8 @@ use crate::datastream::DataStream;
 use actorflow_runtime::Data;
 use actorflow_runtime::OutputTag;
 use actorflow_runtime::error::BuildError;
-use actorflow_runtime::key::KeySelector;
 use actorflow_runtime::operators::{IntervalJoin, JoinBounds, ProcessJoinFunction};
+use actorflow_runtime::state::key::KeySelector;
 use std::panic::Location;
 
 /// `a.interval_join(&b)`, waiting for its bounds.

@@ -8,12 +8,12 @@
 
 use crate::datastream::DataStream;
 use crate::window::{NoEvictor, WindowedStream, WithEvictor};
-use actorflow_runtime::key::KeySelector;
-use actorflow_runtime::operator::{TaskInfo, erase};
+use actorflow_runtime::operators::operator::{TaskInfo, erase};
 use actorflow_runtime::operators::{
     KeyedContext, KeyedProcessFunction, KeyedProcessOperator, KeyedReduceOperator,
 };
-use actorflow_runtime::window::{
+use actorflow_runtime::state::key::KeySelector;
+use actorflow_runtime::time::window::{
     AssignerDefault, CountEvictor, CountTrigger, GlobalWindows, PurgingTrigger, WindowAssigner,
 };
 use actorflow_runtime::{Collector, Data, UserError};

@@ -82,19 +82,20 @@ pub mod window;
 pub mod window_join;
 
 pub use actorflow_runtime;
-pub use actorflow_runtime::coordinator::{CheckpointSettings, CheckpointingMode};
+pub use actorflow_runtime::checkpoint::coordinator::{CheckpointSettings, CheckpointingMode};
+pub use actorflow_runtime::checkpoint::types as checkpoint;
+pub use actorflow_runtime::checkpoint::{fault, restart, snapshot};
+pub use actorflow_runtime::operators::{self, transactional};
 pub use actorflow_runtime::operators::{
     Context, KeyedContext, KeyedProcessFunction, ProcessFunction,
 };
+pub use actorflow_runtime::state::keyed_state;
+pub use actorflow_runtime::time::{clock, timer, watermark};
 pub use actorflow_runtime::{
     Batch, BuildError, Collector, Data, FailureCause, JobConfig, JobControl, JobError, JobHandle,
     JobMetricsSnapshot, JobResult, Operator, Partitioning, RuntimeMode, Sink, Source, SourceStatus,
     SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
     Watermark,
-};
-pub use actorflow_runtime::{
-    checkpoint, clock, fault, keyed_state, operators, restart, snapshot, timer, transactional,
-    watermark,
 };
 pub use datastream::{DataStream, DataStreamSink};
 pub use env::{ParallelSource, StreamExecutionEnvironment};
@@ -129,7 +130,7 @@ pub mod prelude {
         AggregateFunction, BroadcastProcessFunction, BroadcastStateDescriptor, CoProcessFunction,
         KeyedBroadcastProcessFunction, KeyedCoProcessFunction, ProcessJoinFunction, WindowContext,
     };
-    pub use actorflow_runtime::watermark::WatermarkStrategy;
-    pub use actorflow_runtime::window::{GlobalWindow, TimeWindow};
+    pub use actorflow_runtime::time::watermark::WatermarkStrategy;
+    pub use actorflow_runtime::time::window::{GlobalWindow, TimeWindow};
     pub use actorflow_runtime::{OutputTag, Watermark};
 }

@@ -43,12 +43,12 @@ use crate::datastream::{DataStream, Port, add_node_with_inputs};
 use crate::env::StreamExecutionEnvironment;
 use actorflow_runtime::Data;
 use actorflow_runtime::error::BuildError;
-use actorflow_runtime::graph::NodeKind;
-use actorflow_runtime::key::{Key, KeySelector};
-use actorflow_runtime::operator::{OperatorFactory, TaskInfo, erase};
+use actorflow_runtime::operators::operator::{OperatorFactory, TaskInfo, erase};
 use actorflow_runtime::operators::{
     InputAdapter, KeyedProcessOperator, MultiInputAdapter, MultiInputFunction, erase_multi_input,
 };
+use actorflow_runtime::runtime::graph::NodeKind;
+use actorflow_runtime::state::key::{Key, KeySelector};
 use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::Arc;

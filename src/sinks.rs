@@ -1,9 +1,9 @@
 //! The built-in sinks: collect, print, text file, discard.
 
 use actorflow_runtime::CheckpointId;
-use actorflow_runtime::checkpoint::{OperatorState, RestoredState};
-use actorflow_runtime::operator::TaskInfo;
-use actorflow_runtime::transactional::PendingCommits;
+use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
+use actorflow_runtime::operators::operator::TaskInfo;
+use actorflow_runtime::operators::transactional::PendingCommits;
 use actorflow_runtime::{Batch, Data, Sink, UserError};
 use std::collections::HashSet;
 use std::fmt::{Debug, Display};
@@ -90,7 +90,7 @@ impl<T: Clone> Collected<T> {
 pub(crate) struct CollectSink<T> {
     into: Collected<T>,
     checkpointing: bool,
-    generation: actorflow_runtime::operator::Generation,
+    generation: actorflow_runtime::operators::operator::Generation,
     token: u64,
     counter: u64,
     current: Vec<T>,

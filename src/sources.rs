@@ -3,7 +3,7 @@
 //! carry their options.
 
 use crate::env::ParallelSource;
-use actorflow_runtime::operator::TaskInfo;
+use actorflow_runtime::operators::operator::TaskInfo;
 use actorflow_runtime::{Collector, Data, Source, SourceStatus, UserError};
 use std::collections::VecDeque;
 use std::io::Read;
@@ -108,14 +108,14 @@ impl<T: Data + Sync> Source for CollectionReader<T> {
     fn snapshot_state(
         &mut self,
         _: actorflow_runtime::CheckpointId,
-        state: &mut actorflow_runtime::checkpoint::OperatorState,
+        state: &mut actorflow_runtime::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         state.push_item(&(self.next as u64))
     }
 
     fn restore_state(
         &mut self,
-        restored: actorflow_runtime::checkpoint::RestoredState,
+        restored: actorflow_runtime::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         // A non-parallel source: at most one item (none once it ended).
         self.next = restored
@@ -189,14 +189,14 @@ where
     fn snapshot_state(
         &mut self,
         _: actorflow_runtime::CheckpointId,
-        state: &mut actorflow_runtime::checkpoint::OperatorState,
+        state: &mut actorflow_runtime::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         state.push_item(&self.emitted)
     }
 
     fn restore_state(
         &mut self,
-        restored: actorflow_runtime::checkpoint::RestoredState,
+        restored: actorflow_runtime::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         // A non-parallel source: one item.
         self.skip = restored.state.items::<u64>()?.first().copied().unwrap_or(0);
@@ -357,7 +357,7 @@ impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F>
     fn snapshot_state(
         &mut self,
         _: actorflow_runtime::CheckpointId,
-        state: &mut actorflow_runtime::checkpoint::OperatorState,
+        state: &mut actorflow_runtime::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         if self.next < self.end {
             state.push_item(&(self.next, self.end))?;
@@ -367,7 +367,7 @@ impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F>
 
     fn restore_state(
         &mut self,
-        restored: actorflow_runtime::checkpoint::RestoredState,
+        restored: actorflow_runtime::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         let ranges: Vec<(u64, u64)> = restored.state.items()?;
         match ranges.as_slice() {
@@ -631,7 +631,7 @@ impl Source for TextFileReader {
     fn snapshot_state(
         &mut self,
         _: actorflow_runtime::CheckpointId,
-        state: &mut actorflow_runtime::checkpoint::OperatorState,
+        state: &mut actorflow_runtime::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         if let Some(f) = &self.current {
             state.push_item(&(f.path.to_string_lossy().into_owned(), f.offset, f.line))?;
@@ -644,7 +644,7 @@ impl Source for TextFileReader {
 
     fn restore_state(
         &mut self,
-        restored: actorflow_runtime::checkpoint::RestoredState,
+        restored: actorflow_runtime::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         let items: Vec<(String, u64, u64)> = restored.state.items()?;
         self.current = None;

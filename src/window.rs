@@ -4,11 +4,10 @@
 //! `reduce`, `aggregate` or `process` (Flink's `WindowedStream` / `AllWindowedStream`).
 //!
 //! The runtime part is [`WindowOperator`]; the assigners, triggers and evictors are in
-//! [`actorflow_runtime::window`].
+//! [`actorflow_runtime::time::window`].
 
 use crate::datastream::DataStream;
-use actorflow_runtime::key::KeySelector;
-use actorflow_runtime::operator::{TaskInfo, erase};
+use actorflow_runtime::operators::operator::{TaskInfo, erase};
 use actorflow_runtime::operators::{
     AggregateAgg, EvictingAgg, ListAgg, PassThrough, ReduceAgg, WindowAgg, WindowOperator,
     WindowSettings,
@@ -16,7 +15,8 @@ use actorflow_runtime::operators::{
 pub use actorflow_runtime::operators::{
     AggregateFunction, StateBag, WindowContext, WindowFunction,
 };
-pub use actorflow_runtime::window::*;
+use actorflow_runtime::state::key::KeySelector;
+pub use actorflow_runtime::time::window::*;
 use actorflow_runtime::{Data, OutputTag};
 use std::panic::Location;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ impl<T, S, A: std::fmt::Debug, Tr, E> std::fmt::Debug for WindowedStream<T, S, A
 }
 
 /// The key of `window_all`: every record has the unit key.
-pub type UnitKey<T> = actorflow_runtime::key::OwnedKey<fn(&T) -> (), ()>;
+pub type UnitKey<T> = actorflow_runtime::state::key::OwnedKey<fn(&T) -> (), ()>;
 
 impl<T, S, A> WindowedStream<T, S, A, AssignerDefault, NoEvictor>
 where

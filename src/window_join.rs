@@ -48,9 +48,9 @@
 
 use crate::datastream::DataStream;
 use crate::window::{EvictorChoice, NoEvictor, WindowedStream, WithEvictor};
-use actorflow_runtime::key::{Key, OwnedKey};
 use actorflow_runtime::operators::{CoKey, CoRecord, WindowContext, WindowFunction};
-use actorflow_runtime::window::{AssignerDefault, Evictor, Trigger, WindowAssigner};
+use actorflow_runtime::state::key::{Key, OwnedKey};
+use actorflow_runtime::time::window::{AssignerDefault, Evictor, Trigger, WindowAssigner};
 use actorflow_runtime::{Collector, Data, UserError};
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -191,7 +191,7 @@ impl<A, B, M, S, W, Tr, E> WithWindow<A, B, M, S, W, Tr, E>
 where
     A: Data,
     B: Data,
-    S: actorflow_runtime::key::KeySelector<CoRecord<A, B>>,
+    S: actorflow_runtime::state::key::KeySelector<CoRecord<A, B>>,
     W: WindowAssigner<CoRecord<A, B>>,
     Tr: Trigger<CoRecord<A, B>, W::W>,
     E: EvictorChoice<CoRecord<A, B>, W::W>,
@@ -232,7 +232,7 @@ impl<A, B, S, W, Tr, E> WithWindow<A, B, Join, S, W, Tr, E>
 where
     A: Data,
     B: Data,
-    S: actorflow_runtime::key::KeySelector<CoRecord<A, B>>,
+    S: actorflow_runtime::state::key::KeySelector<CoRecord<A, B>>,
     W: WindowAssigner<CoRecord<A, B>>,
     Tr: Trigger<CoRecord<A, B>, W::W>,
     E: EvictorChoice<CoRecord<A, B>, W::W>,
@@ -273,7 +273,7 @@ impl<A, B, S, W, Tr, E> WithWindow<A, B, CoGroup, S, W, Tr, E>
 where
     A: Data,
     B: Data,
-    S: actorflow_runtime::key::KeySelector<CoRecord<A, B>>,
+    S: actorflow_runtime::state::key::KeySelector<CoRecord<A, B>>,
     W: WindowAssigner<CoRecord<A, B>>,
     Tr: Trigger<CoRecord<A, B>, W::W>,
     E: EvictorChoice<CoRecord<A, B>, W::W>,

@@ -6,10 +6,12 @@
 
 mod common;
 
-use actorflow::actorflow_runtime::checkpoint::{OperatorState, RestoredState};
-use actorflow::actorflow_runtime::harness::OperatorHarness;
-use actorflow::actorflow_runtime::key::OwnedKey;
-use actorflow::actorflow_runtime::keygroup::{assign_to_key_group, key_group_range_for_subtask};
+use actorflow::actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
+use actorflow::actorflow_runtime::operators::harness::OperatorHarness;
+use actorflow::actorflow_runtime::state::key::OwnedKey;
+use actorflow::actorflow_runtime::state::keygroup::{
+    assign_to_key_group, key_group_range_for_subtask,
+};
 use actorflow::broadcast::{BroadcastContext, KeyedBroadcastContext, ReadOnlyBroadcastState};
 use actorflow::keyed_state::ValueState;
 use actorflow::operators::{
@@ -178,7 +180,7 @@ fn harness_keyed_broadcast_state_rules_every_key_and_restores_at_another_paralle
     );
 }
 
-fn range_keys(range: &actorflow::actorflow_runtime::keygroup::KeyGroupRange) -> usize {
+fn range_keys(range: &actorflow::actorflow_runtime::state::keygroup::KeyGroupRange) -> usize {
     [1u32, 2]
         .iter()
         .filter(|k| range.contains(assign_to_key_group(*k, 128)))

@@ -5,11 +5,11 @@
 
 use actorflow::prelude::*;
 use actorflow::window::{TumblingWindows, WindowTime};
-use actorflow_runtime::checkpoint::{JobEvent, RestoreFrom};
-use actorflow_runtime::coordinator::CheckpointingMode;
-use actorflow_runtime::fault::FaultPlan;
-use actorflow_runtime::restart::RestartStrategy;
-use actorflow_runtime::snapshot::{MemoryStore, SnapshotStore};
+use actorflow_runtime::checkpoint::coordinator::CheckpointingMode;
+use actorflow_runtime::checkpoint::fault::FaultPlan;
+use actorflow_runtime::checkpoint::restart::RestartStrategy;
+use actorflow_runtime::checkpoint::snapshot::{MemoryStore, SnapshotStore};
+use actorflow_runtime::checkpoint::types::{JobEvent, RestoreFrom};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -256,7 +256,7 @@ fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
         .unwrap()
         .clone();
     store.corrupt_blob(newest, &blob);
-    let latest = actorflow_runtime::snapshot::latest_valid(store.as_ref())
+    let latest = actorflow_runtime::checkpoint::snapshot::latest_valid(store.as_ref())
         .unwrap()
         .unwrap();
     assert_eq!(latest.manifest.id, ids[1]);

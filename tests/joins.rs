@@ -119,8 +119,8 @@ fn interval_join_matches_brute_force_at_several_parallelisms() {
 /// buffers cleaned up once the watermark passes.
 #[test]
 fn harness_joins_in_range_sends_late_records_aside_and_cleans_up() {
-    use actorflow::actorflow_runtime::harness::OperatorHarness;
-    use actorflow::actorflow_runtime::key::OwnedKey;
+    use actorflow::actorflow_runtime::operators::harness::OperatorHarness;
+    use actorflow::actorflow_runtime::state::key::OwnedKey;
     use actorflow::operators::{
         CoKey, CoRecord, IntervalJoin, JoinBounds, KeyedCoProcessAdapter, KeyedProcessOperator,
     };
@@ -353,7 +353,9 @@ impl Source for ScriptedReader {
                 out.emit_watermark(Watermark(e.1));
             }
             if self.script.idle_after {
-                out.emit_status(actorflow::actorflow_runtime::message::WatermarkStatus::Idle);
+                out.emit_status(
+                    actorflow::actorflow_runtime::dataplane::message::WatermarkStatus::Idle,
+                );
             }
             return Ok(SourceStatus::More);
         }

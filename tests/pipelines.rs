@@ -4,7 +4,7 @@
 
 mod common;
 
-use actorflow::actorflow_runtime::keygroup::{
+use actorflow::actorflow_runtime::state::keygroup::{
     assign_to_key_group, default_max_parallelism, operator_index_for_key_group,
 };
 use actorflow::prelude::*;

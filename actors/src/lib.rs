@@ -6,105 +6,76 @@
 //!
 //! ## A tour, bottom up
 //!
-//! * [`types`] — newtypes for units: [`Timestamp`], [`Watermark`], [`CheckpointId`],
-//!   [`KeyGroup`], [`NodeId`].
-//! * [`data`] — [`Batch`] (records plus optional timestamps), its type-erased form
-//!   [`DataBatch`], and the [`Collector`] user functions emit into — records, side outputs
-//!   ([`OutputTag`]) and, for watermark generators, watermarks, in order ([`Emission`]).
-//! * [`message`] — the in-band [`StreamMessage`] (data, watermark, status, barrier, end of
-//!   input) and the [`PriorityMessage`] that overtakes data.
-//! * [`lane`] — the bounded lane: capacity in records, `send` waits, `try_send` hands the
-//!   message back. This is where backpressure happens.
-//! * [`gate`] — a subtask's mailbox: one lane per input channel plus a priority lane; lanes can
-//!   be blocked (barrier alignment) and the priority lane is always read first.
-//! * [`keygroup`] — Flink's key-group arithmetic and a stable key hash.
-//! * [`partition`] — partitioners and the [`RecordWriter`](partition::RecordWriter) that cuts
-//!   output into batches per downstream channel.
-//! * [`operator`], [`source`], [`sink`], [`operators`] — the [`Operator`], [`Source`] and
-//!   [`Sink`] traits and the built-in operators.
-//! * [`state`] — keyed tables laid out by key group; [`keyed_state`] — value, list, map,
-//!   reducing and aggregating state per key, with TTL.
-//! * [`clock`], [`timer`] — processing time (on tokio's clock, pausable) and deduplicated timer
-//!   queues.
-//! * [`watermark`], [`window`] — watermark strategies; window types, assigners, triggers and
-//!   evictors with Flink's arithmetic. Their operators are in [`operators`]
-//!   ([`TimestampsAndWatermarksOperator`](operators::TimestampsAndWatermarksOperator),
-//!   [`WindowOperator`](operators::WindowOperator)).
-//! * [`operator_state`] — operator (non-keyed) list state for sources and sinks, and its
-//!   redistribution on a change of parallelism.
-//! * [`coordinator`] — the checkpoint coordinator's decisions (trigger, complete, abort,
-//!   subsume, discard, fail), pure; the actor applying them comes with checkpoints.
-//! * [`snapshot`] — the `SnapshotStore` trait (blobs first, checksummed and versioned manifest
-//!   last), in memory and in sled, and the fallback to the last checkpoint that verifies.
-//! * [`restart`] — restart strategies (none, fixed delay, failure rate, exponential backoff
-//!   with jitter) as plain decisions over failures.
-//! * [`harness`] — drive one operator by hand in tests.
-//! * [`valve`], [`barrier`] — pure logic: combining watermarks of several inputs, aligning
-//!   checkpoint barriers.
-//! * [`graph`], [`plan`], [`config`] — the stream graph, its validation and chaining into job
-//!   vertices.
-//! * [`job`] — [`submit`] a graph; follow it with a [`JobHandle`]; read [`metrics`].
+//! One folder per layer; each imports only the layers below it (`scripts/check-layers.py`
+//! checks this in CI, and each folder's doc says what it may import).
 //!
-//! Internally, `deploy` creates the lanes and operator instances, `subtask` runs one chain
-//! instance's loop, `chain` passes batches between chained operators, and `supervisor` holds
-//! the ractor actors: one actor per subtask, all linked to a job supervisor that turns a
-//! failure into cancellation of the rest and a [`JobError`] naming the operator.
+//! * **The ground**: [`types`] — newtypes for units ([`Timestamp`], [`Watermark`],
+//!   [`CheckpointId`], [`KeyGroup`], [`NodeId`]), the [`Data`] bound on records,
+//!   [`RuntimeMode`] and [`WatermarkStatus`]; [`error`] — build, user and job errors.
+//! * [`state`] — Flink's key-group arithmetic and a stable key hash
+//!   ([`keygroup`](state::keygroup)), keyed tables laid out by key group
+//!   ([`table`](state::table)), value, list, map, reducing and aggregating state per key with
+//!   TTL ([`keyed_state`](state::keyed_state)), and operator list state with its
+//!   redistribution on a change of parallelism ([`operator_state`](state::operator_state)).
+//! * [`dataplane`] — [`Batch`] and its type-erased form [`DataBatch`], the [`Collector`] user
+//!   functions emit into (records, side outputs ([`OutputTag`]) and watermarks, in order:
+//!   [`Emission`]); the in-band [`StreamMessage`] and the [`PriorityMessage`] that overtakes
+//!   data; the bounded [`lane`](dataplane::lane) (capacity in records, `send` waits,
+//!   `try_send` hands the message back: where backpressure happens); a subtask's
+//!   [`gate`](dataplane::gate) (one lane per input channel plus a priority lane, lanes blocked
+//!   during alignment); [`partition`](dataplane::partition)ers and the record writer that cuts
+//!   output into batches per channel.
+//! * [`time`] — processing time on tokio's clock ([`clock`](time::clock)), deduplicated timer
+//!   queues ([`timer`](time::timer)), watermark strategies ([`watermark`](time::watermark)),
+//!   the [`valve`](time::valve) combining the watermarks of several inputs, and windows with
+//!   Flink's arithmetic ([`window`](time::window)).
+//! * [`checkpoint`] — what a snapshot holds ([`types`](checkpoint::types)), barrier alignment
+//!   ([`barrier`](checkpoint::barrier)) and the coordinator's decisions
+//!   ([`coordinator`](checkpoint::coordinator)), both pure; the
+//!   [`snapshot`](checkpoint::snapshot) store trait (in memory and in sled; checksummed,
+//!   versioned, manifest last); restart strategies ([`restart`](checkpoint::restart)) as plain
+//!   decisions; fault plans ([`fault`](checkpoint::fault)).
+//! * [`operators`] — the [`Operator`], [`Source`] and [`Sink`] traits, two-phase-commit sinks
+//!   ([`transactional`](operators::transactional)), the test
+//!   [`harness`](operators::harness), and one file per built-in operator
+//!   ([`TimestampsAndWatermarksOperator`](operators::TimestampsAndWatermarksOperator),
+//!   [`WindowOperator`](operators::WindowOperator), …).
+//! * [`runtime`] — the stream [`graph`](runtime::graph), its validation and chaining into job
+//!   vertices ([`plan`](runtime::plan)), [`config`](runtime::config); [`submit`] a graph and
+//!   follow it with a [`JobHandle`]; read [`metrics`](runtime::metrics).
+//!
+//! Internally, `runtime::deploy` creates the lanes and operator instances, `runtime::subtask`
+//! runs one chain instance's loop, `runtime::chain` passes batches between chained operators,
+//! and `runtime::supervisor` holds the ractor actors: one actor per subtask, all linked to a
+//! job supervisor that turns a failure into cancellation of the rest and a [`JobError`] naming
+//! the operator; `runtime::coordinator_actor` applies the checkpoint coordinator's decisions.
 
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod barrier;
 pub mod checkpoint;
-pub mod clock;
-pub mod config;
-pub mod coordinator;
-pub mod data;
+pub mod dataplane;
 pub mod error;
-pub mod fault;
-pub mod gate;
-pub mod graph;
-pub mod harness;
-pub mod job;
-pub mod key;
-pub mod keyed_state;
-pub mod keygroup;
-pub mod lane;
-pub mod message;
-pub mod metrics;
-pub mod operator;
-pub mod operator_state;
 pub mod operators;
-pub mod partition;
-pub mod plan;
-pub mod restart;
-pub mod sink;
-pub mod snapshot;
-pub mod source;
+pub mod runtime;
 pub mod state;
-pub mod timer;
-pub mod transactional;
+pub mod time;
 pub mod types;
-pub mod valve;
-pub mod watermark;
-pub mod window;
 
-mod chain;
-mod checkpointing;
-mod deploy;
-mod subtask;
-mod supervisor;
-
-pub use config::{JobConfig, RuntimeMode};
-pub use data::{Batch, Collector, Data, DataBatch, Emission, OutputTag};
-pub use error::{BuildError, FailureCause, JobError, OperatorLabel, SubtaskFailure, UserError};
-pub use graph::{ChainingStrategy, NodeKind, StreamGraph};
-pub use job::{JobControl, JobHandle, JobResult, submit};
-pub use message::{
+pub use dataplane::data::{Batch, Collector, Data, DataBatch, Emission, OutputTag};
+pub use dataplane::message::{
     BarrierAlignment, CheckpointBarrier, CheckpointKind, PriorityMessage, StreamMessage,
     WatermarkStatus,
 };
-pub use metrics::{JobMetricsSnapshot, SubtaskMetricsSnapshot, SubtaskRates, SubtaskStatus};
-pub use operator::{Operator, TaskInfo};
-pub use partition::Partitioning;
-pub use sink::Sink;
-pub use source::{Source, SourceStatus};
+pub use dataplane::partition::Partitioning;
+pub use error::{BuildError, FailureCause, JobError, OperatorLabel, SubtaskFailure, UserError};
+pub use operators::operator::{Operator, TaskInfo};
+pub use operators::sink::Sink;
+pub use operators::source::{Source, SourceStatus};
+pub use runtime::config::{JobConfig, RuntimeMode};
+pub use runtime::graph::{ChainingStrategy, NodeKind, StreamGraph};
+pub use runtime::job::{JobControl, JobHandle, submit};
+pub use runtime::metrics::{
+    JobMetricsSnapshot, SubtaskMetricsSnapshot, SubtaskRates, SubtaskStatus,
+};
+pub use runtime::result::JobResult;
 pub use types::{CheckpointId, KeyGroup, NodeId, Timestamp, Watermark};

@@ -1,6 +1,7 @@
 //! Newtypes for the units the runtime passes around, so that a checkpoint id can never be
 //! confused with a key group or a subtask index.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -105,4 +106,45 @@ impl fmt::Display for VertexId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// What a stream's records must be: cloneable (a stream can feed several operators, and the
+/// broadcast partitioner copies records), sendable between subtasks, and serializable (state,
+/// snapshots and in-flight data of unaligned checkpoints hold records).
+///
+/// Implemented automatically for every type with these properties.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::Data;
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Click { user: String, ts: i64 }
+/// fn assert_data<T: Data>() {}
+/// assert_data::<Click>();
+/// assert_data::<(String, u64)>();
+/// ```
+pub trait Data: Clone + Send + Serialize + DeserializeOwned + 'static {}
+
+impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Data for T {}
+
+/// How a job treats its input (Flink's `RuntimeExecutionMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeMode {
+    /// Unbounded processing: results are updated as records arrive (rolling aggregations emit
+    /// every update).
+    #[default]
+    Streaming,
+    /// Bounded processing, as Flink's `BATCH` mode: every source must be bounded, and keyed
+    /// rolling aggregations emit only their final value per key, at end of input.
+    Batch,
+}
+
+/// Whether a channel currently produces watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatermarkStatus {
+    /// The channel produces watermarks and counts towards the combined minimum.
+    Active,
+    /// The channel has no data for a while and is left out of the combined minimum.
+    Idle,
 }

@@ -2,17 +2,17 @@
 //! hand, exact outputs asserted. Every assigner, trigger and evictor, keyed timers and state.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use actorflow_runtime::harness::OperatorHarness;
-use actorflow_runtime::key::OwnedKey;
-use actorflow_runtime::keyed_state::{ListState, MapState, StateTtlConfig, ValueState};
-use actorflow_runtime::message::WatermarkStatus;
+use actorflow_runtime::dataplane::message::WatermarkStatus;
+use actorflow_runtime::operators::harness::OperatorHarness;
 use actorflow_runtime::operators::{
     AggregateAgg, AggregateFunction, EvictingAgg, KeyedContext, KeyedProcessFunction,
     KeyedProcessOperator, ListAgg, OpenContext, PassThrough, ReduceAgg,
     TimestampsAndWatermarksOperator, WindowContext, WindowOperator, WindowSettings,
 };
-use actorflow_runtime::watermark::WatermarkStrategy;
-use actorflow_runtime::window::*;
+use actorflow_runtime::state::key::OwnedKey;
+use actorflow_runtime::state::keyed_state::{ListState, MapState, StateTtlConfig, ValueState};
+use actorflow_runtime::time::watermark::WatermarkStrategy;
+use actorflow_runtime::time::window::*;
 use actorflow_runtime::{Collector, OutputTag, Timestamp, UserError};
 use std::time::Duration;
 

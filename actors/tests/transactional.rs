@@ -3,9 +3,9 @@
 //! pending transactions of a restored snapshot committed again (idempotently).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use actorflow_runtime::checkpoint::{OperatorState, RestoredState};
-use actorflow_runtime::operator::{Generation, TaskInfo};
-use actorflow_runtime::transactional::{FileSink, TwoPhaseCommit, committed_parts};
+use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
+use actorflow_runtime::operators::operator::{Generation, TaskInfo};
+use actorflow_runtime::operators::transactional::{FileSink, TwoPhaseCommit, committed_parts};
 use actorflow_runtime::{Batch, CheckpointId, Sink};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

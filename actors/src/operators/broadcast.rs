@@ -18,11 +18,11 @@
 
 use super::co_process::CoRecord;
 use super::process::{Context, KeyedContext, KeyedCore, OpenContext};
-use crate::data::{Batch, Collector, Data};
+use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
-use crate::key::KeySelector;
-use crate::keyed_state::StateAccess;
-use crate::operator::{Operator, TaskInfo};
+use crate::operators::operator::{Operator, TaskInfo};
+use crate::state::key::KeySelector;
+use crate::state::keyed_state::StateAccess;
 use crate::types::{Timestamp, Watermark};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -385,7 +385,7 @@ fn snapshot_broadcast(
     info: &TaskInfo,
     watermark: Watermark,
     state: &BroadcastState,
-    out: &mut crate::checkpoint::OperatorState,
+    out: &mut crate::checkpoint::types::OperatorState,
 ) -> Result<(), UserError> {
     out.push_union(
         info.subtask_index,
@@ -398,7 +398,7 @@ fn snapshot_broadcast(
 
 /// Every subtask's copy is the same: after rescaling any one does (the first).
 fn restore_broadcast(
-    restored: &crate::checkpoint::RestoredState,
+    restored: &crate::checkpoint::types::RestoredState,
     watermark: &mut Watermark,
     state: &mut BroadcastState,
 ) -> Result<(), UserError> {
@@ -572,7 +572,7 @@ where
     fn snapshot_state(
         &mut self,
         _: crate::types::CheckpointId,
-        state: &mut crate::checkpoint::OperatorState,
+        state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         snapshot_broadcast(info, self.watermark, &self.state, state)
@@ -580,7 +580,7 @@ where
 
     fn restore_state(
         &mut self,
-        restored: crate::checkpoint::RestoredState,
+        restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         restore_broadcast(&restored, &mut self.watermark, &mut self.state)
     }
@@ -608,7 +608,7 @@ impl<K> std::fmt::Debug for KeyedBroadcastContext<'_, K> {
     }
 }
 
-impl<K: crate::key::Key> KeyedBroadcastContext<'_, K> {
+impl<K: crate::state::key::Key> KeyedBroadcastContext<'_, K> {
     /// The record's event timestamp, if it has one.
     pub fn timestamp(&self) -> Option<Timestamp> {
         self.timestamp
@@ -803,7 +803,7 @@ where
     fn snapshot_state(
         &mut self,
         _: crate::types::CheckpointId,
-        state: &mut crate::checkpoint::OperatorState,
+        state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         self.core.snapshot_keys(state)?;
         let info = self.core.info.as_ref().ok_or_else(missing_open)?;
@@ -812,7 +812,7 @@ where
 
     fn restore_state(
         &mut self,
-        restored: crate::checkpoint::RestoredState,
+        restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         restore_broadcast(&restored, &mut self.core.watermark, &mut self.state)?;
         self.core.restore_keys(&restored)

@@ -8,12 +8,12 @@
 //! `CoRecord`: keyed state, timers, watermarks (the minimum over both inputs, by the subtask's
 //! valve), checkpoints and barrier alignment over all lanes come with it.
 
-use crate::data::{Collector, Data};
+use crate::dataplane::data::{Collector, Data};
 use crate::error::UserError;
-use crate::key::KeySelector;
-use crate::operator::{ErasedOperator, TaskInfo};
 use crate::operators::multi_input::{InputAdapter, erase_multi_input};
+use crate::operators::operator::{ErasedOperator, TaskInfo};
 use crate::operators::{Context, KeyedContext, KeyedProcessFunction, OpenContext, ProcessFunction};
+use crate::state::key::KeySelector;
 use crate::types::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -29,7 +29,7 @@ pub enum CoRecord<A, B> {
 
 /// Runs an operator over [`CoRecord`]`<A, B>` as a two-input operator: input 0 carries `A`,
 /// input 1 carries `B` (a two-input case of
-/// [`erase_multi_input`](super::multi_input::erase_multi_input)).
+/// [`erase_multi_input`]).
 pub fn erase_two_input<A: Data, B: Data>(
     inner: Box<dyn ErasedOperator>,
 ) -> Box<dyn ErasedOperator> {

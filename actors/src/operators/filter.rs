@@ -1,8 +1,8 @@
 //! `filter`: keeps the records for which a predicate holds.
 
-use crate::data::{Batch, Collector, Data};
+use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
-use crate::operator::Operator;
+use crate::operators::operator::Operator;
 use std::marker::PhantomData;
 
 /// Keeps records for which `f` returns true.

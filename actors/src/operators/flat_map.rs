@@ -1,8 +1,8 @@
 //! `flat_map`: any number of output records per input record.
 
-use crate::data::{Batch, Collector, Data};
+use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
-use crate::operator::Operator;
+use crate::operators::operator::Operator;
 use std::marker::PhantomData;
 
 /// Calls `f(record, collector)` for every record; outputs inherit the input's timestamp.

@@ -8,10 +8,10 @@
 //! record behind the watermark is late: dropped, or sent to a side output. Each result carries
 //! the larger of the two timestamps.
 
-use crate::data::{Collector, OutputTag};
+use crate::dataplane::data::{Collector, OutputTag};
 use crate::error::UserError;
-use crate::keyed_state::{MapState, StateValue};
 use crate::operators::{KeyedCoProcessFunction, KeyedContext, OpenContext};
+use crate::state::keyed_state::{MapState, StateValue};
 use crate::types::{Timestamp, Watermark};
 
 /// The timestamps of a joined pair.
@@ -189,9 +189,9 @@ fn cleanup_time(ts: i64, relative_upper: i64) -> i64 {
 impl<K, A, B, O, P> KeyedCoProcessFunction<K, A, B, O> for IntervalJoin<A, B, P>
 where
     K: std::hash::Hash + Eq + Clone,
-    A: StateValue + crate::data::Data,
-    B: StateValue + crate::data::Data,
-    O: crate::data::Data,
+    A: StateValue + crate::dataplane::data::Data,
+    B: StateValue + crate::dataplane::data::Data,
+    O: crate::dataplane::data::Data,
     P: ProcessJoinFunction<A, B, O>,
 {
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {

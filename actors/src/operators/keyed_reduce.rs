@@ -5,13 +5,13 @@
 //! (Flink's `BatchGroupedReduceOperator`) nothing is emitted until end of input; then each
 //! key's final value is emitted once, with timestamp `Timestamp::MAX`.
 
-use crate::checkpoint::KeyedSnapshot;
-use crate::config::RuntimeMode;
-use crate::data::{Batch, Collector, Data};
+use crate::checkpoint::types::KeyedSnapshot;
+use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
-use crate::key::KeySelector;
-use crate::operator::{Operator, TaskInfo};
-use crate::state::KeyedTable;
+use crate::operators::operator::{Operator, TaskInfo};
+use crate::state::key::KeySelector;
+use crate::state::table::KeyedTable;
+use crate::types::RuntimeMode;
 use crate::types::Timestamp;
 use std::marker::PhantomData;
 
@@ -96,7 +96,7 @@ where
     fn snapshot_state(
         &mut self,
         _: crate::types::CheckpointId,
-        state: &mut crate::checkpoint::OperatorState,
+        state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         let table = self
             .table
@@ -113,7 +113,7 @@ where
 
     fn restore_state(
         &mut self,
-        restored: crate::checkpoint::RestoredState,
+        restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         let keys = KeyedSnapshot::<S::Key, T>::read(&restored.state)?;
         let table = self

@@ -1,8 +1,8 @@
 //! `map`: one output record per input record.
 
-use crate::data::{Batch, Collector, Data};
+use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
-use crate::operator::Operator;
+use crate::operators::operator::Operator;
 use std::marker::PhantomData;
 
 /// Applies `f` to every record; timestamps pass through unchanged.

@@ -9,13 +9,13 @@
 //! batches of `(K, U)`, so the operator is a [`KeyedProcessOperator`](super::KeyedProcessOperator)
 //! over `(K, U)` running a [`MultiInputFunction`].
 
-use crate::checkpoint::{OperatorState, RestoredState};
-use crate::data::{Batch, Collector, Data, DataBatch, Emission};
+use crate::checkpoint::types::{OperatorState, RestoredState};
+use crate::dataplane::data::{Batch, Collector, Data, DataBatch, Emission};
+use crate::dataplane::message::WatermarkStatus;
 use crate::error::UserError;
-use crate::key::Key;
-use crate::message::WatermarkStatus;
-use crate::operator::{ErasedOperator, OperatorFault, TaskInfo};
+use crate::operators::operator::{ErasedOperator, OperatorFault, TaskInfo};
 use crate::operators::{KeyedContext, KeyedProcessFunction, OpenContext};
+use crate::state::key::Key;
 use crate::types::{CheckpointId, Timestamp, Watermark};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -265,7 +265,7 @@ type Buckets<A, B, C> = (Vec<A>, Vec<B>, Vec<C>);
 pub struct ThreeWayWindowJoin<A, B, C, F> {
     size: i64,
     function: F,
-    buckets: Option<crate::keyed_state::MapState<i64, Buckets<A, B, C>>>,
+    buckets: Option<crate::state::keyed_state::MapState<i64, Buckets<A, B, C>>>,
 }
 
 impl<A, B, C, F> ThreeWayWindowJoin<A, B, C, F> {
@@ -289,9 +289,9 @@ impl<A, B, C, F> ThreeWayWindowJoin<A, B, C, F> {
 impl<K, A, B, C, O, F> MultiInputFunction<K, Three<A, B, C>, O> for ThreeWayWindowJoin<A, B, C, F>
 where
     K: Key,
-    A: crate::keyed_state::StateValue,
-    B: crate::keyed_state::StateValue,
-    C: crate::keyed_state::StateValue,
+    A: crate::state::keyed_state::StateValue,
+    B: crate::state::keyed_state::StateValue,
+    C: crate::state::keyed_state::StateValue,
     O: 'static,
     F: FnMut(&K, i64, &A, &B, &C, &mut Collector<O>) -> Result<(), UserError> + Send + 'static,
 {

@@ -1,14 +1,14 @@
 //! `process`: the general per-record function with a context (Flink's `ProcessFunction` and
 //! `KeyedProcessFunction`).
 
-use crate::checkpoint::KeyedSnapshot;
-use crate::data::{Batch, Collector, Data};
+use crate::checkpoint::types::KeyedSnapshot;
+use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
-use crate::key::KeySelector;
-use crate::keyed_state::{KeyState, StateAccess, StateRegistry};
-use crate::operator::{Operator, TaskInfo};
-use crate::state::KeyedTable;
-use crate::timer::{Firing, TIMERS_PER_CHUNK, TimeDomain, Timers};
+use crate::operators::operator::{Operator, TaskInfo};
+use crate::state::key::KeySelector;
+use crate::state::keyed_state::{KeyState, StateAccess, StateRegistry};
+use crate::state::table::KeyedTable;
+use crate::time::timer::{Firing, TIMERS_PER_CHUNK, TimeDomain, Timers};
 use crate::types::{Timestamp, Watermark};
 use serde::{Deserialize, Serialize};
 use std::hash::Hash;
@@ -251,7 +251,7 @@ pub struct OpenContext<'a> {
 /// # Examples
 ///
 /// ```
-/// use actorflow_runtime::keyed_state::ValueState;
+/// use actorflow_runtime::state::keyed_state::ValueState;
 /// use actorflow_runtime::operators::{KeyedContext, KeyedProcessFunction, OpenContext};
 /// use actorflow_runtime::{Collector, Timestamp, UserError};
 /// /// Counts records per key and reports the count 10 ms (event time) after each record.
@@ -345,7 +345,7 @@ pub(crate) struct KeyedCore<K> {
     firing: Firing<K, ()>,
 }
 
-impl<K: crate::key::Key> KeyedCore<K> {
+impl<K: crate::state::key::Key> KeyedCore<K> {
     pub(crate) fn new() -> Self {
         KeyedCore {
             info: None,
@@ -511,7 +511,7 @@ impl<K: crate::key::Key> KeyedCore<K> {
     /// and timers.
     pub(crate) fn snapshot_keys(
         &self,
-        state: &mut crate::checkpoint::OperatorState,
+        state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         let table = self.states.as_ref().ok_or_else(missing_open)?;
@@ -543,7 +543,7 @@ impl<K: crate::key::Key> KeyedCore<K> {
     /// groups.
     pub(crate) fn restore_keys(
         &mut self,
-        restored: &crate::checkpoint::RestoredState,
+        restored: &crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         let keys = KeyedSnapshot::<K, ProcessKeySnap>::read(&restored.state)?;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
@@ -648,7 +648,7 @@ where
     fn snapshot_state(
         &mut self,
         _: crate::types::CheckpointId,
-        state: &mut crate::checkpoint::OperatorState,
+        state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         self.core.snapshot_keys(state)?;
         let info = self.core.info.as_ref().ok_or_else(missing_open)?;
@@ -657,7 +657,7 @@ where
 
     fn restore_state(
         &mut self,
-        restored: crate::checkpoint::RestoredState,
+        restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
             self.core.watermark = Watermark(wm);

@@ -5,15 +5,15 @@
 //! input; this operator's generator is the watermark source from here on. In batch mode no
 //! watermarks are generated at all (only the final maximum passes), so nothing is late.
 
-use crate::config::RuntimeMode;
-use crate::data::{Batch, Collector, Data};
+use crate::dataplane::data::{Batch, Collector, Data};
+use crate::dataplane::message::WatermarkStatus;
 use crate::error::UserError;
-use crate::message::WatermarkStatus;
-use crate::operator::{Operator, TaskInfo};
-use crate::types::{Timestamp, Watermark};
-use crate::watermark::{
+use crate::operators::operator::{Operator, TaskInfo};
+use crate::time::watermark::{
     WatermarkAction, WatermarkEmission, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
 };
+use crate::types::RuntimeMode;
+use crate::types::{Timestamp, Watermark};
 use std::time::Duration;
 
 /// Flink's `IdlenessTimer`: idle once two periodic checks saw no record and the timeout
@@ -127,7 +127,7 @@ impl<T: Data> Operator for TimestampsAndWatermarksOperator<T> {
     fn snapshot_state(
         &mut self,
         _: crate::types::CheckpointId,
-        state: &mut crate::checkpoint::OperatorState,
+        state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         // The last watermark emitted: after a restore nothing at or below it is emitted
         // again, so downstream sees the same watermarks as without the failure.
@@ -136,7 +136,7 @@ impl<T: Data> Operator for TimestampsAndWatermarksOperator<T> {
 
     fn restore_state(
         &mut self,
-        restored: crate::checkpoint::RestoredState,
+        restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
             self.current = Watermark(wm);

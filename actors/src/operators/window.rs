@@ -12,18 +12,18 @@
 //! trigger state and moving timers; a window's state is removed at its cleanup time
 //! (`max_timestamp + allowed_lateness` in event time, `max_timestamp` in processing time).
 
-use crate::checkpoint::KeyedSnapshot;
-use crate::data::{Batch, Collector, Data, OutputTag};
+use crate::checkpoint::types::KeyedSnapshot;
+use crate::dataplane::data::{Batch, Collector, Data, OutputTag};
 use crate::error::UserError;
-use crate::key::KeySelector;
-use crate::operator::{Operator, TaskInfo};
-use crate::state::KeyedTable;
-use crate::timer::{Firing, TIMERS_PER_CHUNK, Timers};
-use crate::types::{Timestamp, Watermark};
-use crate::window::{
+use crate::operators::operator::{Operator, TaskInfo};
+use crate::state::key::KeySelector;
+use crate::state::table::KeyedTable;
+use crate::time::timer::{Firing, TIMERS_PER_CHUNK, Timers};
+use crate::time::window::{
     AssignerContext, Evictor, TimerRequest, Trigger, TriggerContext, TriggerResult, Window,
     WindowAssigner,
 };
+use crate::types::{Timestamp, Watermark};
 use std::hash::Hash;
 use std::marker::PhantomData;
 
@@ -105,43 +105,7 @@ impl<T: Data, W, F: FnMut(T, T) -> T + Send + 'static> WindowAgg<T, W> for Reduc
     }
 }
 
-/// An incremental aggregation with an accumulator (Flink's `AggregateFunction`).
-///
-/// # Examples
-///
-/// ```
-/// use actorflow_runtime::operators::AggregateFunction;
-/// /// Average of the values.
-/// #[derive(Clone)]
-/// struct Avg;
-/// impl AggregateFunction<i64> for Avg {
-///     type Acc = (i64, u64);
-///     type Out = f64;
-///     fn create_accumulator(&mut self) -> (i64, u64) { (0, 0) }
-///     fn add(&mut self, v: i64, acc: &mut (i64, u64)) { acc.0 += v; acc.1 += 1; }
-///     fn get_result(&mut self, acc: &(i64, u64)) -> f64 { acc.0 as f64 / acc.1 as f64 }
-///     fn merge(&mut self, a: &mut (i64, u64), b: (i64, u64)) { a.0 += b.0; a.1 += b.1; }
-/// }
-/// let mut avg = Avg;
-/// let mut acc = avg.create_accumulator();
-/// avg.add(1, &mut acc);
-/// avg.add(2, &mut acc);
-/// assert_eq!(avg.get_result(&acc), 1.5);
-/// ```
-pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
-    /// The accumulator.
-    type Acc: Data;
-    /// The result.
-    type Out;
-    /// A fresh accumulator.
-    fn create_accumulator(&mut self) -> Self::Acc;
-    /// Adds a record.
-    fn add(&mut self, value: T, acc: &mut Self::Acc);
-    /// The result of an accumulator.
-    fn get_result(&mut self, acc: &Self::Acc) -> Self::Out;
-    /// Merges `b` into `a` (session windows).
-    fn merge(&mut self, a: &mut Self::Acc, b: Self::Acc);
-}
+pub use crate::state::keyed_state::AggregateFunction;
 
 /// Incremental aggregation through an [`AggregateFunction`].
 #[derive(Clone)]
@@ -262,7 +226,7 @@ impl<T: Data, W, E: Evictor<T, W>, A: WindowAgg<T, W>> WindowAgg<T, W> for Evict
 /// values are decoded when first read.
 #[derive(Default)]
 pub struct StateBag {
-    values: Vec<(String, crate::keyed_state::Slot)>,
+    values: Vec<(String, crate::state::keyed_state::Slot)>,
 }
 
 /// Names a [`StateBag`] value in errors.
@@ -297,7 +261,7 @@ impl StateBag {
             None => {
                 self.values.push((
                     name.to_string(),
-                    crate::keyed_state::Slot::new(V::default()),
+                    crate::state::keyed_state::Slot::new(V::default()),
                 ));
                 self.values.len() - 1
             }
@@ -327,7 +291,7 @@ impl StateBag {
         StateBag {
             values: values
                 .into_iter()
-                .map(|(n, b)| (n, crate::keyed_state::Slot::Raw(b)))
+                .map(|(n, b)| (n, crate::state::keyed_state::Slot::Raw(b)))
                 .collect(),
         }
     }
@@ -1322,7 +1286,7 @@ where
     fn snapshot_state(
         &mut self,
         _: crate::types::CheckpointId,
-        state: &mut crate::checkpoint::OperatorState,
+        state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(not_open)?;
         let index = info.subtask_index;
@@ -1369,7 +1333,7 @@ where
     #[allow(clippy::type_complexity)] // the snapshot types are the operator's parameters
     fn restore_state(
         &mut self,
-        restored: crate::checkpoint::RestoredState,
+        restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
             self.watermark = Watermark(wm);

@@ -1,0 +1,378 @@
+//! What operators, sources and sinks put into a checkpoint, and what they get back on restore.
+//!
+//! An operator instance writes an [`OperatorState`]:
+//!
+//! * **keyed state per key group** ([`put_group`](OperatorState::put_group)): keyed state and
+//!   timers of the keys in one group, as one blob. On restore — at any parallelism — each
+//!   instance gets the groups of its [`KeyGroupRange`](crate::state::keygroup::KeyGroupRange).
+//! * **list items** ([`push_item`](OperatorState::push_item)): operator (non-keyed) state such
+//!   as a source's splits or a sink's pending transactions. On restore the items of every old
+//!   instance are split evenly over the new ones (Flink's even-split redistribution).
+//! * **union items** ([`push_union`](OperatorState::push_union)): every new instance gets every
+//!   old instance's union items, with the old instance's index (for a watermark, say).
+//!
+//! Values are serialized with postcard ([`encode`], [`decode`]); the snapshot store adds a
+//! version and checksums around them.
+
+use crate::checkpoint::coordinator::CheckpointSettings;
+use crate::checkpoint::restart::RestartStrategy;
+use crate::checkpoint::snapshot::SnapshotStore;
+use crate::dataplane::message::CheckpointKind;
+use crate::error::UserError;
+use crate::types::{CheckpointId, KeyGroup};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Serializes a state value.
+///
+/// # Errors
+///
+/// A message naming the type if it cannot be serialized.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, UserError> {
+    postcard::to_allocvec(value).map_err(|e| {
+        format!(
+            "cannot serialize state of type `{}`: {e}",
+            std::any::type_name::<T>()
+        )
+        .into()
+    })
+}
+
+/// Reads a state value written by [`encode`].
+///
+/// # Errors
+///
+/// A message naming the type if the bytes do not hold one.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UserError> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        format!(
+            "cannot read state of type `{}` from a snapshot: {e}",
+            std::any::type_name::<T>()
+        )
+        .into()
+    })
+}
+
+/// The state of one operator instance in a checkpoint. See the [module docs](self).
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::checkpoint::types::OperatorState;
+/// use actorflow_runtime::KeyGroup;
+/// let mut s = OperatorState::default();
+/// s.put_group(KeyGroup(3), &vec![("a".to_string(), 5u64)]).unwrap();
+/// s.push_item(&42u64).unwrap();
+/// let groups: Vec<(KeyGroup, Vec<(String, u64)>)> = s.groups().unwrap();
+/// assert_eq!(groups, vec![(KeyGroup(3), vec![("a".to_string(), 5)])]);
+/// assert_eq!(s.items::<u64>().unwrap(), vec![42]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorState {
+    /// Keyed state by key group.
+    pub keyed: BTreeMap<KeyGroup, Vec<u8>>,
+    /// List items, redistributed evenly.
+    pub items: Vec<Vec<u8>>,
+    /// Union items with the index of the instance that wrote them; every instance gets all.
+    pub union: Vec<(usize, Vec<u8>)>,
+}
+
+impl OperatorState {
+    /// True if nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.keyed.is_empty() && self.items.is_empty() && self.union.is_empty()
+    }
+
+    /// Stores the keyed state of key group `kg`.
+    ///
+    /// # Errors
+    ///
+    /// If `value` cannot be serialized.
+    pub fn put_group<T: Serialize>(&mut self, kg: KeyGroup, value: &T) -> Result<(), UserError> {
+        self.keyed.insert(kg, encode(value)?);
+        Ok(())
+    }
+
+    /// Every key group's state, in group order.
+    ///
+    /// # Errors
+    ///
+    /// If a group's bytes do not hold a `T`.
+    pub fn groups<T: DeserializeOwned>(&self) -> Result<Vec<(KeyGroup, T)>, UserError> {
+        self.keyed
+            .iter()
+            .map(|(kg, b)| Ok((*kg, decode(b)?)))
+            .collect()
+    }
+
+    /// Appends a list item.
+    ///
+    /// # Errors
+    ///
+    /// If `value` cannot be serialized.
+    pub fn push_item<T: Serialize>(&mut self, value: &T) -> Result<(), UserError> {
+        self.items.push(encode(value)?);
+        Ok(())
+    }
+
+    /// Every list item.
+    ///
+    /// # Errors
+    ///
+    /// If an item does not hold a `T`.
+    pub fn items<T: DeserializeOwned>(&self) -> Result<Vec<T>, UserError> {
+        self.items.iter().map(|b| decode(b)).collect()
+    }
+
+    /// Appends a union item written by instance `index`.
+    ///
+    /// # Errors
+    ///
+    /// If `value` cannot be serialized.
+    pub fn push_union<T: Serialize>(&mut self, index: usize, value: &T) -> Result<(), UserError> {
+        self.union.push((index, encode(value)?));
+        Ok(())
+    }
+
+    /// Every union item with the index of the instance that wrote it.
+    ///
+    /// # Errors
+    ///
+    /// If an item does not hold a `T`.
+    pub fn union_items<T: DeserializeOwned>(&self) -> Result<Vec<(usize, T)>, UserError> {
+        self.union
+            .iter()
+            .map(|(i, b)| Ok((*i, decode(b)?)))
+            .collect()
+    }
+}
+
+/// Gathers a keyed operator's snapshot: one entry per key, grouped by key group, written as
+/// one keyed blob per group (what a restore at another parallelism moves around).
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::checkpoint::types::{KeyedSnapshot, OperatorState};
+/// let mut snap: KeyedSnapshot<String, Vec<u64>> = KeyedSnapshot::new(128);
+/// snap.entry(&"a".to_string(), Vec::new).push(1);
+/// snap.entry(&"a".to_string(), Vec::new).push(2);
+/// let mut state = OperatorState::default();
+/// snap.write(&mut state).unwrap();
+/// let groups: Vec<(_, Vec<(String, Vec<u64>)>)> = state.groups().unwrap();
+/// assert_eq!(groups[0].1, vec![("a".to_string(), vec![1, 2])]);
+/// ```
+#[derive(Debug)]
+pub struct KeyedSnapshot<K, V> {
+    max_parallelism: u32,
+    groups: BTreeMap<KeyGroup, Vec<(K, V)>>,
+    index: std::collections::HashMap<K, (KeyGroup, usize)>,
+}
+
+impl<K: crate::state::key::Key, V> KeyedSnapshot<K, V> {
+    /// An empty snapshot for an operator with `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32) -> Self {
+        KeyedSnapshot {
+            max_parallelism,
+            groups: BTreeMap::new(),
+            index: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The entry of `key`, created by `make` the first time.
+    pub fn entry(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
+        let (kg, i) = match self.index.get(key) {
+            Some(at) => *at,
+            None => {
+                let kg = crate::state::keygroup::assign_to_key_group(key, self.max_parallelism);
+                let list = self.groups.entry(kg).or_default();
+                list.push((key.clone(), make()));
+                let at = (kg, list.len() - 1);
+                self.index.insert(key.clone(), at);
+                at
+            }
+        };
+        let list = self.groups.entry(kg).or_default();
+        &mut list[i].1
+    }
+
+    /// The `(key, entry)` pairs of restored keyed state written by [`write`](Self::write)
+    /// (every key group the restored instance owns).
+    ///
+    /// # Errors
+    ///
+    /// If a group does not decode as such pairs.
+    pub fn read(state: &OperatorState) -> Result<Vec<(K, V)>, UserError>
+    where
+        V: DeserializeOwned,
+    {
+        let groups: Vec<(KeyGroup, Vec<(K, V)>)> = state.groups()?;
+        Ok(groups.into_iter().flat_map(|(_, list)| list).collect())
+    }
+
+    /// Writes one keyed blob per key group: the `(key, entry)` pairs of that group.
+    ///
+    /// # Errors
+    ///
+    /// If an entry cannot be serialized.
+    pub fn write(self, state: &mut OperatorState) -> Result<(), UserError>
+    where
+        V: Serialize,
+    {
+        for (kg, list) in &self.groups {
+            state.put_group(*kg, list)?;
+        }
+        Ok(())
+    }
+}
+
+/// What an operator instance gets back on restore: its share of the state, and whether the
+/// parallelism is the one the checkpoint was taken at (then `union` items of its own old index
+/// are exactly its own state).
+#[derive(Debug, Clone, Default)]
+pub struct RestoredState {
+    /// The state: the key groups of this instance's range, its share of the list items, every
+    /// union item.
+    pub state: OperatorState,
+    /// This instance's index if the parallelism did not change, `None` after rescaling.
+    pub same_index: Option<usize>,
+}
+
+impl RestoredState {
+    /// The union item written by this same instance before the restore, or, after rescaling,
+    /// the one `pick` chooses from all of them.
+    ///
+    /// # Errors
+    ///
+    /// If an item does not hold a `T`.
+    pub fn own_union<T: DeserializeOwned>(
+        &self,
+        pick: impl FnOnce(Vec<T>) -> Option<T>,
+    ) -> Result<Option<T>, UserError> {
+        let all = self.state.union_items::<T>()?;
+        match self.same_index {
+            Some(i) => Ok(all.into_iter().find(|(j, _)| *j == i).map(|(_, v)| v)),
+            None => Ok(pick(all.into_iter().map(|(_, v)| v).collect())),
+        }
+    }
+}
+
+/// Something that happened to a running job, for a [`JobListener`] (a metrics file, a demo
+/// that narrates recovery).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// A checkpoint or savepoint was stored and published.
+    CheckpointCompleted {
+        /// Its id.
+        id: CheckpointId,
+        /// Checkpoint or savepoint.
+        kind: CheckpointKind,
+        /// True if any subtask took it unaligned (configured so, or after the alignment
+        /// timeout).
+        unaligned: bool,
+        /// From the trigger to the last acknowledgement, in ms.
+        duration_ms: u64,
+        /// The longest alignment of any subtask (first barrier to snapshot), in ms.
+        alignment_ms: u64,
+        /// Bytes stored.
+        bytes: u64,
+        /// True for the final checkpoint after end of input.
+        is_final: bool,
+    },
+    /// A checkpoint was given up.
+    CheckpointAborted {
+        /// Its id.
+        id: CheckpointId,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A failure: the failed pipelined region (the whole job if it is connected) restarts
+    /// from `from_checkpoint` (or from the beginning) after `delay_ms`.
+    Restart {
+        /// Restarts so far, this one included.
+        attempt: u32,
+        /// The root cause.
+        cause: String,
+        /// The checkpoint the job restarts from.
+        from_checkpoint: Option<CheckpointId>,
+        /// The restart strategy's delay, in ms.
+        delay_ms: u64,
+        /// The generation the restarted subtasks run as.
+        generation: u64,
+    },
+    /// Subtasks were deployed with the state of `checkpoint` (at start with a restore, or
+    /// after a restart).
+    Restored {
+        /// The checkpoint, `None` for a fresh start.
+        checkpoint: Option<CheckpointId>,
+        /// The generation now running.
+        generation: u64,
+    },
+}
+
+/// Receives [`JobEvent`]s, on the coordinator's or supervisor's task: keep it short.
+pub type JobListener = Arc<dyn Fn(&JobEvent) + Send + Sync>;
+
+/// Where a job's initial state comes from.
+#[derive(Clone)]
+pub enum RestoreFrom {
+    /// The newest checkpoint of the job's own store that verifies (a fresh start if there is
+    /// none).
+    Latest,
+    /// This checkpoint of the job's own store.
+    Checkpoint(CheckpointId),
+    /// The newest checkpoint or savepoint of another store (a savepoint directory).
+    Store(Arc<dyn SnapshotStore>),
+}
+
+impl std::fmt::Debug for RestoreFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreFrom::Latest => f.write_str("Latest"),
+            RestoreFrom::Checkpoint(id) => write!(f, "Checkpoint({id})"),
+            RestoreFrom::Store(_) => f.write_str("Store(..)"),
+        }
+    }
+}
+
+/// Checkpointing of a job: the coordinator's settings, where snapshots go, how failures
+/// restart the job, and where its initial state comes from.
+#[derive(Clone)]
+pub struct CheckpointConfig {
+    /// Interval, mode, alignment, timeouts, retention.
+    pub settings: CheckpointSettings,
+    /// Where checkpoints are stored (default: in memory, lost with the process).
+    pub store: Arc<dyn SnapshotStore>,
+    /// How failures restart the job (default: exponential backoff with jitter).
+    pub restart: RestartStrategy,
+    /// Start from a checkpoint or savepoint instead of from scratch.
+    pub restore: Option<RestoreFrom>,
+    /// Start even if the snapshot holds state of an operator the job no longer has (Flink's
+    /// `--allowNonRestoredState`); otherwise that refuses to start.
+    pub allow_non_restored_state: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            settings: CheckpointSettings::default(),
+            store: Arc::new(crate::checkpoint::snapshot::MemoryStore::new()),
+            restart: RestartStrategy::default(),
+            restore: None,
+            allow_non_restored_state: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for CheckpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointConfig")
+            .field("settings", &self.settings)
+            .field("restart", &self.restart)
+            .field("restore", &self.restore)
+            .field("allow_non_restored_state", &self.allow_non_restored_state)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,379 @@
+//! Exactly-once sinks: the two-phase-commit protocol ([`TwoPhaseCommitSink`], adapted to a
+//! [`Sink`] by [`TwoPhaseCommit`]) and an exactly-once file sink built on it ([`FileSink`]).
+//!
+//! Records go into the current transaction. At a checkpoint's barrier the transaction is
+//! **pre-committed** (made durable, not yet visible) and kept, with the checkpoint's id, in
+//! the snapshot; a new one begins with the next record. When the checkpoint **completes**, every
+//! pre-committed transaction up to it is **committed** (made visible). After a failure, the
+//! restored snapshot's pending transactions are committed again — so commits must be
+//! idempotent — and nothing of the failed attempt after the checkpoint becomes visible. Before
+//! committing, the sink checks that its generation is still the job's: a subtask from before a
+//! restart never commits.
+//!
+//! Without checkpointing, the transaction is pre-committed and committed at end of input.
+
+use crate::checkpoint::types::{OperatorState, RestoredState};
+use crate::dataplane::data::{Batch, Data};
+use crate::error::UserError;
+use crate::operators::operator::{Generation, TaskInfo};
+use crate::operators::sink::Sink;
+use crate::types::CheckpointId;
+use std::fmt::Display;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+/// A sink that writes in transactions (Flink's `TwoPhaseCommitSinkFunction`).
+pub trait TwoPhaseCommitSink: Send + 'static {
+    /// The records it takes.
+    type Input: Data;
+    /// A transaction handle, stored in checkpoints while pending.
+    type Txn: Data;
+
+    /// Called once before anything else.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        let _ = info;
+        Ok(())
+    }
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn begin(&mut self) -> Result<Self::Txn, UserError>;
+    /// Writes records into `txn`.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn write(&mut self, txn: &mut Self::Txn, batch: Batch<Self::Input>) -> Result<(), UserError>;
+    /// Makes `txn` durable without making it visible.
+    ///
+    /// # Errors
+    ///
+    /// Any error declines the checkpoint.
+    fn pre_commit(&mut self, txn: &mut Self::Txn) -> Result<(), UserError>;
+    /// Makes a pre-committed `txn` visible. Must be idempotent: it is called again for the
+    /// pending transactions of a restored snapshot.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn commit(&mut self, txn: Self::Txn) -> Result<(), UserError>;
+    /// Drops `txn` (not pre-committed, or of an aborted attempt).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn abort(&mut self, txn: Self::Txn) -> Result<(), UserError>;
+}
+
+/// Pre-committed transactions waiting for their checkpoint to complete: the bookkeeping every
+/// transactional sink shares.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::operators::transactional::PendingCommits;
+/// use actorflow_runtime::CheckpointId;
+/// let mut p = PendingCommits::default();
+/// p.push(CheckpointId(1), "a");
+/// p.push(CheckpointId(2), "b");
+/// assert_eq!(p.take_upto(CheckpointId(1)), vec!["a"]);
+/// assert_eq!(p.take_upto(CheckpointId::FINAL), vec!["b"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PendingCommits<Txn> {
+    pending: Vec<(CheckpointId, Txn)>,
+}
+
+impl<Txn> Default for PendingCommits<Txn> {
+    fn default() -> Self {
+        PendingCommits {
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl<Txn> PendingCommits<Txn> {
+    /// `txn` was pre-committed at checkpoint `id`.
+    pub fn push(&mut self, id: CheckpointId, txn: Txn) {
+        self.pending.push((id, txn));
+    }
+
+    /// True if a transaction of checkpoint `id` or older waits.
+    pub fn has_upto(&self, id: CheckpointId) -> bool {
+        self.pending.iter().any(|(c, _)| *c <= id)
+    }
+
+    /// Removes and returns the transactions of checkpoint `id` and older, oldest first.
+    pub fn take_upto(&mut self, id: CheckpointId) -> Vec<Txn> {
+        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(c, _)| *c <= id);
+        self.pending = keep;
+        ready.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Writes every pending transaction, with its checkpoint, as a list item of `state`.
+    ///
+    /// # Errors
+    ///
+    /// If a transaction cannot be serialized.
+    pub fn write_items(&self, state: &mut OperatorState) -> Result<(), UserError>
+    where
+        Txn: serde::Serialize,
+    {
+        for p in &self.pending {
+            state.push_item(p)?;
+        }
+        Ok(())
+    }
+
+    /// The transactions of a restored snapshot (written by [`write_items`](Self::write_items)).
+    ///
+    /// # Errors
+    ///
+    /// If the items are not transactions of this type.
+    pub fn restored(restored: &RestoredState) -> Result<Vec<Txn>, UserError>
+    where
+        Txn: serde::de::DeserializeOwned,
+    {
+        let items: Vec<(CheckpointId, Txn)> = restored.state.items()?;
+        Ok(items.into_iter().map(|(_, t)| t).collect())
+    }
+}
+
+/// Runs a [`TwoPhaseCommitSink`] as a [`Sink`]. See the [module docs](self).
+pub struct TwoPhaseCommit<S: TwoPhaseCommitSink> {
+    sink: S,
+    current: Option<S::Txn>,
+    pending: PendingCommits<S::Txn>,
+    generation: Generation,
+    checkpointing: bool,
+}
+
+impl<S: TwoPhaseCommitSink> TwoPhaseCommit<S> {
+    /// Wraps `sink`.
+    pub fn new(sink: S) -> Self {
+        TwoPhaseCommit {
+            sink,
+            current: None,
+            pending: PendingCommits::default(),
+            generation: Generation::default(),
+            checkpointing: false,
+        }
+    }
+
+    fn commit_upto(&mut self, id: CheckpointId) -> Result<(), UserError> {
+        if !self.pending.has_upto(id) {
+            return Ok(());
+        }
+        self.generation.ensure_current()?;
+        for txn in self.pending.take_upto(id) {
+            self.sink.commit(txn)?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: TwoPhaseCommitSink> Sink for TwoPhaseCommit<S> {
+    type Input = S::Input;
+
+    async fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        self.generation = info.generation.clone();
+        self.checkpointing = info.checkpointing;
+        self.sink.open(info)
+    }
+
+    async fn write_batch(&mut self, batch: Batch<S::Input>) -> Result<(), UserError> {
+        let txn = match &mut self.current {
+            Some(t) => t,
+            None => self.current.insert(self.sink.begin()?),
+        };
+        self.sink.write(txn, batch)
+    }
+
+    async fn finish(&mut self) -> Result<(), UserError> {
+        if !self.checkpointing
+            && let Some(mut txn) = self.current.take()
+        {
+            self.sink.pre_commit(&mut txn)?;
+            self.sink.commit(txn)?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        if let Some(mut txn) = self.current.take() {
+            self.sink.pre_commit(&mut txn)?;
+            self.pending.push(checkpoint, txn);
+        }
+        self.pending.write_items(state)
+    }
+
+    async fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        let pending = PendingCommits::<S::Txn>::restored(&restored)?;
+        self.generation.ensure_current()?;
+        for txn in pending {
+            self.sink.commit(txn)?;
+        }
+        Ok(())
+    }
+
+    async fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> Result<(), UserError> {
+        self.commit_upto(checkpoint)
+    }
+
+    fn is_transactional(&self) -> bool {
+        true
+    }
+}
+
+/// A transaction of a [`FileSink`]: one part file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PartFile {
+    /// The committed file's name in the directory.
+    pub name: String,
+}
+
+/// Writes each record's `Display` as a line into part files of a directory, exactly once:
+/// `.NAME.inprogress` while written, `.NAME.pending` once pre-committed, `NAME` once
+/// committed. Readers take only committed files (names not starting with `.`).
+///
+/// Part names carry the subtask index, a token unique to the attempt, and a counter, so a new
+/// attempt never reuses an old attempt's names.
+pub struct FileSink<T> {
+    dir: PathBuf,
+    prefix: String,
+    counter: u64,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> FileSink<T> {
+    /// A sink writing into directory `dir` (created if missing).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileSink {
+            dir: dir.into(),
+            prefix: String::new(),
+            counter: 0,
+            file: None,
+            _t: PhantomData,
+        }
+    }
+
+    fn path(&self, name: &str, state: &str) -> PathBuf {
+        match state {
+            "" => self.dir.join(name),
+            s => self.dir.join(format!(".{name}.{s}")),
+        }
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> UserError {
+    format!("cannot {what} '{}': {e}", path.display()).into()
+}
+
+/// The committed part files of a [`FileSink`] directory, sorted by name.
+///
+/// # Errors
+///
+/// If the directory cannot be listed.
+pub fn committed_parts(dir: &Path) -> Result<Vec<PathBuf>, UserError> {
+    let mut parts = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with("part-")) {
+            parts.push(entry.path());
+        }
+    }
+    parts.sort();
+    Ok(parts)
+}
+
+impl<T: Data + Display> TwoPhaseCommitSink for FileSink<T> {
+    type Input = T;
+    type Txn = PartFile;
+
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err("create", &self.dir, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        self.prefix = format!(
+            "part-{}-{}-{:x}-g{}",
+            info.subtask_index,
+            std::process::id(),
+            nanos,
+            info.generation.get()
+        );
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<PartFile, UserError> {
+        self.counter += 1;
+        let name = format!("{}-{:06}", self.prefix, self.counter);
+        let path = self.path(&name, "inprogress");
+        let f = std::fs::File::create(&path).map_err(|e| io_err("create", &path, e))?;
+        self.file = Some(std::io::BufWriter::new(f));
+        Ok(PartFile { name })
+    }
+
+    fn write(&mut self, txn: &mut PartFile, batch: Batch<T>) -> Result<(), UserError> {
+        let path = self.path(&txn.name, "inprogress");
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| format!("no open part file for '{}'", path.display()))?;
+        for v in batch {
+            writeln!(f, "{v}").map_err(|e| io_err("write", &path, e))?;
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, txn: &mut PartFile) -> Result<(), UserError> {
+        let from = self.path(&txn.name, "inprogress");
+        if let Some(f) = self.file.take() {
+            let f = f
+                .into_inner()
+                .map_err(|e| io_err("flush", &from, e.into_error()))?;
+            f.sync_all().map_err(|e| io_err("sync", &from, e))?;
+        }
+        let to = self.path(&txn.name, "pending");
+        std::fs::rename(&from, &to).map_err(|e| io_err("rename", &from, e))
+    }
+
+    fn commit(&mut self, txn: PartFile) -> Result<(), UserError> {
+        let from = self.path(&txn.name, "pending");
+        let to = self.path(&txn.name, "");
+        match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            // Already committed (a commit repeated after a restore).
+            Err(_) if to.exists() => Ok(()),
+            Err(e) => Err(io_err("commit", &from, e)),
+        }
+    }
+
+    fn abort(&mut self, txn: PartFile) -> Result<(), UserError> {
+        self.file = None;
+        for state in ["inprogress", "pending"] {
+            let _ = std::fs::remove_file(self.path(&txn.name, state));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,601 @@
+//! Chained operators inside one subtask.
+//!
+//! A chain is a tree: each operator hands its output batch to its chained successors by
+//! function call, and to *tails* — network writers (to other subtasks) and sinks. Tails buffer
+//! synchronously; the subtask drains them asynchronously after each step, which is where it
+//! waits for room downstream.
+//!
+//! Every call into operator code runs under [`guard`], which turns a panic or an error into a
+//! [`Fault`] naming that operator. A chained successor's fault is caught by the successor's own
+//! guard first, so the innermost operator is the one named.
+
+use crate::checkpoint::capture::OperatorEntry;
+use crate::checkpoint::types::{OperatorState, RestoredState};
+use crate::dataplane::data::{DataBatch, Emission};
+use crate::dataplane::lane::LaneSender;
+use crate::dataplane::message::{
+    BarrierAlignment, CheckpointBarrier, CheckpointKind, PriorityMessage, StreamMessage,
+    WatermarkStatus,
+};
+use crate::dataplane::partition::{BoxFuture, NetworkOutput};
+use crate::error::{FailureCause, OperatorLabel, panic_message};
+use crate::operators::operator::{ErasedOperator, OperatorFault, TaskInfo};
+use crate::operators::sink::ErasedSink;
+use crate::types::CheckpointId;
+use crate::types::{Timestamp, Watermark};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// A failure inside a subtask, attributed to one operator.
+#[derive(Debug, Clone)]
+pub(crate) struct Fault {
+    pub(crate) operator: OperatorLabel,
+    pub(crate) cause: FailureCause,
+}
+
+impl From<OperatorFault> for FailureCause {
+    fn from(f: OperatorFault) -> Self {
+        match f {
+            OperatorFault::User(e) => FailureCause::Error(Arc::from(e)),
+            OperatorFault::Type(t) => FailureCause::Internal(t.to_string()),
+        }
+    }
+}
+
+/// What running user code under `catch_unwind` gave: its result, or a panic payload.
+pub(crate) type Caught<R, E> = Result<Result<R, E>, Box<dyn Any + Send>>;
+
+/// Turns caught user code's outcome into a [`Fault`] naming `label`, if it failed.
+pub(crate) fn settle<R, E: Into<FailureCause>>(
+    label: &OperatorLabel,
+    caught: Caught<R, E>,
+) -> Result<R, Fault> {
+    let cause = match caught {
+        Ok(Ok(r)) => return Ok(r),
+        Ok(Err(e)) => e.into(),
+        Err(payload) => FailureCause::Panic(panic_message(payload.as_ref())),
+    };
+    Err(Fault {
+        operator: label.clone(),
+        cause,
+    })
+}
+
+/// Runs operator code, turning a panic or an error into a [`Fault`] naming `label`.
+pub(crate) fn guard<R, E: Into<FailureCause>>(
+    label: &OperatorLabel,
+    f: impl FnOnce() -> Result<R, E>,
+) -> Result<R, Fault> {
+    settle(label, catch_unwind(AssertUnwindSafe(f)))
+}
+
+/// Polls a future, turning a panic into an `Err` with its payload.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// Awaits user async code under `label`: a panic or error becomes a [`Fault`].
+pub(crate) async fn guard_async<R, E: Into<FailureCause>>(
+    label: &OperatorLabel,
+    fut: BoxFuture<'_, Result<R, E>>,
+) -> Result<R, Fault> {
+    settle(label, CatchUnwind(fut).await)
+}
+
+impl From<crate::error::UserError> for FailureCause {
+    fn from(e: crate::error::UserError) -> Self {
+        FailureCause::Error(Arc::from(e))
+    }
+}
+
+/// A control signal travelling down a chain in order with the data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Signal {
+    Watermark(Watermark),
+    Status(WatermarkStatus),
+    Barrier(CheckpointBarrier),
+    EndOfInput,
+}
+
+/// Where an operator's output goes.
+pub(crate) enum Output {
+    /// A chained operator, fed on the given logical input.
+    Operator(Box<ChainNode>, usize),
+    /// A tail of the subtask, by index.
+    Tail(usize),
+}
+
+/// One output of an operator: its main output (`tag` is `None`) or one side output.
+pub(crate) struct Route {
+    pub(crate) tag: Option<Arc<str>>,
+    pub(crate) to: Output,
+}
+
+impl Route {
+    pub(crate) fn main(to: Output) -> Self {
+        Route { tag: None, to }
+    }
+}
+
+/// One chained operator and its successors.
+pub(crate) struct ChainNode {
+    pub(crate) label: OperatorLabel,
+    pub(crate) info: TaskInfo,
+    pub(crate) op: Box<dyn ErasedOperator>,
+    pub(crate) outputs: Vec<Route>,
+    /// Reused buffer for what the operator emitted.
+    pub(crate) scratch: Vec<Emission>,
+    /// The operator's key in checkpoints.
+    pub(crate) key: String,
+    /// State to restore before the first record.
+    pub(crate) restored: Option<RestoredState>,
+}
+
+impl ChainNode {
+    pub(crate) fn open(&mut self) -> Result<(), Fault> {
+        let info = &self.info;
+        let op = &mut self.op;
+        guard(&self.label, || op.open(info))?;
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = &mut o.to {
+                node.open()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, id: CheckpointId, into: &mut Vec<OperatorEntry>) -> Result<(), Fault> {
+        let mut state = OperatorState::default();
+        let op = &mut self.op;
+        guard(&self.label, || op.snapshot_state(id, &mut state))?;
+        into.push(OperatorEntry {
+            key: self.key.clone(),
+            max_parallelism: self.info.max_parallelism,
+            state,
+        });
+        snapshot_chain(&mut self.outputs, id, into)
+    }
+
+    fn restore(&mut self) -> Result<(), Fault> {
+        if let Some(r) = self.restored.take() {
+            let op = &mut self.op;
+            guard(&self.label, || op.restore_state(r))?;
+        }
+        restore_chain(&mut self.outputs)
+    }
+
+    fn notify(&mut self, id: CheckpointId) -> Result<(), Fault> {
+        let op = &mut self.op;
+        guard(&self.label, || op.notify_checkpoint_complete(id))?;
+        notify_chain(&mut self.outputs, id)
+    }
+
+    pub(crate) fn process(
+        &mut self,
+        input: usize,
+        batch: DataBatch,
+        tails: &mut [Tail],
+    ) -> Result<(), Fault> {
+        let op = &mut self.op;
+        guard(&self.label, || op.process(input, batch))?;
+        self.dispatch(tails)
+    }
+
+    /// Hands what the operator emitted to its outputs, in order.
+    fn dispatch(&mut self, tails: &mut [Tail]) -> Result<(), Fault> {
+        let mut emitted = std::mem::take(&mut self.scratch);
+        self.op.take_emissions(&mut emitted);
+        let mut result = Ok(());
+        for e in emitted.drain(..) {
+            if result.is_err() {
+                break;
+            }
+            result = match e {
+                Emission::Data(batch) => emit(&mut self.outputs, None, batch, tails),
+                Emission::Side(tag, batch) => emit_side(&mut self.outputs, &tag, batch, tails),
+                Emission::Watermark(wm) => {
+                    signal_outputs(&mut self.outputs, Signal::Watermark(wm), tails)
+                }
+                Emission::Status(st) => {
+                    signal_outputs(&mut self.outputs, Signal::Status(st), tails)
+                }
+            };
+            if result.is_ok() {
+                result = self.settle_successors(tails);
+            }
+        }
+        emitted.clear();
+        self.scratch = emitted;
+        result
+    }
+
+    /// True while this node or a chained successor has work left (see `Operator::has_more`).
+    pub(crate) fn has_more(&self) -> bool {
+        self.op.has_more()
+            || self.outputs.iter().any(|o| match &o.to {
+                Output::Operator(node, _) => node.has_more(),
+                Output::Tail(_) => false,
+            })
+    }
+
+    /// Does one chunk of the pending work, upstream first.
+    pub(crate) fn resume(&mut self, tails: &mut [Tail]) -> Result<(), Fault> {
+        if self.op.has_more() {
+            let op = &mut self.op;
+            guard(&self.label, || op.resume())?;
+            return self.dispatch(tails);
+        }
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = &mut o.to
+                && node.has_more()
+            {
+                return node.resume(tails);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs chained successors' pending work to its end. Between two emissions of this node a
+    /// successor must be done with the previous one (order); only the chain head is resumed
+    /// chunk by chunk from the subtask loop.
+    fn settle_successors(&mut self, tails: &mut [Tail]) -> Result<(), Fault> {
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = &mut o.to {
+                while node.has_more() {
+                    node.resume(tails)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn signal(&mut self, signal: Signal, tails: &mut [Tail]) -> Result<(), Fault> {
+        let op = &mut self.op;
+        match signal {
+            Signal::Watermark(wm) => {
+                guard(&self.label, || op.process_watermark(wm))?;
+                self.dispatch(tails)
+            }
+            Signal::Status(st) => {
+                guard(&self.label, || op.process_status(st))?;
+                self.dispatch(tails)
+            }
+            Signal::EndOfInput => {
+                guard(&self.label, || op.finish())?;
+                self.dispatch(tails)?;
+                signal_outputs(&mut self.outputs, signal, tails)
+            }
+            Signal::Barrier(_) => signal_outputs(&mut self.outputs, signal, tails),
+        }
+    }
+
+    /// The earliest processing time at which this node or a chained successor wants a call.
+    pub(crate) fn next_processing_time(&self) -> Option<Timestamp> {
+        let mine = self.op.next_processing_time();
+        self.outputs
+            .iter()
+            .filter_map(|o| match &o.to {
+                Output::Operator(node, _) => node.next_processing_time(),
+                Output::Tail(_) => None,
+            })
+            .chain(mine)
+            .min()
+    }
+
+    /// Calls every node whose processing time is due at `now`, upstream first.
+    pub(crate) fn fire_processing_time(
+        &mut self,
+        now: Timestamp,
+        tails: &mut [Tail],
+    ) -> Result<(), Fault> {
+        if self.op.next_processing_time().is_some_and(|t| t <= now) {
+            let op = &mut self.op;
+            guard(&self.label, || op.on_processing_time(now))?;
+            self.dispatch(tails)?;
+        }
+        for o in &mut self.outputs {
+            if let Output::Operator(node, _) = &mut o.to {
+                node.fire_processing_time(now, tails)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Snapshots every chained operator among `outputs` (depth first).
+pub(crate) fn snapshot_chain(
+    outputs: &mut [Route],
+    id: CheckpointId,
+    into: &mut Vec<OperatorEntry>,
+) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.snapshot(id, into)?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores every chained operator among `outputs` that has restored state.
+pub(crate) fn restore_chain(outputs: &mut [Route]) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.restore()?;
+        }
+    }
+    Ok(())
+}
+
+/// Tells every chained operator among `outputs` that checkpoint `id` completed.
+pub(crate) fn notify_chain(outputs: &mut [Route], id: CheckpointId) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.notify(id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes in-flight bytes of logical input `input` with the type the chain head reads.
+pub(crate) fn decode_input(
+    outputs: &[Route],
+    input: usize,
+    bytes: &[u8],
+) -> Result<DataBatch, String> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &o.to {
+            return node.op.decode_input(input, bytes);
+        }
+    }
+    Err("in-flight data for a subtask without an operator at its head".into())
+}
+
+/// True while an operator among `outputs` has work left.
+pub(crate) fn has_more(outputs: &[Route]) -> bool {
+    outputs.iter().any(|o| match &o.to {
+        Output::Operator(node, _) => node.has_more(),
+        Output::Tail(_) => false,
+    })
+}
+
+/// Does one chunk of the first pending work among `outputs`.
+pub(crate) fn resume(outputs: &mut [Route], tails: &mut [Tail]) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to
+            && node.has_more()
+        {
+            return node.resume(tails);
+        }
+    }
+    Ok(())
+}
+
+/// The earliest processing-time wake-up among `outputs`' chained operators.
+pub(crate) fn next_processing_time(outputs: &[Route]) -> Option<Timestamp> {
+    outputs
+        .iter()
+        .filter_map(|o| match &o.to {
+            Output::Operator(node, _) => node.next_processing_time(),
+            Output::Tail(_) => None,
+        })
+        .min()
+}
+
+/// Fires every due processing-time callback among `outputs`' chained operators.
+pub(crate) fn fire_processing_time(
+    outputs: &mut [Route],
+    now: Timestamp,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            node.fire_processing_time(now, tails)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands `batch` to every main output (a clone to all but the last); `input` overrides the
+/// logical input of chained operators (see [`deliver`]).
+pub(crate) fn emit(
+    outputs: &mut [Route],
+    input: Option<usize>,
+    batch: DataBatch,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    let mut mains = outputs.iter_mut().filter(|o| o.tag.is_none()).peekable();
+    while let Some(o) = mains.next() {
+        if mains.peek().is_some() {
+            deliver(&mut o.to, input, batch.clone(), tails)?;
+        } else {
+            return deliver(&mut o.to, input, batch, tails);
+        }
+    }
+    Ok(())
+}
+
+/// Hands `batch` to every output reading side output `tag`; dropped if nobody reads it.
+fn emit_side(
+    outputs: &mut [Route],
+    tag: &Arc<str>,
+    batch: DataBatch,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    let mut readers = outputs
+        .iter_mut()
+        .filter(|o| o.tag.as_ref() == Some(tag))
+        .peekable();
+    while let Some(o) = readers.next() {
+        if readers.peek().is_some() {
+            deliver(&mut o.to, None, batch.clone(), tails)?;
+        } else {
+            return deliver(&mut o.to, None, batch, tails);
+        }
+    }
+    Ok(())
+}
+
+/// Hands `batch` to one output; `input` overrides the logical input of a chained operator
+/// (used for the chain head, fed from input lanes).
+pub(crate) fn deliver(
+    output: &mut Output,
+    input: Option<usize>,
+    batch: DataBatch,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    match output {
+        Output::Operator(node, i) => node.process(input.unwrap_or(*i), batch, tails),
+        Output::Tail(t) => match tails.get_mut(*t) {
+            Some(tail) => tail.accept(batch),
+            None => Err(Fault {
+                operator: OperatorLabel::new(crate::types::NodeId(usize::MAX), "chain"),
+                cause: FailureCause::Internal(format!("tail {t} does not exist")),
+            }),
+        },
+    }
+}
+
+/// Passes a control signal to every output, main and side.
+pub(crate) fn signal_outputs(
+    outputs: &mut [Route],
+    signal: Signal,
+    tails: &mut [Tail],
+) -> Result<(), Fault> {
+    for o in outputs {
+        match &mut o.to {
+            Output::Operator(node, _) => node.signal(signal, tails)?,
+            Output::Tail(t) => {
+                if let Some(tail) = tails.get_mut(*t) {
+                    tail.signal(signal);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Work queued for a sink.
+pub(crate) enum SinkWork {
+    Write(DataBatch),
+    Finish,
+}
+
+/// A sink at the end of a chain.
+pub(crate) struct SinkTail {
+    pub(crate) label: OperatorLabel,
+    pub(crate) info: TaskInfo,
+    pub(crate) sink: Box<dyn ErasedSink>,
+    pub(crate) work: VecDeque<SinkWork>,
+    /// The sink's key in checkpoints.
+    pub(crate) key: String,
+    /// State to restore after open.
+    pub(crate) restored: Option<RestoredState>,
+}
+
+impl SinkTail {
+    pub(crate) async fn open(&mut self) -> Result<(), Fault> {
+        guard_async(&self.label, self.sink.open(&self.info)).await
+    }
+
+    /// Runs the queued work. Only cancellation interrupts it (the in-flight write is then
+    /// abandoned with the job).
+    pub(crate) async fn run(&mut self) -> Result<(), Fault> {
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                SinkWork::Write(batch) => guard_async(&self.label, self.sink.write(batch)).await?,
+                SinkWork::Finish => guard_async(&self.label, self.sink.finish()).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The end of a chain: a network writer or a sink.
+#[allow(clippy::large_enum_variant)] // a handful per subtask, never moved on the hot path
+pub(crate) enum Tail {
+    Network {
+        /// The operator whose output this is (a custom partitioner runs its code).
+        owner: OperatorLabel,
+        writer: Box<dyn NetworkOutput>,
+        /// Priority lanes of the downstream subtasks, for unaligned barriers.
+        priority: Vec<LaneSender<PriorityMessage>>,
+        /// Announce aligned checkpoint barriers on the priority lanes (an alignment timeout
+        /// is set).
+        announce: bool,
+        /// The output the last unaligned barrier overtook, per channel, until the subtask
+        /// puts it into its snapshot.
+        overtaken: Vec<(usize, Vec<StreamMessage>)>,
+    },
+    Sink(SinkTail),
+}
+
+impl Tail {
+    fn accept(&mut self, batch: DataBatch) -> Result<(), Fault> {
+        match self {
+            Tail::Network { owner, writer, .. } => guard(owner, || writer.emit(batch)),
+            Tail::Sink(s) => {
+                s.work.push_back(SinkWork::Write(batch));
+                Ok(())
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: Signal) {
+        match self {
+            Tail::Network {
+                writer,
+                priority,
+                announce,
+                overtaken,
+                ..
+            } => writer.emit_control(match signal {
+                Signal::Watermark(wm) => StreamMessage::Watermark(wm),
+                Signal::Status(s) => StreamMessage::Status(s),
+                Signal::Barrier(b) if b.alignment == BarrierAlignment::Unaligned => {
+                    // The in-band copy goes into the receivers' queues at once, ahead of the
+                    // output still pending here (which this subtask snapshots), so a receiver
+                    // finds its whole in-flight data in its queue; then the priority copy
+                    // tells it to act.
+                    *overtaken = writer.barrier_ahead(StreamMessage::Barrier(b));
+                    for p in priority.iter() {
+                        let _ = p.try_send(PriorityMessage::Barrier(b));
+                    }
+                    return;
+                }
+                Signal::Barrier(b) => {
+                    if *announce
+                        && b.alignment == BarrierAlignment::Aligned
+                        && b.kind == CheckpointKind::Checkpoint
+                    {
+                        // Savepoints stay aligned whatever the timeout.
+                        for p in priority.iter() {
+                            let _ = p.try_send(PriorityMessage::Announce(b));
+                        }
+                    }
+                    StreamMessage::Barrier(b)
+                }
+                Signal::EndOfInput => StreamMessage::EndOfInput,
+            }),
+            Tail::Sink(s) => {
+                if let Signal::EndOfInput = signal {
+                    s.work.push_back(SinkWork::Finish);
+                }
+            }
+        }
+    }
+}

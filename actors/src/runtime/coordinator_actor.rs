@@ -1,0 +1,515 @@
+//! The checkpoint coordinator actor, what subtasks send it, and how a stored checkpoint is
+//! handed back to the subtasks of a new deployment.
+//!
+//! The actor applies the pure [`CheckpointCoordinator`]'s decisions: it sends `Trigger` to the
+//! source subtasks' priority lanes, writes each acknowledged subtask's state as a blob as it
+//! arrives, commits the manifest once the last one is in, tells every subtask `Complete` (the
+//! two-phase-commit sinks commit then), and sends `Abort` (the cancel marker) for a checkpoint
+//! given up. Acknowledgements of an older generation (a subtask from before a restart) are
+//! ignored.
+
+use crate::checkpoint::capture::CheckpointMeta;
+use crate::checkpoint::coordinator::{
+    CheckpointCoordinator, CheckpointSettings, Decision, TaskRef,
+};
+use crate::checkpoint::snapshot::{BlobEntry, FORMAT_VERSION, Manifest, SnapshotStore};
+use crate::checkpoint::types::{JobEvent, JobListener};
+use crate::dataplane::lane::{LaneSender, TrySendError};
+use crate::dataplane::message::{CheckpointBarrier, CheckpointKind, PriorityMessage};
+use crate::runtime::control::{CoordinatorMsg, SupervisorMsg};
+use crate::types::CheckpointId;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+struct Collected {
+    started: Instant,
+    blobs: Vec<BlobEntry>,
+    bytes: u64,
+    unaligned: bool,
+    alignment_ms: u64,
+}
+
+pub(crate) struct CoordinatorArgs {
+    pub(crate) job: Arc<str>,
+    pub(crate) settings: CheckpointSettings,
+    pub(crate) store: Arc<dyn SnapshotStore>,
+    pub(crate) tasks: Vec<TaskRef>,
+    pub(crate) restored: Option<(CheckpointId, CheckpointKind)>,
+    /// The newest checkpoint id already in the store (ids continue after it).
+    pub(crate) newest_in_store: Option<CheckpointId>,
+    pub(crate) listener: Option<JobListener>,
+}
+
+pub(crate) struct CoordinatorState {
+    job: Arc<str>,
+    pure: CheckpointCoordinator,
+    store: Arc<dyn SnapshotStore>,
+    /// The generation each subtask runs as; messages of another generation are stale.
+    generations: HashMap<TaskRef, u64>,
+    priority: HashMap<TaskRef, LaneSender<PriorityMessage>>,
+    sources: Vec<TaskRef>,
+    collected: HashMap<CheckpointId, Collected>,
+    finished: BTreeMap<TaskRef, Vec<u8>>,
+    start: Instant,
+    listener: Option<JobListener>,
+    supervisor: Option<ActorRef<SupervisorMsg>>,
+    savepoint_waiters: HashMap<CheckpointId, RpcReplyPort<Result<CheckpointId, String>>>,
+    wake: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<CoordinatorMsg>>>>,
+    /// Subtasks not running (before the first deployment, or being restarted): while any
+    /// is, no checkpoint can complete, so none is triggered.
+    halted: HashSet<TaskRef>,
+}
+
+pub(crate) struct CoordinatorActor;
+
+fn blob_name(task: TaskRef) -> String {
+    format!("subtask-{}-{}", task.0, task.1)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl CoordinatorState {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// True if `generation` is the one `task` currently runs as.
+    fn current(&self, task: TaskRef, generation: u64) -> bool {
+        self.generations.get(&task) == Some(&generation)
+    }
+
+    fn emit(&self, event: JobEvent) {
+        if let Some(l) = &self.listener {
+            l(&event);
+        }
+    }
+
+    fn broadcast(&self, msg: PriorityMessage) {
+        for (task, p) in &self.priority {
+            match p.try_send(msg.clone()) {
+                Ok(()) => {}
+                // The subtask has ended (finished, or cancelled for a restart).
+                Err(TrySendError::Closed(_)) => {
+                    debug!(job = %self.job, ?task, ?msg, "priority lane closed; message not sent");
+                }
+                Err(TrySendError::Full(_)) => {
+                    warn!(job = %self.job, ?task, ?msg, "priority lane full; message dropped");
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, decisions: Vec<Decision>) {
+        let mut queue: std::collections::VecDeque<Decision> = decisions.into();
+        while let Some(d) = queue.pop_front() {
+            match d {
+                Decision::Trigger {
+                    id,
+                    kind,
+                    alignment,
+                } => {
+                    let barrier = CheckpointBarrier {
+                        id,
+                        timestamp_ms: wall_ms(),
+                        kind,
+                        alignment,
+                    };
+                    self.collected.insert(
+                        id,
+                        Collected {
+                            started: Instant::now(),
+                            blobs: Vec::new(),
+                            bytes: 0,
+                            unaligned: false,
+                            alignment_ms: 0,
+                        },
+                    );
+                    tracing::debug!(job = %self.job, checkpoint = %id, ?kind, ?alignment, "triggering");
+                    for task in self.sources.clone() {
+                        if self.finished.contains_key(&task) {
+                            continue; // its final state stands in for it
+                        }
+                        let sent = match self.priority.get(&task) {
+                            Some(p) => p.try_send(PriorityMessage::Trigger(barrier)),
+                            None => Err(TrySendError::Closed(PriorityMessage::Trigger(barrier))),
+                        };
+                        match sent {
+                            Ok(()) => {}
+                            // Finishing (its final state is on its way and will stand in) or
+                            // failed (the restart abandons the checkpoint).
+                            Err(TrySendError::Closed(_)) => {
+                                debug!(job = %self.job, checkpoint = %id, ?task, "source ended; not triggered");
+                            }
+                            Err(TrySendError::Full(_)) => {
+                                queue.extend(self.pure.decline(
+                                    id,
+                                    task,
+                                    "the source's priority lane is full",
+                                ));
+                            }
+                        }
+                    }
+                }
+                Decision::Complete { id, kind } => self.complete(id, kind),
+                Decision::Abort { id, reason } => {
+                    let reason = format!("{reason:?}");
+                    info!(job = %self.job, checkpoint = %id, %reason, "checkpoint aborted");
+                    self.collected.remove(&id);
+                    if let Err(e) = self.store.remove(id) {
+                        warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove the blobs of an aborted checkpoint");
+                    }
+                    self.broadcast(PriorityMessage::Abort(id));
+                    if let Some(w) = self.savepoint_waiters.remove(&id) {
+                        let _ = w.send(Err(format!("savepoint {id} aborted: {reason}")));
+                    }
+                    self.emit(JobEvent::CheckpointAborted { id, reason });
+                }
+                Decision::Discard(ids) => {
+                    for id in ids {
+                        if let Err(e) = self.store.remove(id) {
+                            warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove an old checkpoint");
+                        }
+                    }
+                }
+                Decision::FailJob(why) => {
+                    error!(job = %self.job, "{why}");
+                    if let Some(s) = &self.supervisor {
+                        let _ = s.cast(SupervisorMsg::CheckpointFailure(why));
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        blobs: Vec<BlobEntry>,
+        meta: CheckpointMeta,
+    ) -> Result<(), String> {
+        let manifest = Manifest {
+            version: FORMAT_VERSION,
+            id,
+            kind,
+            triggered_ms: wall_ms(),
+            blobs,
+            metadata: postcard::to_allocvec(&meta).map_err(|e| e.to_string())?,
+        };
+        self.store.commit(&manifest).map_err(|e| e.to_string())
+    }
+
+    /// Commits the manifest of checkpoint `id` over the blobs in `c`, then tells every
+    /// subtask and the listener. The final checkpoint's completion is announced as
+    /// [`CheckpointId::FINAL`], the id the sinks tagged their last transactions with.
+    fn publish(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        c: Collected,
+        is_final: bool,
+    ) -> Result<(), String> {
+        let meta = CheckpointMeta {
+            job: self.job.to_string(),
+            generation: self.generations.values().copied().max().unwrap_or(0),
+            is_final,
+            unaligned: c.unaligned,
+        };
+        self.commit(id, kind, c.blobs, meta)?;
+        let duration_ms = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        info!(job = %self.job, checkpoint = %id, ?kind, is_final, duration_ms, bytes = c.bytes, unaligned = c.unaligned, "checkpoint completed");
+        self.broadcast(PriorityMessage::Complete(if is_final {
+            CheckpointId::FINAL
+        } else {
+            id
+        }));
+        self.emit(JobEvent::CheckpointCompleted {
+            id,
+            kind,
+            unaligned: c.unaligned,
+            duration_ms,
+            alignment_ms: c.alignment_ms,
+            bytes: c.bytes,
+            is_final,
+        });
+        Ok(())
+    }
+
+    fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
+        let Some(mut c) = self.collected.remove(&id) else {
+            return;
+        };
+        // Subtasks that finished without acknowledging: their final state stands in.
+        let mut finals = Vec::new();
+        let mut result = Ok(());
+        for (task, bytes) in &self.finished {
+            let name = blob_name(*task);
+            if c.blobs.iter().any(|b| b.name == name) {
+                continue;
+            }
+            match self.store.put_blob(id, &name, bytes) {
+                Ok(e) => {
+                    c.bytes += e.len;
+                    c.blobs.push(e);
+                    finals.push(*task);
+                }
+                Err(e) => {
+                    result = Err(format!("cannot store the final state of {task:?}: {e}"));
+                    break;
+                }
+            }
+        }
+        let result = result.and_then(|()| self.publish(id, kind, c, false));
+        match &result {
+            Err(e) => {
+                error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
+            }
+            Ok(()) => {
+                // Their last transactions are in a completed checkpoint now: let the finished
+                // subtasks commit them and end (Flink's final checkpoint of a finished task).
+                for task in finals {
+                    if let Some(p) = self.priority.get(&task) {
+                        let _ = p.try_send(PriorityMessage::Complete(CheckpointId::FINAL));
+                    }
+                }
+            }
+        }
+        if let Some(w) = self.savepoint_waiters.remove(&id) {
+            let _ = w.send(result.map(|()| id));
+        }
+    }
+
+    fn final_checkpoint(&mut self) {
+        let now = self.now_ms();
+        let id = self.pure.final_checkpoint(now);
+        let mut c = Collected {
+            started: Instant::now(),
+            blobs: Vec::new(),
+            bytes: 0,
+            unaligned: false,
+            alignment_ms: 0,
+        };
+        for (task, state) in std::mem::take(&mut self.finished) {
+            match self.store.put_blob(id, &blob_name(task), &state) {
+                Ok(e) => {
+                    c.bytes += e.len;
+                    c.blobs.push(e);
+                }
+                Err(e) => {
+                    error!(job = %self.job, error = %e, "cannot store the final checkpoint");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.publish(id, CheckpointKind::Checkpoint, c, true) {
+            error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the final checkpoint");
+            return;
+        }
+        let keep = self.pure.settings().retained.max(1);
+        if let Ok(ids) = self.store.list() {
+            for old in ids.into_iter().skip(keep) {
+                let _ = self.store.remove(old);
+            }
+        }
+    }
+
+    /// Tells the pure coordinator whether a barrier can still be injected somewhere.
+    fn update_sources_running(&mut self) {
+        let running = self.sources.iter().any(|s| !self.finished.contains_key(s));
+        self.pure.set_sources_running(running);
+    }
+
+    fn reschedule(&mut self, myself: &ActorRef<CoordinatorMsg>) {
+        if let Some(w) = self.wake.take() {
+            w.abort();
+        }
+        if !self.halted.is_empty() || self.priority.is_empty() {
+            return;
+        }
+        if let Some(at) = self.pure.next_wakeup() {
+            let delay = std::time::Duration::from_millis(at.saturating_sub(self.now_ms()));
+            self.wake = Some(ractor::time::send_after(delay, myself.get_cell(), || {
+                CoordinatorMsg::Tick
+            }));
+        }
+    }
+}
+
+impl Actor for CoordinatorActor {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: CoordinatorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let halted = args.tasks.iter().copied().collect();
+        let mut pure = CheckpointCoordinator::new(args.settings, args.tasks, 0);
+        if let Some((id, kind)) = args.restored {
+            pure = pure.continue_after(id, kind);
+        }
+        if let Some(id) = args.newest_in_store {
+            pure = pure.ids_after(id);
+        }
+        Ok(CoordinatorState {
+            job: args.job,
+            pure,
+            store: args.store,
+            generations: HashMap::new(),
+            priority: HashMap::new(),
+            sources: Vec::new(),
+            collected: HashMap::new(),
+            finished: BTreeMap::new(),
+            start: Instant::now(),
+            listener: args.listener,
+            supervisor: None,
+            savepoint_waiters: HashMap::new(),
+            wake: None,
+            halted,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(w) = state.wake.take() {
+            w.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: CoordinatorMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CoordinatorMsg::Tick => {
+                if state.halted.is_empty() {
+                    let now = state.now_ms();
+                    let d = state.pure.tick(now);
+                    state.apply(d);
+                }
+            }
+            CoordinatorMsg::Ack {
+                generation,
+                task,
+                id,
+                state: bytes,
+                unaligned,
+                alignment_ms,
+            } => {
+                if !state.current(task, generation) || !state.halted.is_empty() {
+                    tracing::debug!(checkpoint = %id, ?task, generation, "ignoring a stale acknowledgement");
+                } else if let Some(c) = state.collected.get_mut(&id) {
+                    match state.store.put_blob(id, &blob_name(task), &bytes) {
+                        Ok(entry) => {
+                            c.bytes += entry.len;
+                            c.blobs.push(entry);
+                            c.unaligned |= unaligned;
+                            c.alignment_ms = c.alignment_ms.max(alignment_ms);
+                            let now = state.now_ms();
+                            let d = state.pure.acknowledge(id, task, now);
+                            state.apply(d);
+                        }
+                        Err(e) => {
+                            let d = state.pure.decline(id, task, &e.to_string());
+                            state.apply(d);
+                        }
+                    }
+                }
+            }
+            CoordinatorMsg::Decline {
+                generation,
+                task,
+                id,
+                reason,
+            } => {
+                if state.current(task, generation) && state.halted.is_empty() {
+                    warn!(job = %state.job, checkpoint = %id, ?task, %reason, "checkpoint declined");
+                    let d = state.pure.decline(id, task, &reason);
+                    state.apply(d);
+                }
+            }
+            CoordinatorMsg::Finished {
+                generation,
+                task,
+                state: bytes,
+            } => {
+                // A finished subtask's final state counts even while another region
+                // restarts. Checkpoints go on without it (FLIP-147).
+                if state.current(task, generation) && !state.halted.contains(&task) {
+                    state.finished.insert(task, bytes);
+                    state.update_sources_running();
+                    let now = state.now_ms();
+                    let d = state.pure.task_finished(task, now);
+                    state.apply(d);
+                    if state.pure.all_finished() {
+                        state.final_checkpoint();
+                    }
+                }
+            }
+            CoordinatorMsg::Deployed {
+                generation,
+                priority,
+                sources,
+            } => {
+                let deployed: HashSet<TaskRef> = priority.iter().map(|(t, _)| *t).collect();
+                for (task, lane) in priority {
+                    state.generations.insert(task, generation);
+                    state.priority.insert(task, lane);
+                    state.halted.remove(&task);
+                    state.finished.remove(&task);
+                }
+                state.sources.retain(|t| !deployed.contains(t));
+                state.sources.extend(sources);
+                state.pure.tasks_running(deployed);
+                state.update_sources_running();
+                let now = state.now_ms();
+                let d = state.pure.reset_pending(now);
+                state.apply(d);
+            }
+            CoordinatorMsg::Attach(s) => state.supervisor = Some(s),
+            CoordinatorMsg::Stopping { tasks } => {
+                for task in tasks {
+                    state.priority.remove(&task);
+                    state.halted.insert(task);
+                }
+                let now = state.now_ms();
+                let d = state.pure.reset_pending(now);
+                state.apply(d);
+            }
+            CoordinatorMsg::Savepoint(reply) => {
+                let now = state.now_ms();
+                match state.pure.trigger_savepoint(now) {
+                    Some(d @ Decision::Trigger { id, .. }) if state.halted.is_empty() => {
+                        state.savepoint_waiters.insert(id, reply);
+                        state.apply(vec![d]);
+                    }
+                    _ => {
+                        let _ = reply.send(Err(
+                            "cannot trigger a savepoint now (another checkpoint is pending, or \
+                             the job is restarting or finishing); try again"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
+        state.reschedule(&myself);
+        Ok(())
+    }
+}

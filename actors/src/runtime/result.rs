@@ -1,0 +1,72 @@
+//! What a job reports: the live `JobMetrics` the supervisor keeps up to date across
+//! restarts, and the [`JobResult`] of a job that ended well.
+
+use crate::runtime::metrics::{JobMetricsSnapshot, SubtaskMetrics};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The live metrics of a job's subtasks (replaced on every restart).
+#[derive(Debug)]
+pub(crate) struct JobMetrics {
+    started: Instant,
+    subtasks: std::sync::RwLock<Vec<Arc<SubtaskMetrics>>>,
+    pub(crate) restarts: std::sync::atomic::AtomicU32,
+}
+
+impl JobMetrics {
+    /// Metrics of a job starting now with these subtasks.
+    pub(crate) fn new(subtasks: Vec<Arc<SubtaskMetrics>>) -> Self {
+        JobMetrics {
+            started: Instant::now(),
+            subtasks: std::sync::RwLock::new(subtasks),
+            restarts: Default::default(),
+        }
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn subtask(&self, i: usize) -> Option<Arc<SubtaskMetrics>> {
+        self.subtasks.read().ok().and_then(|s| s.get(i).cloned())
+    }
+
+    pub(crate) fn replace(&self, subtasks: Vec<Arc<SubtaskMetrics>>) {
+        if let Ok(mut s) = self.subtasks.write() {
+            *s = subtasks;
+        }
+    }
+
+    /// Replaces the metrics of subtask slot `i` (a restarted region's subtask).
+    pub(crate) fn replace_at(&self, i: usize, metrics: Arc<SubtaskMetrics>) {
+        if let Ok(mut s) = self.subtasks.write()
+            && let Some(slot) = s.get_mut(i)
+        {
+            *slot = metrics;
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> JobMetricsSnapshot {
+        JobMetricsSnapshot {
+            elapsed: self.started.elapsed(),
+            subtasks: self
+                .subtasks
+                .read()
+                .map(|s| s.iter().map(|m| m.snapshot()).collect())
+                .unwrap_or_default(),
+            restarts: self.restarts.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a successful job reports.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// The job's name.
+    pub name: String,
+    /// Wall time from start to end.
+    pub duration: Duration,
+    /// Every subtask's final metrics.
+    pub metrics: JobMetricsSnapshot,
+}

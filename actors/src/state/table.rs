@@ -1,0 +1,223 @@
+//! Keyed state storage laid out per key group.
+//!
+//! A [`KeyedTable`] holds one hash table per key group that its subtask owns. A key's hash is
+//! computed once per access and serves both to find its key group and to probe the table.
+//! Snapshots (a later step) write and restore whole key groups, which is what lets a job
+//! restart at another parallelism.
+
+use crate::state::keygroup::{KeyGroupRange, key_group_for_hash, key_hash};
+use crate::types::KeyGroup;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+use std::hash::Hash;
+
+/// A record reached a subtask that does not own its key's key group.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "a record with a key in key group {key_group} reached the subtask owning key groups \
+     {}..{}: the key's Hash implementation is not deterministic, or the stream was not \
+     partitioned with key_by before this keyed operator",
+    range.start, range.end
+)]
+pub struct KeyGroupMismatch {
+    /// The key's key group.
+    pub key_group: KeyGroup,
+    /// What this subtask owns.
+    pub range: KeyGroupRange,
+}
+
+/// A map from key to value, grouped by key group.
+///
+/// Lookups take the key by reference; a key is cloned only when it is inserted. Entries hold
+/// just the key and the value (the hash is recomputed when a table grows), to keep as many
+/// entries per cache line as possible.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::state::keygroup::key_group_range_for_subtask;
+/// use actorflow_runtime::state::table::KeyedTable;
+/// let mut table: KeyedTable<String, u64> = KeyedTable::new(128, key_group_range_for_subtask(128, 1, 0));
+/// let a = "a".to_string();
+/// *table.get_or_insert_with(&a, || 0).unwrap() += 5;
+/// *table.get_or_insert_with(&a, || 0).unwrap() += 1;
+/// assert_eq!(table.get(&a), Some(&6));
+/// assert_eq!(table.len(), 1);
+/// ```
+pub struct KeyedTable<K, V> {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    groups: Vec<HashTable<(K, V)>>,
+    len: usize,
+}
+
+/// The hash a table uses for a key.
+///
+/// The key group is `key_hash mod max_parallelism`, so all keys of one group share the hash's
+/// low bits, which is where hashbrown starts probing: tables use the hash rotated by half a
+/// word, whose low bits are independent of the key group.
+#[inline]
+fn table_hash(key_hash: u64) -> u64 {
+    key_hash.rotate_right(32)
+}
+
+impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
+    /// An empty table for a subtask owning `range` out of `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32, range: KeyGroupRange) -> Self {
+        KeyedTable {
+            max_parallelism,
+            range,
+            groups: (0..range.len()).map(|_| HashTable::new()).collect(),
+            len: 0,
+        }
+    }
+
+    /// The key groups this table covers.
+    pub fn range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The key's table hash and the index of its key group's table.
+    #[inline]
+    fn locate(&self, key: &K) -> Result<(u64, usize), KeyGroupMismatch> {
+        let hash = key_hash(key);
+        let kg = key_group_for_hash(hash, self.max_parallelism);
+        match self.range.offset(kg) {
+            Some(offset) => Ok((table_hash(hash), offset)),
+            None => Err(KeyGroupMismatch {
+                key_group: kg,
+                range: self.range,
+            }),
+        }
+    }
+
+    /// The value of `key`, inserting a clone of the key with `make()` first if absent.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyGroupMismatch`] if this subtask does not own the key's key group.
+    #[inline]
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &K,
+        make: impl FnOnce() -> V,
+    ) -> Result<&mut V, KeyGroupMismatch> {
+        let (hash, offset) = self.locate(key)?;
+        let table = &mut self.groups[offset];
+        match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
+            Entry::Occupied(e) => Ok(&mut e.into_mut().1),
+            Entry::Vacant(e) => {
+                self.len += 1;
+                Ok(&mut e.insert((key.clone(), make())).into_mut().1)
+            }
+        }
+    }
+
+    /// The value of `key`, if present (and owned by this subtask).
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let (hash, offset) = self.locate(key).ok()?;
+        self.groups[offset]
+            .find(hash, |(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The value of `key` for update, if present (and owned by this subtask).
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let (hash, offset) = self.locate(key).ok()?;
+        self.groups[offset]
+            .find_mut(hash, |(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let (hash, offset) = self.locate(key).ok()?;
+        let table = &mut self.groups[offset];
+        match table.find_entry(hash, |(k, _)| k == key) {
+            Ok(entry) => {
+                self.len -= 1;
+                Some(entry.remove().0.1)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no key is present.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every `(key, value)` of one key group.
+    pub fn iter_group(&self, kg: KeyGroup) -> impl Iterator<Item = (&K, &V)> {
+        self.range
+            .offset(kg)
+            .and_then(|o| self.groups.get(o))
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Every value, key group by key group, consuming the table.
+    pub fn into_values(self) -> impl Iterator<Item = V> {
+        self.groups
+            .into_iter()
+            .flat_map(|t| t.into_iter().map(|(_, v)| v))
+    }
+
+    /// Keeps the entries for which `f` returns true; `f` may change the values.
+    pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
+        let mut removed = 0;
+        for t in &mut self.groups {
+            t.retain(|(k, v)| {
+                let keep = f(k, v);
+                removed += usize::from(!keep);
+                keep
+            });
+        }
+        self.len -= removed;
+    }
+
+    /// Every `(key, value)`, key group by key group.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.groups
+            .iter()
+            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::keygroup::{assign_to_key_group, key_group_range_for_subtask};
+
+    #[test]
+    fn keys_of_other_subtasks_are_refused_with_an_explanation() {
+        let range = key_group_range_for_subtask(128, 2, 0);
+        let mut t: KeyedTable<u64, u64> = KeyedTable::new(128, range);
+        let foreign = (0..1000u64)
+            .find(|k| !range.contains(assign_to_key_group(k, 128)))
+            .unwrap();
+        let err = t.get_or_insert_with(&foreign, || 0).unwrap_err();
+        assert!(err.to_string().contains("key_by"), "{err}");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn insert_get_remove_and_group_iteration() {
+        let range = key_group_range_for_subtask(16, 1, 0);
+        let mut t: KeyedTable<u64, u64> = KeyedTable::new(16, range);
+        for k in 0..100 {
+            *t.get_or_insert_with(&k, || 0).unwrap() += k;
+        }
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.remove(&7), Some(7));
+        assert_eq!(t.get(&7), None);
+        let total: usize = range.iter().map(|kg| t.iter_group(kg).count()).sum();
+        assert_eq!(total, 99);
+        assert_eq!(t.iter().count(), 99);
+    }
+}
