@@ -21,10 +21,14 @@
 //!   memory and only serve restarts inside the process), `--checkpoint-mode
 //!   exactly-once|at-least-once`, `--unaligned`, `--alignment-timeout MS` (an aligned
 //!   checkpoint still aligning after MS turns unaligned);
-//! * `--restore latest|PATH`: start from the newest complete checkpoint of `--checkpoint-dir`
-//!   (a fresh start if there is none), or of the store at PATH (a checkpoint dir or its
-//!   `snapshots`). After SIGKILL at any moment, rerunning the same command with
-//!   `--restore latest` produces the same files as an uninterrupted run.
+//! * `--restore latest|latest-or-fresh|ID|PATH`: start from the newest completed checkpoint of
+//!   `--checkpoint-dir`, or from its checkpoint `ID`, or from the newest of the store at PATH
+//!   (a checkpoint dir or its `snapshots`). `latest` refuses to start when there is nothing to
+//!   restore or the store is damaged (the error says what was found and how to go on);
+//!   `latest-or-fresh` starts fresh when the store never completed a checkpoint (a first run
+//!   killed before its first checkpoint) and refuses damage the same way. After SIGKILL at any
+//!   moment, rerunning the same command with `--restore latest-or-fresh` produces the same
+//!   files as an uninterrupted run.
 //! * `--source-rate N`: read at most N lines/s; `--operator-delay-us N`: the window operator
 //!   spends N µs per record (backpressure on purpose);
 //! * `--metrics-file PATH`: one JSON object per line for each checkpoint (`checkpoint_completed`
@@ -70,7 +74,7 @@ const USAGE: &str = "usage: window_agg --input CSV --output OUT [--late-output L
     [--ooo MS] [--lateness MS] [--parallelism N] [--watermark periodic|punctuated] \
     [--wm-interval MS] [--mode streaming|batch] [--checkpoint-dir DIR] \
     [--checkpoint-interval MS] [--checkpoint-mode exactly-once|at-least-once] [--unaligned] \
-    [--alignment-timeout MS] [--restore latest|PATH] [--source-rate N] [--operator-delay-us N] \
+    [--alignment-timeout MS] [--restore latest|latest-or-fresh|ID|PATH] [--source-rate N] [--operator-delay-us N] \
     [--metrics-file PATH] [--fault SPEC]";
 
 /// Flags that take no value.
@@ -111,6 +115,8 @@ struct CheckpointArgs {
 
 enum Restore {
     Latest,
+    LatestOrFresh,
+    Checkpoint(u64),
     Path(PathBuf),
 }
 
@@ -221,11 +227,15 @@ fn parse_args() -> Result<Args, String> {
     let dir = take("checkpoint-dir").map(PathBuf::from);
     let restore = match take("restore") {
         None => None,
-        Some(s) if s == "latest" => {
+        Some(s) if s == "latest" || s == "latest-or-fresh" || s.parse::<u64>().is_ok() => {
             if dir.is_none() {
-                return Err("--restore latest needs --checkpoint-dir".into());
+                return Err(format!("--restore {s} needs --checkpoint-dir"));
             }
-            Some(Restore::Latest)
+            Some(match (s.as_str(), s.parse::<u64>()) {
+                ("latest", _) => Restore::Latest,
+                (_, Ok(id)) => Restore::Checkpoint(id),
+                _ => Restore::LatestOrFresh,
+            })
         }
         Some(path) => Some(Restore::Path(path.into())),
     };
@@ -446,6 +456,12 @@ fn configure_checkpointing(
         None => {}
         Some(Restore::Latest) => {
             env.restore_from(RestoreFrom::Latest);
+        }
+        Some(Restore::LatestOrFresh) => {
+            env.restore_from(RestoreFrom::LatestOrFresh);
+        }
+        Some(Restore::Checkpoint(id)) => {
+            env.restore_from(RestoreFrom::Checkpoint(CheckpointId(*id)));
         }
         Some(Restore::Path(path)) => {
             let nested = path.join("snapshots");

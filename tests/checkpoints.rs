@@ -8,7 +8,7 @@ use actorflow::window::{TumblingWindows, WindowTime};
 use actorflow_runtime::checkpoint::coordinator::CheckpointingMode;
 use actorflow_runtime::checkpoint::fault::FaultPlan;
 use actorflow_runtime::checkpoint::restart::RestartStrategy;
-use actorflow_runtime::checkpoint::snapshot::{MemoryStore, SnapshotStore};
+use actorflow_runtime::checkpoint::snapshot::{MemoryStore, SnapshotStore, StoreError};
 use actorflow_runtime::checkpoint::types::{JobEvent, RestoreFrom};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -260,6 +260,23 @@ fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
         .unwrap()
         .unwrap();
     assert_eq!(latest.manifest.id, ids[1]);
+    // Restoring "the latest" refuses instead: the damaged one had completed, and its output
+    // may have been committed.
+    let damaged = actorflow_runtime::checkpoint::snapshot::newest_completed(store.as_ref())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        damaged.contains(&format!("newest completed checkpoint {newest} is unusable"))
+            && damaged.contains(&format!("older checkpoint that verifies is {}", ids[1])),
+        "{damaged}"
+    );
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_checkpoint_storage(store.clone())
+        .restore_from(RestoreFrom::Latest);
+    let _ = job(&env, 1);
+    let refused = env.execute_blocking("second").unwrap_err().to_string();
+    assert!(refused.contains("cannot restore"), "{refused}");
 }
 
 /// An aligned checkpoint whose barriers wait behind the data queued for a slow window operator
@@ -918,4 +935,113 @@ fn a_finished_sink_commits_at_the_next_checkpoint() {
     lines.sort_unstable();
     assert_eq!(lines, (0..1_000).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store that loses everything a power cut would: only what a returned `commit` made
+/// durable survives. It records the newest durable checkpoint.
+struct PowerLossStore {
+    inner: MemoryStore,
+    durable: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SnapshotStore for PowerLossStore {
+    fn put_blob(
+        &self,
+        id: actorflow_runtime::CheckpointId,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<actorflow_runtime::checkpoint::snapshot::BlobEntry, StoreError> {
+        self.inner.put_blob(id, name, bytes)
+    }
+    fn commit(
+        &self,
+        manifest: &actorflow_runtime::checkpoint::snapshot::Manifest,
+    ) -> Result<(), StoreError> {
+        self.inner.commit(manifest)?;
+        self.durable
+            .fetch_max(manifest.id.0, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    fn head(
+        &self,
+    ) -> Result<Option<actorflow_runtime::checkpoint::snapshot::HeadRecord>, StoreError> {
+        self.inner.head()
+    }
+    fn list(&self) -> Result<Vec<actorflow_runtime::CheckpointId>, StoreError> {
+        self.inner.list()
+    }
+    fn load(
+        &self,
+        id: actorflow_runtime::CheckpointId,
+    ) -> Result<actorflow_runtime::checkpoint::snapshot::Snapshot, StoreError> {
+        self.inner.load(id)
+    }
+    fn remove(&self, id: actorflow_runtime::CheckpointId) -> Result<(), StoreError> {
+        self.inner.remove(id)
+    }
+}
+
+/// A sink that checks, each time it is told a checkpoint completed (when a two-phase-commit
+/// sink commits), that the checkpoint is already durable.
+struct DurabilityProbe {
+    durable: Arc<std::sync::atomic::AtomicU64>,
+    seen: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+impl actorflow_runtime::Sink for DurabilityProbe {
+    type Input = Row;
+    async fn write_batch(&mut self, _: actorflow_runtime::Batch<Row>) -> Result<(), UserError> {
+        Ok(())
+    }
+    async fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: actorflow_runtime::CheckpointId,
+    ) -> Result<(), UserError> {
+        let durable = self.durable.load(std::sync::atomic::Ordering::SeqCst);
+        self.seen.lock().unwrap().push((checkpoint.0, durable));
+        Ok(())
+    }
+}
+
+/// Power loss at any moment keeps only what was durable: every checkpoint a sink was told
+/// to commit must already be durable at that moment, so no committed output's checkpoint can
+/// be lost (the final checkpoint's notification included).
+#[test]
+fn sinks_commit_only_checkpoints_that_are_already_durable() {
+    let durable = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store = Arc::new(PowerLossStore {
+        inner: MemoryStore::new(),
+        durable: durable.clone(),
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_millis(20))
+        .set_checkpoint_storage(store.clone());
+    env.set_parallelism(2).set_max_parallelism(128);
+    let (d, s) = (durable.clone(), seen.clone());
+    env.from_generator(
+        GeneratorSource::new(N, |i| (i % 17, i as i64, i, i)).with_rate_limit(200_000.0),
+    )
+    .set_parallelism(1)
+    .add_sink("probe", move |_| {
+        Ok(DurabilityProbe {
+            durable: d.clone(),
+            seen: s.clone(),
+        })
+    });
+    env.execute_blocking("durability").unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 3, "too few checkpoints completed: {seen:?}");
+    for (checkpoint, durable_then) in &seen {
+        let effective = if *checkpoint == u64::MAX {
+            // The final checkpoint's notification names it by its own (last) id.
+            store.list().unwrap()[0].0
+        } else {
+            *checkpoint
+        };
+        assert!(
+            *durable_then >= effective,
+            "checkpoint {checkpoint} was committed by a sink while only {durable_then} was durable"
+        );
+    }
 }

@@ -143,6 +143,11 @@ pub enum BuildError {
     /// An environment setting is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// The requested restore cannot be done: there is nothing to restore, or the store is
+    /// damaged. The message says what was found and how to go on; the job never falls back
+    /// to a fresh start by itself.
+    #[error("cannot restore: {0}")]
+    Restore(String),
     /// The pipeline-building API was misused.
     #[error("{message} (at {}:{}:{})", location.file(), location.line(), location.column())]
     Api {
@@ -229,8 +234,9 @@ impl std::error::Error for SubtaskFailure {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JobError {
-    /// The pipeline is invalid; nothing ran.
-    #[error("invalid pipeline: {0}")]
+    /// The job could not start (an invalid pipeline, or a restore that cannot be done);
+    /// nothing ran.
+    #[error("job not started: {0}")]
     Build(#[from] BuildError),
     /// A subtask failed; the job was stopped. The root cause, if several subtasks failed.
     #[error("job failed: {0}")]

@@ -94,7 +94,9 @@ async fn pre_commit_commit_stale_generation_and_restore() {
     // committing it again (another restore of the same snapshot) changes nothing.
     for _ in 0..2 {
         let mut restored = TwoPhaseCommit::new(FileSink::<String>::new(&d));
-        restored.open(&info(1, &current, true)).await.unwrap();
+        let mut restored_info = info(1, &current, true);
+        restored_info.restored_from = Some(CheckpointId(2));
+        restored.open(&restored_info).await.unwrap();
         restored
             .restore_state(RestoredState {
                 state: s2.clone(),
@@ -119,5 +121,48 @@ async fn without_checkpointing_the_sink_commits_at_the_end() {
     assert!(committed_lines(&d).is_empty());
     sink.finish().await.unwrap();
     assert_eq!(committed_lines(&d), vec!["x", "y"]);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A fresh start into a directory holding committed output of an earlier attempt is refused
+/// (adding to it would repeat that output), unless the sink is told to discard it; a restored
+/// attempt continues the directory.
+#[tokio::test]
+async fn a_fresh_start_refuses_committed_output_of_an_earlier_attempt() {
+    let d = dir("fresh");
+    let current = Arc::new(AtomicU64::new(0));
+    let mut first = TwoPhaseCommit::new(FileSink::<String>::new(&d));
+    first.open(&info(0, &current, false)).await.unwrap();
+    first.write_batch(batch(&["old"])).await.unwrap();
+    first.finish().await.unwrap();
+    assert_eq!(committed_lines(&d), vec!["old"]);
+
+    let mut fresh = TwoPhaseCommit::new(FileSink::<String>::new(&d));
+    let err = fresh
+        .open(&info(0, &current, true))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds 1 committed part file(s) of an earlier attempt")
+            && err.contains("discard"),
+        "{err}"
+    );
+    assert_eq!(committed_lines(&d), vec!["old"], "nothing was touched");
+
+    let mut restored = TwoPhaseCommit::new(FileSink::<String>::new(&d));
+    let mut restored_info = info(0, &current, true);
+    restored_info.restored_from = Some(CheckpointId(1));
+    restored.open(&restored_info).await.unwrap();
+
+    let mut discarding = TwoPhaseCommit::new(FileSink::<String>::new(&d).discard_existing(true));
+    discarding.open(&info(0, &current, false)).await.unwrap();
+    assert!(
+        committed_lines(&d).is_empty(),
+        "the old output was discarded"
+    );
+    discarding.write_batch(batch(&["new"])).await.unwrap();
+    discarding.finish().await.unwrap();
+    assert_eq!(committed_lines(&d), vec!["new"]);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -11,7 +11,8 @@
 //!   SIGKILL: nothing is flushed), `slow=MS` (the subtask stalls for MS milliseconds);
 //! * `OPERATOR`: a substring of the name of the chain (job vertex) the subtask runs;
 //! * `WHEN`: `records=N` (after the subtask took N input records) or `checkpoint=K` (when the
-//!   subtask takes checkpoint K).
+//!   subtask takes checkpoint K, or the first one after K that reaches it, if K was aborted
+//!   before its barrier arrived).
 //!
 //! `corrupt-latest` is not a subtask fault: the example flag damages the newest checkpoint in
 //! the store before restoring (see `snapshot::SledStore::corrupt_blob`).
@@ -188,6 +189,6 @@ impl FaultHook {
 
     /// Checkpoint `id` is being taken: the fault due now, if any.
     pub(crate) fn on_checkpoint(&self, id: u64) -> Option<FaultAction> {
-        self.take(|w| matches!(w, When::Checkpoint(k) if *k == id))
+        self.take(|w| matches!(w, When::Checkpoint(k) if *k <= id))
     }
 }

@@ -15,6 +15,23 @@
 //!   problem and falls back to the previous complete checkpoint.
 //! * Checkpoint ids only increase; [`list`](SnapshotStore::list) gives the committed ones,
 //!   newest first.
+//! * **The store knows what it completed.** Besides the checkpoints, a store keeps a
+//!   [`HeadRecord`] — the id and CRC-32 of the newest completed checkpoint's manifest — written
+//!   (and, for durable stores, fsynced) by [`commit`](SnapshotStore::commit) after the manifest.
+//!   It lives apart from the checkpoints, so a store that lost data (sled's recovery truncating
+//!   its log, a deleted file, a torn write) is recognised as **damaged**, never taken for an
+//!   empty one: [`newest_completed`] refuses to restore anything older than the head record
+//!   names, because sinks may already have committed that checkpoint's output.
+//!
+//! # What survives what
+//!
+//! * A process crash (`kill -9`): every checkpoint whose `commit` returned, with either store.
+//! * A machine crash or power loss: with [`SledStore`], every checkpoint whose `commit`
+//!   returned — sled's `flush` writes its files, the store then `fsync`s every file and
+//!   directory of the database, and only then replaces the head record (a temporary file
+//!   written, fsynced, renamed, and the directory fsynced). [`MemoryStore`] keeps nothing.
+//! * Damage: detected by the checksums and the head record, reported as an error naming what
+//!   is wrong and how to go on; never a silent fresh start.
 
 use crate::dataplane::message::CheckpointKind;
 use crate::types::CheckpointId;
@@ -51,6 +68,84 @@ pub enum StoreError {
     /// No such checkpoint.
     #[error("checkpoint {0} does not exist")]
     Missing(CheckpointId),
+    /// The store lost or damaged what it had completed: restoring from it could repeat or lose
+    /// output. The message says what was found and how to go on.
+    #[error("the checkpoint store {store} is damaged: {message}")]
+    Damaged {
+        /// The store's location.
+        store: String,
+        /// What was found, and how to proceed.
+        message: String,
+    },
+}
+
+const HEAD_MAGIC: &[u8; 4] = b"AFHD";
+
+/// A store's record of its newest completed checkpoint: the checkpoint's id and the CRC-32 of
+/// its encoded manifest. Written by [`SnapshotStore::commit`] after the manifest, kept apart
+/// from the checkpoints, so that losing a completed checkpoint is detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadRecord {
+    /// The newest completed checkpoint.
+    pub id: CheckpointId,
+    /// The CRC-32 that [`Manifest::encode`] writes at the end of its manifest.
+    pub manifest_crc32: u32,
+}
+
+impl HeadRecord {
+    /// The record naming `manifest`.
+    ///
+    /// # Errors
+    ///
+    /// If the manifest cannot be encoded.
+    pub fn of(manifest: &Manifest) -> Result<Self, StoreError> {
+        // The manifest's own checksum, over everything before it. (Not a CRC of the whole
+        // encoding: a CRC over data followed by its own CRC is the same constant for every
+        // input.)
+        let bytes = manifest.encode()?;
+        let crc = bytes.len().checked_sub(4).map_or(0, |at| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        });
+        Ok(HeadRecord {
+            id: manifest.id,
+            manifest_crc32: crc,
+        })
+    }
+
+    /// 20 bytes: magic, id, manifest CRC-32, CRC-32 of the first 16 bytes.
+    pub fn encode(&self) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        out[..4].copy_from_slice(HEAD_MAGIC);
+        out[4..12].copy_from_slice(&self.id.0.to_le_bytes());
+        out[12..16].copy_from_slice(&self.manifest_crc32.to_le_bytes());
+        let crc = crc32fast::hash(&out[..16]);
+        out[16..].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a record written by [`encode`](Self::encode).
+    ///
+    /// # Errors
+    ///
+    /// A description of what is wrong: wrong length or magic, or a checksum mismatch.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let Ok(b) = <&[u8; 20]>::try_from(bytes) else {
+            return Err(format!("it has {} bytes instead of 20", bytes.len()));
+        };
+        if &b[..4] != HEAD_MAGIC {
+            return Err("it is not a head record".into());
+        }
+        let le4 = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        if crc32fast::hash(&b[..16]) != le4(&b[16..]) {
+            return Err("its checksum does not match".into());
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&b[4..12]);
+        Ok(HeadRecord {
+            id: CheckpointId(u64::from_le_bytes(id)),
+            manifest_crc32: le4(&b[12..16]),
+        })
+    }
 }
 
 /// One blob of a checkpoint, as its manifest records it.
@@ -167,12 +262,28 @@ pub trait SnapshotStore: Send + Sync {
     fn put_blob(&self, id: CheckpointId, name: &str, bytes: &[u8])
     -> Result<BlobEntry, StoreError>;
 
-    /// Publishes a checkpoint by writing its manifest, atomically and durably.
+    /// Publishes a checkpoint: writes its manifest, atomically and durably, then replaces the
+    /// [`HeadRecord`] with one naming it. When this returns the checkpoint is completed —
+    /// sinks are told to commit only after it — so it must survive whatever the store
+    /// promises to survive (see the module docs).
     ///
     /// # Errors
     ///
     /// [`StoreError::Io`].
     fn commit(&self, manifest: &Manifest) -> Result<(), StoreError>;
+
+    /// The record of the newest completed checkpoint; `None` if this store never completed
+    /// one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`], or [`StoreError::Damaged`] if the record is unreadable.
+    fn head(&self) -> Result<Option<HeadRecord>, StoreError>;
+
+    /// Where the store is, for messages (a path, or "in memory").
+    fn location(&self) -> String {
+        "(in memory)".into()
+    }
 
     /// The committed checkpoints, newest first.
     ///
@@ -241,6 +352,93 @@ pub fn latest_valid(store: &dyn SnapshotStore) -> Result<Option<Snapshot>, Store
     Ok(None)
 }
 
+/// The checkpoint to restore when a job asks for "the latest": the newest complete one that
+/// verifies, provided it is at least as new as the store's [`HeadRecord`]. `Ok(None)` only for
+/// a store that never completed a checkpoint (no head record, no checkpoints).
+///
+/// A checkpoint newer than the head record (its manifest was committed, the head record not
+/// yet replaced when the process died) is complete and is preferred; if it is damaged, the one
+/// the head record names is restored instead, with a WARN naming both: nothing of the damaged
+/// one was committed by sinks (they commit only after the head record), so nothing is seen
+/// twice.
+///
+/// # Errors
+///
+/// [`StoreError::Damaged`] with what was found and how to go on, when the checkpoint the head
+/// record names is missing, damaged or not the one recorded (sinks may have committed its
+/// output: restoring an older one could repeat it), when the head record is unreadable, or
+/// when the store holds checkpoints but no head record; [`StoreError::Io`] if the store cannot
+/// be read.
+pub fn newest_completed(store: &dyn SnapshotStore) -> Result<Option<Snapshot>, StoreError> {
+    let damaged = |message: String| StoreError::Damaged {
+        store: store.location(),
+        message,
+    };
+    let ids = store.list()?;
+    let Some(head) = store.head()? else {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        return Err(damaged(format!(
+            "it holds checkpoints {} but no record of which one it completed last (the record \
+             was deleted, or the store was written by an older version), so it cannot tell \
+             whether a newer one was lost. Restore one of them explicitly by id, accepting that \
+             output committed after it is produced again, or start the job fresh",
+            list_ids(&ids)
+        )));
+    };
+    let mut skipped: Vec<(CheckpointId, String)> = Vec::new();
+    for &id in ids.iter().filter(|&&id| id >= head.id) {
+        match store.load(id) {
+            Ok(s) if id == head.id && HeadRecord::of(&s.manifest)? != head => {
+                skipped.push((
+                    id,
+                    "its manifest is not the one the head record names".into(),
+                ));
+                break;
+            }
+            Ok(s) => {
+                for (bad, why) in &skipped {
+                    tracing::warn!(
+                        damaged = %bad,
+                        restoring = %id,
+                        reason = %why,
+                        "checkpoint {bad} is damaged ({why}); restoring checkpoint {id}, the newest completed one: {bad} never completed, so sinks committed none of its output and nothing is seen twice"
+                    );
+                }
+                return Ok(Some(s));
+            }
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::Missing(_))) => {
+                skipped.push((id, e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let what = match skipped.iter().find(|(id, _)| *id == head.id) {
+        Some((_, why)) => format!("is unusable: {why}"),
+        None => "is missing".into(),
+    };
+    let older: Vec<CheckpointId> = ids.iter().copied().filter(|&id| id < head.id).collect();
+    let fallback = older.iter().find(|&&id| store.load(id).is_ok());
+    let hint = match fallback {
+        Some(id) => format!(
+            "The newest older checkpoint that verifies is {id}: restore it explicitly (by id) to \
+             accept that output committed after it is produced again, or start the job fresh"
+        ),
+        None => "No older checkpoint verifies either: start the job fresh".into(),
+    };
+    Err(damaged(format!(
+        "its newest completed checkpoint {} {what}. Sinks may have committed output up to \
+         checkpoint {}, so restoring an older one would produce that output again. {hint}",
+        head.id, head.id
+    )))
+}
+
+fn list_ids(ids: &[CheckpointId]) -> String {
+    let v: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    v.join(", ")
+}
+
 /// Checkpoints in memory (tests, and jobs that restart within one process).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -251,6 +449,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     blobs: BTreeMap<(u64, String), Vec<u8>>,
     manifests: BTreeMap<u64, Vec<u8>>,
+    head: Option<HeadRecord>,
 }
 
 impl MemoryStore {
@@ -263,6 +462,23 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave the maps half-updated (every write is
         // one insert or remove), so a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Failure injection: forgets the head record, as a deleted head file would.
+    pub fn forget_head(&self) {
+        self.lock().head = None;
+    }
+
+    /// Failure injection: publishes `manifest` without replacing the head record, as a crash
+    /// between the two would.
+    ///
+    /// # Errors
+    ///
+    /// If the manifest cannot be encoded.
+    pub fn commit_without_head(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let bytes = manifest.encode()?;
+        self.lock().manifests.insert(manifest.id.0, bytes);
+        Ok(())
     }
 
     /// Failure injection: overwrites the first byte of a blob, as a torn write would.
@@ -290,8 +506,15 @@ impl SnapshotStore for MemoryStore {
 
     fn commit(&self, manifest: &Manifest) -> Result<(), StoreError> {
         let bytes = manifest.encode()?;
-        self.lock().manifests.insert(manifest.id.0, bytes);
+        let head = HeadRecord::of(manifest)?;
+        let mut inner = self.lock();
+        inner.manifests.insert(manifest.id.0, bytes);
+        inner.head = Some(head);
         Ok(())
+    }
+
+    fn head(&self) -> Result<Option<HeadRecord>, StoreError> {
+        Ok(self.lock().head)
     }
 
     fn list(&self) -> Result<Vec<CheckpointId>, StoreError> {
@@ -333,7 +556,12 @@ impl SnapshotStore for MemoryStore {
 /// Checkpoints in an embedded sled database at a path (the default store).
 ///
 /// Blobs go to the `blobs` tree under `id (8 bytes, big endian) ++ name`, manifests to the
-/// `manifests` tree under the id; `commit` flushes to disk before it returns.
+/// `manifests` tree under the id. The [`HeadRecord`] is the file `HEAD.actorflow` in the same
+/// directory, outside sled's own files. `commit` is durable when it returns: sled's `flush`
+/// writes its files, but sled 0.34 does not `fsync` all of them (its separate blob files, for
+/// one), so the store `fsync`s every file and directory under the path itself after the
+/// manifest, and then replaces the head record (temporary file, fsync, rename, fsync of the
+/// directory).
 pub struct SledStore {
     path: PathBuf,
     blobs: sled::Tree,
@@ -353,6 +581,84 @@ fn blob_key(id: CheckpointId, name: &str) -> Vec<u8> {
     let mut k = id.0.to_be_bytes().to_vec();
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// The head record's file name in a store's directory.
+pub const HEAD_FILE: &str = "HEAD.actorflow";
+
+fn io_at(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        message: format!("cannot {what}: {e}"),
+    }
+}
+
+/// `fsync`s every file and directory under `dir` (and `dir` itself).
+///
+/// # Errors
+///
+/// [`StoreError::Io`] naming the first path that fails.
+pub fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_at(dir, "list the directory", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_at(dir, "list the directory", e))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .map_err(|e| io_at(&path, "read the file type", e))?;
+        if kind.is_dir() {
+            fsync_tree(&path)?;
+        } else if kind.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_at(&path, "fsync", e))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_at(dir, "fsync the directory", e))
+}
+
+/// Replaces `dir/name` with `bytes` durably: a temporary file written and fsynced, renamed
+/// over the old one, then the directory fsynced.
+///
+/// # Errors
+///
+/// [`StoreError::Io`] naming the path that fails.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_at(&tmp, "create", e))?;
+        std::io::Write::write_all(&mut f, bytes).map_err(|e| io_at(&tmp, "write", e))?;
+        f.sync_all().map_err(|e| io_at(&tmp, "fsync", e))?;
+    }
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| io_at(&path, "rename the new version into place", e))?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_at(dir, "fsync the directory", e))
+}
+
+/// Reads the head record file `dir/HEAD.actorflow`; `None` if there is none.
+fn read_head(dir: &Path) -> Result<Option<HeadRecord>, StoreError> {
+    let path = dir.join(HEAD_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => HeadRecord::decode(&bytes)
+            .map(Some)
+            .map_err(|why| StoreError::Damaged {
+                store: dir.display().to_string(),
+                message: format!(
+                    "its record of the newest completed checkpoint ({}) is unreadable: {why}. It \
+                 cannot tell whether a checkpoint was lost: restore a checkpoint explicitly by \
+                 id, accepting that output committed after it may be produced again, or start \
+                 the job fresh",
+                    path.display()
+                ),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(&path, "read", e)),
+    }
 }
 
 impl SledStore {
@@ -454,13 +760,24 @@ impl SnapshotStore for SledStore {
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        // The blobs must be on disk before the manifest that makes them a checkpoint.
-        self.db.flush().map_err(|e| self.io(e))?;
+        // The blobs and the manifest must be on disk before the head record that makes the
+        // checkpoint the newest completed one. They need no order among themselves: should a
+        // power loss keep the manifest but not a blob, the checkpoint fails its checksums and
+        // is newer than the head record, so restoring falls back to the completed one.
         self.manifests
             .insert(manifest.id.0.to_be_bytes(), manifest.encode()?)
             .map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
-        Ok(())
+        fsync_tree(&self.path)?;
+        write_durably(&self.path, HEAD_FILE, &HeadRecord::of(manifest)?.encode())
+    }
+
+    fn head(&self) -> Result<Option<HeadRecord>, StoreError> {
+        read_head(&self.path)
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
 
     fn list(&self) -> Result<Vec<CheckpointId>, StoreError> {
@@ -600,6 +917,138 @@ mod tests {
         );
         drop(sled);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn damaged(r: Result<Option<Snapshot>, StoreError>) -> String {
+        match r {
+            Err(e @ StoreError::Damaged { .. }) => e.to_string(),
+            other => panic!("expected a damaged store, got {other:?}"),
+        }
+    }
+
+    /// The restore rules over the head record: an empty store has nothing; the newest
+    /// completed checkpoint is restored; losing it, or its record, or a mismatch, is damage
+    /// with a way on; a damaged checkpoint newer than the head record falls back to it.
+    #[test]
+    fn newest_completed_never_takes_a_damaged_store_for_an_empty_one() {
+        let mem = MemoryStore::new();
+        assert!(newest_completed(&mem).unwrap().is_none(), "never completed");
+        mem.commit(&manifest(&mem, 1, &[("a", b"one")])).unwrap();
+        mem.commit(&manifest(&mem, 2, &[("a", b"two")])).unwrap();
+        assert_eq!(
+            mem.head().unwrap(),
+            Some(HeadRecord::of(&mem.load(CheckpointId(2)).unwrap().manifest).unwrap())
+        );
+        let s = newest_completed(&mem).unwrap().unwrap();
+        assert_eq!(s.manifest.id, CheckpointId(2));
+
+        // Committed after the head record was last replaced (a crash in between): complete,
+        // so restored; damaged, so the completed one is restored instead.
+        let three = manifest(&mem, 3, &[("a", b"three")]);
+        mem.commit_without_head(&three).unwrap();
+        assert_eq!(
+            newest_completed(&mem).unwrap().unwrap().manifest.id,
+            CheckpointId(3)
+        );
+        mem.corrupt_blob(CheckpointId(3), "a");
+        assert_eq!(
+            newest_completed(&mem).unwrap().unwrap().manifest.id,
+            CheckpointId(2)
+        );
+
+        // The completed one damaged: refused, naming it and the older one that verifies.
+        mem.remove(CheckpointId(3)).unwrap();
+        mem.corrupt_blob(CheckpointId(2), "a");
+        let e = damaged(newest_completed(&mem));
+        assert!(e.contains("checkpoint 2 is unusable"), "{e}");
+        assert!(e.contains("fails its checksum"), "{e}");
+        assert!(e.contains("older checkpoint that verifies is 1"), "{e}");
+
+        // The completed one removed.
+        mem.remove(CheckpointId(2)).unwrap();
+        let e = damaged(newest_completed(&mem));
+        assert!(e.contains("checkpoint 2 is missing"), "{e}");
+
+        // Another manifest under the completed id than the one recorded.
+        mem.commit_without_head(&manifest(&mem, 2, &[("a", b"other")]))
+            .unwrap();
+        let e = damaged(newest_completed(&mem));
+        assert!(e.contains("not the one the head record names"), "{e}");
+
+        // Checkpoints without a record of the newest.
+        mem.forget_head();
+        let e = damaged(newest_completed(&mem));
+        assert!(
+            e.contains("no record of which one it completed last"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_sled_head_record_is_durable_and_checked() {
+        let dir = temp_dir("sled-head");
+        {
+            let store = SledStore::open(&dir).unwrap();
+            assert!(newest_completed(&store).unwrap().is_none());
+            store.commit(&manifest(&store, 4, &[("a", b"x")])).unwrap();
+        }
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.head().unwrap().map(|h| h.id), Some(CheckpointId(4)));
+        assert_eq!(
+            newest_completed(&store).unwrap().unwrap().manifest.id,
+            CheckpointId(4)
+        );
+        let head = dir.join(HEAD_FILE);
+        let mut bytes = std::fs::read(&head).unwrap();
+        bytes[6] ^= 0x40;
+        std::fs::write(&head, &bytes).unwrap();
+        let e = damaged(newest_completed(&store));
+        assert!(e.contains("unreadable: its checksum does not match"), "{e}");
+        std::fs::remove_file(&head).unwrap();
+        let e = damaged(newest_completed(&store));
+        assert!(e.contains("holds checkpoints 4 but no record"), "{e}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Random and bit-flipped bytes never panic a decoder: every one returns an error (or,
+    /// for a flip the checksums cannot see, a value).
+    #[test]
+    fn decoding_damaged_bytes_never_panics() {
+        let mut rng = 0x5eed_u64;
+        let mut next = move || {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            rng >> 33
+        };
+        let mem = MemoryStore::new();
+        let good = manifest(&mem, 9, &[("a", b"abc"), ("b", b"")])
+            .encode()
+            .unwrap();
+        let head = HeadRecord::of(&Manifest::decode(CheckpointId(9), &good).unwrap())
+            .unwrap()
+            .encode();
+        for round in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = Manifest::decode(CheckpointId(9), &random);
+            let _ = HeadRecord::decode(&random);
+            let mut flipped = if round % 2 == 0 {
+                good.clone()
+            } else {
+                head.to_vec()
+            };
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % flipped.len();
+                flipped[i] ^= 1 << (next() % 8);
+            }
+            if round % 2 == 0 {
+                assert!(Manifest::decode(CheckpointId(9), &flipped).is_err() || flipped == good);
+            } else {
+                assert!(HeadRecord::decode(&flipped).is_err() || flipped == head);
+            }
+            // Unchecksummed postcard bodies: errors, not panics.
+            let _ = postcard::from_bytes::<Manifest>(&random);
+        }
     }
 
     #[test]

@@ -318,12 +318,22 @@ pub type JobListener = Arc<dyn Fn(&JobEvent) + Send + Sync>;
 /// Where a job's initial state comes from.
 #[derive(Clone)]
 pub enum RestoreFrom {
-    /// The newest checkpoint of the job's own store that verifies (a fresh start if there is
-    /// none).
+    /// The newest completed checkpoint of the job's own store
+    /// ([`newest_completed`](crate::checkpoint::snapshot::newest_completed)). The job refuses
+    /// to start if there is none or the store is damaged: asking to restore never turns into
+    /// a fresh start.
     Latest,
-    /// This checkpoint of the job's own store.
+    /// As [`Latest`](Self::Latest), but a store that never completed a checkpoint (no head
+    /// record, no checkpoints: the job's first run died before its first checkpoint) starts
+    /// the job fresh, with a WARN. A damaged store still refuses. For restart scripts that
+    /// always pass a restore.
+    LatestOrFresh,
+    /// This checkpoint of the job's own store. Restoring one older than the newest completed
+    /// checkpoint is allowed (it is how a user goes back past a damaged one), with a WARN:
+    /// output committed after it may be produced again.
     Checkpoint(CheckpointId),
-    /// The newest checkpoint or savepoint of another store (a savepoint directory).
+    /// The newest completed checkpoint or savepoint of another store (a savepoint
+    /// directory), by the same rules as [`Latest`](Self::Latest).
     Store(Arc<dyn SnapshotStore>),
 }
 
@@ -331,6 +341,7 @@ impl std::fmt::Debug for RestoreFrom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RestoreFrom::Latest => f.write_str("Latest"),
+            RestoreFrom::LatestOrFresh => f.write_str("LatestOrFresh"),
             RestoreFrom::Checkpoint(id) => write!(f, "Checkpoint({id})"),
             RestoreFrom::Store(_) => f.write_str("Store(..)"),
         }

@@ -44,6 +44,10 @@ pub struct TaskInfo {
     /// True if the job takes checkpoints (a transactional sink then commits on checkpoint
     /// completion instead of at end of input).
     pub checkpointing: bool,
+    /// The checkpoint (or savepoint) this attempt of the job was deployed from; `None` for a
+    /// fresh start (Flink's `isRestored()`). A sink that finds output of an earlier attempt
+    /// on a fresh start knows it would add to it.
+    pub restored_from: Option<CheckpointId>,
 }
 
 /// The generation (restart attempt) of a running subtask, and the job's current one: a
@@ -128,6 +132,7 @@ impl TaskInfo {
             counters: Default::default(),
             generation: Generation::default(),
             checkpointing: false,
+            restored_from: None,
         }
     }
 

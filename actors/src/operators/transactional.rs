@@ -254,10 +254,17 @@ pub struct PartFile {
 ///
 /// Part names carry the subtask index, a token unique to the attempt, and a counter, so a new
 /// attempt never reuses an old attempt's names.
+///
+/// **A fresh start refuses old output.** Started without restored state
+/// ([`TaskInfo::restored_from`] is `None`), the sink fails if the directory already holds
+/// committed parts: they are the output of another attempt, and adding to them would repeat
+/// it. Restore that attempt's checkpoint to continue it, or opt in to
+/// [`discard_existing`](Self::discard_existing) to delete them first.
 pub struct FileSink<T> {
     dir: PathBuf,
     prefix: String,
     counter: u64,
+    discard_existing: bool,
     file: Option<std::io::BufWriter<std::fs::File>>,
     _t: PhantomData<fn(T)>,
 }
@@ -269,9 +276,47 @@ impl<T> FileSink<T> {
             dir: dir.into(),
             prefix: String::new(),
             counter: 0,
+            discard_existing: false,
             file: None,
             _t: PhantomData,
         }
+    }
+
+    /// On a fresh start, delete the committed parts of earlier attempts instead of refusing
+    /// the directory.
+    pub fn discard_existing(mut self, discard: bool) -> Self {
+        self.discard_existing = discard;
+        self
+    }
+
+    /// A fresh start: refuse (or, if asked, delete) committed parts of earlier attempts.
+    fn check_fresh_start(&self) -> Result<(), UserError> {
+        let parts = committed_parts(&self.dir)?;
+        let Some(first) = parts.first() else {
+            return Ok(());
+        };
+        if !self.discard_existing {
+            return Err(format!(
+                "the output directory '{}' holds {} committed part file(s) of an earlier attempt \
+                 (for example '{}'), and this attempt starts fresh: adding to them would repeat \
+                 their output. Restore the earlier attempt's checkpoint to continue it, or \
+                 discard the old output (FileSink::discard_existing, --discard-output)",
+                self.dir.display(),
+                parts.len(),
+                first.display()
+            )
+            .into());
+        }
+        for p in &parts {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                // Another subtask of this attempt removed it first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("delete", p, e)),
+            }
+        }
+        tracing::warn!(dir = %self.dir.display(), parts = parts.len(), "discarded the committed output of an earlier attempt (fresh start)");
+        Ok(())
     }
 
     fn path(&self, name: &str, state: &str) -> PathBuf {
@@ -311,6 +356,9 @@ impl<T: Data + Display> TwoPhaseCommitSink for FileSink<T> {
 
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err("create", &self.dir, e))?;
+        if info.restored_from.is_none() {
+            self.check_fresh_start()?;
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

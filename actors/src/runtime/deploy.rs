@@ -120,6 +120,7 @@ impl ChainBuilder<'_> {
         TaskInfo {
             generation: self.generation.clone(),
             checkpointing: self.config.checkpointing.is_some(),
+            restored_from: self.restore.map(|r| r.checkpoint),
             counters: self.counters.clone(),
             clock: self.clock.clone(),
             auto_watermark_interval: self.config.auto_watermark_interval,

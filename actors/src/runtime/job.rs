@@ -3,7 +3,7 @@
 use crate::checkpoint::capture::RestorePlan;
 use crate::checkpoint::fault::FaultPlan;
 use crate::checkpoint::restart::RestartTracker;
-use crate::checkpoint::snapshot::{Snapshot, latest_valid};
+use crate::checkpoint::snapshot::{Snapshot, SnapshotStore, StoreError, newest_completed};
 use crate::checkpoint::types::{CheckpointConfig, JobEvent, JobListener, RestoreFrom};
 use crate::dataplane::message::CheckpointKind;
 use crate::error::BuildError;
@@ -23,7 +23,7 @@ use crate::types::CheckpointId;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
 /// A cloneable handle that reads metrics of, and cancels, a running job.
 #[derive(Debug, Clone)]
@@ -277,35 +277,60 @@ impl Checkpointed<'_> {
         Ok((deployment, recovery))
     }
 
-    /// The stored checkpoint or savepoint the configuration asks to restore, if any.
+    /// The stored checkpoint or savepoint the configuration asks to restore, if any. Never a
+    /// silent fresh start: a restore that finds nothing, or a damaged store, is an error
+    /// (except [`RestoreFrom::LatestOrFresh`] on a store that never completed a checkpoint).
     fn snapshot_to_restore(&self) -> Result<Option<Snapshot>, JobError> {
         let ck = self.ck;
-        let snapshot = match &ck.restore {
-            None => None,
-            Some(RestoreFrom::Latest) => latest_valid(ck.store.as_ref()).map_err(|e| {
-                JobError::Internal(format!("cannot read the checkpoint store: {e}"))
-            })?,
-            Some(RestoreFrom::Checkpoint(id)) => Some(ck.store.load(*id).map_err(|e| {
-                JobError::Build(BuildError::InvalidConfig(format!(
-                    "cannot restore checkpoint {id}: {e}"
-                )))
-            })?),
-            Some(RestoreFrom::Store(store)) => Some(
-                latest_valid(store.as_ref())
-                    .map_err(|e| {
-                        JobError::Internal(format!("cannot read the savepoint store: {e}"))
-                    })?
-                    .ok_or_else(|| {
-                        JobError::Build(BuildError::InvalidConfig(
-                            "the savepoint store holds no valid savepoint or checkpoint".into(),
-                        ))
-                    })?,
-            ),
+        let restore_error = |e: StoreError| JobError::Build(BuildError::Restore(e.to_string()));
+        let nothing = |store: &dyn SnapshotStore| {
+            JobError::Build(BuildError::Restore(format!(
+                "the checkpoint store {} holds no completed checkpoint. Run the job without a \
+                 restore to start it fresh, or restore with RestoreFrom::LatestOrFresh \
+                 (`--restore latest-or-fresh`) to start fresh when a store never completed \
+                 a checkpoint",
+                store.location()
+            )))
         };
-        if matches!(ck.restore, Some(RestoreFrom::Latest)) && snapshot.is_none() {
-            info!(job = %self.name, "no checkpoint to restore: starting from scratch");
+        match &ck.restore {
+            None => Ok(None),
+            Some(RestoreFrom::Latest) => match newest_completed(ck.store.as_ref()) {
+                Ok(Some(s)) => Ok(Some(s)),
+                Ok(None) => Err(nothing(ck.store.as_ref())),
+                Err(e) => Err(restore_error(e)),
+            },
+            Some(RestoreFrom::LatestOrFresh) => {
+                let s = newest_completed(ck.store.as_ref()).map_err(restore_error)?;
+                if s.is_none() {
+                    warn!(
+                        job = %self.name,
+                        store = %ck.store.location(),
+                        "the checkpoint store never completed a checkpoint: starting from scratch"
+                    );
+                }
+                Ok(s)
+            }
+            Some(RestoreFrom::Checkpoint(id)) => {
+                let s = ck.store.load(*id).map_err(restore_error)?;
+                if let Ok(Some(head)) = ck.store.head()
+                    && head.id > *id
+                {
+                    warn!(
+                        job = %self.name,
+                        restoring = %id,
+                        newest_completed = %head.id,
+                        "restoring checkpoint {id}, older than the newest completed checkpoint {}: output that sinks committed after checkpoint {id} may be produced again",
+                        head.id
+                    );
+                }
+                Ok(Some(s))
+            }
+            Some(RestoreFrom::Store(store)) => match newest_completed(store.as_ref()) {
+                Ok(Some(s)) => Ok(Some(s)),
+                Ok(None) => Err(nothing(store.as_ref())),
+                Err(e) => Err(restore_error(e)),
+            },
         }
-        Ok(snapshot)
     }
 
     /// Starts the checkpoint coordinator actor for every subtask of the plan; its ids continue

@@ -22,7 +22,7 @@ use crate::checkpoint::snapshot::SnapshotStore;
 use crate::checkpoint::types::{JobEvent, JobListener};
 use crate::dataplane::lane::LaneSender;
 use crate::dataplane::message::PriorityMessage;
-use crate::error::{FailureCause, JobError, OperatorLabel, SubtaskFailure};
+use crate::error::{BuildError, FailureCause, JobError, OperatorLabel, SubtaskFailure};
 use crate::runtime::config::JobConfig;
 use crate::runtime::control::{CoordinatorMsg, SupervisorMsg};
 use crate::runtime::deploy::{DeployContext, Deployment, Regions, deploy};
@@ -351,7 +351,7 @@ impl SupervisorState {
             .unwrap_or_else(|| "unknown".into());
         match r.tracker.on_failure(now_ms(self.started), jitter_sample()) {
             RestartDecision::Restart { delay, attempt } => {
-                let from = crate::checkpoint::snapshot::latest_valid(r.store.as_ref())
+                let from = crate::checkpoint::snapshot::newest_completed(r.store.as_ref())
                     .ok()
                     .flatten()
                     .map(|s| s.manifest.id);
@@ -392,8 +392,10 @@ impl SupervisorState {
                 "redeploy without recovery settings".into(),
             ));
         };
-        let snapshot = crate::checkpoint::snapshot::latest_valid(r.store.as_ref())
-            .map_err(|e| JobError::Internal(format!("cannot read the checkpoint store: {e}")))?;
+        // The same rule as at start: the newest completed checkpoint, and a damaged store
+        // fails the job rather than restarting it from older state.
+        let snapshot = crate::checkpoint::snapshot::newest_completed(r.store.as_ref())
+            .map_err(|e| JobError::Build(BuildError::Restore(e.to_string())))?;
         let plan = snapshot.as_ref().map(RestorePlan::new).transpose()?;
         let generation = self.generations.get(region).copied().unwrap_or(0) + 1;
         if let Some(atomic) = r.regions.generations.get(region) {
