@@ -623,6 +623,69 @@ fn checkpoint_overhead(rt: &tokio::runtime::Runtime) {
     }
 }
 
+/// What publishing one checkpoint costs in each store: `put_blob` of its blobs, then
+/// `commit`. The durable sled store (fsync of the database's files and the head record)
+/// against the same store without fsyncs and against memory, for a small checkpoint (4 blobs
+/// of 1 KB), a medium one (4 × 256 KB) and the large-state benchmark's size (121 MB).
+fn store_commit() {
+    use actorflow::snapshot::{FORMAT_VERSION, Manifest, MemoryStore, SledStore, SnapshotStore};
+    let sizes: [(&str, usize, usize, usize); 3] = [
+        ("4 × 1 KB", 4, 1 << 10, 40),
+        ("4 × 256 KB", 4, 256 << 10, 20),
+        ("1 × 121 MB", 1, 121 << 20, 3),
+    ];
+    for (label, blobs, size, rounds) in sizes {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let mut line = format!("{:<34}", format!("store commit, {label}"));
+        for store_kind in ["sled durable", "sled no fsync", "memory"] {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/bench-data")
+                .join(format!("commit-{}", store_kind.replace(' ', "-")));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store: Box<dyn SnapshotStore> = match store_kind {
+                "sled durable" => Box::new(SledStore::open(&dir).unwrap()),
+                "sled no fsync" => Box::new(SledStore::open_without_fsync(&dir).unwrap()),
+                _ => Box::new(MemoryStore::new()),
+            };
+            let mut times = Vec::new();
+            for round in 0..rounds as u64 {
+                let id = actorflow::actorflow_runtime::CheckpointId(round + 1);
+                let t = Instant::now();
+                let entries = (0..blobs)
+                    .map(|b| {
+                        store
+                            .put_blob(id, &format!("subtask-0-{b}"), &payload)
+                            .unwrap()
+                    })
+                    .collect();
+                store
+                    .commit(&Manifest {
+                        version: FORMAT_VERSION,
+                        id,
+                        kind: actorflow::actorflow_runtime::CheckpointKind::Checkpoint,
+                        triggered_ms: 0,
+                        blobs: entries,
+                        metadata: Vec::new(),
+                    })
+                    .unwrap();
+                times.push(t.elapsed());
+                if round >= 2 {
+                    store
+                        .remove(actorflow::actorflow_runtime::CheckpointId(round - 1))
+                        .unwrap();
+                }
+            }
+            line.push_str(&format!(
+                " {store_kind}: {:.2} ms",
+                median(times).as_secs_f64() * 1e3
+            ));
+            drop(store);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        println!("{line}");
+    }
+}
+
 /// Sum per key and 1 s window with a window operator that spins `delay` per record: with an
 /// unthrottled generator, the source is hundreds of times faster, so the lanes stay full.
 /// Returns the completed checkpoints' (duration ms, bytes).
@@ -834,6 +897,9 @@ fn main() {
     }
     if wanted("memory") {
         memory();
+    }
+    if wanted("checkpoint-store") {
+        store_commit();
     }
     if wanted("checkpoint-overhead") {
         checkpoint_overhead(&rt);
