@@ -1045,3 +1045,47 @@ fn sinks_commit_only_checkpoints_that_are_already_durable() {
         );
     }
 }
+
+/// Savepoints asked for while another checkpoint or savepoint is pending wait for it instead
+/// of failing with "try again": six requested at once all succeed, one after the other, and
+/// so does the stop.
+#[test]
+fn savepoints_wait_for_a_pending_checkpoint_instead_of_failing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let env = StreamExecutionEnvironment::new();
+    // A checkpoint every millisecond behind a slow window operator (its barriers wait behind
+    // queued data): one is pending nearly all the time.
+    env.enable_checkpointing(Duration::from_millis(1))
+        .set_checkpoint_storage(store.clone());
+    let _rows = job_with(&env, 2, 20_000.0, Duration::from_micros(50));
+    let ids = rt.block_on(async {
+        let handle = env.execute_async("queued savepoints").await.unwrap();
+        // Six requests at once: at most one can start, the others must wait their turn.
+        let requests: Vec<_> = (0..6)
+            .map(|_| {
+                let control = handle.control();
+                tokio::spawn(async move { control.trigger_savepoint().await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for r in requests {
+            ids.push(r.await.unwrap().unwrap());
+        }
+        ids.sort();
+        ids.push(handle.control().stop_with_savepoint().await.unwrap());
+        handle.join().await.unwrap();
+        ids
+    });
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    for id in ids {
+        assert_eq!(
+            store.load(id).unwrap().manifest.kind,
+            actorflow_runtime::CheckpointKind::Savepoint
+        );
+    }
+}

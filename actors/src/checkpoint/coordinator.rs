@@ -130,6 +130,22 @@ pub enum Decision {
     Discard(Vec<CheckpointId>),
     /// Too many consecutive failures: fail the job.
     FailJob(String),
+    /// The oldest queued savepoint request cannot be served (the job failed, or its sources
+    /// finished): answer it with this reason.
+    RefuseSavepoint(String),
+}
+
+/// What became of a savepoint request ([`CheckpointCoordinator::request_savepoint`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SavepointRequest {
+    /// Triggered now.
+    Triggered(Decision),
+    /// A checkpoint is pending: the savepoint starts as soon as the pending-checkpoint limit
+    /// allows, ahead of periodic checkpoints (as Flink queues it). Its trigger (or a
+    /// [`Decision::RefuseSavepoint`]) comes out of a later call, in request order.
+    Queued,
+    /// It cannot be taken, for this reason.
+    Refused(String),
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +188,8 @@ pub struct CheckpointCoordinator {
     finished: BTreeSet<TaskRef>,
     /// Some source still runs (a periodic checkpoint can be injected).
     sources_running: bool,
+    /// Savepoint requests waiting for a pending checkpoint to end.
+    queued_savepoints: usize,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -195,6 +213,7 @@ impl CheckpointCoordinator {
             failed: false,
             finished: BTreeSet::new(),
             sources_running: true,
+            queued_savepoints: 0,
         }
     }
 
@@ -272,7 +291,14 @@ impl CheckpointCoordinator {
             .values()
             .map(|p| p.started_ms.saturating_add(ms(self.settings.timeout)))
             .min();
-        let trigger = self.may_trigger().then(|| self.next_trigger_ms());
+        let trigger = if self.queued_savepoints > 0
+            && (self.savepoint_may_start() || self.savepoint_impossible().is_some())
+        {
+            // A queued savepoint can start (or must be refused): at once.
+            Some(0)
+        } else {
+            self.may_trigger().then(|| self.next_trigger_ms())
+        };
         match (timeout, trigger) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -339,26 +365,65 @@ impl CheckpointCoordinator {
         for id in expired {
             self.fail(id, AbortReason::Timeout, &mut out);
         }
+        self.serve_queued_savepoints(now_ms, &mut out);
         if self.may_trigger() && now_ms >= self.next_trigger_ms() {
             out.push(self.start(CheckpointKind::Checkpoint, now_ms));
         }
         out
     }
 
-    /// A savepoint was requested: triggered at once, aligned, whatever the interval (it still
-    /// waits for the pending-checkpoint limit: `None` then, ask again later).
-    pub fn trigger_savepoint(&mut self, now_ms: u64) -> Option<Decision> {
-        if self.failed
-            || !self.sources_running
-            || self.running().next().is_none()
-            || !self.pending.is_empty() && self.settings.unaligned
-        {
-            return None;
+    /// A savepoint was requested: triggered at once, aligned, whatever the interval and the
+    /// minimum pause; queued while a checkpoint is pending (or while the job restarts:
+    /// `restarting`), refused when the job failed or its sources finished.
+    pub fn request_savepoint(&mut self, now_ms: u64, restarting: bool) -> SavepointRequest {
+        if let Some(why) = self.savepoint_impossible() {
+            return SavepointRequest::Refused(why.into());
         }
-        if self.pending.len() >= self.settings.max_concurrent.max(1) {
-            return None;
+        if restarting || self.queued_savepoints > 0 || !self.savepoint_may_start() {
+            self.queued_savepoints += 1;
+            return SavepointRequest::Queued;
         }
-        Some(self.start(CheckpointKind::Savepoint, now_ms))
+        SavepointRequest::Triggered(self.start(CheckpointKind::Savepoint, now_ms))
+    }
+
+    /// Savepoint requests queued behind a pending checkpoint.
+    pub fn queued_savepoints(&self) -> usize {
+        self.queued_savepoints
+    }
+
+    fn savepoint_impossible(&self) -> Option<&'static str> {
+        if self.failed {
+            Some("the job's checkpoints failed too often; it is failing")
+        } else if !self.sources_running || self.running().next().is_none() {
+            Some("the job's sources finished; a savepoint needs running sources")
+        } else {
+            None
+        }
+    }
+
+    fn savepoint_may_start(&self) -> bool {
+        let limit = if self.settings.unaligned {
+            1
+        } else {
+            self.settings.max_concurrent.max(1)
+        };
+        self.pending.len() < limit
+    }
+
+    /// Starts the oldest queued savepoint if it may start now, or refuses every queued one
+    /// if none ever can.
+    fn serve_queued_savepoints(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
+        if self.queued_savepoints == 0 {
+            return;
+        }
+        if let Some(why) = self.savepoint_impossible() {
+            for _ in 0..std::mem::take(&mut self.queued_savepoints) {
+                out.push(Decision::RefuseSavepoint(why.into()));
+            }
+        } else if self.savepoint_may_start() {
+            self.queued_savepoints -= 1;
+            out.push(self.start(CheckpointKind::Savepoint, now_ms));
+        }
     }
 
     /// Subtask `task` snapshotted checkpoint `id`. Completes it when it was the last one.
@@ -371,6 +436,7 @@ impl CheckpointCoordinator {
         if p.waiting.is_empty() {
             self.complete(id, now_ms, &mut out);
         }
+        self.serve_queued_savepoints(now_ms, &mut out);
         out
     }
 
@@ -442,6 +508,7 @@ impl CheckpointCoordinator {
                 self.complete(id, now_ms, &mut out);
             }
         }
+        self.serve_queued_savepoints(now_ms, &mut out);
         out
     }
 
@@ -638,18 +705,22 @@ mod tests {
                 ..
             }]
         ));
-        assert!(
-            c.trigger_savepoint(110).is_none(),
+        assert_eq!(
+            c.request_savepoint(110, false),
+            SavepointRequest::Queued,
             "an unaligned checkpoint is pending"
         );
-        c.acknowledge(CheckpointId(1), A, 120);
+        // Its completion starts the queued savepoint, aligned.
         assert!(matches!(
-            c.trigger_savepoint(130),
-            Some(Decision::Trigger {
-                kind: CheckpointKind::Savepoint,
-                alignment: BarrierAlignment::Aligned,
-                ..
-            })
+            c.acknowledge(CheckpointId(1), A, 120).as_slice(),
+            [
+                Decision::Complete { .. },
+                Decision::Trigger {
+                    kind: CheckpointKind::Savepoint,
+                    alignment: BarrierAlignment::Aligned,
+                    ..
+                }
+            ]
         ));
         s.mode = CheckpointingMode::AtLeastOnce;
         let mut c = CheckpointCoordinator::new(s, vec![A], 0);
@@ -719,7 +790,10 @@ mod tests {
         // Once no source runs, nothing is triggered until the final checkpoint.
         c.set_sources_running(false);
         assert!(c.tick(10_000).is_empty());
-        assert!(c.trigger_savepoint(10_000).is_none());
+        assert!(matches!(
+            c.request_savepoint(10_000, false),
+            SavepointRequest::Refused(_)
+        ));
         assert!(c.task_finished(C, 10_010).is_empty());
         assert!(c.all_finished());
         // A region deployed again is waited for again.
@@ -738,8 +812,8 @@ mod tests {
     fn savepoints_are_never_discarded_by_retention() {
         let mut c = CheckpointCoordinator::new(settings(100), vec![A], 0)
             .continue_after(CheckpointId(3), CheckpointKind::Savepoint);
-        let sp = match c.trigger_savepoint(0).as_slice() {
-            [Decision::Trigger { id, .. }] => *id,
+        let sp = match c.request_savepoint(0, false) {
+            SavepointRequest::Triggered(Decision::Trigger { id, .. }) => id,
             other => panic!("{other:?}"),
         };
         let out = c.acknowledge(sp, A, 10);
@@ -757,5 +831,73 @@ mod tests {
             "{out:?}"
         );
         assert!(out2.contains(&Decision::Discard(vec![id])), "{out2:?}");
+    }
+
+    /// A savepoint asked for while a checkpoint is pending waits for it (Flink queues it) and
+    /// starts before the next periodic checkpoint, whatever the minimum pause; one asked for
+    /// during a restart starts on the next tick; queued ones are refused once the sources
+    /// finished.
+    #[test]
+    fn savepoints_queue_behind_pending_checkpoints() {
+        let mut s = settings(100);
+        s.min_pause = Duration::from_millis(1_000);
+        let mut c = CheckpointCoordinator::new(s, vec![A, B], 0);
+        let id1 = trigger_id(&c.tick(100));
+        assert_eq!(c.request_savepoint(105, false), SavepointRequest::Queued);
+        assert_eq!(c.request_savepoint(106, false), SavepointRequest::Queued);
+        assert_eq!(c.queued_savepoints(), 2);
+        assert!(c.acknowledge(id1, A, 110).is_empty());
+        let out = c.acknowledge(id1, B, 120);
+        let sp1 = match out.as_slice() {
+            [
+                Decision::Complete { .. },
+                Decision::Trigger {
+                    id,
+                    kind: CheckpointKind::Savepoint,
+                    ..
+                },
+            ] => *id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            c.next_wakeup(),
+            Some(120 + 1_000),
+            "only the timeout is due"
+        );
+        c.acknowledge(sp1, A, 130);
+        let out = c.acknowledge(sp1, B, 140);
+        assert!(
+            matches!(
+                out.last(),
+                Some(Decision::Trigger {
+                    kind: CheckpointKind::Savepoint,
+                    ..
+                })
+            ),
+            "the second queued savepoint starts next: {out:?}"
+        );
+        assert_eq!(c.queued_savepoints(), 0);
+
+        // During a restart: queued, started by the next tick.
+        let mut c = CheckpointCoordinator::new(settings(100), vec![A], 0);
+        assert_eq!(c.request_savepoint(10, true), SavepointRequest::Queued);
+        assert_eq!(c.next_wakeup(), Some(0));
+        assert!(matches!(
+            c.tick(20).as_slice(),
+            [Decision::Trigger {
+                kind: CheckpointKind::Savepoint,
+                ..
+            }]
+        ));
+
+        // Sources finished while one was queued: refused.
+        let mut c = CheckpointCoordinator::new(settings(100), vec![A], 0);
+        let _ = trigger_id(&c.tick(100));
+        assert_eq!(c.request_savepoint(110, false), SavepointRequest::Queued);
+        c.set_sources_running(false);
+        assert!(matches!(
+            c.tick(120).as_slice(),
+            [Decision::RefuseSavepoint(why)] if why.contains("sources finished")
+        ));
     }
 }

@@ -54,7 +54,12 @@ pub(crate) enum CoordinatorMsg {
     /// checkpoints are abandoned and no new one starts until they are deployed again.
     Stopping { tasks: Vec<TaskRef> },
     /// Trigger a savepoint; the reply comes when it completed (or failed).
-    Savepoint(RpcReplyPort<Result<CheckpointId, String>>),
+    Savepoint {
+        /// A stop-with-savepoint: once it completes, no further checkpoint is triggered or
+        /// completed (nothing is committed after the savepoint the job stops with).
+        stop: bool,
+        reply: RpcReplyPort<Result<CheckpointId, String>>,
+    },
     /// The job supervisor, told once it runs.
     Attach(ActorRef<SupervisorMsg>),
 }
@@ -76,6 +81,8 @@ pub(crate) enum SupervisorMsg {
     CheckpointFailure(String),
     /// The restart delay of a region passed: deploy it again.
     Redeploy(usize),
+    /// Savepoint `id` of a stop-with-savepoint completed: stop the job.
+    StopAfterSavepoint(CheckpointId),
     /// Trigger a savepoint (and cancel the job after it, if `stop`).
     Savepoint {
         stop: bool,

@@ -10,7 +10,7 @@
 
 use crate::checkpoint::capture::CheckpointMeta;
 use crate::checkpoint::coordinator::{
-    CheckpointCoordinator, CheckpointSettings, Decision, TaskRef,
+    CheckpointCoordinator, CheckpointSettings, Decision, SavepointRequest, TaskRef,
 };
 use crate::checkpoint::snapshot::{BlobEntry, FORMAT_VERSION, Manifest, SnapshotStore};
 use crate::checkpoint::types::{JobEvent, JobListener};
@@ -56,7 +56,13 @@ pub(crate) struct CoordinatorState {
     start: Instant,
     listener: Option<JobListener>,
     supervisor: Option<ActorRef<SupervisorMsg>>,
-    savepoint_waiters: HashMap<CheckpointId, RpcReplyPort<Result<CheckpointId, String>>>,
+    /// Who waits for each pending savepoint, and whether the job stops with it.
+    savepoint_waiters: HashMap<CheckpointId, SavepointWaiter>,
+    /// Savepoint requests the pure coordinator queued, oldest first; each gets the id of the
+    /// next savepoint it triggers (or its refusal).
+    queued_savepoints: std::collections::VecDeque<SavepointWaiter>,
+    /// A stop-with-savepoint completed: nothing more is triggered or completed.
+    stopped: bool,
     wake: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<CoordinatorMsg>>>>,
     /// Subtasks not running (before the first deployment, or being restarted): while any
     /// is, no checkpoint can complete, so none is triggered.
@@ -64,6 +70,8 @@ pub(crate) struct CoordinatorState {
 }
 
 pub(crate) struct CoordinatorActor;
+
+type SavepointWaiter = (RpcReplyPort<Result<CheckpointId, String>>, bool);
 
 fn blob_name(task: TaskRef) -> String {
     format!("subtask-{}-{}", task.0, task.1)
@@ -132,6 +140,13 @@ impl CoordinatorState {
                             alignment_ms: 0,
                         },
                     );
+                    if kind == CheckpointKind::Savepoint
+                        && !self.savepoint_waiters.contains_key(&id)
+                        && let Some(w) = self.queued_savepoints.pop_front()
+                    {
+                        // A queued request, started now that the pending checkpoint ended.
+                        self.savepoint_waiters.insert(id, w);
+                    }
                     tracing::debug!(job = %self.job, checkpoint = %id, ?kind, ?alignment, "triggering");
                     for task in self.sources.clone() {
                         if self.finished.contains_key(&task) {
@@ -167,7 +182,7 @@ impl CoordinatorState {
                         warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove the blobs of an aborted checkpoint");
                     }
                     self.broadcast(PriorityMessage::Abort(id));
-                    if let Some(w) = self.savepoint_waiters.remove(&id) {
+                    if let Some((w, _)) = self.savepoint_waiters.remove(&id) {
                         let _ = w.send(Err(format!("savepoint {id} aborted: {reason}")));
                     }
                     self.emit(JobEvent::CheckpointAborted { id, reason });
@@ -183,6 +198,11 @@ impl CoordinatorState {
                     error!(job = %self.job, "{why}");
                     if let Some(s) = &self.supervisor {
                         let _ = s.cast(SupervisorMsg::CheckpointFailure(why));
+                    }
+                }
+                Decision::RefuseSavepoint(why) => {
+                    if let Some((w, _)) = self.queued_savepoints.pop_front() {
+                        let _ = w.send(Err(format!("cannot take a savepoint: {why}")));
                     }
                 }
             }
@@ -282,7 +302,12 @@ impl CoordinatorState {
                 }
             }
         }
-        if let Some(w) = self.savepoint_waiters.remove(&id) {
+        if let Some((w, stop)) = self.savepoint_waiters.remove(&id) {
+            if stop && result.is_ok() {
+                // The job stops with this savepoint: nothing after it may be committed.
+                info!(job = %self.job, savepoint = %id, "stop-with-savepoint completed: no further checkpoints");
+                self.stopped = true;
+            }
             let _ = w.send(result.map(|()| id));
         }
     }
@@ -374,6 +399,8 @@ impl Actor for CoordinatorActor {
             listener: args.listener,
             supervisor: None,
             savepoint_waiters: HashMap::new(),
+            queued_savepoints: Default::default(),
+            stopped: false,
             wake: None,
             halted,
         })
@@ -398,7 +425,7 @@ impl Actor for CoordinatorActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CoordinatorMsg::Tick => {
-                if state.halted.is_empty() {
+                if state.halted.is_empty() && !state.stopped {
                     let now = state.now_ms();
                     let d = state.pure.tick(now);
                     state.apply(d);
@@ -412,8 +439,8 @@ impl Actor for CoordinatorActor {
                 unaligned,
                 alignment_ms,
             } => {
-                if !state.current(task, generation) || !state.halted.is_empty() {
-                    tracing::debug!(checkpoint = %id, ?task, generation, "ignoring a stale acknowledgement");
+                if !state.current(task, generation) || !state.halted.is_empty() || state.stopped {
+                    tracing::debug!(checkpoint = %id, ?task, generation, "ignoring a stale acknowledgement (or one after a stop-with-savepoint)");
                 } else if let Some(c) = state.collected.get_mut(&id) {
                     match state.store.put_blob(id, &blob_name(task), &bytes) {
                         Ok(entry) => {
@@ -451,7 +478,11 @@ impl Actor for CoordinatorActor {
             } => {
                 // A finished subtask's final state counts even while another region
                 // restarts. Checkpoints go on without it (FLIP-147).
-                if state.current(task, generation) && !state.halted.contains(&task) {
+                // After a stop-with-savepoint nothing completes: the job is being stopped.
+                if state.current(task, generation)
+                    && !state.halted.contains(&task)
+                    && !state.stopped
+                {
                     state.finished.insert(task, bytes);
                     state.update_sources_running();
                     let now = state.now_ms();
@@ -492,19 +523,22 @@ impl Actor for CoordinatorActor {
                 let d = state.pure.reset_pending(now);
                 state.apply(d);
             }
-            CoordinatorMsg::Savepoint(reply) => {
+            CoordinatorMsg::Savepoint { stop, reply } => {
                 let now = state.now_ms();
-                match state.pure.trigger_savepoint(now) {
-                    Some(d @ Decision::Trigger { id, .. }) if state.halted.is_empty() => {
-                        state.savepoint_waiters.insert(id, reply);
+                let restarting = !state.halted.is_empty();
+                match state.pure.request_savepoint(now, restarting) {
+                    SavepointRequest::Triggered(d) => {
+                        if let Decision::Trigger { id, .. } = &d {
+                            state.savepoint_waiters.insert(*id, (reply, stop));
+                        }
                         state.apply(vec![d]);
                     }
-                    _ => {
-                        let _ = reply.send(Err(
-                            "cannot trigger a savepoint now (another checkpoint is pending, or \
-                             the job is restarting or finishing); try again"
-                                .into(),
-                        ));
+                    SavepointRequest::Queued => {
+                        debug!(job = %state.job, "savepoint queued behind the pending checkpoint");
+                        state.queued_savepoints.push_back((reply, stop));
+                    }
+                    SavepointRequest::Refused(why) => {
+                        let _ = reply.send(Err(format!("cannot take a savepoint: {why}")));
                     }
                 }
             }

@@ -672,21 +672,33 @@ impl Actor for JobSupervisor {
                 }
             }
             SupervisorMsg::Savepoint { stop, reply } => match &state.recovery {
+                // Waiting for the savepoint on a task of its own: the supervisor keeps
+                // handling failures meanwhile, and several requests reach the coordinator,
+                // which queues them behind a pending checkpoint.
                 Some(r) => {
-                    let result = ractor::call!(r.coordinator, CoordinatorMsg::Savepoint);
-                    let result = result.unwrap_or_else(|e| Err(format!("coordinator gone: {e}")));
-                    if stop && let Ok(id) = result {
-                        info!(job = %state.job, savepoint = %id, "stopping with a savepoint");
-                        state.stop_after_savepoint = Some(id);
-                        state.cancel_requested = true;
-                        state.begin_cancel(&myself);
-                    }
-                    let _ = reply.send(result);
+                    let coordinator = r.coordinator.clone();
+                    let supervisor = myself.clone();
+                    tokio::spawn(async move {
+                        let result = ractor::call!(coordinator, |reply| {
+                            CoordinatorMsg::Savepoint { stop, reply }
+                        })
+                        .unwrap_or_else(|e| Err(format!("coordinator gone: {e}")));
+                        if stop && let Ok(id) = result {
+                            let _ = supervisor.cast(SupervisorMsg::StopAfterSavepoint(id));
+                        }
+                        let _ = reply.send(result);
+                    });
                 }
                 None => {
                     let _ = reply.send(Err("the job does not checkpoint".into()));
                 }
             },
+            SupervisorMsg::StopAfterSavepoint(id) => {
+                info!(job = %state.job, savepoint = %id, "stopping with a savepoint");
+                state.stop_after_savepoint = Some(id);
+                state.cancel_requested = true;
+                state.begin_cancel(&myself);
+            }
         }
         Ok(())
     }
