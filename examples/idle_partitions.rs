@@ -72,7 +72,7 @@ async fn run(idleness: Option<Duration>, run_for: Duration) -> Result<(), UserEr
     let watermark = control
         .metrics()
         .vertex("1 s windows")
-        .filter_map(|s| s.watermark)
+        .filter_map(|s| s.input_watermark)
         .max();
     control.cancel();
     let _ = job.await?;

@@ -184,3 +184,44 @@ async fn a_watermark_firing_many_windows_waits_for_room_between_chunks() {
     assert_eq!(fired.load(Ordering::SeqCst), KEYS);
     assert_eq!(seen.load(Ordering::SeqCst), KEYS);
 }
+
+/// The metrics name both watermarks of a subtask: the vertex that generates watermarks has no
+/// input watermark (a source) but shows the one it generated as its output watermark, and
+/// the vertex downstream shows it as its input watermark — mid-run, with the sink held.
+#[tokio::test(start_paused = true)]
+async fn metrics_report_input_and_output_watermarks() {
+    let (env, held) = gated(1, 10, 20);
+    env.from_generator(GeneratorSource::new(1_000_000, |i| i))
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .punctuated()
+                .with_timestamp_assigner(|x: &u64, _| *x as i64 * 10),
+        )
+        .name("timestamps")
+        .map(|x| x)
+        .name("after")
+        .disable_chaining()
+        .add_sink("gated", held.sink());
+    let handle = env.execute_async("watermarks").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let m = handle.metrics();
+    let source = m.vertex("timestamps").next().unwrap();
+    let after = m.vertex("after").next().unwrap();
+    // The source is blocked on its full lane, part way through its input.
+    assert_eq!(source.input_watermark, None, "{m}");
+    let generated = source
+        .output_watermark
+        .expect("the generated watermark is shown");
+    assert!((0..9_999_990).contains(&generated), "{m}");
+    let seen = after
+        .input_watermark
+        .expect("the downstream vertex has an input watermark");
+    assert!(seen <= generated, "{m}");
+    assert!(
+        m.to_string()
+            .contains(&format!("output_watermark={generated}")),
+        "{m}"
+    );
+    handle.control().cancel();
+    assert!(handle.join().await.is_err(), "cancelled");
+}

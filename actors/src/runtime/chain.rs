@@ -29,6 +29,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::task::{Context, Poll};
 
 /// A failure inside a subtask, attributed to one operator.
@@ -505,6 +506,8 @@ pub(crate) struct SinkTail {
     pub(crate) key: String,
     /// State to restore after open.
     pub(crate) restored: Option<RestoredState>,
+    /// The subtask's output watermark (metrics), raised by every watermark reaching the sink.
+    pub(crate) output_watermark: Arc<AtomicI64>,
 }
 
 impl SinkTail {
@@ -540,6 +543,8 @@ pub(crate) enum Tail {
         /// The output the last unaligned barrier overtook, per channel, until the subtask
         /// puts it into its snapshot.
         overtaken: Vec<(usize, Vec<StreamMessage>)>,
+        /// The subtask's output watermark (metrics), raised by every watermark sent.
+        output_watermark: Arc<AtomicI64>,
     },
     Sink(SinkTail),
 }
@@ -556,6 +561,15 @@ impl Tail {
     }
 
     fn signal(&mut self, signal: Signal) {
+        if let Signal::Watermark(wm) = signal {
+            let out = match self {
+                Tail::Network {
+                    output_watermark, ..
+                } => output_watermark,
+                Tail::Sink(s) => &s.output_watermark,
+            };
+            out.fetch_max(wm.0, std::sync::atomic::Ordering::Relaxed);
+        }
         match self {
             Tail::Network {
                 writer,

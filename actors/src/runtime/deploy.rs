@@ -26,7 +26,7 @@ use crate::types::{EdgeId, NodeId};
 use ractor::ActorRef;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 /// Everything the supervisor needs to run a job (or one pipelined region of it).
 pub(crate) struct Deployment {
@@ -111,6 +111,7 @@ struct ChainBuilder<'a> {
     generation: Generation,
     index: usize,
     records_out: Arc<AtomicU64>,
+    output_watermark: Arc<AtomicI64>,
     tails: Vec<Tail>,
 }
 
@@ -185,6 +186,7 @@ impl ChainBuilder<'_> {
                     work: VecDeque::new(),
                     key: state_key(node),
                     restored,
+                    output_watermark: self.output_watermark.clone(),
                 }));
                 Ok(Output::Tail(self.tails.len() - 1))
             }
@@ -225,6 +227,7 @@ impl ChainBuilder<'_> {
                             && c.settings.mode == CheckpointingMode::ExactlyOnce
                     }),
                     overtaken: Vec::new(),
+                    output_watermark: self.output_watermark.clone(),
                 });
                 outputs.push(Route {
                     tag,
@@ -383,6 +386,7 @@ impl Deployer<'_> {
         let name: Arc<str> = vertex.name.as_str().into();
         let head = &self.graph.nodes[vertex.head.0];
         let records_out = Arc::new(AtomicU64::new(0));
+        let output_watermark = Arc::new(AtomicI64::new(i64::MIN));
         let counters = OperatorCounters::default();
         let mut chain = ChainBuilder {
             counters: counters.clone(),
@@ -397,6 +401,7 @@ impl Deployer<'_> {
             generation: generation.clone(),
             index,
             records_out: records_out.clone(),
+            output_watermark: output_watermark.clone(),
             tails: Vec::new(),
         };
         let (source, root) = match &head.kind {
@@ -432,6 +437,7 @@ impl Deployer<'_> {
             index,
             vertex.parallelism,
             records_out,
+            output_watermark,
             gate.probes(),
             counters,
         ));

@@ -78,7 +78,11 @@ pub struct SubtaskMetrics {
     busy_ns: AtomicU64,
     backpressured_ns: AtomicU64,
     idle_ns: AtomicU64,
-    watermark: AtomicI64,
+    /// The combined watermark of the input lanes (the valve's output).
+    input_watermark: AtomicI64,
+    /// The newest watermark that left the chain (to a network tail or a sink), shared with
+    /// the tails, which update it once per watermark.
+    pub(crate) output_watermark: Arc<AtomicI64>,
     status: AtomicU8,
     lanes: Vec<LaneProbe>,
     counters: OperatorCounters,
@@ -95,6 +99,7 @@ impl SubtaskMetrics {
         subtask_index: usize,
         parallelism: u32,
         records_out: Arc<AtomicU64>,
+        output_watermark: Arc<AtomicI64>,
         lanes: Vec<LaneProbe>,
         counters: OperatorCounters,
     ) -> Self {
@@ -107,7 +112,8 @@ impl SubtaskMetrics {
             busy_ns: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
-            watermark: AtomicI64::new(i64::MIN),
+            input_watermark: AtomicI64::new(i64::MIN),
+            output_watermark,
             status: AtomicU8::new(0),
             lanes,
             counters,
@@ -172,8 +178,8 @@ impl SubtaskMetrics {
         SubtaskStatus::from_u8(self.status.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn set_watermark(&self, wm: i64) {
-        self.watermark.store(wm, Ordering::Relaxed);
+    pub(crate) fn set_input_watermark(&self, wm: i64) {
+        self.input_watermark.store(wm, Ordering::Relaxed);
     }
 
     #[inline]
@@ -183,7 +189,7 @@ impl SubtaskMetrics {
 
     /// A consistent-enough reading of every counter.
     pub fn snapshot(&self) -> SubtaskMetricsSnapshot {
-        let wm = self.watermark.load(Ordering::Relaxed);
+        let set = |wm: i64| (wm != i64::MIN).then_some(wm);
         SubtaskMetricsSnapshot {
             vertex: self.vertex.to_string(),
             subtask_index: self.subtask_index,
@@ -195,7 +201,8 @@ impl SubtaskMetrics {
             backpressured: self.total(Phase::Backpressured),
             idle: self.total(Phase::Idle),
             input_lanes: self.lanes.iter().map(LaneProbe::fill).collect(),
-            watermark: (wm != i64::MIN).then_some(wm),
+            input_watermark: set(self.input_watermark.load(Ordering::Relaxed)),
+            output_watermark: set(self.output_watermark.load(Ordering::Relaxed)),
             late_records_dropped: self.counters.late_records_dropped(),
         }
     }
@@ -224,8 +231,14 @@ pub struct SubtaskMetricsSnapshot {
     pub idle: Duration,
     /// Fill of each input lane, in lane order.
     pub input_lanes: Vec<LaneFill>,
-    /// The last watermark this subtask forwarded, if any.
-    pub watermark: Option<i64>,
+    /// The combined watermark of the input channels (Flink's `currentInputWatermark`): the
+    /// minimum over active channels, `None` before every channel sent one (and for sources,
+    /// which have no input).
+    pub input_watermark: Option<i64>,
+    /// The newest watermark the subtask emitted downstream (Flink's `currentOutputWatermark`),
+    /// after its chain: for a chain with a watermark generator this is the generated one,
+    /// while its input watermark may be `None`. `None` before the first.
+    pub output_watermark: Option<i64>,
     /// Records dropped as too late by window operators in this subtask (records sent to a
     /// late side output are not counted).
     pub late_records_dropped: u64,
@@ -322,8 +335,11 @@ impl fmt::Display for SubtaskMetricsSnapshot {
             }
             f.write_str("]")?;
         }
-        if let Some(wm) = self.watermark {
-            write!(f, " watermark={wm}")?;
+        if let Some(wm) = self.input_watermark {
+            write!(f, " input_watermark={wm}")?;
+        }
+        if let Some(wm) = self.output_watermark {
+            write!(f, " output_watermark={wm}")?;
         }
         if self.late_records_dropped > 0 {
             write!(f, " late_dropped={}", self.late_records_dropped)?;

@@ -675,7 +675,7 @@ impl Subtask {
 
     fn apply_valve(&mut self, out: ValveOutput) -> Result<(), Stop> {
         if let Some(wm) = out.watermark {
-            self.metrics.set_watermark(wm.0);
+            self.metrics.set_input_watermark(wm.0);
             signal_outputs(&mut self.root, Signal::Watermark(wm), &mut self.tails)?;
         }
         if let Some(status) = out.status {
@@ -838,7 +838,6 @@ impl Subtask {
             if end {
                 // A bounded input ends event time: the maximum watermark fires every pending
                 // event-time timer downstream, then end of input follows.
-                self.metrics.set_watermark(Watermark::MAX.0);
                 signal_outputs(
                     &mut self.root,
                     Signal::Watermark(Watermark::MAX),
