@@ -37,7 +37,7 @@ fn clicks() -> Vec<Click> {
             state ^= state >> 7;
             state ^= state << 17;
             let phase = (i / 1_000) as usize; // the favourite changes every 1000 clicks
-            let pick = if state % 3 == 0 {
+            let pick = if state.is_multiple_of(3) {
                 phase % items.len()
             } else {
                 (state % items.len() as u64) as usize

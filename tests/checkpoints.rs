@@ -1089,3 +1089,82 @@ fn savepoints_wait_for_a_pending_checkpoint_instead_of_failing() {
         );
     }
 }
+
+/// Restarts are visible without a tracing subscriber or a listener: the job's metrics carry
+/// the exception history — each failure's operator, subtask and cause, and what the
+/// supervisor did — in the result of a job that recovered, and in the handle's metrics of a
+/// job whose restarts ran out.
+#[test]
+fn the_exception_history_tells_what_failed_and_what_was_done() {
+    use actorflow_runtime::runtime::metrics::RecoveryAction;
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 5,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(FaultPlan::parse("panic@window#0:records=6000").unwrap());
+    let _ = job(&env, 2);
+    let result = env.execute_blocking("recovers").unwrap();
+    assert_eq!(result.metrics.restarts, 1);
+    let [e] = result.metrics.exceptions.as_slice() else {
+        panic!("{:?}", result.metrics.exceptions);
+    };
+    assert_eq!((e.operator.as_str(), e.subtask_index), ("window", 0));
+    assert!(e.cause.contains("injected"), "{}", e.cause);
+    assert!(
+        matches!(
+            e.action,
+            RecoveryAction::RegionRestarted {
+                attempt: 1,
+                delay_ms: 10,
+                ..
+            }
+        ),
+        "{:?}",
+        e.action
+    );
+    assert!(
+        result.metrics.to_string().contains("exception: "),
+        "{}",
+        result.metrics
+    );
+
+    // Always failing: two restarts, then the job fails; the handle still tells the story.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 2,
+            delay: Duration::ZERO,
+        })
+        .set_fault_plan(
+            FaultPlan::parse(
+                "panic@window#0:records=100,panic@window#0:records=100,panic@window#0:records=100",
+            )
+            .unwrap(),
+        );
+    let _ = job(&env, 1);
+    let history = rt.block_on(async {
+        let handle = env.execute_async("always fails").await.unwrap();
+        let control = handle.control();
+        assert!(handle.join().await.is_err());
+        control.metrics().exceptions
+    });
+    let actions: Vec<_> = history.iter().map(|e| e.action.clone()).collect();
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [
+                RecoveryAction::RegionRestarted { attempt: 1, .. },
+                RecoveryAction::RegionRestarted { attempt: 2, .. },
+                RecoveryAction::JobFailed { .. }
+            ]
+        ),
+        "{history:?}"
+    );
+}

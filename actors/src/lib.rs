@@ -75,7 +75,8 @@ pub use runtime::config::{JobConfig, RuntimeMode};
 pub use runtime::graph::{ChainingStrategy, NodeKind, StreamGraph};
 pub use runtime::job::{JobControl, JobHandle, submit};
 pub use runtime::metrics::{
-    JobMetricsSnapshot, SubtaskMetricsSnapshot, SubtaskRates, SubtaskStatus,
+    ExceptionRecord, JobMetricsSnapshot, RecoveryAction, SubtaskMetricsSnapshot, SubtaskRates,
+    SubtaskStatus,
 };
 pub use runtime::result::JobResult;
 pub use types::{CheckpointId, KeyGroup, NodeId, Timestamp, Watermark};

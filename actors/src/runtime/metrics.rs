@@ -253,6 +253,75 @@ pub struct JobMetricsSnapshot {
     pub subtasks: Vec<SubtaskMetricsSnapshot>,
     /// Restarts so far (of any pipelined region).
     pub restarts: u32,
+    /// The failures the supervisor handled, oldest first (the newest
+    /// [`EXCEPTION_HISTORY`] are kept): Flink's exception history.
+    pub exceptions: Vec<ExceptionRecord>,
+}
+
+/// How many failures a job's exception history keeps (Flink's
+/// `web.exception-history-size` default is 16).
+pub const EXCEPTION_HISTORY: usize = 32;
+
+/// One failure the supervisor handled, and what it did about it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExceptionRecord {
+    /// When the supervisor decided, in ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The failed operator's name.
+    pub operator: String,
+    /// Its job vertex (chain).
+    pub vertex: String,
+    /// The failed subtask's index, from 0.
+    pub subtask_index: usize,
+    /// The root cause, as the job error would print it.
+    pub cause: String,
+    /// The pipelined region that failed (0 for a connected job).
+    pub region: usize,
+    /// What the supervisor did.
+    pub action: RecoveryAction,
+}
+
+/// What the supervisor did about a failure.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum RecoveryAction {
+    /// The region was restarted (restart attempt `attempt`), after `delay_ms`, from the
+    /// newest completed checkpoint (`None`: from scratch).
+    RegionRestarted {
+        /// The restart strategy's attempt number.
+        attempt: u32,
+        /// The delay before the redeployment.
+        delay_ms: u64,
+        /// The checkpoint the region restarts from.
+        from_checkpoint: Option<u64>,
+    },
+    /// A further failure of the same incident, handled by the restart already decided.
+    SameIncident,
+    /// No more restarts (or no checkpointing): the job failed with this cause.
+    JobFailed {
+        /// Why the restart strategy gave up, or that the job does not restart.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ExceptionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.cause)?;
+        match &self.action {
+            RecoveryAction::RegionRestarted {
+                attempt,
+                delay_ms,
+                from_checkpoint,
+            } => match from_checkpoint {
+                Some(id) => write!(
+                    f,
+                    "-> restart {attempt} after {delay_ms} ms from checkpoint {id}"
+                ),
+                None => write!(f, "-> restart {attempt} after {delay_ms} ms from scratch"),
+            },
+            RecoveryAction::SameIncident => write!(f, "-> part of the restart in progress"),
+            RecoveryAction::JobFailed { reason } => write!(f, "-> job failed: {reason}"),
+        }
+    }
 }
 
 /// Rates between two snapshots of one subtask.
@@ -352,6 +421,9 @@ impl fmt::Display for JobMetricsSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.restarts > 0 {
             writeln!(f, "restarts: {}", self.restarts)?;
+        }
+        for e in &self.exceptions {
+            writeln!(f, "exception: {e}")?;
         }
         for s in &self.subtasks {
             writeln!(f, "{s}")?;

@@ -1,7 +1,10 @@
 //! What a job reports: the live `JobMetrics` the supervisor keeps up to date across
 //! restarts, and the [`JobResult`] of a job that ended well.
 
-use crate::runtime::metrics::{JobMetricsSnapshot, SubtaskMetrics};
+use crate::runtime::metrics::{
+    EXCEPTION_HISTORY, ExceptionRecord, JobMetricsSnapshot, SubtaskMetrics,
+};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -12,6 +15,8 @@ pub(crate) struct JobMetrics {
     started: Instant,
     subtasks: std::sync::RwLock<Vec<Arc<SubtaskMetrics>>>,
     pub(crate) restarts: std::sync::atomic::AtomicU32,
+    /// The newest failures and what was done about them (written by the supervisor, rarely).
+    exceptions: std::sync::Mutex<VecDeque<ExceptionRecord>>,
 }
 
 impl JobMetrics {
@@ -21,6 +26,17 @@ impl JobMetrics {
             started: Instant::now(),
             subtasks: std::sync::RwLock::new(subtasks),
             restarts: Default::default(),
+            exceptions: Default::default(),
+        }
+    }
+
+    /// Records a failure the supervisor handled (the oldest beyond the history size go).
+    pub(crate) fn record_exception(&self, record: ExceptionRecord) {
+        if let Ok(mut e) = self.exceptions.lock() {
+            if e.len() == EXCEPTION_HISTORY {
+                e.pop_front();
+            }
+            e.push_back(record);
         }
     }
 
@@ -56,6 +72,11 @@ impl JobMetrics {
                 .map(|s| s.iter().map(|m| m.snapshot()).collect())
                 .unwrap_or_default(),
             restarts: self.restarts.load(std::sync::atomic::Ordering::Relaxed),
+            exceptions: self
+                .exceptions
+                .lock()
+                .map(|e| e.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }

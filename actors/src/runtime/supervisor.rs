@@ -27,7 +27,7 @@ use crate::runtime::config::JobConfig;
 use crate::runtime::control::{CoordinatorMsg, SupervisorMsg};
 use crate::runtime::deploy::{DeployContext, Deployment, Regions, deploy};
 use crate::runtime::graph::StreamGraph;
-use crate::runtime::metrics::SubtaskStatus;
+use crate::runtime::metrics::{ExceptionRecord, RecoveryAction, SubtaskStatus};
 use crate::runtime::plan::ExecutionPlan;
 use crate::runtime::result::{JobMetrics, JobResult};
 use crate::runtime::subtask::Subtask;
@@ -161,6 +161,12 @@ pub(crate) struct SupervisorState {
 
 /// Supervises the subtasks of one job.
 pub(crate) struct JobSupervisor;
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 fn now_ms(started: tokio::time::Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -340,15 +346,33 @@ impl SupervisorState {
         let Some(r) = &mut self.recovery else {
             return false;
         };
-        let cause = self
+        let root = self
             .failures
             .iter()
             .filter(|(g, _)| g.is_none_or(|g| g == region))
             .map(|(_, f)| f)
             .find(|f| !f.cause.is_secondary())
             .or(self.failures.first().map(|(_, f)| f))
+            .cloned();
+        let cause = root
+            .as_ref()
             .map(|f| f.to_string())
             .unwrap_or_else(|| "unknown".into());
+        let record = |action: RecoveryAction| ExceptionRecord {
+            timestamp_ms: wall_ms(),
+            operator: root
+                .as_ref()
+                .map(|f| f.operator.name.to_string())
+                .unwrap_or_default(),
+            vertex: root
+                .as_ref()
+                .map(|f| f.vertex.to_string())
+                .unwrap_or_default(),
+            subtask_index: root.as_ref().map_or(0, |f| f.subtask_index),
+            cause: cause.clone(),
+            region,
+            action,
+        };
         match r.tracker.on_failure(now_ms(self.started), jitter_sample()) {
             RestartDecision::Restart { delay, attempt } => {
                 let from = crate::checkpoint::snapshot::newest_completed(r.store.as_ref())
@@ -356,6 +380,21 @@ impl SupervisorState {
                     .flatten()
                     .map(|s| s.manifest.id);
                 warn!(job = %self.job, region, attempt, ?delay, from_checkpoint = ?from, %cause, "restarting");
+                if !tracing::dispatcher::has_been_set() {
+                    // Without a tracing subscriber the warning above goes nowhere: a job that
+                    // keeps failing would restart in silence.
+                    eprintln!(
+                        "actorflow: job {} restarts (attempt {attempt}, in {delay:?}, from {}) after: {cause}",
+                        self.job,
+                        from.map_or("scratch".to_string(), |c| format!("checkpoint {c}"))
+                    );
+                }
+                self.metrics
+                    .record_exception(record(RecoveryAction::RegionRestarted {
+                        attempt,
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        from_checkpoint: from.map(|c| c.0),
+                    }));
                 let event = JobEvent::Restart {
                     attempt,
                     cause,
@@ -370,6 +409,8 @@ impl SupervisorState {
                 true
             }
             RestartDecision::SameIncident => {
+                self.metrics
+                    .record_exception(record(RecoveryAction::SameIncident));
                 ractor::time::send_after(Duration::ZERO, myself.get_cell(), move || {
                     SupervisorMsg::Redeploy(region)
                 });
@@ -377,6 +418,8 @@ impl SupervisorState {
             }
             RestartDecision::Fail { reason } => {
                 error!(job = %self.job, %reason, "no more restarts");
+                self.metrics
+                    .record_exception(record(RecoveryAction::JobFailed { reason }));
                 false
             }
         }
