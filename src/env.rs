@@ -512,12 +512,20 @@ impl StreamExecutionEnvironment {
     }
 
     /// Runs the job to its end on a new multi-threaded tokio runtime, for `main` functions and
-    /// tests without their own runtime. Do not call it from inside a tokio runtime.
+    /// tests without their own runtime. Inside a tokio runtime (an `async fn main`, a
+    /// `#[tokio::test]`) it cannot block: use [`execute`](Self::execute)`.await` there.
     ///
     /// # Errors
     ///
-    /// As [`execute`](Self::execute), plus [`JobError::Internal`] if the runtime cannot start.
+    /// As [`execute`](Self::execute), plus [`JobError::Internal`] if the runtime cannot start
+    /// or if called from inside a tokio runtime (which would panic in tokio).
     pub fn execute_blocking(&self, job_name: &str) -> Result<JobResult, JobError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(JobError::Internal(format!(
+                "execute_blocking(\"{job_name}\") was called from inside a tokio runtime, where \
+                 it cannot block; use `env.execute(\"{job_name}\").await` instead"
+            )));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("actorflow-worker")

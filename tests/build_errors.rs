@@ -6,6 +6,7 @@ mod common;
 use actorflow::prelude::*;
 use actorflow::{BuildError, WriteMode};
 use common::env as new_env;
+use std::time::Duration;
 
 async fn build_error(env: &StreamExecutionEnvironment) -> BuildError {
     match env.execute("invalid").await {
@@ -218,4 +219,41 @@ async fn batch_mode_refuses_unbounded_sources() {
         "{err}"
     );
     assert!(err.to_string().contains("Socket Stream"), "{err}");
+}
+
+/// `execute_blocking` inside a tokio runtime returns an error that says what to call instead
+/// (tokio would panic).
+#[tokio::test]
+async fn execute_blocking_inside_a_runtime_is_an_error_not_a_panic() {
+    let env = StreamExecutionEnvironment::new();
+    env.from_collection(vec![1u64]).print();
+    let err = env.execute_blocking("inside").unwrap_err().to_string();
+    assert!(
+        err.contains("inside a tokio runtime") && err.contains(".await"),
+        "{err}"
+    );
+    // And `execute(..).await` works there.
+    env.execute("inside").await.unwrap();
+}
+
+/// Window settings take a `Duration` or milliseconds, and their errors are real
+/// `std::error::Error`s that `?` turns into a `Box<dyn Error>`.
+#[test]
+fn window_sizes_take_durations_and_their_errors_are_std_errors() {
+    use actorflow::window::{SessionWindows, SlidingWindows, TumblingWindows};
+    fn build() -> Result<(), Box<dyn std::error::Error>> {
+        let a = TumblingWindows::event_time(Duration::from_secs(5))?;
+        let b = TumblingWindows::event_time(5_000)?;
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        let s = SlidingWindows::event_time(Duration::from_secs(10), Duration::from_millis(500))?;
+        assert_eq!(
+            format!("{s:?}"),
+            format!("{:?}", SlidingWindows::event_time(10_000, 500)?)
+        );
+        let _: SessionWindows<u64> = SessionWindows::event_time(Duration::from_secs(1))?;
+        TumblingWindows::event_time(Duration::ZERO)?;
+        Ok(())
+    }
+    let err = build().unwrap_err().to_string();
+    assert!(err.contains("tumbling windows need size > 0"), "{err}");
 }

@@ -14,6 +14,61 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 
+/// A window setting out of range: a size, slide or gap that is not positive, an offset not
+/// smaller than the size or slide (Flink throws `IllegalArgumentException` for the same).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WindowConfigError(String);
+
+/// A length of time for window sizes, slides, offsets, gaps and trigger intervals, in
+/// milliseconds: give a [`Duration`](std::time::Duration) (Flink's `Duration.ofSeconds(5)`:
+/// `Duration::from_secs(5)`) or a number of milliseconds.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::time::window::TumblingWindows;
+/// use std::time::Duration;
+/// let a = TumblingWindows::event_time(Duration::from_secs(5))?;
+/// let b = TumblingWindows::event_time(5_000)?;
+/// assert_eq!(format!("{a:?}"), format!("{b:?}"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Millis(pub i64);
+
+impl From<i64> for Millis {
+    fn from(ms: i64) -> Self {
+        Millis(ms)
+    }
+}
+
+impl From<i32> for Millis {
+    fn from(ms: i32) -> Self {
+        Millis(ms.into())
+    }
+}
+
+impl From<u32> for Millis {
+    fn from(ms: u32) -> Self {
+        Millis(ms.into())
+    }
+}
+
+impl From<u64> for Millis {
+    /// Saturates at `i64::MAX` ms.
+    fn from(ms: u64) -> Self {
+        Millis(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<std::time::Duration> for Millis {
+    /// Whole milliseconds, saturating at `i64::MAX`.
+    fn from(d: std::time::Duration) -> Self {
+        Millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 /// A window: a group of records that is evaluated together.
 pub trait Window: Data + Hash + Eq + Debug {
     /// The largest timestamp that belongs to the window; its event-time trigger fires when
@@ -194,21 +249,21 @@ pub struct TumblingWindows {
 }
 
 impl TumblingWindows {
-    /// Event-time windows of `size` ms.
+    /// Event-time windows of `size` (a `Duration`, or milliseconds).
     ///
     /// # Errors
     ///
     /// If `size <= 0`.
-    pub fn event_time(size: i64) -> Result<Self, UserError> {
+    pub fn event_time(size: impl Into<Millis>) -> Result<Self, WindowConfigError> {
         Self::new(size, 0, WindowTime::Event)
     }
 
-    /// Processing-time windows of `size` ms.
+    /// Processing-time windows of `size` (a `Duration`, or milliseconds).
     ///
     /// # Errors
     ///
     /// If `size <= 0`.
-    pub fn processing_time(size: i64) -> Result<Self, UserError> {
+    pub fn processing_time(size: impl Into<Millis>) -> Result<Self, WindowConfigError> {
         Self::new(size, 0, WindowTime::Processing)
     }
 
@@ -217,12 +272,16 @@ impl TumblingWindows {
     /// # Errors
     ///
     /// If `size <= 0` or `|offset| >= size`, as in Flink.
-    pub fn new(size: i64, offset: i64, time: WindowTime) -> Result<Self, UserError> {
+    pub fn new(
+        size: impl Into<Millis>,
+        offset: impl Into<Millis>,
+        time: WindowTime,
+    ) -> Result<Self, WindowConfigError> {
+        let (size, offset) = (size.into().0, offset.into().0);
         if size <= 0 || offset.unsigned_abs() >= size.unsigned_abs() {
-            return Err(format!(
-                "tumbling windows need size > 0 and |offset| < size (got size {size}, offset {offset})"
-            )
-            .into());
+            return Err(WindowConfigError(format!(
+                "tumbling windows need size > 0 and |offset| < size (got size {size} ms, offset {offset} ms)"
+            )));
         }
         Ok(TumblingWindows { size, offset, time })
     }
@@ -232,7 +291,7 @@ impl TumblingWindows {
     /// # Errors
     ///
     /// If `|offset| >= size`.
-    pub fn with_offset(self, offset: i64) -> Result<Self, UserError> {
+    pub fn with_offset(self, offset: impl Into<Millis>) -> Result<Self, WindowConfigError> {
         Self::new(self.size, offset, self.time)
     }
 }
@@ -277,21 +336,27 @@ pub struct SlidingWindows {
 }
 
 impl SlidingWindows {
-    /// Event-time windows of `size` ms every `slide` ms.
+    /// Event-time windows of `size` (a `Duration`, or milliseconds).every `slide` ms.
     ///
     /// # Errors
     ///
     /// If `size <= 0` or `slide <= 0`.
-    pub fn event_time(size: i64, slide: i64) -> Result<Self, UserError> {
+    pub fn event_time(
+        size: impl Into<Millis>,
+        slide: impl Into<Millis>,
+    ) -> Result<Self, WindowConfigError> {
         Self::new(size, slide, 0, WindowTime::Event)
     }
 
-    /// Processing-time windows of `size` ms every `slide` ms.
+    /// Processing-time windows of `size` (a `Duration`, or milliseconds).every `slide` ms.
     ///
     /// # Errors
     ///
     /// If `size <= 0` or `slide <= 0`.
-    pub fn processing_time(size: i64, slide: i64) -> Result<Self, UserError> {
+    pub fn processing_time(
+        size: impl Into<Millis>,
+        slide: impl Into<Millis>,
+    ) -> Result<Self, WindowConfigError> {
         Self::new(size, slide, 0, WindowTime::Processing)
     }
 
@@ -300,13 +365,18 @@ impl SlidingWindows {
     /// # Errors
     ///
     /// If `size <= 0`, `slide <= 0` or `|offset| >= slide`, as in Flink.
-    pub fn new(size: i64, slide: i64, offset: i64, time: WindowTime) -> Result<Self, UserError> {
+    pub fn new(
+        size: impl Into<Millis>,
+        slide: impl Into<Millis>,
+        offset: impl Into<Millis>,
+        time: WindowTime,
+    ) -> Result<Self, WindowConfigError> {
+        let (size, slide, offset) = (size.into().0, slide.into().0, offset.into().0);
         if size <= 0 || slide <= 0 || offset.unsigned_abs() >= slide.unsigned_abs() {
-            return Err(format!(
+            return Err(WindowConfigError(format!(
                 "sliding windows need size > 0, slide > 0 and |offset| < slide \
-                 (got size {size}, slide {slide}, offset {offset})"
-            )
-            .into());
+                 (got size {size} ms, slide {slide} ms, offset {offset} ms)"
+            )));
         }
         Ok(SlidingWindows {
             size,
@@ -321,7 +391,7 @@ impl SlidingWindows {
     /// # Errors
     ///
     /// If `|offset| >= slide`.
-    pub fn with_offset(self, offset: i64) -> Result<Self, UserError> {
+    pub fn with_offset(self, offset: impl Into<Millis>) -> Result<Self, WindowConfigError> {
         Self::new(self.size, self.slide, offset, self.time)
     }
 }
@@ -430,8 +500,8 @@ impl<T> SessionWindows<T> {
     /// # Errors
     ///
     /// If `gap <= 0`.
-    pub fn event_time(gap: i64) -> Result<Self, UserError> {
-        Self::with_gap(gap, WindowTime::Event)
+    pub fn event_time(gap: impl Into<Millis>) -> Result<Self, WindowConfigError> {
+        Self::with_gap(gap.into().0, WindowTime::Event)
     }
 
     /// Processing-time sessions with a fixed gap.
@@ -439,13 +509,15 @@ impl<T> SessionWindows<T> {
     /// # Errors
     ///
     /// If `gap <= 0`.
-    pub fn processing_time(gap: i64) -> Result<Self, UserError> {
-        Self::with_gap(gap, WindowTime::Processing)
+    pub fn processing_time(gap: impl Into<Millis>) -> Result<Self, WindowConfigError> {
+        Self::with_gap(gap.into().0, WindowTime::Processing)
     }
 
-    fn with_gap(gap: i64, time: WindowTime) -> Result<Self, UserError> {
+    fn with_gap(gap: i64, time: WindowTime) -> Result<Self, WindowConfigError> {
         if gap <= 0 {
-            return Err(format!("session windows need gap > 0 (got {gap})").into());
+            return Err(WindowConfigError(format!(
+                "session windows need gap > 0 (got {gap} ms)"
+            )));
         }
         Ok(SessionWindows {
             gap: SessionGap::Static(gap),
@@ -1039,9 +1111,11 @@ struct Every {
 }
 
 impl Every {
-    fn new(interval: i64, domain: TimeDomain) -> Result<Self, UserError> {
+    fn new(interval: i64, domain: TimeDomain) -> Result<Self, WindowConfigError> {
         if interval <= 0 {
-            return Err(format!("continuous trigger interval must be > 0, got {interval}").into());
+            return Err(WindowConfigError(format!(
+                "continuous trigger interval must be > 0, got {interval} ms"
+            )));
         }
         Ok(Every { interval, domain })
     }
@@ -1136,8 +1210,8 @@ impl ContinuousEventTimeTrigger {
     /// # Errors
     ///
     /// If `interval <= 0`.
-    pub fn of(interval: i64) -> Result<Self, UserError> {
-        Every::new(interval, TimeDomain::EventTime).map(ContinuousEventTimeTrigger)
+    pub fn of(interval: impl Into<Millis>) -> Result<Self, WindowConfigError> {
+        Every::new(interval.into().0, TimeDomain::EventTime).map(ContinuousEventTimeTrigger)
     }
 }
 
@@ -1213,8 +1287,9 @@ impl ContinuousProcessingTimeTrigger {
     /// # Errors
     ///
     /// If `interval <= 0`.
-    pub fn of(interval: i64) -> Result<Self, UserError> {
-        Every::new(interval, TimeDomain::ProcessingTime).map(ContinuousProcessingTimeTrigger)
+    pub fn of(interval: impl Into<Millis>) -> Result<Self, WindowConfigError> {
+        Every::new(interval.into().0, TimeDomain::ProcessingTime)
+            .map(ContinuousProcessingTimeTrigger)
     }
 }
 
