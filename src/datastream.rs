@@ -215,6 +215,65 @@ impl<T: Data> DataStream<T> {
         }
     }
 
+    /// Applies a custom [`Operator`](actorflow_runtime::Operator) (Flink's `transform` with a
+    /// `OneInputStreamOperator`): `factory` builds one instance per subtask, given its
+    /// [`TaskInfo`]. The operator sees batches of records with their timestamps, watermarks
+    /// (and may hold them back or emit its own), processing-time callbacks, end of input, and
+    /// checkpoints (`snapshot_state` / `restore_state`, so its state survives restarts and
+    /// rescaling). Give it a stable [`uid`](DataStream::uid) if it keeps state.
+    ///
+    /// # Examples
+    ///
+    /// An operator that holds records until the watermark passes them, then emits them in
+    /// timestamp order:
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::actorflow_runtime::{Batch, Operator, Timestamp, Watermark};
+    ///
+    /// #[derive(Default)]
+    /// struct SortByTime(Vec<(i64, u64)>);
+    ///
+    /// impl Operator for SortByTime {
+    ///     type In = u64;
+    ///     type Out = u64;
+    ///     fn process_batch(&mut self, batch: Batch<u64>, _: &mut Collector<u64>) -> Result<(), UserError> {
+    ///         for (v, ts) in batch.into_iter_timestamped() {
+    ///             self.0.push((ts.map_or(0, |t| t.0), v));
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn process_watermark(&mut self, wm: Watermark, out: &mut Collector<u64>) -> Result<(), UserError> {
+    ///         self.0.sort();
+    ///         let due = self.0.partition_point(|(ts, _)| *ts <= wm.0);
+    ///         for (ts, v) in self.0.drain(..due) {
+    ///             out.set_timestamp(Some(Timestamp(ts)));
+    ///             out.collect(v);
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![3u64, 1, 2])
+    ///         .assign_timestamps_and_watermarks(
+    ///             WatermarkStrategy::for_bounded_out_of_orderness(std::time::Duration::from_millis(5))
+    ///                 .with_timestamp_assigner(|v: &u64, _| *v as i64),
+    ///         )
+    ///         .transform("sort by time", |_| SortByTime::default())
+    /// });
+    /// assert_eq!(out, vec![1, 2, 3]);
+    /// ```
+    #[track_caller]
+    pub fn transform<Op, F>(&self, name: &str, factory: F) -> DataStream<Op::Out>
+    where
+        Op: actorflow_runtime::Operator<In = T>,
+        F: Fn(&TaskInfo) -> Op + Send + Sync + 'static,
+    {
+        let factory = operator_factory(move |info: &TaskInfo| erase(factory(info)));
+        self.add_operator(name, factory, Location::caller())
+    }
+
     /// Applies `f` to every record (Flink's `map`).
     ///
     /// # Examples

@@ -313,6 +313,22 @@ where
             .add_operator("Keyed Process", factory, Location::caller())
     }
 
+    /// Applies a custom [`Operator`](actorflow_runtime::Operator) to the keyed stream (Flink's
+    /// `KeyedStream.transform`): records reach it partitioned by key — every record of a key
+    /// at the same subtask, whose `TaskInfo::key_group_range` says which key groups it owns —
+    /// so it can keep its own per-key state (for instance a
+    /// [`KeyedTable`](actorflow_runtime::state::table::KeyedTable)) and snapshot it per key
+    /// group for rescaling. See [`DataStream::transform`].
+    #[track_caller]
+    pub fn transform<Op, F>(&self, name: &str, factory: F) -> DataStream<Op::Out>
+    where
+        Op: actorflow_runtime::Operator<In = T>,
+        F: Fn(&TaskInfo) -> Op + Send + Sync + 'static,
+    {
+        let factory = Arc::new(move |info: &TaskInfo| erase(factory(info)));
+        self.stream.add_operator(name, factory, Location::caller())
+    }
+
     /// [`process`](Self::process) with a closure; its argument types are inferred.
     ///
     /// # Examples

@@ -1168,3 +1168,90 @@ fn the_exception_history_tells_what_failed_and_what_was_done() {
         "{history:?}"
     );
 }
+
+/// A user operator plugged in with `KeyedStream::transform` keeps per-key counts, snapshots
+/// them per key group and restores them: after an injected failure and a restart the
+/// emitted final counts equal a plain count.
+#[test]
+fn a_custom_keyed_operator_checkpoints_and_restores_its_state() {
+    use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
+    use actorflow_runtime::state::keygroup::assign_to_key_group;
+    use actorflow_runtime::{Batch, CheckpointId, Operator};
+    use std::collections::BTreeMap;
+
+    struct CountPerKey {
+        max_parallelism: u32,
+        counts: BTreeMap<u64, u64>,
+    }
+    impl Operator for CountPerKey {
+        type In = (u64, i64, u64);
+        type Out = (u64, u64);
+        fn process_batch(
+            &mut self,
+            batch: Batch<(u64, i64, u64)>,
+            _: &mut Collector<(u64, u64)>,
+        ) -> Result<(), UserError> {
+            for (k, _, _) in batch {
+                *self.counts.entry(k).or_default() += 1;
+            }
+            Ok(())
+        }
+        fn finish(&mut self, out: &mut Collector<(u64, u64)>) -> Result<(), UserError> {
+            for (k, n) in &self.counts {
+                out.collect((*k, *n));
+            }
+            Ok(())
+        }
+        fn snapshot_state(
+            &mut self,
+            _: CheckpointId,
+            state: &mut OperatorState,
+        ) -> Result<(), UserError> {
+            let mut groups: BTreeMap<_, Vec<(u64, u64)>> = BTreeMap::new();
+            for (k, n) in &self.counts {
+                groups
+                    .entry(assign_to_key_group(k, self.max_parallelism))
+                    .or_default()
+                    .push((*k, *n));
+            }
+            for (kg, entries) in groups {
+                state.put_group(kg, &entries)?;
+            }
+            Ok(())
+        }
+        fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+            for (_, entries) in restored.state.groups::<Vec<(u64, u64)>>()? {
+                self.counts.extend(entries);
+            }
+            Ok(())
+        }
+    }
+
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::ZERO,
+        })
+        .set_fault_plan(FaultPlan::parse("panic@count#1:records=15000").unwrap())
+        .set_parallelism(2)
+        .set_max_parallelism(128);
+    let counts = env
+        .from_generator(
+            GeneratorSource::new(N, |i| (i % 17, i as i64, i)).with_rate_limit(100_000.0),
+        )
+        .set_parallelism(1)
+        .key_by(|e: &(u64, i64, u64)| e.0)
+        .transform("count", |info: &TaskInfo| CountPerKey {
+            max_parallelism: info.max_parallelism,
+            counts: BTreeMap::new(),
+        })
+        .uid("count")
+        .collect();
+    let result = env.execute_blocking("custom").unwrap();
+    assert_eq!(result.metrics.restarts, 1, "the fault fired");
+    let mut got = counts.take();
+    got.sort();
+    let expected: Vec<(u64, u64)> = (0..17).map(|k| (k, (N - k).div_ceil(17))).collect();
+    assert_eq!(got, expected);
+}
