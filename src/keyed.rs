@@ -10,7 +10,7 @@ use crate::datastream::DataStream;
 use crate::window::{NoEvictor, WindowedStream, WithEvictor};
 use actorflow_runtime::operators::operator::{TaskInfo, erase};
 use actorflow_runtime::operators::{
-    KeyedContext, KeyedProcessFunction, KeyedProcessOperator, KeyedReduceOperator,
+    KeyedContext, KeyedProcessFunction, KeyedProcessOperator, KeyedReduceOperator, OpenContext,
 };
 use actorflow_runtime::state::key::KeySelector;
 use actorflow_runtime::time::window::{
@@ -302,15 +302,7 @@ where
         O: Data,
         P: KeyedProcessFunction<S::Key, T, O> + Clone + Sync,
     {
-        let key = self.key.clone();
-        let factory = Arc::new(move |_: &TaskInfo| {
-            erase(KeyedProcessOperator::<T, O, S, P>::new(
-                key.clone(),
-                function.clone(),
-            ))
-        });
-        self.stream
-            .add_operator("Keyed Process", factory, Location::caller())
+        self.keyed_function("Keyed Process", function)
     }
 
     /// Applies a custom [`Operator`](actorflow_runtime::Operator) to the keyed stream (Flink's
@@ -326,6 +318,110 @@ where
         F: Fn(&TaskInfo) -> Op + Send + Sync + 'static,
     {
         let factory = Arc::new(move |info: &TaskInfo| erase(factory(info)));
+        self.stream.add_operator(name, factory, Location::caller())
+    }
+
+    /// Maps every record, with access to keyed state (Flink's `keyBy(..).map(..)`): a closure
+    /// `|value| ..`, or a [`KeyedMapFunction`] that declares state in `open`. Records keep
+    /// their timestamps; the result is not keyed any more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![(1u8, 10), (2, 20)]).key_by(|r: &(u8, i32)| r.0).map(|r: (u8, i32)| r.1 + 1)
+    /// });
+    /// assert_eq!(out, vec![11, 21]);
+    /// ```
+    #[track_caller]
+    pub fn map<O, M>(&self, function: M) -> DataStream<O>
+    where
+        O: Data,
+        M: KeyedMapFunction<S::Key, T, O> + Clone + Sync,
+    {
+        self.keyed_function("Map", Keyed::<M, MapKind>::new(function))
+    }
+
+    /// Emits any number of records per record, with access to keyed state (Flink's
+    /// `keyBy(..).flatMap(new RichFlatMapFunction ..)`): a closure `|value, out| ..`, or a
+    /// [`KeyedFlatMapFunction`].
+    ///
+    /// # Examples
+    ///
+    /// Flink's `CountWindowAverage`: the average of every two values of a key.
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::keyed_state::ValueState;
+    /// use actorflow::operators::OpenContext;
+    /// use actorflow::KeyedFlatMapFunction;
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct CountWindowAverage(Option<ValueState<(u64, u64)>>);
+    ///
+    /// impl KeyedFlatMapFunction<u64, (u64, u64), (u64, u64)> for CountWindowAverage {
+    ///     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+    ///         self.0 = Some(ctx.state.value_state("average", None)?);
+    ///         Ok(())
+    ///     }
+    ///     fn flat_map(
+    ///         &mut self,
+    ///         (key, value): (u64, u64),
+    ///         ctx: &mut KeyedContext<'_, u64>,
+    ///         out: &mut Collector<(u64, u64)>,
+    ///     ) -> Result<(), UserError> {
+    ///         let sum = self.0.as_ref().ok_or("not open")?;
+    ///         let (count, total) = sum.value(ctx.state())?.unwrap_or((0, 0));
+    ///         let (count, total) = (count + 1, total + value);
+    ///         if count >= 2 {
+    ///             out.collect((key, total / count));
+    ///             sum.clear(ctx.state());
+    ///         } else {
+    ///             sum.update(ctx.state(), (count, total))?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![(1u64, 3u64), (1, 5), (1, 7), (1, 4), (1, 2)])
+    ///         .key_by(|r: &(u64, u64)| r.0)
+    ///         .flat_map(CountWindowAverage::default())
+    /// });
+    /// assert_eq!(out, vec![(1, 4), (1, 5)]);
+    /// ```
+    #[track_caller]
+    pub fn flat_map<O, M>(&self, function: M) -> DataStream<O>
+    where
+        O: Data,
+        M: KeyedFlatMapFunction<S::Key, T, O> + Clone + Sync,
+    {
+        self.keyed_function("FlatMap", Keyed::<M, FlatMapKind>::new(function))
+    }
+
+    /// Keeps the records `function` accepts, with access to keyed state: a closure
+    /// `|value| ..`, or a [`KeyedFilterFunction`]. The result is not keyed any more.
+    #[track_caller]
+    pub fn filter<M>(&self, function: M) -> DataStream<T>
+    where
+        M: KeyedFilterFunction<S::Key, T> + Clone + Sync,
+    {
+        self.keyed_function("Filter", Keyed::<M, FilterKind>::new(function))
+    }
+
+    #[track_caller]
+    fn keyed_function<O, P>(&self, name: &str, function: P) -> DataStream<O>
+    where
+        O: Data,
+        P: KeyedProcessFunction<S::Key, T, O> + Clone + Sync,
+    {
+        let key = self.key.clone();
+        let factory = Arc::new(move |_: &TaskInfo| {
+            erase(KeyedProcessOperator::<T, O, S, P>::new(
+                key.clone(),
+                function.clone(),
+            ))
+        });
         self.stream.add_operator(name, factory, Location::caller())
     }
 
@@ -387,5 +483,169 @@ where
         } else {
             acc
         }
+    }
+}
+
+/// A keyed map with access to keyed state (Flink's `keyBy(..).map(new RichMapFunction ..)`):
+/// declare state in [`open`](Self::open), read and write it for the current key in
+/// [`map`](Self::map). A closure `|value| ..` is one too (without state).
+pub trait KeyedMapFunction<K, I, O>: Send + 'static {
+    /// Called once per subtask before the first record: declare keyed state here.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Maps one record of the current key (`ctx.current_key()`).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn map(&mut self, value: I, ctx: &mut KeyedContext<'_, K>) -> Result<O, UserError>;
+}
+
+impl<K, I, O, F: FnMut(I) -> O + Send + 'static> KeyedMapFunction<K, I, O> for F {
+    fn map(&mut self, value: I, _: &mut KeyedContext<'_, K>) -> Result<O, UserError> {
+        Ok(self(value))
+    }
+}
+
+/// A keyed flat map with access to keyed state (Flink's `RichFlatMapFunction` after `keyBy`,
+/// as in its `CountWindowAverage` example). A closure `|value, out| ..` is one too.
+pub trait KeyedFlatMapFunction<K, I, O>: Send + 'static {
+    /// Called once per subtask before the first record: declare keyed state here.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Emits any number of records for one record of the current key.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn flat_map(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError>;
+}
+
+impl<K, I, O, F: FnMut(I, &mut Collector<O>) + Send + 'static> KeyedFlatMapFunction<K, I, O> for F {
+    fn flat_map(
+        &mut self,
+        value: I,
+        _: &mut KeyedContext<'_, K>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        self(value, out);
+        Ok(())
+    }
+}
+
+/// A keyed filter with access to keyed state (for example "drop repeats of the last value
+/// seen for this key"). A closure `|value| ..` is one too.
+pub trait KeyedFilterFunction<K, I>: Send + 'static {
+    /// Called once per subtask before the first record: declare keyed state here.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// True to keep the record.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn filter(&mut self, value: &I, ctx: &mut KeyedContext<'_, K>) -> Result<bool, UserError>;
+}
+
+impl<K, I, F: FnMut(&I) -> bool + Send + 'static> KeyedFilterFunction<K, I> for F {
+    fn filter(&mut self, value: &I, _: &mut KeyedContext<'_, K>) -> Result<bool, UserError> {
+        Ok(self(value))
+    }
+}
+
+/// Runs a keyed map, flat map or filter as a keyed process function.
+#[derive(Clone)]
+struct Keyed<F, M> {
+    function: F,
+    _kind: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<F, M> Keyed<F, M> {
+    fn new(function: F) -> Self {
+        Keyed {
+            function,
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MapKind;
+#[derive(Clone)]
+struct FlatMapKind;
+#[derive(Clone)]
+struct FilterKind;
+
+impl<K, I, O, F: KeyedMapFunction<K, I, O>> KeyedProcessFunction<K, I, O> for Keyed<F, MapKind> {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.function.open(ctx)
+    }
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        out.collect(self.function.map(value, ctx)?);
+        Ok(())
+    }
+}
+
+impl<K, I, O, F: KeyedFlatMapFunction<K, I, O>> KeyedProcessFunction<K, I, O>
+    for Keyed<F, FlatMapKind>
+{
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.function.open(ctx)
+    }
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        self.function.flat_map(value, ctx, out)
+    }
+}
+
+impl<K, I, F: KeyedFilterFunction<K, I>> KeyedProcessFunction<K, I, I> for Keyed<F, FilterKind> {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.function.open(ctx)
+    }
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<I>,
+    ) -> Result<(), UserError> {
+        if self.function.filter(&value, ctx)? {
+            out.collect(value);
+        }
+        Ok(())
     }
 }

@@ -99,7 +99,7 @@ pub use actorflow_runtime::{
 };
 pub use datastream::{DataStream, DataStreamSink};
 pub use env::{ParallelSource, StreamExecutionEnvironment};
-pub use keyed::KeyedStream;
+pub use keyed::{KeyedFilterFunction, KeyedFlatMapFunction, KeyedMapFunction, KeyedStream};
 pub use sinks::{Collected, WriteMode};
 pub use sources::{GeneratorSource, TextFileOptions, Utf8Policy};
 
@@ -122,9 +122,10 @@ struct CheckpointingDoctests;
 pub mod prelude {
     pub use crate::{
         Batch, Collected, Collector, Context, Data, DataStream, GeneratorSource, JobError,
-        JobResult, KeyedContext, KeyedProcessFunction, KeyedStream, ParallelSource,
-        ProcessFunction, RuntimeMode, Sink, Source, SourceStatus, StreamExecutionEnvironment,
-        TaskInfo, TextFileOptions, Timestamp, UserError, Utf8Policy, WriteMode,
+        JobResult, KeyedContext, KeyedFilterFunction, KeyedFlatMapFunction, KeyedMapFunction,
+        KeyedProcessFunction, KeyedStream, ParallelSource, ProcessFunction, RuntimeMode, Sink,
+        Source, SourceStatus, StreamExecutionEnvironment, TaskInfo, TextFileOptions, Timestamp,
+        UserError, Utf8Policy, WriteMode,
     };
     pub use actorflow_runtime::operators::{
         AggregateFunction, BroadcastProcessFunction, BroadcastStateDescriptor, CoProcessFunction,

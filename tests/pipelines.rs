@@ -324,3 +324,101 @@ async fn batch_mode_emits_each_keys_final_value_once() {
         assert_eq!(got, expected, "p={p}");
     }
 }
+
+/// Keyed map / flat map / filter with keyed state, as a Flink user ports them: the running
+/// average of every two values per key (`CountWindowAverage`) and "drop a value equal to the
+/// key's previous one", at parallelism 1, 2 and 4, against a sequential reference.
+#[test]
+fn keyed_rich_functions_with_state_match_a_reference() {
+    use actorflow::keyed_state::ValueState;
+    use actorflow::operators::OpenContext;
+
+    #[derive(Clone, Default)]
+    struct Average(Option<ValueState<(u64, u64)>>);
+    impl KeyedFlatMapFunction<u64, (u64, u64), (u64, u64)> for Average {
+        fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+            self.0 = Some(ctx.state.value_state("average", None)?);
+            Ok(())
+        }
+        fn flat_map(
+            &mut self,
+            (key, value): (u64, u64),
+            ctx: &mut KeyedContext<'_, u64>,
+            out: &mut Collector<(u64, u64)>,
+        ) -> Result<(), UserError> {
+            let s = self.0.as_ref().ok_or("not open")?;
+            let (n, sum) = s.value(ctx.state())?.unwrap_or((0, 0));
+            if n + 1 == 2 {
+                out.collect((key, (sum + value) / 2));
+                s.clear(ctx.state());
+            } else {
+                s.update(ctx.state(), (n + 1, sum + value))?;
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct NewValues(Option<ValueState<u64>>);
+    impl KeyedFilterFunction<u64, (u64, u64)> for NewValues {
+        fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+            self.0 = Some(ctx.state.value_state("last", None)?);
+            Ok(())
+        }
+        fn filter(
+            &mut self,
+            (_, value): &(u64, u64),
+            ctx: &mut KeyedContext<'_, u64>,
+        ) -> Result<bool, UserError> {
+            let s = self.0.as_ref().ok_or("not open")?;
+            let fresh = s.value(ctx.state())? != Some(*value);
+            s.update(ctx.state(), *value)?;
+            Ok(fresh)
+        }
+    }
+
+    let mut rng = common::Rng::new(41);
+    let input: Vec<(u64, u64)> = (0..5_000).map(|_| (rng.below(13), rng.below(4))).collect();
+    // The reference, key by key in input order.
+    let mut averages = Vec::new();
+    let mut distinct = Vec::new();
+    let mut pending: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+    let mut last: std::collections::HashMap<u64, u64> = Default::default();
+    for &(k, v) in &input {
+        let p = pending.entry(k).or_default();
+        p.push(v);
+        if p.len() == 2 {
+            averages.push((k, (p[0] + p[1]) / 2));
+            p.clear();
+        }
+        if last.insert(k, v) != Some(v) {
+            distinct.push((k, v));
+        }
+    }
+    averages.sort();
+    distinct.sort();
+    for p in [1, 2, 4] {
+        let env = common::env(p);
+        let source = env.from_collection(input.clone()).set_parallelism(1);
+        let avg = source
+            .key_by(|r: &(u64, u64)| r.0)
+            .flat_map(Average::default())
+            .collect();
+        let fresh = source
+            .key_by(|r: &(u64, u64)| r.0)
+            .filter(NewValues::default())
+            .collect();
+        let doubled = source
+            .key_by(|r: &(u64, u64)| r.0)
+            .map(|r: (u64, u64)| r.1 * 2)
+            .collect();
+        env.execute_blocking("keyed rich").unwrap();
+        let mut got = avg.take();
+        got.sort();
+        assert_eq!(got, averages, "p={p}");
+        let mut got = fresh.take();
+        got.sort();
+        assert_eq!(got, distinct, "p={p}");
+        assert_eq!(doubled.take().len(), input.len(), "p={p}");
+    }
+}
