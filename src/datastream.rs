@@ -707,6 +707,12 @@ impl<T: Data> DataStream<T> {
     /// parallelism 1, `path` is the file; above 1, `path` is a directory holding files
     /// `1`, `2`, … one per subtask. An existing output fails the job before it starts unless
     /// `mode` is [`WriteMode::Overwrite`].
+    ///
+    /// It writes plainly, so it cannot be exactly once: with checkpointing on, a restart
+    /// would rewrite the file (losing what was written) or refuse it. A job with
+    /// checkpointing therefore refuses to start with this sink, naming the exactly-once one:
+    /// `add_sink(name, |_| Ok(TwoPhaseCommit::new(FileSink::new(dir))))` from
+    /// [`transactional`](crate::transactional).
     #[track_caller]
     pub fn write_as_text(&self, path: impl Into<PathBuf>, mode: WriteMode) -> DataStreamSink
     where

@@ -226,6 +226,15 @@ pub(crate) struct TextFileSink<T> {
 impl<T> TextFileSink<T> {
     /// The file of one subtask: `path` itself at parallelism 1, `path/N` above.
     pub(crate) fn create(path: &Path, mode: WriteMode, info: &TaskInfo) -> Result<Self, String> {
+        if info.checkpointing {
+            return Err(format!(
+                "write_as_text('{}') cannot write exactly once: after a restart it would \
+                 rewrite or refuse its file, losing or repeating output. With checkpointing, \
+                 use the exactly-once file sink: add_sink(name, |_| \
+                 Ok(TwoPhaseCommit::new(FileSink::new(dir)))) from actorflow::transactional",
+                path.display()
+            ));
+        }
         let file = if info.parallelism > 1 {
             if path.is_file() {
                 return Err(format!(

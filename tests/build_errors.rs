@@ -257,3 +257,21 @@ fn window_sizes_take_durations_and_their_errors_are_std_errors() {
     let err = build().unwrap_err().to_string();
     assert!(err.contains("tumbling windows need size > 0"), "{err}");
 }
+
+/// With checkpointing, the plain text sink refuses to start (it cannot be exactly once) and
+/// names the exactly-once file sink; nothing is written.
+#[tokio::test]
+async fn write_as_text_with_checkpointing_names_the_exactly_once_sink() {
+    let out = std::env::temp_dir().join(format!("actorflow-text-ck-{}", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let env = new_env(1);
+    env.enable_checkpointing(Duration::from_millis(50));
+    env.from_collection(vec![1u64, 2, 3])
+        .write_as_text(&out, WriteMode::Overwrite);
+    let e = build_error(&env).await.to_string();
+    assert!(
+        e.contains("cannot write exactly once") && e.contains("TwoPhaseCommit::new(FileSink"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing was written");
+}
