@@ -13,6 +13,7 @@
 //! idle inputs are left out of the minimum and the windows fire. The example runs the job both
 //! ways for a couple of seconds each and prints what fired and the window operator's watermark.
 
+use actorflow::SourceFn;
 use actorflow::prelude::*;
 use actorflow::window::TumblingWindows;
 use std::time::Duration;
@@ -54,10 +55,15 @@ async fn run(idleness: Option<Duration>, run_for: Duration) -> Result<(), UserEr
         strategy = strategy.with_idleness(d);
     }
     let counts = env
-        .add_source("sensors", |task: &TaskInfo| Sensors {
-            index: task.subtask_index,
-            sent: 0,
-        })
+        .add_source(
+            "sensors",
+            // One instance per subtask, each a partition of its own (Flink's parallel source).
+            SourceFn::new(|task: &TaskInfo| Sensors {
+                index: task.subtask_index,
+                sent: 0,
+            })
+            .parallel(),
+        )
         .assign_timestamps_and_watermarks(strategy)
         .key_by(|r: &Reading| r.0.clone())
         .window(TumblingWindows::event_time(1_000)?)

@@ -36,7 +36,12 @@ use std::time::Duration;
 ///     }
 /// }
 /// let mut out = actorflow::testing::example_with(3, |env| {
-///     env.add_source("hello", |task: &TaskInfo| Hello(Some(task.subtask_index as u64)))
+///     env.add_source(
+///         "hello",
+///         actorflow::SourceFn::new(|task: &TaskInfo| Hello(Some(task.subtask_index as u64)))
+///             .parallel()
+///             .bounded(),
+///     )
 /// });
 /// out.sort();
 /// assert_eq!(out, vec![0, 1, 2]);
@@ -63,6 +68,11 @@ pub trait ParallelSource: Send + Sync + 'static {
     }
 }
 
+/// A closure `|task| MySource { .. }` is a source factory as Flink's `SourceFunction` is a
+/// source: **non-parallel** (it runs at parallelism 1, so its records are not repeated once
+/// per subtask) and **unbounded** (BATCH mode refuses it). Declare otherwise with
+/// [`SourceFn`]: `SourceFn::new(f).parallel()` (Flink's `ParallelSourceFunction`: one instance
+/// per subtask, each reading its own share) and/or `.bounded()`.
 impl<F, S> ParallelSource for F
 where
     F: Fn(&TaskInfo) -> S + Send + Sync + 'static,
@@ -71,6 +81,91 @@ where
     type Source = S;
     fn create(&self, task: &TaskInfo) -> Result<S, String> {
         Ok(self(task))
+    }
+    fn max_parallelism(&self) -> Option<u32> {
+        Some(1)
+    }
+    fn is_bounded(&self) -> bool {
+        false
+    }
+}
+
+/// A source factory closure with its parallelism and boundedness spelled out.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow::prelude::*;
+/// use actorflow::SourceFn;
+/// struct Count { next: u64, end: u64 }
+/// impl Source for Count {
+///     type Output = u64;
+///     async fn next_batch(&mut self, out: &mut Collector<u64>) -> Result<SourceStatus, UserError> {
+///         if self.next == self.end { return Ok(SourceStatus::End); }
+///         out.collect(self.next);
+///         self.next += 1;
+///         Ok(SourceStatus::More)
+///     }
+/// }
+/// // Each of 2 subtasks reads its own half; the source ends, so BATCH mode accepts it.
+/// let source = SourceFn::new(|task: &TaskInfo| {
+///     let start = task.subtask_index as u64 * 3;
+///     Count { next: start, end: start + 3 }
+/// })
+/// .parallel()
+/// .bounded();
+/// let mut out = actorflow::testing::example_with(2, |env| {
+///     env.set_runtime_mode(RuntimeMode::Batch);
+///     env.add_source("count", source)
+/// });
+/// out.sort();
+/// assert_eq!(out, vec![0, 1, 2, 3, 4, 5]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SourceFn<F> {
+    f: F,
+    parallel: bool,
+    bounded: bool,
+}
+
+impl<F> SourceFn<F> {
+    /// A non-parallel, unbounded source made by `f` (as a bare closure is).
+    pub fn new(f: F) -> Self {
+        SourceFn {
+            f,
+            parallel: false,
+            bounded: false,
+        }
+    }
+
+    /// One instance per subtask, at the stream's parallelism: each must read its own share
+    /// (by `TaskInfo::subtask_index`), or its records appear once per subtask.
+    pub fn parallel(mut self) -> Self {
+        self.parallel = true;
+        self
+    }
+
+    /// The source ends by itself (`SourceStatus::End`), so BATCH mode may run it.
+    pub fn bounded(mut self) -> Self {
+        self.bounded = true;
+        self
+    }
+}
+
+impl<F, S> ParallelSource for SourceFn<F>
+where
+    F: Fn(&TaskInfo) -> S + Send + Sync + 'static,
+    S: Source,
+{
+    type Source = S;
+    fn create(&self, task: &TaskInfo) -> Result<S, String> {
+        Ok((self.f)(task))
+    }
+    fn max_parallelism(&self) -> Option<u32> {
+        (!self.parallel).then_some(1)
+    }
+    fn is_bounded(&self) -> bool {
+        self.bounded
     }
 }
 
@@ -372,7 +467,9 @@ impl StreamExecutionEnvironment {
         name: &str,
         source: P,
     ) -> DataStream<<P::Source as Source>::Output> {
-        self.add_source_node(name, Arc::new(SourceAdapter(source)), None)
+        // A non-parallel source runs at parallelism 1 whatever the default, as in Flink.
+        let parallelism = source.max_parallelism().filter(|&m| m == 1);
+        self.add_source_node(name, Arc::new(SourceAdapter(source)), parallelism)
     }
 
     /// A non-parallel source emitting the elements of `items` in order (Flink's

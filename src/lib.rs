@@ -98,7 +98,7 @@ pub use actorflow_runtime::{
     Watermark,
 };
 pub use datastream::{DataStream, DataStreamSink};
-pub use env::{ParallelSource, StreamExecutionEnvironment};
+pub use env::{ParallelSource, SourceFn, StreamExecutionEnvironment};
 pub use keyed::{KeyedFilterFunction, KeyedFlatMapFunction, KeyedMapFunction, KeyedStream};
 pub use sinks::{Collected, WriteMode};
 pub use sources::{GeneratorSource, TextFileOptions, Utf8Policy};

@@ -178,3 +178,68 @@ async fn generator_rate_limit_follows_the_clock() {
         "{elapsed:?}"
     );
 }
+
+/// A source closure, added at a default parallelism of 4.
+struct Three(Vec<u64>);
+impl Source for Three {
+    type Output = u64;
+    async fn next_batch(&mut self, out: &mut Collector<u64>) -> Result<SourceStatus, UserError> {
+        match self.0.pop() {
+            Some(v) => {
+                out.collect(v);
+                Ok(SourceStatus::More)
+            }
+            None => Ok(SourceStatus::End),
+        }
+    }
+}
+
+/// A source closure is Flink's `SourceFunction`: it runs once (parallelism 1), not once per
+/// subtask, and it is unbounded, so BATCH mode refuses it with an error naming
+/// `SourceFn::bounded`; declared parallel it runs per subtask.
+#[tokio::test]
+async fn closure_sources_are_non_parallel_and_unbounded_unless_declared() {
+    let env = new_env(4);
+    let out = env
+        .add_source("three", |_: &TaskInfo| Three(vec![3, 2, 1]))
+        .map(|x| x)
+        .collect();
+    run(&env).await.unwrap();
+    let mut got = out.take();
+    got.sort();
+    assert_eq!(got, vec![1, 2, 3], "each record once, not once per subtask");
+
+    let env = new_env(4);
+    let out = env
+        .add_source(
+            "three",
+            actorflow::SourceFn::new(|_: &TaskInfo| Three(vec![3, 2, 1])).parallel(),
+        )
+        .collect();
+    run(&env).await.unwrap();
+    assert_eq!(
+        out.take().len(),
+        12,
+        "declared parallel: one instance per subtask"
+    );
+
+    let env = new_env(1);
+    env.set_runtime_mode(RuntimeMode::Batch);
+    env.add_source("three", |_: &TaskInfo| Three(vec![1]))
+        .discard();
+    let err = env.execute("batch").await.unwrap_err().to_string();
+    assert!(
+        err.contains("unbounded") && err.contains("SourceFn::new(f).bounded()"),
+        "{err}"
+    );
+    let env = new_env(1);
+    env.set_runtime_mode(RuntimeMode::Batch);
+    let out = env
+        .add_source(
+            "three",
+            actorflow::SourceFn::new(|_: &TaskInfo| Three(vec![1])).bounded(),
+        )
+        .collect();
+    run(&env).await.unwrap();
+    assert_eq!(out.take(), vec![1]);
+}

@@ -117,7 +117,10 @@ pub enum BuildError {
         max: u32,
     },
     /// Batch mode with a source that never ends.
-    #[error("{operator} is unbounded, but batch mode needs every source to be bounded")]
+    #[error(
+        "{operator} is unbounded, but batch mode needs every source to be bounded (a source \
+         closure is unbounded unless declared with SourceFn::new(f).bounded())"
+    )]
     UnboundedSourceInBatchMode {
         /// The source.
         operator: OperatorLabel,
