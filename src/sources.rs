@@ -263,7 +263,13 @@ impl ParallelSource for SequenceSource {
     type Source = GeneratorReader<u64, fn(u64) -> u64>;
     fn create(&self, task: &TaskInfo) -> Result<Self::Source, String> {
         let (start, end) = split(self.count, task.subtask_index, task.parallelism);
-        Ok(GeneratorReader::new(identity, self.from, start, end, None))
+        Ok(GeneratorReader::new(
+            identity,
+            self.from,
+            (start, end),
+            task,
+            None,
+        ))
     }
 }
 
@@ -321,70 +327,108 @@ where
     fn create(&self, task: &TaskInfo) -> Result<Self::Source, String> {
         let rate = per_subtask_rate(self.rate, task.parallelism)?;
         let (start, end) = split(self.count, task.subtask_index, task.parallelism);
-        Ok(GeneratorReader::new(self.f.clone(), 0, start, end, rate))
+        Ok(GeneratorReader::new(
+            self.f.clone(),
+            0,
+            (start, end),
+            task,
+            rate,
+        ))
     }
 }
 
 /// The running form of the sequence and generator sources: calls `generate(offset + i)` for
 /// its part of the indexes.
+///
+/// Its position is the list of index ranges it still has to generate. Checkpoints store it as
+/// union state; on restore every new subtask reads all old subtasks' remaining ranges and
+/// takes an equal share of their total, so at any parallelism each index is generated exactly
+/// once and the subtasks share the work (and a rate limit) evenly.
 pub struct GeneratorReader<T, F> {
     generate: F,
     offset: u64,
-    start: u64,
+    /// The range being generated: `[next, end)`.
     next: u64,
     end: u64,
+    /// Ranges after it, in order.
+    queued: std::collections::VecDeque<(u64, u64)>,
+    index: usize,
+    parallelism: u32,
     pacer: Option<Pacer>,
     _records: PhantomData<fn() -> T>,
 }
 
 impl<T, F> GeneratorReader<T, F> {
-    fn new(generate: F, offset: u64, start: u64, end: u64, rate: Option<f64>) -> Self {
+    fn new(
+        generate: F,
+        offset: u64,
+        (start, end): (u64, u64),
+        task: &TaskInfo,
+        rate: Option<f64>,
+    ) -> Self {
         GeneratorReader {
             generate,
             offset,
-            start,
             next: start,
             end,
+            queued: Default::default(),
+            index: task.subtask_index,
+            parallelism: task.parallelism,
             pacer: rate.map(Pacer::new),
             _records: PhantomData,
         }
+    }
+
+    /// Every range still to generate, in order.
+    fn remaining(&self) -> Vec<(u64, u64)> {
+        std::iter::once((self.next, self.end))
+            .chain(self.queued.iter().copied())
+            .filter(|(a, b)| a < b)
+            .collect()
+    }
+
+    /// This subtask's equal share of `ranges` (all old subtasks' remaining ranges, in order).
+    fn take_share(&mut self, ranges: &[(u64, u64)]) {
+        let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
+        let (from, to) = split(total, self.index, self.parallelism);
+        let mut mine = std::collections::VecDeque::new();
+        let mut seen = 0u64;
+        for &(a, b) in ranges {
+            let len = b - a;
+            // The overlap of [seen, seen + len) with [from, to), mapped back into [a, b).
+            let lo = from.max(seen);
+            let hi = to.min(seen + len);
+            if lo < hi {
+                mine.push_back((a + (lo - seen), a + (hi - seen)));
+            }
+            seen += len;
+        }
+        let (next, end) = mine.pop_front().unwrap_or((0, 0));
+        self.next = next;
+        self.end = end;
+        self.queued = mine;
     }
 }
 
 impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F> {
     type Output = T;
-    /// One item: the range `[next, end)` still to generate.
+    /// One union item: the ranges this subtask still has to generate.
     fn snapshot_state(
         &mut self,
         _: actorflow_runtime::CheckpointId,
         state: &mut actorflow_runtime::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
-        if self.next < self.end {
-            state.push_item(&(self.next, self.end))?;
-        }
-        Ok(())
+        state.push_union(self.index, &self.remaining())
     }
 
     fn restore_state(
         &mut self,
         restored: actorflow_runtime::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
-        let ranges: Vec<(u64, u64)> = restored.state.items()?;
-        match ranges.as_slice() {
-            [] => self.next = self.end,
-            [(next, end)] => {
-                self.next = *next;
-                self.end = *end;
-                self.start = *next;
-            }
-            _ => {
-                return Err(
-                    "restoring a generator with several ranges per subtask (lower \
-                            parallelism than the checkpoint) is not supported yet"
-                        .into(),
-                );
-            }
-        }
+        let mut old: Vec<(usize, Vec<(u64, u64)>)> = restored.state.union_items()?;
+        old.sort_by_key(|(i, _)| *i);
+        let ranges: Vec<(u64, u64)> = old.into_iter().flat_map(|(_, r)| r).collect();
+        self.take_share(&ranges);
         Ok(())
     }
 
@@ -402,6 +446,12 @@ impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F>
             out.collect((self.generate)(self.offset.wrapping_add(i)));
         }
         self.next += n;
+        if self.next >= self.end
+            && let Some((next, end)) = self.queued.pop_front()
+        {
+            self.next = next;
+            self.end = end;
+        }
         Ok(if self.next >= self.end {
             SourceStatus::End
         } else {
@@ -812,5 +862,42 @@ impl Source for SocketReader {
             return Ok(SourceStatus::End);
         }
         Ok(SourceStatus::More)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(index: usize, parallelism: u32) -> GeneratorReader<u64, fn(u64) -> u64> {
+        let task = TaskInfo::standalone("gen", index, parallelism, 128);
+        GeneratorReader::new(identity, 0, (0, 0), &task, None)
+    }
+
+    /// Restoring at any parallelism hands every remaining index to exactly one subtask, in
+    /// equal shares (so a rate limit split evenly keeps the total rate).
+    #[test]
+    fn restored_ranges_are_shared_evenly_and_exactly_once() {
+        let old = [(5u64, 10u64), (20, 21), (40, 60)];
+        let total: u64 = old.iter().map(|(a, b)| b - a).sum();
+        for p in [1u32, 2, 3, 4, 7, 40] {
+            let mut all = Vec::new();
+            let mut sizes = Vec::new();
+            for i in 0..p as usize {
+                let mut r = reader(i, p);
+                r.take_share(&old);
+                let mine: Vec<u64> = r.remaining().iter().flat_map(|&(a, b)| a..b).collect();
+                sizes.push(mine.len() as u64);
+                all.extend(mine);
+            }
+            all.sort();
+            let expected: Vec<u64> = old.iter().flat_map(|&(a, b)| a..b).collect();
+            assert_eq!(all, expected, "p={p}");
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(
+                hi - lo <= 1 && sizes.iter().sum::<u64>() == total,
+                "p={p}: {sizes:?}"
+            );
+        }
     }
 }
