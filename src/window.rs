@@ -193,6 +193,7 @@ where
         {
             n.parallelism = Some(1);
             n.max_parallelism = Some(1);
+            n.non_parallel = true;
         }
         out
     }

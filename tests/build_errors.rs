@@ -275,3 +275,27 @@ async fn write_as_text_with_checkpointing_names_the_exactly_once_sink() {
     );
     assert!(!out.exists(), "nothing was written");
 }
+
+/// `window_all(..)` with a parallelism above 1 names the non-parallel operator and the way to
+/// parallel windows, instead of suggesting a higher max parallelism.
+#[tokio::test]
+async fn window_all_at_parallelism_4_says_it_is_non_parallel() {
+    use actorflow::window::TumblingWindows;
+    let env = new_env(2);
+    env.from_collection(vec![1u64, 2, 3])
+        .window_all(TumblingWindows::event_time(10).unwrap())
+        .reduce(|a, b| a + b)
+        .set_parallelism(4)
+        .discard();
+    let e = build_error(&env).await;
+    assert!(
+        matches!(e, BuildError::NonParallelOperator { parallelism: 4, .. }),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("non-parallel") && msg.contains("key_by"),
+        "{msg}"
+    );
+    assert!(!msg.contains("raise the max parallelism"), "{msg}");
+}

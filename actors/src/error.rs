@@ -116,6 +116,19 @@ pub enum BuildError {
         /// The source's limit.
         max: u32,
     },
+    /// A non-parallel operator (`window_all`, as Flink's `windowAll`) was given a parallelism
+    /// above 1.
+    #[error(
+        "{operator} is non-parallel (window_all gathers every record in one subtask, as \
+         Flink's windowAll) and runs at parallelism 1, got {parallelism}; key the stream with \
+         key_by(..).window(..) to run windows in parallel"
+    )]
+    NonParallelOperator {
+        /// The operator.
+        operator: OperatorLabel,
+        /// The parallelism requested.
+        parallelism: u32,
+    },
     /// Batch mode with a source that never ends.
     #[error(
         "{operator} is unbounded, but batch mode needs every source to be bounded (a source \

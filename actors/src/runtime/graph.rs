@@ -62,6 +62,8 @@ pub struct StreamNode {
     pub max_parallelism: Option<u32>,
     /// Its chaining strategy.
     pub chaining: ChainingStrategy,
+    /// A non-parallel operator (`window_all`): it must run at parallelism 1.
+    pub non_parallel: bool,
     /// What it does.
     pub kind: NodeKind,
 }
@@ -147,6 +149,7 @@ impl StreamGraph {
             parallelism: None,
             max_parallelism: None,
             chaining: ChainingStrategy::Always,
+            non_parallel: false,
             kind,
         });
         id

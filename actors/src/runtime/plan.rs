@@ -186,6 +186,12 @@ fn resolve_parallelisms(
             });
         }
         check_source(node, p, config)?;
+        if node.non_parallel && p != 1 {
+            return Err(BuildError::NonParallelOperator {
+                operator: node.label(),
+                parallelism: p,
+            });
+        }
         let mp = node
             .max_parallelism
             .or(config.max_parallelism)
