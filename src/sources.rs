@@ -426,6 +426,15 @@ impl<T: Data, F: Fn(u64) -> T + Send + 'static> Source for GeneratorReader<T, F>
         restored: actorflow_runtime::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         let mut old: Vec<(usize, Vec<(u64, u64)>)> = restored.state.union_items()?;
+        if old.is_empty() && !restored.state.items.is_empty() {
+            // Written by an earlier version: one `(next, end)` list item per old subtask,
+            // already split over the new ones.
+            let mine: Vec<(u64, u64)> = restored.state.items()?;
+            let mut mine: std::collections::VecDeque<_> = mine.into();
+            let (next, end) = mine.pop_front().unwrap_or((0, 0));
+            (self.next, self.end, self.queued) = (next, end, mine);
+            return Ok(());
+        }
         old.sort_by_key(|(i, _)| *i);
         let ranges: Vec<(u64, u64)> = old.into_iter().flat_map(|(_, r)| r).collect();
         self.take_share(&ranges);
@@ -899,5 +908,22 @@ mod tests {
                 "p={p}: {sizes:?}"
             );
         }
+    }
+
+    /// A checkpoint of the earlier format (one `(next, end)` list item per subtask, split by
+    /// the runtime) restores the ranges it hands this subtask.
+    #[test]
+    fn the_earlier_list_item_format_still_restores() {
+        use actorflow_runtime::Source;
+        use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
+        let mut state = OperatorState::default();
+        state.push_item(&(7u64, 9u64)).unwrap();
+        let mut r = reader(0, 1);
+        r.restore_state(RestoredState {
+            state,
+            same_index: Some(0),
+        })
+        .unwrap();
+        assert_eq!(r.remaining(), vec![(7, 9)]);
     }
 }
