@@ -307,6 +307,11 @@ impl CoordinatorState {
                 // The job stops with this savepoint: nothing after it may be committed.
                 info!(job = %self.job, savepoint = %id, "stop-with-savepoint completed: no further checkpoints");
                 self.stopped = true;
+                for (w, _) in self.queued_savepoints.drain(..) {
+                    let _ = w.send(Err(format!(
+                        "cannot take a savepoint: the job stopped with savepoint {id}"
+                    )));
+                }
             }
             let _ = w.send(result.map(|()| id));
         }
@@ -356,7 +361,7 @@ impl CoordinatorState {
         if let Some(w) = self.wake.take() {
             w.abort();
         }
-        if !self.halted.is_empty() || self.priority.is_empty() {
+        if !self.halted.is_empty() || self.priority.is_empty() || self.stopped {
             return;
         }
         if let Some(at) = self.pure.next_wakeup() {
@@ -522,6 +527,11 @@ impl Actor for CoordinatorActor {
                 let now = state.now_ms();
                 let d = state.pure.reset_pending(now);
                 state.apply(d);
+            }
+            CoordinatorMsg::Savepoint { reply, .. } if state.stopped => {
+                let _ = reply.send(Err(
+                    "cannot take a savepoint: the job is stopping with a savepoint".into(),
+                ));
             }
             CoordinatorMsg::Savepoint { stop, reply } => {
                 let now = state.now_ms();
