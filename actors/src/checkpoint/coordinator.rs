@@ -273,15 +273,28 @@ impl CheckpointCoordinator {
     }
 
     fn may_trigger(&self) -> bool {
-        if self.failed || !self.sources_running || self.running().next().is_none() {
-            return false;
-        }
+        self.trigger_impossible().is_none() && self.below_pending_limit()
+    }
+
+    /// Room for one more pending checkpoint (one unaligned checkpoint at a time).
+    fn below_pending_limit(&self) -> bool {
         let limit = if self.settings.unaligned {
-            1 // one unaligned checkpoint at a time
+            1
         } else {
             self.settings.max_concurrent.max(1)
         };
         self.pending.len() < limit
+    }
+
+    /// Why no checkpoint or savepoint can be triggered at all any more, if so.
+    fn trigger_impossible(&self) -> Option<&'static str> {
+        if self.failed {
+            Some("the job's checkpoints failed too often; it is failing")
+        } else if !self.sources_running || self.running().next().is_none() {
+            Some("the job's sources finished; a savepoint needs running sources")
+        } else {
+            None
+        }
     }
 
     /// The earliest time [`tick`](Self::tick) has something to do: a trigger or a timeout.
@@ -292,7 +305,7 @@ impl CheckpointCoordinator {
             .map(|p| p.started_ms.saturating_add(ms(self.settings.timeout)))
             .min();
         let trigger = if self.queued_savepoints > 0
-            && (self.savepoint_may_start() || self.savepoint_impossible().is_some())
+            && (self.below_pending_limit() || self.trigger_impossible().is_some())
         {
             // A queued savepoint can start (or must be refused): at once.
             Some(0)
@@ -376,10 +389,10 @@ impl CheckpointCoordinator {
     /// minimum pause; queued while a checkpoint is pending (or while the job restarts:
     /// `restarting`), refused when the job failed or its sources finished.
     pub fn request_savepoint(&mut self, now_ms: u64, restarting: bool) -> SavepointRequest {
-        if let Some(why) = self.savepoint_impossible() {
+        if let Some(why) = self.trigger_impossible() {
             return SavepointRequest::Refused(why.into());
         }
-        if restarting || self.queued_savepoints > 0 || !self.savepoint_may_start() {
+        if restarting || self.queued_savepoints > 0 || !self.below_pending_limit() {
             self.queued_savepoints += 1;
             return SavepointRequest::Queued;
         }
@@ -391,36 +404,17 @@ impl CheckpointCoordinator {
         self.queued_savepoints
     }
 
-    fn savepoint_impossible(&self) -> Option<&'static str> {
-        if self.failed {
-            Some("the job's checkpoints failed too often; it is failing")
-        } else if !self.sources_running || self.running().next().is_none() {
-            Some("the job's sources finished; a savepoint needs running sources")
-        } else {
-            None
-        }
-    }
-
-    fn savepoint_may_start(&self) -> bool {
-        let limit = if self.settings.unaligned {
-            1
-        } else {
-            self.settings.max_concurrent.max(1)
-        };
-        self.pending.len() < limit
-    }
-
     /// Starts the oldest queued savepoint if it may start now, or refuses every queued one
     /// if none ever can.
     fn serve_queued_savepoints(&mut self, now_ms: u64, out: &mut Vec<Decision>) {
         if self.queued_savepoints == 0 {
             return;
         }
-        if let Some(why) = self.savepoint_impossible() {
+        if let Some(why) = self.trigger_impossible() {
             for _ in 0..std::mem::take(&mut self.queued_savepoints) {
                 out.push(Decision::RefuseSavepoint(why.into()));
             }
-        } else if self.savepoint_may_start() {
+        } else if self.below_pending_limit() {
             self.queued_savepoints -= 1;
             out.push(self.start(CheckpointKind::Savepoint, now_ms));
         }

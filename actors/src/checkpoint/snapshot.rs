@@ -615,6 +615,10 @@ pub fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
                 .map_err(|e| io_at(&path, "fsync", e))?;
         }
     }
+    fsync_dir(dir)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| io_at(dir, "fsync the directory", e))
@@ -627,18 +631,27 @@ pub fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
 ///
 /// [`StoreError::Io`] naming the path that fails.
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    replace_file(dir, name, bytes, true)
+}
+
+/// Replaces `dir/name` with `bytes` atomically (a temporary file renamed over it, so a crash
+/// leaves the old or the new version, never a torn one); `fsync` makes it durable too.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> Result<(), StoreError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| io_at(&tmp, "create", e))?;
         std::io::Write::write_all(&mut f, bytes).map_err(|e| io_at(&tmp, "write", e))?;
-        f.sync_all().map_err(|e| io_at(&tmp, "fsync", e))?;
+        if fsync {
+            f.sync_all().map_err(|e| io_at(&tmp, "fsync", e))?;
+        }
     }
     std::fs::rename(&tmp, &path)
         .map_err(|e| io_at(&path, "rename the new version into place", e))?;
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io_at(dir, "fsync the directory", e))
+    if fsync {
+        fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Reads the head record file `dir/HEAD.actorflow`; `None` if there is none.
@@ -783,13 +796,11 @@ impl SnapshotStore for SledStore {
             .insert(manifest.id.0.to_be_bytes(), manifest.encode()?)
             .map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
-        let head = HeadRecord::of(manifest)?.encode();
-        if !self.durable {
-            let path = self.path.join(HEAD_FILE);
-            return std::fs::write(&path, head).map_err(|e| io_at(&path, "write", e));
+        if self.durable {
+            fsync_tree(&self.path)?;
         }
-        fsync_tree(&self.path)?;
-        write_durably(&self.path, HEAD_FILE, &head)
+        let head = HeadRecord::of(manifest)?.encode();
+        replace_file(&self.path, HEAD_FILE, &head, self.durable)
     }
 
     fn head(&self) -> Result<Option<HeadRecord>, StoreError> {

@@ -283,22 +283,21 @@ impl Checkpointed<'_> {
     fn snapshot_to_restore(&self) -> Result<Option<Snapshot>, JobError> {
         let ck = self.ck;
         let restore_error = |e: StoreError| JobError::Build(BuildError::Restore(e.to_string()));
-        let nothing = |store: &dyn SnapshotStore| {
-            JobError::Build(BuildError::Restore(format!(
+        // The newest completed checkpoint of `store`, or an error: never a fresh start.
+        let latest = |store: &dyn SnapshotStore| match newest_completed(store) {
+            Ok(Some(s)) => Ok(Some(s)),
+            Ok(None) => Err(JobError::Build(BuildError::Restore(format!(
                 "the checkpoint store {} holds no completed checkpoint. Run the job without a \
                  restore to start it fresh, or restore with RestoreFrom::LatestOrFresh \
                  (`--restore latest-or-fresh`) to start fresh when a store never completed \
                  a checkpoint",
                 store.location()
-            )))
+            )))),
+            Err(e) => Err(restore_error(e)),
         };
         match &ck.restore {
             None => Ok(None),
-            Some(RestoreFrom::Latest) => match newest_completed(ck.store.as_ref()) {
-                Ok(Some(s)) => Ok(Some(s)),
-                Ok(None) => Err(nothing(ck.store.as_ref())),
-                Err(e) => Err(restore_error(e)),
-            },
+            Some(RestoreFrom::Latest) => latest(ck.store.as_ref()),
             Some(RestoreFrom::LatestOrFresh) => {
                 let s = newest_completed(ck.store.as_ref()).map_err(restore_error)?;
                 if s.is_none() {
@@ -325,11 +324,7 @@ impl Checkpointed<'_> {
                 }
                 Ok(Some(s))
             }
-            Some(RestoreFrom::Store(store)) => match newest_completed(store.as_ref()) {
-                Ok(Some(s)) => Ok(Some(s)),
-                Ok(None) => Err(nothing(store.as_ref())),
-                Err(e) => Err(restore_error(e)),
-            },
+            Some(RestoreFrom::Store(store)) => latest(store.as_ref()),
         }
     }
 
