@@ -6,6 +6,7 @@
 //! cargo bench --bench harness -- wordcount    # scenarios whose name contains "wordcount"
 //! cargo bench --bench harness -- windows      # tumbling, sliding, session windows
 //! cargo bench --bench harness -- checkpoint   # checkpoint cost, aligned vs unaligned, recovery
+//! cargo bench --bench harness -- async-io     # 5 ms calls: async I/O, map_blocking, blocking map
 //! ```
 //!
 //! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
@@ -867,6 +868,101 @@ fn recovery_time(rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// 5 ms calls per record, three ways, at parallelism 1, 2, 4 and 8: a blocking call inside
+/// `map` (the trap), `map_blocking` (a thread per subtask), and Async I/O with capacity 100
+/// (ordered and unordered); the baseline is tokio alone running the same calls 100 at a time
+/// per "subtask" (a semaphore), i.e. the best Async I/O can do.
+fn async_io(rt: &tokio::runtime::Runtime) {
+    use actorflow::async_io::AsyncDataStream;
+    const CALL: Duration = Duration::from_millis(5);
+    const CAPACITY: usize = 100;
+    async fn call(x: u64) -> Result<Vec<u64>, UserError> {
+        tokio::time::sleep(CALL).await;
+        Ok(vec![x])
+    }
+    let run = |p: u32, n: u64, build: &dyn Fn(&DataStream<u64>) -> DataStream<u64>| {
+        let env = StreamExecutionEnvironment::new();
+        env.set_parallelism(p);
+        let out = build(&env.from_sequence(1, n)).collect();
+        let t = Instant::now();
+        rt.block_on(env.execute("async-io")).unwrap();
+        let d = t.elapsed();
+        assert_eq!(out.take().len() as u64, n);
+        d
+    };
+    let line = |name: &str, p: u32, n: u64, d: Duration, base: Option<Duration>| {
+        let rate = n as f64 / d.as_secs_f64();
+        let vs = base.map_or(String::new(), |b| {
+            format!(
+                "   baseline {:>8.0} rec/s   ratio {:.2}x",
+                n as f64 / b.as_secs_f64(),
+                d.as_secs_f64() / b.as_secs_f64()
+            )
+        });
+        println!(
+            "async-io {name:<22} p={p}  {:>8.0} rec/s  ({:>6.0} per subtask, {n} records in {:.2} s){vs}",
+            rate,
+            rate / f64::from(p),
+            d.as_secs_f64()
+        );
+    };
+    for p in [1u32, 2, 4, 8] {
+        // Blocking: 200 records per subtask (about 1 s when each subtask has its own thread).
+        let n = 200 * u64::from(p);
+        let d = run(p, n, &|s| {
+            s.map(|x: u64| {
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(CALL);
+                x
+            })
+        });
+        line("blocking call in map", p, n, d, None);
+        let d = run(p, n, &|s| {
+            s.map_blocking(|x: u64| {
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(CALL);
+                Ok(x)
+            })
+        });
+        line("map_blocking", p, n, d, None);
+        // Async: 20 000 records per subtask.
+        let n = 20_000 * u64::from(p);
+        let base = {
+            let t = Instant::now();
+            rt.block_on(async {
+                let mut tasks = Vec::new();
+                for _ in 0..p {
+                    let sem = Arc::new(tokio::sync::Semaphore::new(CAPACITY));
+                    tasks.push(tokio::spawn(async move {
+                        let mut set = tokio::task::JoinSet::new();
+                        for x in 0..n / u64::from(p) {
+                            let permit = sem.clone().acquire_owned().await.unwrap();
+                            set.spawn(async move {
+                                let r = call(x).await;
+                                drop(permit);
+                                r
+                            });
+                        }
+                        while set.join_next().await.is_some() {}
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            t.elapsed()
+        };
+        let d = run(p, n, &|s| {
+            AsyncDataStream::unordered_wait(s, call, Duration::from_secs(10), CAPACITY)
+        });
+        line("async unordered cap 100", p, n, d, Some(base));
+        let d = run(p, n, &|s| {
+            AsyncDataStream::ordered_wait(s, call, Duration::from_secs(10), CAPACITY)
+        });
+        line("async ordered cap 100", p, n, d, Some(base));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
@@ -909,5 +1005,8 @@ fn main() {
     }
     if wanted("checkpoint-recovery") {
         recovery_time(&rt);
+    }
+    if wanted("async-io") {
+        async_io(&rt);
     }
 }

@@ -56,6 +56,9 @@
 //!   and the job events; [`snapshot`] the stores (sled, memory); [`restart`] the restart
 //!   strategies; [`transactional`] the two-phase-commit sinks (exactly-once files);
 //!   [`fault`] failure injection for tests and demos.
+//! * [`async_io`] — talking to services: Async I/O ([`async_io::AsyncDataStream`], ordered or
+//!   unordered, capacity, timeout, retries, checkpointed requests in flight) and
+//!   `map_blocking` for code that can only block (`docs/async-io.md`).
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
 //!   examples in these docs.
 //!
@@ -68,6 +71,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod async_io;
 pub mod broadcast;
 pub mod connected;
 pub mod datastream;
@@ -117,6 +121,11 @@ struct JoinsDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/checkpointing.md")]
 struct CheckpointingDoctests;
+
+/// The Async I/O page's code, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/async-io.md")]
+struct AsyncIoDoctests;
 
 /// The names most pipelines need: `use actorflow::prelude::*;`.
 pub mod prelude {

@@ -35,6 +35,7 @@ pub struct OperatorHarness<O: Operator> {
     time: ManualTime,
     emitted: Vec<Emission>,
     chunks: usize,
+    wakeup: std::sync::Arc<tokio::sync::Notify>,
     _op: PhantomData<fn() -> O>,
 }
 
@@ -74,6 +75,7 @@ impl<O: Operator> OperatorHarness<O> {
             time,
             emitted: Vec::new(),
             chunks: 0,
+            wakeup: info.wakeup.clone(),
             _op: PhantomData,
         })
     }
@@ -119,6 +121,44 @@ impl<O: Operator> OperatorHarness<O> {
             r?;
         }
         Ok(())
+    }
+
+    /// True while the operator waits for asynchronous work and takes no input (see
+    /// [`Operator::is_blocked`]).
+    pub fn is_blocked(&self) -> bool {
+        self.op.is_blocked()
+    }
+
+    /// Waits for the operator's asynchronous work (Async I/O requests) to wake it, then runs
+    /// what became ready, until `done` holds for the emissions gathered so far (data,
+    /// watermarks and statuses, not yet taken) — as the runtime does while it waits. Needs a
+    /// tokio runtime; wrap it in a timeout in tests.
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    pub async fn run_async_until(
+        &mut self,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Result<(), UserError> {
+        loop {
+            self.settle()?;
+            if done(self) {
+                return Ok(());
+            }
+            self.wakeup.notified().await;
+        }
+    }
+
+    /// How many data records were emitted and not yet taken.
+    pub fn pending_output(&self) -> usize {
+        self.emitted
+            .iter()
+            .map(|e| match e {
+                Emission::Data(b) => b.len(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// How many extra chunks long work (timer firings) took so far.

@@ -15,6 +15,8 @@
 //! [`error`](crate::error). Never [`runtime`](crate::runtime): operators do not know how they
 //! are deployed.
 
+pub mod async_io;
+pub mod blocking;
 pub mod broadcast;
 pub mod co_process;
 pub mod filter;

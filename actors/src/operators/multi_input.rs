@@ -133,6 +133,12 @@ impl ErasedOperator for MultiInputs {
     fn has_more(&self) -> bool {
         self.inner.has_more()
     }
+    fn is_blocked(&self) -> bool {
+        self.inner.is_blocked()
+    }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.inner.close()
+    }
     fn resume(&mut self) -> Result<(), OperatorFault> {
         self.inner.resume()
     }

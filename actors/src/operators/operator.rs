@@ -48,6 +48,11 @@ pub struct TaskInfo {
     /// fresh start (Flink's `isRestored()`). A sink that finds output of an earlier attempt
     /// on a fresh start knows it would add to it.
     pub restored_from: Option<CheckpointId>,
+    /// Wakes this subtask when an operator's asynchronous work completes (the Async I/O
+    /// operator's requests): make the result visible to [`Operator::has_more`] first, then
+    /// call `notify_one`. The runtime waits on it beside its inputs and then lets the chain
+    /// [`resume`](Operator::resume). Shared by every operator of the subtask.
+    pub wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// The generation (restart attempt) of a running subtask, and the job's current one: a
@@ -133,6 +138,7 @@ impl TaskInfo {
             generation: Generation::default(),
             checkpointing: false,
             restored_from: None,
+            wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -273,6 +279,16 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// True while the operator waits for asynchronous work and must not be handed more
+    /// input (the Async I/O operator with `capacity` requests in flight, or finishing with
+    /// requests in flight). The runtime then stops reading its inputs, waits on
+    /// [`TaskInfo::wakeup`] (taking only cancellation meanwhile) and calls
+    /// [`resume`](Self::resume) once [`has_more`](Self::has_more) says results are there.
+    /// End of input is passed on to chained operators only once this is false.
+    fn is_blocked(&self) -> bool {
+        false
+    }
+
     /// Called once after the last input record (end of input), before end of input is
     /// forwarded downstream.
     ///
@@ -281,6 +297,18 @@ pub trait Operator: Send + 'static {
     /// Any error fails the subtask.
     fn finish(&mut self, out: &mut Collector<Self::Out>) -> Result<(), UserError> {
         let _ = out;
+        Ok(())
+    }
+
+    /// Called once when the subtask ends — after [`finish`](Self::finish) at the end of
+    /// input, or when it is cancelled or fails (Flink's `close`): release clients and
+    /// connections here. Not called if [`open`](Self::open) was never called.
+    ///
+    /// # Errors
+    ///
+    /// An error fails a subtask that was finishing normally; after a failure or a
+    /// cancellation it is only logged.
+    fn close(&mut self) -> Result<(), UserError> {
         Ok(())
     }
 
@@ -380,8 +408,16 @@ pub trait ErasedOperator: Send {
     ///
     /// The operator's error.
     fn finish(&mut self) -> Result<(), OperatorFault>;
+    /// See [`Operator::close`].
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    fn close(&mut self) -> Result<(), UserError>;
     /// See [`Operator::has_more`].
     fn has_more(&self) -> bool;
+    /// See [`Operator::is_blocked`].
+    fn is_blocked(&self) -> bool;
     /// See [`Operator::resume`]; forwards the held-back watermark when the work is done.
     ///
     /// # Errors
@@ -455,6 +491,14 @@ impl<O: Operator> ErasedOperator for Erased<O> {
 
     fn has_more(&self) -> bool {
         self.op.has_more()
+    }
+
+    fn is_blocked(&self) -> bool {
+        self.op.is_blocked()
+    }
+
+    fn close(&mut self) -> Result<(), UserError> {
+        self.op.close()
     }
 
     fn resume(&mut self) -> Result<(), OperatorFault> {

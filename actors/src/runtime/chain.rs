@@ -145,12 +145,18 @@ pub(crate) struct ChainNode {
     pub(crate) key: String,
     /// State to restore before the first record.
     pub(crate) restored: Option<RestoredState>,
+    /// End of input reached this operator while it still had asynchronous work: passed on to
+    /// its successors once that is done (see `Operator::is_blocked`).
+    pub(crate) end_pending: bool,
+    /// `open` was called, so `close` is due.
+    pub(crate) opened: bool,
 }
 
 impl ChainNode {
     pub(crate) fn open(&mut self) -> Result<(), Fault> {
         let info = &self.info;
         let op = &mut self.op;
+        self.opened = true;
         guard(&self.label, || op.open(info))?;
         for o in &mut self.outputs {
             if let Output::Operator(node, _) = &mut o.to {
@@ -158,6 +164,18 @@ impl ChainNode {
             }
         }
         Ok(())
+    }
+
+    /// Closes this node and its chained successors (each once); the first error is returned
+    /// after all were closed.
+    fn close(&mut self) -> Result<(), Fault> {
+        let mut result = Ok(());
+        if std::mem::take(&mut self.opened) {
+            let op = &mut self.op;
+            result = guard(&self.label, || op.close());
+        }
+        let rest = close_chain(&mut self.outputs);
+        result.and(rest)
     }
 
     fn snapshot(&mut self, id: CheckpointId, into: &mut Vec<OperatorEntry>) -> Result<(), Fault> {
@@ -225,11 +243,27 @@ impl ChainNode {
         result
     }
 
+    /// True if end of input waits here and nothing holds it back any more.
+    fn end_ready(&self) -> bool {
+        self.end_pending && !self.op.has_more() && !self.op.is_blocked()
+    }
+
     /// True while this node or a chained successor has work left (see `Operator::has_more`).
     pub(crate) fn has_more(&self) -> bool {
         self.op.has_more()
+            || self.end_ready()
             || self.outputs.iter().any(|o| match &o.to {
                 Output::Operator(node, _) => node.has_more(),
+                Output::Tail(_) => false,
+            })
+    }
+
+    /// True while this node or a chained successor waits for asynchronous work and takes no
+    /// input (see `Operator::is_blocked`).
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.op.is_blocked()
+            || self.outputs.iter().any(|o| match &o.to {
+                Output::Operator(node, _) => node.is_blocked(),
                 Output::Tail(_) => false,
             })
     }
@@ -240,6 +274,10 @@ impl ChainNode {
             let op = &mut self.op;
             guard(&self.label, || op.resume())?;
             return self.dispatch(tails);
+        }
+        if self.end_ready() {
+            self.end_pending = false;
+            return signal_outputs(&mut self.outputs, Signal::EndOfInput, tails);
         }
         for o in &mut self.outputs {
             if let Output::Operator(node, _) = &mut o.to
@@ -279,7 +317,13 @@ impl ChainNode {
             Signal::EndOfInput => {
                 guard(&self.label, || op.finish())?;
                 self.dispatch(tails)?;
-                signal_outputs(&mut self.outputs, signal, tails)
+                if self.op.has_more() || self.op.is_blocked() {
+                    // Its asynchronous work ends first; `resume` passes end of input on.
+                    self.end_pending = true;
+                    Ok(())
+                } else {
+                    signal_outputs(&mut self.outputs, signal, tails)
+                }
             }
             Signal::Barrier(_) => signal_outputs(&mut self.outputs, signal, tails),
         }
@@ -332,6 +376,20 @@ pub(crate) fn snapshot_chain(
     Ok(())
 }
 
+/// Closes every opened chained operator among `outputs` (see `Operator::close`).
+pub(crate) fn close_chain(outputs: &mut [Route]) -> Result<(), Fault> {
+    let mut result = Ok(());
+    for o in outputs {
+        if let Output::Operator(node, _) = &mut o.to {
+            let r = node.close();
+            if result.is_ok() {
+                result = r;
+            }
+        }
+    }
+    result
+}
+
 /// Restores every chained operator among `outputs` that has restored state.
 pub(crate) fn restore_chain(outputs: &mut [Route]) -> Result<(), Fault> {
     for o in outputs {
@@ -370,6 +428,14 @@ pub(crate) fn decode_input(
 pub(crate) fn has_more(outputs: &[Route]) -> bool {
     outputs.iter().any(|o| match &o.to {
         Output::Operator(node, _) => node.has_more(),
+        Output::Tail(_) => false,
+    })
+}
+
+/// True while an operator among `outputs` waits for asynchronous work.
+pub(crate) fn is_blocked(outputs: &[Route]) -> bool {
+    outputs.iter().any(|o| match &o.to {
+        Output::Operator(node, _) => node.is_blocked(),
         Output::Tail(_) => false,
     })
 }

@@ -113,6 +113,7 @@ struct ChainBuilder<'a> {
     records_out: Arc<AtomicU64>,
     output_watermark: Arc<AtomicI64>,
     tails: Vec<Tail>,
+    wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl ChainBuilder<'_> {
@@ -122,6 +123,7 @@ impl ChainBuilder<'_> {
             generation: self.generation.clone(),
             checkpointing: self.config.checkpointing.is_some(),
             restored_from: self.restore.map(|r| r.checkpoint),
+            wakeup: self.wakeup.clone(),
             counters: self.counters.clone(),
             clock: self.clock.clone(),
             auto_watermark_interval: self.config.auto_watermark_interval,
@@ -169,6 +171,8 @@ impl ChainBuilder<'_> {
                         scratch: Vec::new(),
                         key: state_key(node),
                         restored,
+                        end_pending: false,
+                        opened: false,
                     }),
                     input,
                 ))
@@ -388,7 +392,9 @@ impl Deployer<'_> {
         let records_out = Arc::new(AtomicU64::new(0));
         let output_watermark = Arc::new(AtomicI64::new(i64::MIN));
         let counters = OperatorCounters::default();
+        let wakeup = Arc::new(tokio::sync::Notify::new());
         let mut chain = ChainBuilder {
+            wakeup: wakeup.clone(),
             counters: counters.clone(),
             graph: self.graph,
             plan: self.plan,
@@ -465,6 +471,7 @@ impl Deployer<'_> {
             buffer_timeout: self.config.buffer_timeout,
             cancel_timeout: self.config.cancel_timeout,
             clock: self.clock.clone(),
+            wakeup,
         })
     }
 

@@ -18,9 +18,9 @@ use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
 use crate::operators::operator::TaskInfo;
 use crate::operators::source::{ErasedSource, SourceStatus};
 use crate::runtime::chain::{
-    CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, decode_input, emit,
-    fire_processing_time, guard, guard_async, has_more, next_processing_time, notify_chain,
-    restore_chain, resume, settle, signal_outputs,
+    CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, close_chain, decode_input, emit,
+    fire_processing_time, guard, guard_async, has_more, is_blocked, next_processing_time,
+    notify_chain, restore_chain, resume, settle, signal_outputs,
 };
 use crate::runtime::control::CoordinatorMsg;
 use crate::runtime::metrics::{Phase, SubtaskMetrics, SubtaskStatus};
@@ -75,6 +75,8 @@ pub(crate) struct Subtask {
     pub(crate) fault: Option<FaultHook>,
     /// Checkpoint messages that arrived while the subtask could only act on cancellation.
     pub(crate) deferred: Vec<PriorityMessage>,
+    /// Notified by operators whose asynchronous work completed (see `TaskInfo::wakeup`).
+    pub(crate) wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// How a subtask ended without failing.
@@ -179,6 +181,14 @@ impl Subtask {
         self.metrics.enter(Some(Phase::Busy));
         debug!("started");
         let mut result = self.run_inner().await;
+        // Operators release what they opened, however the subtask ended.
+        if let Err(fault) = close_chain(&mut self.root) {
+            if result.is_ok() {
+                result = Err(Stop::Failed(fault));
+            } else {
+                tracing::warn!(operator = %fault.operator, cause = %fault.cause, "close failed after the subtask stopped");
+            }
+        }
         if let Err(Stop::Failed(f)) = &result
             && f.cause.is_secondary()
         {
@@ -516,7 +526,11 @@ impl Subtask {
             self.run_deferred(None).await?;
             let event = match self.gate.try_next() {
                 Some(ev) => ev,
-                None => self.wait_for_input().await?,
+                None => match self.wait_for_input().await? {
+                    Some(ev) => ev,
+                    // Deferred checkpoint messages wait at the top of the loop.
+                    None => continue,
+                },
             };
             match event {
                 GateEvent::Priority(p) => self.on_priority(None, p).await?,
@@ -536,15 +550,43 @@ impl Subtask {
     /// chunks the output is drained — waiting for room downstream, so what a firing emits stays
     /// bounded — and the priority lane is checked, so cancellation is not stuck behind it.
     /// Checkpoint messages wait until the work is done.
+    ///
+    /// While an operator is blocked on asynchronous work (Async I/O at capacity), no input is
+    /// read: the subtask waits for the operator's wake-up, flushing partial output batches
+    /// when the buffer timeout expires and taking only cancellation meanwhile.
     async fn settle_work(&mut self) -> Result<(), Stop> {
-        while has_more(&self.root) {
-            self.drain().await?;
-            if let Some(p) = self.gate.try_priority() {
-                on_priority_waiting(p, &mut self.deferred)?;
+        loop {
+            if has_more(&self.root) {
+                self.drain().await?;
+                if let Some(p) = self.gate.try_priority() {
+                    on_priority_waiting(p, &mut self.deferred)?;
+                }
+                resume(&mut self.root, &mut self.tails)?;
+            } else if is_blocked(&self.root) {
+                self.drain().await?;
+                self.wait_for_wakeup().await?;
+            } else {
+                return Ok(());
             }
-            resume(&mut self.root, &mut self.tails)?;
         }
-        Ok(())
+    }
+
+    /// Waits until an operator's asynchronous work wakes the subtask; output batches are
+    /// flushed when the buffer timeout expires meanwhile.
+    async fn wait_for_wakeup(&mut self) -> Result<(), Stop> {
+        loop {
+            let flush = self.flush_deadline();
+            let wakeup = self.wakeup.clone();
+            tokio::select! {
+                biased;
+                p = self.gate.next_priority() => on_priority_waiting(p, &mut self.deferred)?,
+                _ = wakeup.notified() => return Ok(()),
+                _ = tokio::time::sleep_until(flush.unwrap_or_else(Instant::now)), if flush.is_some() => {
+                    self.flush_all();
+                    self.drain().await?;
+                }
+            }
+        }
     }
 
     /// The tokio instant of the chain's next processing-time callback.
@@ -658,6 +700,8 @@ impl Subtask {
                 self.settle_work().await?;
                 if self.gate.open_lanes() == 0 {
                     signal_outputs(&mut self.root, Signal::EndOfInput, &mut self.tails)?;
+                    // Operators with asynchronous work pass end of input on when it is done.
+                    self.settle_work().await?;
                     finished = true;
                 }
             }
@@ -721,7 +765,11 @@ impl Subtask {
 
     /// Nothing is ready: wait for input, flushing partial batches when the buffer timeout
     /// expires.
-    async fn wait_for_input(&mut self) -> Result<GateEvent<StreamMessage, PriorityMessage>, Stop> {
+    ///
+    /// `None` when priority messages were deferred meanwhile: the main loop runs them first.
+    async fn wait_for_input(
+        &mut self,
+    ) -> Result<Option<GateEvent<StreamMessage, PriorityMessage>>, Stop> {
         loop {
             let deadline = [
                 self.flush_deadline(),
@@ -733,22 +781,36 @@ impl Subtask {
             .min();
             let now = Instant::now();
             self.metrics.enter(Some(Phase::Idle));
+            let wakeup = self.wakeup.clone();
             let event = match deadline {
                 Some(d) if d <= now => None,
                 Some(d) => tokio::select! {
                     ev = self.gate.next() => Some(ev),
+                    _ = wakeup.notified() => None,
                     _ = tokio::time::sleep_until(d) => None,
                 },
-                None => Some(self.gate.next().await),
+                None => tokio::select! {
+                    ev = self.gate.next() => Some(ev),
+                    _ = wakeup.notified() => None,
+                },
             };
             self.metrics.enter(Some(Phase::Busy));
             match event {
-                Some(ev) => return Ok(ev),
+                Some(ev) => return Ok(Some(ev)),
                 None => {
+                    // Asynchronous results (if that was the wake-up) go out first.
+                    self.settle_work().await?;
                     self.fire_timers_if_due().await?;
                     self.flush_if_due().await?;
+                    if self.buffer_timeout.is_zero() {
+                        self.flush_all();
+                    }
+                    self.drain_or_unaligned().await?;
+                    if !self.deferred.is_empty() {
+                        return Ok(None);
+                    }
                     if let Some(ev) = self.gate.try_next() {
-                        return Ok(ev);
+                        return Ok(Some(ev));
                     }
                 }
             }
@@ -761,11 +823,14 @@ impl Subtask {
         enum Polled {
             Priority(PriorityMessage),
             FlushDue,
+            Wakeup,
             Done(SourcePoll),
         }
         let mut since_yield = Instant::now();
         loop {
             yield_if_busy(&mut since_yield).await;
+            // Results of asynchronous work chained after the source.
+            self.settle_work().await?;
             self.run_deferred(Some(head)).await?;
             if let Some(p) = self.gate.try_priority() {
                 self.on_priority(Some(head), p).await?;
@@ -782,18 +847,21 @@ impl Subtask {
                     metrics: &self.metrics,
                     pended: false,
                 };
+                let wakeup = self.wakeup.clone();
                 tokio::select! {
                     biased;
                     p = self.gate.next_priority() => Polled::Priority(p),
                     r = next => Polled::Done(r),
+                    _ = wakeup.notified() => Polled::Wakeup,
                     _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Polled::FlushDue,
                 }
             };
             self.metrics.enter(Some(Phase::Busy));
             let (emitted, status, priority) = match polled {
                 Polled::Priority(p) => (head.source.take_leftover(), SourceStatus::More, Some(p)),
-                Polled::FlushDue => {
-                    // The flush or a timer is due; both are handled at the top of the loop.
+                Polled::FlushDue | Polled::Wakeup => {
+                    // The flush, a timer or asynchronous results are due; all are handled at
+                    // the top of the loop.
                     (head.source.take_leftover(), SourceStatus::More, None)
                 }
                 Polled::Done(caught) => {
@@ -845,6 +913,7 @@ impl Subtask {
                 )?;
                 self.settle_work().await?;
                 signal_outputs(&mut self.root, Signal::EndOfInput, &mut self.tails)?;
+                self.settle_work().await?;
             }
             if end || self.buffer_timeout.is_zero() {
                 self.flush_all();
