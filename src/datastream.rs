@@ -11,6 +11,7 @@ use actorflow_runtime::dataplane::partition::{
 use actorflow_runtime::error::BuildError;
 use actorflow_runtime::operators::TimestampsAndWatermarksOperator;
 use actorflow_runtime::operators::operator::{OperatorFactory, TaskInfo, erase};
+use actorflow_runtime::operators::rich::{AsFilter, AsFlatMap, AsMap, RichOperator};
 use actorflow_runtime::operators::sink::{ErasedSink, SinkFactory, erase_sink};
 use actorflow_runtime::operators::{
     Context, FilterOperator, FlatMapOperator, MapOperator, ProcessFunction, ProcessOperator,
@@ -291,6 +292,72 @@ impl<T: Data> DataStream<T> {
         let factory =
             operator_factory(move |_: &TaskInfo| erase(MapOperator::<T, O, F>::new(f.clone())));
         self.add_operator("Map", factory, Location::caller())
+    }
+
+    /// Applies a rich map function: `map` plus `open` / `close` and checkpointed
+    /// non-keyed state (Flink's `RichMapFunction` with `CheckpointedFunction`; see
+    /// [`RichFunction`](actorflow_runtime::operators::rich::RichFunction)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::rich::{MapFunction, RichFunction};
+    /// /// Tags every record with its subtask, learnt in `open`.
+    /// #[derive(Clone, Default)]
+    /// struct Tag { subtask: usize }
+    /// impl RichFunction for Tag {
+    ///     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+    ///         self.subtask = info.subtask_index;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// impl MapFunction<u64, (usize, u64)> for Tag {
+    ///     fn map(&mut self, v: u64) -> Result<(usize, u64), UserError> {
+    ///         Ok((self.subtask, v))
+    ///     }
+    /// }
+    /// let out = actorflow::testing::example(|env| env.from_sequence(1, 2).rich_map(Tag::default()));
+    /// assert_eq!(out, vec![(0, 1), (0, 2)]);
+    /// ```
+    #[track_caller]
+    pub fn rich_map<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: Data,
+        F: actorflow_runtime::operators::rich::MapFunction<T, O> + Clone + Sync,
+    {
+        let factory = operator_factory(move |_: &TaskInfo| {
+            erase(RichOperator::<T, O, F, AsMap>::new(f.clone()))
+        });
+        self.add_operator("Map", factory, Location::caller())
+    }
+
+    /// Applies a rich filter function (Flink's `RichFilterFunction`); see
+    /// [`rich_map`](Self::rich_map).
+    #[track_caller]
+    pub fn rich_filter<F>(&self, f: F) -> DataStream<T>
+    where
+        F: actorflow_runtime::operators::rich::FilterFunction<T> + Clone + Sync,
+    {
+        let factory = operator_factory(move |_: &TaskInfo| {
+            erase(RichOperator::<T, T, F, AsFilter>::new(f.clone()))
+        });
+        self.add_operator("Filter", factory, Location::caller())
+    }
+
+    /// Applies a rich flat-map function (Flink's `RichFlatMapFunction`), which may also emit
+    /// at the end of input; see [`rich_map`](Self::rich_map) and, for checkpointed state,
+    /// [`FlatMapFunction`](actorflow_runtime::operators::rich::FlatMapFunction)'s example.
+    #[track_caller]
+    pub fn rich_flat_map<O, F>(&self, f: F) -> DataStream<O>
+    where
+        O: Data,
+        F: actorflow_runtime::operators::rich::FlatMapFunction<T, O> + Clone + Sync,
+    {
+        let factory = operator_factory(move |_: &TaskInfo| {
+            erase(RichOperator::<T, O, F, AsFlatMap>::new(f.clone()))
+        });
+        self.add_operator("Flat Map", factory, Location::caller())
     }
 
     /// Keeps the records for which `f` returns true (Flink's `filter`).

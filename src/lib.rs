@@ -89,6 +89,7 @@ pub use actorflow_runtime;
 pub use actorflow_runtime::checkpoint::coordinator::{CheckpointSettings, CheckpointingMode};
 pub use actorflow_runtime::checkpoint::types as checkpoint;
 pub use actorflow_runtime::checkpoint::{fault, restart, snapshot};
+pub use actorflow_runtime::operators::rich;
 pub use actorflow_runtime::operators::{self, transactional};
 pub use actorflow_runtime::operators::{
     Context, KeyedContext, KeyedProcessFunction, ProcessFunction,

@@ -28,6 +28,7 @@ pub mod map;
 pub mod multi_input;
 pub mod operator;
 pub mod process;
+pub mod rich;
 pub mod sink;
 pub mod source;
 pub mod timestamps;

@@ -1,15 +1,16 @@
 //! `process`: the general per-record function with a context (Flink's `ProcessFunction` and
 //! `KeyedProcessFunction`).
 
-use crate::checkpoint::types::KeyedSnapshot;
+use crate::checkpoint::types::{KeyedSnapshot, OperatorState, RestoredState};
 use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
 use crate::operators::operator::{Operator, TaskInfo};
+use crate::operators::rich::FunctionState;
 use crate::state::key::KeySelector;
 use crate::state::keyed_state::{KeyState, StateAccess, StateRegistry};
 use crate::state::table::KeyedTable;
 use crate::time::timer::{Firing, TIMERS_PER_CHUNK, TimeDomain, Timers};
-use crate::types::{Timestamp, Watermark};
+use crate::types::{CheckpointId, Timestamp, Watermark};
 use serde::{Deserialize, Serialize};
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -82,6 +83,40 @@ pub trait ProcessFunction<I, O>: Send + 'static {
     /// Any error fails the subtask.
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
         let _ = info;
+        Ok(())
+    }
+
+    /// Called once when the subtask ends, is cancelled or fails (Flink's `close`).
+    ///
+    /// # Errors
+    ///
+    /// An error fails a subtask that was finishing normally.
+    fn close(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
+
+    /// Writes the function's non-keyed state into checkpoint `checkpoint` (Flink's
+    /// `CheckpointedFunction.snapshotState`); see [`FunctionState`].
+    ///
+    /// # Errors
+    ///
+    /// Any error declines the checkpoint.
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut FunctionState,
+    ) -> Result<(), UserError> {
+        let _ = (checkpoint, state);
+        Ok(())
+    }
+
+    /// Reads the state back on restore, after `open` (Flink's `initializeState`).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the restore.
+    fn restore_state(&mut self, state: &FunctionState) -> Result<(), UserError> {
+        let _ = state;
         Ok(())
     }
 }
@@ -161,6 +196,28 @@ impl<I: Data, O: Data, P: ProcessFunction<I, O>> Operator for ProcessOperator<I,
     fn process_watermark(&mut self, wm: Watermark, _: &mut Collector<O>) -> Result<(), UserError> {
         self.watermark = wm;
         Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), UserError> {
+        self.function.close()
+    }
+
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        let index = self.info.as_ref().map_or(0, |i| i.subtask_index);
+        let mut fs = FunctionState::wrap(std::mem::take(state), index);
+        self.function.snapshot_state(checkpoint, &mut fs)?;
+        *state = fs.into_inner();
+        Ok(())
+    }
+
+    fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        let index = self.info.as_ref().map_or(0, |i| i.subtask_index);
+        self.function
+            .restore_state(&FunctionState::wrap(restored.state, index))
     }
 }
 

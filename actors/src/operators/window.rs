@@ -368,6 +368,26 @@ pub trait WindowFunction<K, In, O, W>: Send + 'static {
         let _ = (key, ctx);
         Ok(())
     }
+
+    /// Called once per subtask before the first record (Flink's `open` of a rich
+    /// `ProcessWindowFunction`).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        let _ = info;
+        Ok(())
+    }
+
+    /// Called once when the subtask ends, is cancelled or fails (Flink's `close`).
+    ///
+    /// # Errors
+    ///
+    /// An error fails a subtask that was finishing normally.
+    fn close(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 impl<K, In, O, W, F> WindowFunction<K, In, O, W> for F
@@ -1233,7 +1253,11 @@ where
             && self.assigner.pane_start(0).is_some()
             && self.trigger.keeps_contents()
             && self.agg.sliceable();
-        Ok(())
+        self.function.open(info)
+    }
+
+    fn close(&mut self) -> Result<(), UserError> {
+        self.function.close()
     }
 
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<O>) -> Result<(), UserError> {

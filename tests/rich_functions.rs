@@ -1,0 +1,217 @@
+//! Rich functions: open and close around every subtask's life, and checkpointed non-keyed
+//! state (Flink's `CheckpointedFunction`) surviving restarts exactly once.
+#![allow(clippy::unwrap_used)]
+
+use actorflow::prelude::*;
+use actorflow::rich::{FlatMapFunction, FunctionState, MapFunction, RichFunction};
+use actorflow_runtime::CheckpointId;
+use actorflow_runtime::checkpoint::fault::FaultPlan;
+use actorflow_runtime::checkpoint::restart::RestartStrategy;
+use actorflow_runtime::checkpoint::types::JobEvent;
+use actorflow_runtime::operators::WindowFunction;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Holds records back and emits them 100 at a time (Flink's `BufferingSink` pattern); the
+/// held records are list state.
+#[derive(Clone, Default)]
+struct Buffering {
+    held: Vec<u64>,
+    checkpointed: bool,
+}
+
+impl RichFunction for Buffering {
+    fn snapshot_state(&mut self, _: CheckpointId, s: &mut FunctionState) -> Result<(), UserError> {
+        if self.checkpointed {
+            s.put_list("held", self.held.iter().copied())?;
+        }
+        Ok(())
+    }
+    fn restore_state(&mut self, s: &FunctionState) -> Result<(), UserError> {
+        self.held = s.list("held")?;
+        Ok(())
+    }
+}
+
+impl FlatMapFunction<u64, Vec<u64>> for Buffering {
+    fn flat_map(&mut self, v: u64, out: &mut Collector<Vec<u64>>) -> Result<(), UserError> {
+        self.held.push(v);
+        if self.held.len() == 100 {
+            out.collect(std::mem::take(&mut self.held));
+        }
+        Ok(())
+    }
+    fn finish(&mut self, out: &mut Collector<Vec<u64>>) -> Result<(), UserError> {
+        if !self.held.is_empty() {
+            out.collect(std::mem::take(&mut self.held));
+        }
+        Ok(())
+    }
+}
+
+const N: u64 = 30_000;
+
+fn buffered_run(checkpointed: bool) -> (Vec<u64>, usize) {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(2);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 5,
+            delay: Duration::from_millis(10),
+        })
+        .set_job_listener(Arc::new(move |e| sink.lock().unwrap().push(e.clone())))
+        .set_fault_plan(
+            FaultPlan::parse("panic@after#0:records=6000,panic@after#1:records=9000").unwrap(),
+        );
+    let out = env
+        .from_generator(GeneratorSource::new(N, |i| i).with_rate_limit(50_000.0))
+        .set_parallelism(1)
+        .uid("ids")
+        .rebalance()
+        .rich_flat_map(Buffering {
+            checkpointed,
+            ..Buffering::default()
+        })
+        .uid("buffering")
+        .map(|batch: Vec<u64>| batch)
+        .name("after")
+        .collect();
+    env.execute_blocking("buffering").unwrap();
+    let mut all: Vec<u64> = out.take().into_iter().flatten().collect();
+    all.sort_unstable();
+    let restarts = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                JobEvent::Restart {
+                    from_checkpoint: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    (all, restarts)
+}
+
+#[test]
+fn checkpointed_function_state_survives_restarts_exactly_once() {
+    let (all, restarts) = buffered_run(true);
+    assert!(restarts >= 1, "no restart from a checkpoint");
+    assert_eq!(all, (0..N).collect::<Vec<u64>>());
+}
+
+#[test]
+fn without_its_state_the_same_function_loses_the_records_it_held() {
+    // The control: the runtime does not keep a function's fields by itself.
+    let (all, restarts) = buffered_run(false);
+    assert!(restarts >= 1);
+    assert!(all.len() < N as usize, "{} of {N}", all.len());
+}
+
+/// Counts its opens and closes.
+#[derive(Clone)]
+struct Lifecycle {
+    opened: Arc<AtomicU64>,
+    closed: Arc<AtomicU64>,
+    fail_at: Option<u64>,
+}
+
+impl RichFunction for Lifecycle {
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        assert_eq!(info.parallelism, 3);
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl MapFunction<u64, u64> for Lifecycle {
+    fn map(&mut self, v: u64) -> Result<u64, UserError> {
+        if Some(v) == self.fail_at {
+            return Err(format!("bad record {v}").into());
+        }
+        Ok(v + 1)
+    }
+}
+
+#[test]
+fn open_and_close_run_once_per_subtask_also_when_the_job_fails() {
+    for fail_at in [None, Some(500)] {
+        let (opened, closed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let f = Lifecycle {
+            opened: opened.clone(),
+            closed: closed.clone(),
+            fail_at,
+        };
+        let result =
+            actorflow::testing::try_example(3, move |env| env.from_sequence(1, 1000).rich_map(f));
+        match fail_at {
+            None => assert_eq!(result.unwrap().len(), 1000),
+            Some(_) => assert!(result.unwrap_err().to_string().contains("bad record 500")),
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), 3, "fail_at {fail_at:?}");
+        assert_eq!(closed.load(Ordering::SeqCst), 3, "fail_at {fail_at:?}");
+    }
+}
+
+/// A window function that learns its subtask in `open` and counts its closes.
+#[derive(Clone)]
+struct WindowTagger {
+    subtask: Option<usize>,
+    closed: Arc<AtomicU64>,
+}
+
+impl WindowFunction<u64, Vec<(u64, i64)>, (u64, usize, usize), TimeWindow> for WindowTagger {
+    fn process(
+        &mut self,
+        key: &u64,
+        _: &mut WindowContext<'_, TimeWindow>,
+        input: Vec<(u64, i64)>,
+        out: &mut Collector<(u64, usize, usize)>,
+    ) -> Result<(), UserError> {
+        let subtask = self.subtask.ok_or("window function used before open")?;
+        out.collect((*key, subtask, input.len()));
+        Ok(())
+    }
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        self.subtask = Some(info.subtask_index);
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn window_functions_are_opened_and_closed_too() {
+    use actorflow::window::TumblingWindows;
+    let closed = Arc::new(AtomicU64::new(0));
+    let f = WindowTagger {
+        subtask: None,
+        closed: closed.clone(),
+    };
+    let out = actorflow::testing::example_with(2, move |env| {
+        env.from_collection((0..40u64).map(|i| (i % 4, i as i64)).collect::<Vec<_>>())
+            .set_parallelism(1)
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_monotonous_timestamps()
+                    .with_timestamp_assigner(|e: &(u64, i64), _| e.1),
+            )
+            .key_by(|e: &(u64, i64)| e.0)
+            .window(TumblingWindows::event_time(Duration::from_millis(20)).unwrap())
+            .process(f)
+    });
+    assert_eq!(out.len(), 8, "4 keys x 2 windows");
+    assert!(out.iter().all(|(_, _, n)| *n == 5));
+    assert_eq!(closed.load(Ordering::SeqCst), 2);
+}
