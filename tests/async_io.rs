@@ -2,11 +2,11 @@
 //! errors and retries, and exactly-once through failures with requests in flight.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use actorflow::async_io::{AsyncDataStream, AsyncFunction, AsyncRetryStrategy};
 use actorflow::prelude::*;
 use actorflow::watermark::{WatermarkGenerator, WatermarkOutput};
-use actorflow_runtime::checkpoint::fault::FaultPlan;
-use actorflow_runtime::checkpoint::restart::RestartStrategy;
 use actorflow_runtime::checkpoint::types::JobEvent;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -276,19 +276,7 @@ const N: u64 = 20_000;
 /// per subtask, checkpointed every 30 ms, with the faults given; returns the sorted output and
 /// the job events.
 fn checkpointed_run(faults: &str) -> (Vec<(u64, u64)>, Vec<JobEvent>) {
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(2);
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    env.enable_checkpointing(Duration::from_millis(30))
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 5,
-            delay: Duration::from_millis(10),
-        })
-        .set_job_listener(Arc::new(move |e| sink.lock().unwrap().push(e.clone())));
-    if !faults.is_empty() {
-        env.set_fault_plan(FaultPlan::parse(faults).unwrap());
-    }
+    let (env, events) = common::checkpointed_env(2, Duration::from_millis(30), faults);
     let ids = env
         .from_generator(GeneratorSource::new(N, |i| i).with_rate_limit(40_000.0))
         .set_parallelism(1)
@@ -314,20 +302,8 @@ fn requests_in_flight_at_a_checkpoint_are_issued_again_after_a_restore_exactly_o
         .filter(|e| matches!(e, JobEvent::Restart { .. }))
         .count();
     assert!(restarts >= 2, "{restarts} restarts");
-    let restored_from_checkpoint = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                JobEvent::Restart {
-                    from_checkpoint: Some(_),
-                    ..
-                }
-            )
-        })
-        .count();
     assert!(
-        restored_from_checkpoint >= 1,
+        common::restarts_from_checkpoints(&events) >= 1,
         "no restart restored a checkpoint: {events:?}"
     );
     let expected: Vec<(u64, u64)> = (0..N).map(|i| (i, i * 2)).collect();

@@ -2,15 +2,14 @@
 //! state (Flink's `CheckpointedFunction`) surviving restarts exactly once.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use actorflow::prelude::*;
 use actorflow::rich::{FlatMapFunction, FunctionState, MapFunction, RichFunction};
 use actorflow_runtime::CheckpointId;
-use actorflow_runtime::checkpoint::fault::FaultPlan;
-use actorflow_runtime::checkpoint::restart::RestartStrategy;
-use actorflow_runtime::checkpoint::types::JobEvent;
 use actorflow_runtime::operators::WindowFunction;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Holds records back and emits them 100 at a time (Flink's `BufferingSink` pattern); the
@@ -53,19 +52,11 @@ impl FlatMapFunction<u64, Vec<u64>> for Buffering {
 const N: u64 = 30_000;
 
 fn buffered_run(checkpointed: bool) -> (Vec<u64>, usize) {
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(2);
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    env.enable_checkpointing(Duration::from_millis(30))
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 5,
-            delay: Duration::from_millis(10),
-        })
-        .set_job_listener(Arc::new(move |e| sink.lock().unwrap().push(e.clone())))
-        .set_fault_plan(
-            FaultPlan::parse("panic@after#0:records=6000,panic@after#1:records=9000").unwrap(),
-        );
+    let (env, events) = common::checkpointed_env(
+        2,
+        Duration::from_millis(30),
+        "panic@after#0:records=6000,panic@after#1:records=9000",
+    );
     let out = env
         .from_generator(GeneratorSource::new(N, |i| i).with_rate_limit(50_000.0))
         .set_parallelism(1)
@@ -82,20 +73,7 @@ fn buffered_run(checkpointed: bool) -> (Vec<u64>, usize) {
     env.execute_blocking("buffering").unwrap();
     let mut all: Vec<u64> = out.take().into_iter().flatten().collect();
     all.sort_unstable();
-    let restarts = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                JobEvent::Restart {
-                    from_checkpoint: Some(_),
-                    ..
-                }
-            )
-        })
-        .count();
+    let restarts = common::restarts_from_checkpoints(&events.lock().unwrap());
     (all, restarts)
 }
 

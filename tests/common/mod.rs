@@ -41,6 +41,50 @@ pub(crate) fn env(parallelism: u32) -> StreamExecutionEnvironment {
     env
 }
 
+/// An environment at `parallelism` that checkpoints every `interval`, restarts up to five
+/// times 10 ms apart, injects `faults` (a `FaultPlan`, empty for none), and records every job
+/// event into the returned list.
+pub(crate) fn checkpointed_env(
+    parallelism: u32,
+    interval: Duration,
+    faults: &str,
+) -> (
+    StreamExecutionEnvironment,
+    std::sync::Arc<Mutex<Vec<actorflow::checkpoint::JobEvent>>>,
+) {
+    let env = env(parallelism);
+    let events = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    env.enable_checkpointing(interval)
+        .set_restart_strategy(actorflow::restart::RestartStrategy::FixedDelay {
+            attempts: 5,
+            delay: Duration::from_millis(10),
+        })
+        .set_job_listener(std::sync::Arc::new(move |e| {
+            sink.lock().unwrap().push(e.clone())
+        }));
+    if !faults.is_empty() {
+        env.set_fault_plan(actorflow::fault::FaultPlan::parse(faults).unwrap());
+    }
+    (env, events)
+}
+
+/// How many restarts restored a checkpoint (rather than starting from scratch).
+pub(crate) fn restarts_from_checkpoints(events: &[actorflow::checkpoint::JobEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                actorflow::checkpoint::JobEvent::Restart {
+                    from_checkpoint: Some(_),
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
 /// Builds an example (a no-op when `cargo test` already did) and returns its path, in the
 /// same profile as the running test.
 pub(crate) fn example_binary(name: &str) -> PathBuf {
