@@ -505,7 +505,10 @@ impl<I: Data, O: Data, F: AsyncFunction<I, O>> AsyncWaitOperator<I, O, F> {
             entry.result = Some(values);
         }
         self.emit_ready(out);
-        self.admit()
+        self.admit()?;
+        // A watermark just admitted may already be free to leave.
+        self.emit_ready(out);
+        Ok(())
     }
 
     fn emit_record(entry: InFlight<I, O>, out: &mut Collector<O>) {
