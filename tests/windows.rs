@@ -526,6 +526,132 @@ impl Source for Scheduled {
     }
 }
 
+/// The scheduled records of the paused-clock test, in a bounded source.
+fn scheduled(start: tokio::time::Instant) -> Scheduled {
+    Scheduled {
+        plan: vec![
+            ("a", 100),
+            ("b", 600),
+            ("c", 1_200),
+            ("d", 1_950),
+            ("e", 2_100),
+        ],
+        next: 0,
+        end_ms: 2_500,
+        start,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_batch_mode_processing_time_windows_fire_once_at_the_end_of_input() {
+    // Flink's BATCH mode fires processing-time timers only when a key is done (at the end of
+    // input here), all of them, whatever their time: each window emits once, at the end —
+    // including [2000, 3000), which STREAMING mode never fires.
+    let env = common::env(1);
+    env.set_processing_time_origin(0)
+        .set_buffer_timeout(std::time::Duration::ZERO)
+        .set_runtime_mode(RuntimeMode::Batch);
+    let start = tokio::time::Instant::now();
+    let windows = env
+        .add_source(
+            "scheduled",
+            actorflow::SourceFn::new(move |_: &TaskInfo| scheduled(start)).bounded(),
+        )
+        .window_all(TumblingWindows::processing_time(1_000).unwrap())
+        .process(
+            |_: &(),
+             ctx: &mut WindowContext<'_, TimeWindow>,
+             input: Vec<(String, u64)>,
+             out: &mut Collector<String>| {
+                let labels: Vec<String> = input.into_iter().map(|(l, _)| l).collect();
+                out.collect(format!(
+                    "[{}, {}) at {}: {}",
+                    ctx.window().start,
+                    ctx.window().end,
+                    ctx.current_processing_time(),
+                    labels.join("")
+                ));
+                Ok(())
+            },
+        )
+        .collect();
+    common::run(&env).await.unwrap();
+    assert_eq!(
+        windows.take(),
+        vec![
+            "[0, 1000) at 2500: ab",
+            "[1000, 2000) at 2500: cd",
+            "[2000, 3000) at 2500: e"
+        ]
+    );
+}
+
+/// Registers a processing-time timer an hour ahead for every record, and another hour ahead
+/// from every timer.
+#[derive(Clone)]
+struct HourLater;
+
+impl KeyedProcessFunction<String, (String, u64), String> for HourLater {
+    fn process_element(
+        &mut self,
+        value: (String, u64),
+        ctx: &mut KeyedContext<'_, String>,
+        _: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let at = ctx.current_processing_time().0 + 3_600_000 + value.1 as i64;
+        ctx.register_processing_time_timer(Timestamp(at));
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        time: Timestamp,
+        ctx: &mut KeyedContext<'_, String>,
+        out: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        out.collect(format!("{} timer {}", ctx.current_key(), time.0));
+        // Ignored in BATCH mode at the end of input, as Flink quiesces its timer service.
+        ctx.register_processing_time_timer(Timestamp(time.0 + 3_600_000));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn processing_time_timers_fire_at_the_end_of_a_batch_input_and_not_in_streaming() {
+    for mode in [RuntimeMode::Batch, RuntimeMode::Streaming] {
+        let env = common::env(1);
+        env.set_processing_time_origin(0)
+            .set_buffer_timeout(std::time::Duration::ZERO)
+            .set_runtime_mode(mode);
+        let start = tokio::time::Instant::now();
+        let fired = env
+            .add_source(
+                "scheduled",
+                actorflow::SourceFn::new(move |_: &TaskInfo| scheduled(start)).bounded(),
+            )
+            .key_by(|r: &(String, u64)| r.0.clone())
+            .process(HourLater)
+            .collect();
+        common::run(&env).await.unwrap();
+        let mut fired = fired.take();
+        fired.sort();
+        let expected: Vec<String> = match mode {
+            RuntimeMode::Batch => [
+                ("a", 100),
+                ("b", 600),
+                ("c", 1_200),
+                ("d", 1_950),
+                ("e", 2_100),
+            ]
+            .iter()
+            .map(|(k, at)| format!("{k} timer {}", at + 3_600_000 + at))
+            .collect(),
+            // The job ends at 2.5 s; timers an hour ahead end with it.
+            RuntimeMode::Streaming => Vec::new(),
+        };
+        assert_eq!(fired, expected, "{mode:?}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn processing_time_windows_follow_the_paused_clock() {
     let env = common::env(1);

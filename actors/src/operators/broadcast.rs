@@ -831,4 +831,12 @@ where
         self.core
             .fire_processing(now, out, |time, ctx, out| f.on_timer(time, ctx, state, out))
     }
+
+    fn finish(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        let (f, state) = (&mut self.function, self.state.read_only());
+        self.core
+            .fire_all_processing_at_batch_end(out, |time, ctx, out| {
+                f.on_timer(time, ctx, state, out)
+            })
+    }
 }

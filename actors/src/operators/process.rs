@@ -537,8 +537,57 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         Ok(())
     }
 
-    /// The next processing-time timer.
+    /// End of input in BATCH mode: every pending processing-time timer fires now, whatever
+    /// its time, and timers registered meanwhile are ignored — Flink's BATCH time service,
+    /// which fires a key's processing-time timers after its event-time ones when the key is
+    /// done and quiesces registration while it does. In STREAMING mode nothing fires: the
+    /// pending timers end with the job, as in Flink.
+    pub(crate) fn fire_all_processing_at_batch_end<O>(
+        &mut self,
+        out: &mut Collector<O>,
+        mut on_timer: impl FnMut(
+            Timestamp,
+            &mut KeyedContext<'_, K>,
+            &mut Collector<O>,
+        ) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
+        let info = self.info.as_ref().ok_or_else(missing_open)?;
+        if info.runtime_mode != crate::types::RuntimeMode::Batch {
+            return Ok(());
+        }
+        let now = info.clock.now();
+        let mut due = Vec::new();
+        while let Some(timers) = self.timers.processing.pop_due(Timestamp(i64::MAX)) {
+            due.push(timers);
+        }
+        for (time, keys) in due {
+            for (key, ()) in keys {
+                out.set_timestamp(None);
+                self.with_context(&key, None, Some(TimeDomain::ProcessingTime), now, |ctx| {
+                    on_timer(time, ctx, out)
+                })?;
+            }
+        }
+        // Quiesced: what the timers registered is not fired (nothing follows the end).
+        while self
+            .timers
+            .processing
+            .pop_due(Timestamp(i64::MAX))
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    /// The next processing-time timer; none in BATCH mode, where they all fire at the end of
+    /// input (see [`fire_all_processing_at_batch_end`](Self::fire_all_processing_at_batch_end)).
     pub(crate) fn next_processing_time(&self) -> Option<Timestamp> {
+        if self
+            .info
+            .as_ref()
+            .is_some_and(|i| i.runtime_mode == crate::types::RuntimeMode::Batch)
+        {
+            return None;
+        }
         self.timers.processing.peek()
     }
 
@@ -734,5 +783,11 @@ where
         let f = &mut self.function;
         self.core
             .fire_processing(now, out, |time, ctx, out| f.on_timer(time, ctx, out))
+    }
+
+    fn finish(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
+        let f = &mut self.function;
+        self.core
+            .fire_all_processing_at_batch_end(out, |time, ctx, out| f.on_timer(time, ctx, out))
     }
 }

@@ -1290,6 +1290,14 @@ where
     }
 
     fn next_processing_time(&self) -> Option<Timestamp> {
+        // In BATCH mode processing-time timers fire only at the end of input (`finish`).
+        if self
+            .info
+            .as_ref()
+            .is_some_and(|i| i.runtime_mode == crate::types::RuntimeMode::Batch)
+        {
+            return None;
+        }
         self.timers.processing.peek()
     }
 
@@ -1395,10 +1403,32 @@ where
         Ok(())
     }
 
-    fn finish(&mut self, _: &mut Collector<O>) -> Result<(), UserError> {
+    /// In BATCH mode every pending processing-time timer fires at the end of input (so
+    /// processing-time windows emit once, at the end), and what their firing registers is
+    /// ignored — as Flink's BATCH time service. In STREAMING mode they end with the job.
+    fn finish(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
         let dropped = self.late_records_dropped();
         if dropped > 0 {
             tracing::debug!(dropped, "late records dropped");
+        }
+        let info = self.info.as_ref().ok_or_else(not_open)?;
+        if info.runtime_mode == crate::types::RuntimeMode::Batch {
+            let now = info.clock.now();
+            let mut due = Vec::new();
+            while let Some(timers) = self.timers.processing.pop_due(Timestamp(i64::MAX)) {
+                due.push(timers);
+            }
+            for (time, timers) in due {
+                for (key, window) in timers {
+                    self.on_timer(&key, &window, time, false, now, out)?;
+                }
+            }
+            while self
+                .timers
+                .processing
+                .pop_due(Timestamp(i64::MAX))
+                .is_some()
+            {}
         }
         Ok(())
     }
