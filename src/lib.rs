@@ -128,6 +128,11 @@ struct CheckpointingDoctests;
 #[doc = include_str!("../docs/async-io.md")]
 struct AsyncIoDoctests;
 
+/// The connector guide's code, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/connectors-guide.md")]
+struct ConnectorsGuideDoctests;
+
 /// The names most pipelines need: `use actorflow::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -140,6 +145,7 @@ pub mod prelude {
     pub use actorflow_runtime::operators::{
         AggregateFunction, BroadcastProcessFunction, BroadcastStateDescriptor, CoProcessFunction,
         KeyedBroadcastProcessFunction, KeyedCoProcessFunction, ProcessJoinFunction, WindowContext,
+        WindowFunction,
     };
     pub use actorflow_runtime::time::watermark::WatermarkStrategy;
     pub use actorflow_runtime::time::window::{GlobalWindow, TimeWindow};
