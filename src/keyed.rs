@@ -192,7 +192,23 @@ where
     }
 
     /// Rolling sum of the field `field` selects; other fields come from the key's first
-    /// record.
+    /// record (Flink's `sum(field)`).
+    ///
+    /// `field` returns a **mutable reference** to the field (`|r| &mut r.1`), because the sum
+    /// is written into that field of the record that is emitted; `sum`, `min` and `max` all
+    /// work this way. [`min_by`](Self::min_by) / [`max_by`](Self::max_by) instead choose a
+    /// whole record and take the field's **value** (`|r| r.1`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![(1u32, 1u64), (1, 2), (2, 5)])
+    ///         .key_by(|r: &(u32, u64)| r.0)
+    ///         .sum(|r| &mut r.1)
+    /// });
+    /// assert_eq!(out, vec![(1, 1), (1, 3), (2, 5)]);
+    /// ```
     #[track_caller]
     pub fn sum<N, A>(&self, field: A) -> DataStream<T>
     where
@@ -235,7 +251,20 @@ where
         )
     }
 
-    /// The record with the smallest value of `by` so far (the earliest on ties).
+    /// The record with the smallest value of `by` so far (the earliest on ties). `by` returns
+    /// the field's value (`|r| r.1`): the record is kept whole, nothing is written (unlike
+    /// [`min`](Self::min), whose accessor returns `&mut`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![(1u32, 3u64, 'x'), (1, 1, 'y'), (1, 2, 'z')])
+    ///         .key_by(|r: &(u32, u64, char)| r.0)
+    ///         .min_by(|r| r.1)
+    /// });
+    /// assert_eq!(out, vec![(1, 3, 'x'), (1, 1, 'y'), (1, 1, 'y')]);
+    /// ```
     #[track_caller]
     pub fn min_by<N, B>(&self, by: B) -> DataStream<T>
     where
