@@ -747,6 +747,10 @@ impl<T: Data> DataStream<T> {
 
     /// Prints every record to standard output with `{:?}`, prefixed `N> ` by the 1-based
     /// subtask index when the sink runs in parallel (Flink's `print`).
+    ///
+    /// `{:?}` is Rust's `Debug`: a `String` prints quoted (`"hello"`), and tuples and structs
+    /// print without a `Display` implementation. For Flink's `toString` output of strings
+    /// (`hello`) use [`print_display`](Self::print_display).
     #[track_caller]
     pub fn print(&self) -> DataStreamSink
     where
@@ -754,6 +758,31 @@ impl<T: Data> DataStream<T> {
     {
         self.add_sink("Print to Std. Out", |info: &TaskInfo| {
             Ok(PrintSink::<T>::new(None, info))
+        })
+    }
+
+    /// Prints every record with `{}` (`Display`, as Flink's `print` calls `toString`): strings
+    /// as they are, without quotes. Prefixed as [`print`](Self::print).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// # fn main() -> Result<(), JobError> {
+    /// let env = StreamExecutionEnvironment::new();
+    /// env.set_parallelism(1);
+    /// env.from_collection(vec!["hello".to_string()]).print_display(); // prints: hello
+    /// env.execute_blocking("print")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn print_display(&self) -> DataStreamSink
+    where
+        T: Display,
+    {
+        self.add_sink("Print to Std. Out", |info: &TaskInfo| {
+            Ok(PrintSink::<T>::display(None, info))
         })
     }
 

@@ -177,27 +177,52 @@ pub(crate) fn print_prefix(identifier: Option<&str>, info: &TaskInfo) -> String 
     prefix
 }
 
+/// How a print sink writes one record after the prefix.
+type Format<T> = fn(&mut String, &T);
+
 pub(crate) struct PrintSink<T> {
     prefix: String,
-    _records: PhantomData<fn(T)>,
+    format: Format<T>,
 }
 
 impl<T> PrintSink<T> {
-    pub(crate) fn new(identifier: Option<String>, info: &TaskInfo) -> Self {
+    /// Prints records with `{:?}` (strings quoted).
+    pub(crate) fn new(identifier: Option<String>, info: &TaskInfo) -> Self
+    where
+        T: Debug,
+    {
         PrintSink {
             prefix: print_prefix(identifier.as_deref(), info),
-            _records: PhantomData,
+            format: |text, v| {
+                use std::fmt::Write as _;
+                let _ = write!(text, "{v:?}");
+            },
+        }
+    }
+
+    /// Prints records with `{}` (Flink's `toString`: strings as they are).
+    pub(crate) fn display(identifier: Option<String>, info: &TaskInfo) -> Self
+    where
+        T: std::fmt::Display,
+    {
+        PrintSink {
+            prefix: print_prefix(identifier.as_deref(), info),
+            format: |text, v| {
+                use std::fmt::Write as _;
+                let _ = write!(text, "{v}");
+            },
         }
     }
 }
 
-impl<T: Data + Debug> Sink for PrintSink<T> {
+impl<T: Data> Sink for PrintSink<T> {
     type Input = T;
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
         let mut text = String::new();
         for v in batch.values() {
-            use std::fmt::Write as _;
-            let _ = writeln!(text, "{}{v:?}", self.prefix);
+            text.push_str(&self.prefix);
+            (self.format)(&mut text, v);
+            text.push('\n');
         }
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
@@ -318,5 +343,29 @@ mod tests {
         assert_eq!(print_prefix(None, &info(0, 1)), "");
         assert_eq!(print_prefix(Some("out"), &info(2, 3)), "out:3> ");
         assert_eq!(print_prefix(Some("out"), &info(0, 1)), "out> ");
+    }
+}
+
+#[cfg(test)]
+mod print_tests {
+    use super::*;
+
+    fn line<T>(sink: &PrintSink<T>, v: &T) -> String {
+        let mut text = sink.prefix.clone();
+        (sink.format)(&mut text, v);
+        text
+    }
+
+    #[test]
+    fn print_quotes_strings_and_print_display_does_not() {
+        let info = TaskInfo::standalone("print", 1, 2, 128);
+        let v = "hello".to_string();
+        assert_eq!(line(&PrintSink::new(None, &info), &v), "2> \"hello\"");
+        assert_eq!(line(&PrintSink::display(None, &info), &v), "2> hello");
+        let solo = TaskInfo::standalone("print", 0, 1, 128);
+        assert_eq!(
+            line(&PrintSink::display(Some("out".into()), &solo), &v),
+            "out> hello"
+        );
     }
 }
