@@ -231,3 +231,26 @@ async fn cancel_after_the_job_ended_is_harmless() {
     control.cancel();
     assert_eq!(out.len(), 10);
 }
+
+#[test]
+fn a_side_output_tag_reused_with_another_type_is_named_in_the_error() {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(1);
+    let as_text = OutputTag::<String>::new("side");
+    let as_number = OutputTag::<u64>::new("side");
+    let main = env.from_sequence(1, 3).process(
+        move |x: u64, _: &mut Context<'_>, out: &mut Collector<u64>| {
+            out.output(&as_text, x.to_string());
+            out.collect(x);
+            Ok(())
+        },
+    );
+    let _side = main.get_side_output(&as_number).collect();
+    let err = env.execute_blocking("tags").unwrap_err().to_string();
+    assert!(
+        err.contains("side output 'side' was emitted with records of type `alloc::string::String`")
+            && err.contains("reads it as `u64`")
+            && err.contains("Process"),
+        "{err}"
+    );
+}

@@ -225,6 +225,9 @@ pub trait NetworkOutput: Send {
 pub trait WriterFactory: Send + Sync {
     /// A writer for one upstream subtask.
     fn create(&self, spec: WriterSpec) -> Box<dyn NetworkOutput>;
+    /// The type of the records the edge carries (`std::any::type_name`), so a side output
+    /// emitted with another type is reported against its tag.
+    fn record_type(&self) -> &'static str;
 }
 
 /// The writer factory for records of type `T` routed by selector `S` (for hash and custom
@@ -254,6 +257,10 @@ impl<T: Data> TypedWriterFactory<T, NoSelector> {
 impl<T: Data, S: ChannelSelector<T>> WriterFactory for TypedWriterFactory<T, S> {
     fn create(&self, spec: WriterSpec) -> Box<dyn NetworkOutput> {
         Box::new(RecordWriter::<T, S>::new(spec, self.selector.clone()))
+    }
+
+    fn record_type(&self) -> &'static str {
+        std::any::type_name::<T>()
     }
 }
 

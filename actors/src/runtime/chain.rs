@@ -125,11 +125,18 @@ pub(crate) enum Output {
 pub(crate) struct Route {
     pub(crate) tag: Option<Arc<str>>,
     pub(crate) to: Output,
+    /// The record type the receiver reads (checked for side outputs, whose type the
+    /// emitting code picks by its tag).
+    pub(crate) record_type: Option<&'static str>,
 }
 
 impl Route {
     pub(crate) fn main(to: Output) -> Self {
-        Route { tag: None, to }
+        Route {
+            tag: None,
+            to,
+            record_type: None,
+        }
     }
 }
 
@@ -226,7 +233,15 @@ impl ChainNode {
             }
             result = match e {
                 Emission::Data(batch) => emit(&mut self.outputs, None, batch, tails),
-                Emission::Side(tag, batch) => emit_side(&mut self.outputs, &tag, batch, tails),
+                Emission::Side(tag, batch) => {
+                    match side_type_mismatch(&self.outputs, &tag, batch.type_name()) {
+                        Some(cause) => Err(Fault {
+                            operator: self.label.clone(),
+                            cause,
+                        }),
+                        None => emit_side(&mut self.outputs, &tag, batch, tails),
+                    }
+                }
                 Emission::Watermark(wm) => {
                     signal_outputs(&mut self.outputs, Signal::Watermark(wm), tails)
                 }
@@ -494,6 +509,26 @@ pub(crate) fn emit(
         }
     }
     Ok(())
+}
+
+/// If a reader of side output `tag` reads another type than the `found` one emitted, the
+/// failure naming the tag (one tag id used with two `OutputTag` types).
+fn side_type_mismatch(
+    outputs: &[Route],
+    tag: &Arc<str>,
+    found: &'static str,
+) -> Option<FailureCause> {
+    let expected = outputs
+        .iter()
+        .filter(|o| o.tag.as_ref() == Some(tag))
+        .find_map(|o| o.record_type.filter(|t| *t != found))?;
+    Some(FailureCause::Error(Arc::from(
+        crate::error::UserError::from(format!(
+            "side output '{tag}' was emitted with records of type `{found}`, but \
+         get_side_output reads it as `{expected}`: two OutputTags with the id '{tag}' and \
+         different types; give each type its own tag id"
+        )),
+    )))
 }
 
 /// Hands `batch` to every output reading side output `tag`; dropped if nobody reads it.

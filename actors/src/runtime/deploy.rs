@@ -210,6 +210,7 @@ impl ChainBuilder<'_> {
                 outputs.push(Route {
                     tag,
                     to: self.node(edge.target, edge.input)?,
+                    record_type: Some(edge.writer.record_type()),
                 });
             } else {
                 let channels = std::mem::take(&mut self.senders[e.0][self.index]);
@@ -236,6 +237,7 @@ impl ChainBuilder<'_> {
                 outputs.push(Route {
                     tag,
                     to: Output::Tail(self.tails.len() - 1),
+                    record_type: Some(edge.writer.record_type()),
                 });
             }
         }
