@@ -166,3 +166,39 @@ async fn a_fresh_start_refuses_committed_output_of_an_earlier_attempt() {
     assert_eq!(committed_lines(&d), vec!["new"]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[tokio::test]
+async fn in_progress_files_of_earlier_attempts_are_removed_when_a_subtask_opens() {
+    let d = dir("stale-inprogress");
+    std::fs::create_dir_all(&d).unwrap();
+    let pid = std::process::id();
+    let killed_run = d.join(".part-0-1-abc-g0-000001.inprogress");
+    let before_restart = d.join(format!(".part-3-{pid}-abc-g0-000004.inprogress"));
+    let live = d.join(format!(".part-1-{pid}-def-g2-000001.inprogress"));
+    let pending = d.join(".part-0-1-abc-g0-000000.pending");
+    for f in [&killed_run, &before_restart, &live, &pending] {
+        std::fs::write(f, "x\n").unwrap();
+    }
+    let current = Arc::new(AtomicU64::new(2));
+    let mut sink = TwoPhaseCommit::new(FileSink::<String>::new(&d));
+    let mut restored_info = info(2, &current, true);
+    restored_info.restored_from = Some(CheckpointId(7));
+    sink.open(&restored_info).await.unwrap();
+    assert!(
+        !killed_run.exists(),
+        "another process's in-progress file stayed"
+    );
+    assert!(
+        !before_restart.exists(),
+        "an earlier generation's in-progress file stayed"
+    );
+    assert!(
+        live.exists(),
+        "a live subtask's file of this attempt was deleted"
+    );
+    assert!(
+        pending.exists(),
+        "pending files belong to checkpoints and stay"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -253,7 +253,9 @@ pub struct PartFile {
 /// committed. Readers take only committed files (names not starting with `.`).
 ///
 /// Part names carry the subtask index, a token unique to the attempt, and a counter, so a new
-/// attempt never reuses an old attempt's names.
+/// attempt never reuses an old attempt's names. When a subtask opens, the `.inprogress` files
+/// of other processes and generations (killed runs, attempts before a restart) are deleted:
+/// nothing refers to them, so they no longer pile up.
 ///
 /// **A fresh start refuses old output.** Started without restored state
 /// ([`TaskInfo::restored_from`] is `None`), the sink fails if the directory already holds
@@ -331,6 +333,39 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> UserError {
     format!("cannot {what} '{}': {e}", path.display()).into()
 }
 
+/// Deletes the `.inprogress` part files that no live writer owns: those of another process
+/// or another generation (a killed run, an attempt before a restart). Their records were
+/// never pre-committed, so no checkpoint refers to them, and the records come again from the
+/// restored position. The subtasks of the running attempt share its process and generation,
+/// so their files stay; each subtask may run this (a file already gone is fine).
+fn remove_stale_in_progress(dir: &Path, pid: u32, generation: u64) -> Result<(), UserError> {
+    let live = |name: &str| {
+        // .part-{subtask}-{pid}-{nanos}-g{generation}-{counter}.inprogress
+        let mut fields = name.trim_start_matches(".part-").split('-');
+        let (_, p, _, g) = (fields.next(), fields.next(), fields.next(), fields.next());
+        p == Some(pid.to_string().as_str()) && g == Some(format!("g{generation}").as_str())
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))?;
+    let mut removed = 0usize;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(".part-") && name.ends_with(".inprogress")) || live(name) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("delete", &entry.path(), e)),
+        }
+    }
+    if removed > 0 {
+        tracing::debug!(dir = %dir.display(), removed, "removed in-progress part files of earlier attempts");
+    }
+    Ok(())
+}
+
 /// The committed part files of a [`FileSink`] directory, sorted by name.
 ///
 /// # Errors
@@ -370,7 +405,7 @@ impl<T: Data + Display> TwoPhaseCommitSink for FileSink<T> {
             nanos,
             info.generation.get()
         );
-        Ok(())
+        remove_stale_in_progress(&self.dir, std::process::id(), info.generation.get())
     }
 
     fn begin(&mut self) -> Result<PartFile, UserError> {
