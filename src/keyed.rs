@@ -158,7 +158,7 @@ where
         location: &'static Location<'static>,
     ) -> DataStream<T>
     where
-        R: FnMut(T, T) -> T + Clone + Send + Sync + 'static,
+        R: actorflow_runtime::operators::keyed_reduce::Reducer<T> + Clone + Sync,
     {
         let key = self.key.clone();
         let factory = Arc::new(move |_: &TaskInfo| {
@@ -189,6 +189,48 @@ where
         R: FnMut(T, T) -> T + Clone + Send + Sync + 'static,
     {
         self.rolling("Keyed Reduce", reduce, Location::caller())
+    }
+
+    /// A rolling reduce with a rich function (Flink's `RichReduceFunction` after `keyBy`):
+    /// [`reduce`](Self::reduce) plus `open`, `close` and the function's own state (see
+    /// [`RichFunction`](actorflow_runtime::operators::rich::RichFunction)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::rich::{ReduceFunction, RichFunction};
+    /// /// Keeps the larger record; learns a cap in `open`.
+    /// #[derive(Clone, Default)]
+    /// struct CappedMax { cap: u64 }
+    /// impl RichFunction for CappedMax {
+    ///     fn open(&mut self, _: &TaskInfo) -> Result<(), UserError> {
+    ///         self.cap = 10;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// impl ReduceFunction<(u32, u64)> for CappedMax {
+    ///     fn reduce(&mut self, a: (u32, u64), b: (u32, u64)) -> Result<(u32, u64), UserError> {
+    ///         Ok((a.0, a.1.max(b.1).min(self.cap)))
+    ///     }
+    /// }
+    /// let out = actorflow::testing::example(|env| {
+    ///     env.from_collection(vec![(1u32, 3u64), (1, 50), (2, 4)])
+    ///         .key_by(|r: &(u32, u64)| r.0)
+    ///         .rich_reduce(CappedMax::default())
+    /// });
+    /// assert_eq!(out, vec![(1, 3), (1, 10), (2, 4)]);
+    /// ```
+    #[track_caller]
+    pub fn rich_reduce<R>(&self, reduce: R) -> DataStream<T>
+    where
+        R: actorflow_runtime::operators::rich::ReduceFunction<T> + Clone + Sync,
+    {
+        self.rolling(
+            "Keyed Reduce",
+            actorflow_runtime::operators::keyed_reduce::RichReduce(reduce),
+            Location::caller(),
+        )
     }
 
     /// Rolling sum of the field `field` selects; other fields come from the key's first
@@ -535,6 +577,15 @@ pub trait KeyedMapFunction<K, I, O>: Send + 'static {
     ///
     /// Any error fails the subtask.
     fn map(&mut self, value: I, ctx: &mut KeyedContext<'_, K>) -> Result<O, UserError>;
+
+    /// Called once when the subtask ends, is cancelled or fails (Flink's `close`).
+    ///
+    /// # Errors
+    ///
+    /// An error fails a subtask that was finishing normally.
+    fn close(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 impl<K, I, O, F: FnMut(I) -> O + Send + 'static> KeyedMapFunction<K, I, O> for F {
@@ -567,6 +618,15 @@ pub trait KeyedFlatMapFunction<K, I, O>: Send + 'static {
         ctx: &mut KeyedContext<'_, K>,
         out: &mut Collector<O>,
     ) -> Result<(), UserError>;
+
+    /// Called once when the subtask ends, is cancelled or fails (Flink's `close`).
+    ///
+    /// # Errors
+    ///
+    /// An error fails a subtask that was finishing normally.
+    fn close(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 impl<K, I, O, F: FnMut(I, &mut Collector<O>) + Send + 'static> KeyedFlatMapFunction<K, I, O> for F {
@@ -600,6 +660,15 @@ pub trait KeyedFilterFunction<K, I>: Send + 'static {
     ///
     /// Any error fails the subtask.
     fn filter(&mut self, value: &I, ctx: &mut KeyedContext<'_, K>) -> Result<bool, UserError>;
+
+    /// Called once when the subtask ends, is cancelled or fails (Flink's `close`).
+    ///
+    /// # Errors
+    ///
+    /// An error fails a subtask that was finishing normally.
+    fn close(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 impl<K, I, F: FnMut(&I) -> bool + Send + 'static> KeyedFilterFunction<K, I> for F {
@@ -635,6 +704,9 @@ impl<K, I, O, F: KeyedMapFunction<K, I, O>> KeyedProcessFunction<K, I, O> for Ke
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
         self.function.open(ctx)
     }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.function.close()
+    }
     fn process_element(
         &mut self,
         value: I,
@@ -652,6 +724,9 @@ impl<K, I, O, F: KeyedFlatMapFunction<K, I, O>> KeyedProcessFunction<K, I, O>
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
         self.function.open(ctx)
     }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.function.close()
+    }
     fn process_element(
         &mut self,
         value: I,
@@ -665,6 +740,9 @@ impl<K, I, O, F: KeyedFlatMapFunction<K, I, O>> KeyedProcessFunction<K, I, O>
 impl<K, I, F: KeyedFilterFunction<K, I>> KeyedProcessFunction<K, I, I> for Keyed<F, FilterKind> {
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
         self.function.open(ctx)
+    }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.function.close()
     }
     fn process_element(
         &mut self,

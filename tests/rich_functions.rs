@@ -193,3 +193,36 @@ fn window_functions_are_opened_and_closed_too() {
     assert!(out.iter().all(|(_, _, n)| *n == 5));
     assert_eq!(closed.load(Ordering::SeqCst), 2);
 }
+
+/// A keyed flat map counting its closes.
+#[derive(Clone)]
+struct KeyedCloser(Arc<AtomicU64>);
+
+impl actorflow::KeyedFlatMapFunction<u64, u64, u64> for KeyedCloser {
+    fn flat_map(
+        &mut self,
+        value: u64,
+        _: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<u64>,
+    ) -> Result<(), UserError> {
+        out.collect(value);
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn keyed_functions_are_closed_once_per_subtask() {
+    let closed = Arc::new(AtomicU64::new(0));
+    let f = KeyedCloser(closed.clone());
+    let out = actorflow::testing::example_with(3, move |env| {
+        env.from_sequence(1, 100)
+            .key_by(|x: &u64| x % 7)
+            .flat_map(f)
+    });
+    assert_eq!(out.len(), 100);
+    assert_eq!(closed.load(Ordering::SeqCst), 3);
+}

@@ -9,6 +9,7 @@ use crate::checkpoint::types::KeyedSnapshot;
 use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
 use crate::operators::operator::{Operator, TaskInfo};
+use crate::operators::rich::{FunctionState, ReduceFunction};
 use crate::state::key::KeySelector;
 use crate::state::table::KeyedTable;
 use crate::types::RuntimeMode;
@@ -23,6 +24,7 @@ pub struct KeyedReduceOperator<T, S: KeySelector<T>, R> {
     table: Option<KeyedTable<S::Key, Option<T>>>,
     emit_updates: bool,
     max_parallelism: u32,
+    index: usize,
     _types: PhantomData<fn(T)>,
 }
 
@@ -35,8 +37,93 @@ impl<T, S: KeySelector<T>, R> KeyedReduceOperator<T, S, R> {
             table: None,
             emit_updates: true,
             max_parallelism: 128,
+            index: 0,
             _types: PhantomData,
         }
+    }
+}
+
+/// What a keyed reduce folds with: a closure `FnMut(T, T) -> T`, or a rich
+/// [`ReduceFunction`] in [`RichReduce`] (with `open`, `close` and function state).
+pub trait Reducer<T>: Send + 'static {
+    /// Folds `value` into `acc`.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn reduce(&mut self, acc: T, value: T) -> Result<T, UserError>;
+    /// See [`RichFunction::open`](crate::operators::rich::RichFunction::open).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        let _ = info;
+        Ok(())
+    }
+    /// See [`RichFunction::close`](crate::operators::rich::RichFunction::close).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails a subtask that was finishing normally.
+    fn close(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// The function's own (non-keyed) state, if any.
+    ///
+    /// # Errors
+    ///
+    /// Any error declines the checkpoint.
+    fn snapshot(
+        &mut self,
+        id: crate::types::CheckpointId,
+        state: &mut FunctionState,
+    ) -> Result<(), UserError> {
+        let _ = (id, state);
+        Ok(())
+    }
+    /// Restores what [`snapshot`](Self::snapshot) wrote.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the restore.
+    fn restore(&mut self, state: &FunctionState) -> Result<(), UserError> {
+        let _ = state;
+        Ok(())
+    }
+}
+
+impl<T, F: FnMut(T, T) -> T + Send + 'static> Reducer<T> for F {
+    #[inline]
+    fn reduce(&mut self, acc: T, value: T) -> Result<T, UserError> {
+        Ok(self(acc, value))
+    }
+}
+
+/// A rich [`ReduceFunction`] as a [`Reducer`] (Flink's `RichReduceFunction` on a keyed
+/// stream).
+#[derive(Debug, Clone)]
+pub struct RichReduce<F>(pub F);
+
+impl<T, F: ReduceFunction<T>> Reducer<T> for RichReduce<F> {
+    fn reduce(&mut self, acc: T, value: T) -> Result<T, UserError> {
+        self.0.reduce(acc, value)
+    }
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        self.0.open(info)
+    }
+    fn close(&mut self) -> Result<(), UserError> {
+        self.0.close()
+    }
+    fn snapshot(
+        &mut self,
+        id: crate::types::CheckpointId,
+        state: &mut FunctionState,
+    ) -> Result<(), UserError> {
+        self.0.snapshot_state(id, state)
+    }
+    fn restore(&mut self, state: &FunctionState) -> Result<(), UserError> {
+        self.0.restore_state(state)
     }
 }
 
@@ -44,7 +131,7 @@ impl<T, S, R> Operator for KeyedReduceOperator<T, S, R>
 where
     T: Data,
     S: KeySelector<T>,
-    R: FnMut(T, T) -> T + Send + 'static,
+    R: Reducer<T>,
 {
     type In = T;
     type Out = T;
@@ -56,7 +143,12 @@ where
         ));
         self.emit_updates = info.runtime_mode == RuntimeMode::Streaming;
         self.max_parallelism = info.max_parallelism;
-        Ok(())
+        self.index = info.subtask_index;
+        self.reduce.open(info)
+    }
+
+    fn close(&mut self) -> Result<(), UserError> {
+        self.reduce.close()
     }
 
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) -> Result<(), UserError> {
@@ -71,7 +163,7 @@ where
                     .with_key(&v, |k| table.get_or_insert_with(k, || None))?;
                 *slot = Some(match slot.take() {
                     None => v,
-                    Some(acc) => (self.reduce)(acc, v),
+                    Some(acc) => self.reduce.reduce(acc, v)?,
                 });
             }
             return Ok(());
@@ -83,7 +175,7 @@ where
                 .with_key(&v, |k| table.get_or_insert_with(k, || None))?;
             let updated = match slot.take() {
                 None => v,
-                Some(acc) => (self.reduce)(acc, v),
+                Some(acc) => self.reduce.reduce(acc, v)?,
             };
             out.set_timestamp(ts);
             out.collect(updated.clone());
@@ -95,9 +187,12 @@ where
     /// Each key's current value, per key group.
     fn snapshot_state(
         &mut self,
-        _: crate::types::CheckpointId,
+        id: crate::types::CheckpointId,
         state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
+        let mut fs = FunctionState::wrap(std::mem::take(state), self.index);
+        self.reduce.snapshot(id, &mut fs)?;
+        *state = fs.into_inner();
         let table = self
             .table
             .as_ref()
@@ -115,6 +210,14 @@ where
         &mut self,
         restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
+        // The function's lists only; the keyed groups are read below.
+        let lists = crate::checkpoint::types::OperatorState {
+            keyed: Default::default(),
+            items: restored.state.items.clone(),
+            union: restored.state.union.clone(),
+        };
+        self.reduce
+            .restore(&FunctionState::wrap(lists, self.index))?;
         let keys = KeyedSnapshot::<S::Key, T>::read(&restored.state)?;
         let table = self
             .table

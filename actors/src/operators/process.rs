@@ -372,6 +372,15 @@ pub trait KeyedProcessFunction<K, I, O>: Send + 'static {
         let _ = ctx;
         Ok(())
     }
+
+    /// Called once when the subtask ends, is cancelled or fails (Flink's `close`).
+    ///
+    /// # Errors
+    ///
+    /// An error fails a subtask that was finishing normally.
+    fn close(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 impl<K, I, O, F> KeyedProcessFunction<K, I, O> for F
@@ -714,6 +723,10 @@ where
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
         let function = &mut self.function;
         self.core.open(info, |ctx| function.open(ctx))
+    }
+
+    fn close(&mut self) -> Result<(), UserError> {
+        self.function.close()
     }
 
     fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>) -> Result<(), UserError> {

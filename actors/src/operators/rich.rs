@@ -4,7 +4,9 @@
 //! lists that are redistributed when the job restores at another parallelism.
 //!
 //! A function implements [`RichFunction`] (the hooks, all with defaults) and one of
-//! [`MapFunction`], [`FilterFunction`], [`FlatMapFunction`]. Closures stay the short form:
+//! [`MapFunction`], [`FilterFunction`], [`FlatMapFunction`], [`ReduceFunction`] (a rolling
+//! keyed reduce). Windowed `reduce` / `aggregate` functions cannot be rich (nor can they in
+//! Flink); their post-processing `WindowFunction` has `open` / `close`. Closures stay the short form:
 //! `map(|x| ..)` needs none of this.
 //!
 //! **State.** [`RichFunction::snapshot_state`] writes the function's state into a
@@ -175,6 +177,17 @@ pub trait MapFunction<I, O>: RichFunction {
     ///
     /// Any error fails the subtask.
     fn map(&mut self, value: I) -> Result<O, UserError>;
+}
+
+/// Folds two records of one key into one (Flink's `RichReduceFunction` on a keyed stream;
+/// `KeyedStream::rich_reduce`).
+pub trait ReduceFunction<T>: RichFunction {
+    /// Folds `value` into `acc`.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn reduce(&mut self, acc: T, value: T) -> Result<T, UserError>;
 }
 
 /// Keeps the records it accepts (Flink's `RichFilterFunction`).
