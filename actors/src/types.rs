@@ -124,9 +124,9 @@ impl fmt::Display for VertexId {
 /// assert_data::<Click>();
 /// assert_data::<(String, u64)>();
 /// ```
-pub trait Data: Clone + Send + Serialize + DeserializeOwned + 'static {}
+pub trait Data: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
 
-impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Data for T {}
+impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> Data for T {}
 
 /// How a job treats its input (Flink's `RuntimeExecutionMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -704,3 +704,99 @@ fn a_watermark_firing_many_windows_works_in_chunks() {
         "forwarded once, after every window fired"
     );
 }
+
+// ----- asynchronous snapshots: the state frozen at the barrier, whatever comes after --------
+
+/// A snapshot taken at a barrier holds the state of that moment even though the operator goes
+/// on changing it before the snapshot is encoded: the keyed process function's counts and
+/// timers, and a window's contents. Restored, the operator continues from that moment.
+#[test]
+fn an_asynchronous_snapshot_holds_the_state_at_the_barrier() {
+    use actorflow_runtime::checkpoint::types::RestoredState;
+    let restore = |state| RestoredState {
+        state,
+        same_index: Some(0),
+    };
+    // Keyed process: 'a' seen 3 times, 'b' once, at the barrier.
+    let mut h = OperatorHarness::new(KeyedProcessOperator::new(key(), Timers::default())).unwrap();
+    for (k, v) in [('a', 1), ('a', 2), ('b', 3), ('a', 4)] {
+        h.process((k, v), Some(v)).unwrap();
+    }
+    let mut frozen = h.snapshot_frozen(1).unwrap();
+    assert!(
+        frozen.has_pending(),
+        "keyed state is encoded after the barrier"
+    );
+    // After the barrier: every key group written again, a new key.
+    for (k, v) in [('a', 5), ('b', 6), ('c', 7), ('a', 8)] {
+        h.process((k, v), Some(v)).unwrap();
+    }
+    frozen.finish_pending().unwrap();
+    let mut r = OperatorHarness::restored(
+        KeyedProcessOperator::new(key(), Timers::default()),
+        restore(frozen),
+        |_| {},
+    )
+    .unwrap();
+    r.watermark(100).unwrap();
+    let mut fired = r
+        .take_output()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect::<Vec<_>>();
+    fired.sort();
+    assert_eq!(
+        fired,
+        ["a EventTime at 100 after 3", "b EventTime at 100 after 1"]
+    );
+    h.watermark(100).unwrap();
+    let mut fired = h
+        .take_output()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect::<Vec<_>>();
+    fired.sort();
+    assert_eq!(
+        fired,
+        [
+            "a EventTime at 100 after 5",
+            "b EventTime at 100 after 2",
+            "c EventTime at 100 after 1"
+        ]
+    );
+
+    // A tumbling window: sums 1 + 2 at the barrier, + 10 after it.
+    let window = || {
+        reduce_op(
+            TumblingWindows::event_time(10).unwrap(),
+            EventTimeTrigger,
+            WindowSettings::default(),
+        )
+    };
+    let mut h = window();
+    h.process(('a', 1), Some(1)).unwrap();
+    h.process(('a', 2), Some(2)).unwrap();
+    let mut frozen = h.snapshot_frozen(2).unwrap();
+    h.process(('a', 10), Some(3)).unwrap();
+    h.process(('b', 10), Some(4)).unwrap();
+    frozen.finish_pending().unwrap();
+    let mut r = OperatorHarness::restored(
+        WindowOperator::new(
+            key(),
+            TumblingWindows::event_time(10).unwrap(),
+            EventTimeTrigger,
+            ReduceAgg(sum as fn(Ev, Ev) -> Ev),
+            PassThrough,
+            WindowSettings::default(),
+        ),
+        restore(frozen),
+        |_| {},
+    )
+    .unwrap();
+    r.watermark(20).unwrap();
+    assert_eq!(r.take_output(), vec![(('a', 3), Some(9))]);
+    h.watermark(20).unwrap();
+    let mut out = h.take_output();
+    out.sort();
+    assert_eq!(out, vec![(('a', 13), Some(9)), (('b', 10), Some(9))]);
+}

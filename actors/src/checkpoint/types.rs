@@ -13,6 +13,13 @@
 //!
 //! Values are serialized with postcard ([`encode`], [`decode`]); the snapshot store adds a
 //! version and checksums around them.
+//!
+//! **Asynchronous snapshots.** Keyed state can be handed over *unencoded*:
+//! [`put_groups_later`](OperatorState::put_groups_later) takes a closure over a frozen view of
+//! the state ([`FrozenTable`](crate::state::table::FrozenTable)) that produces the key group
+//! blobs. The subtask's pause at the barrier ends once every operator has frozen its state;
+//! the closures run on a blocking thread, and the subtask acknowledges the checkpoint when
+//! they are done.
 
 use crate::checkpoint::coordinator::CheckpointSettings;
 use crate::checkpoint::restart::RestartStrategy;
@@ -77,12 +84,103 @@ pub struct OperatorState {
     pub items: Vec<Vec<u8>>,
     /// Union items with the index of the instance that wrote them; every instance gets all.
     pub union: Vec<(usize, Vec<u8>)>,
+    /// Keyed state still to be encoded (asynchronous snapshots); never stored.
+    #[serde(skip)]
+    pending: Pending,
 }
+
+/// Produces key group blobs from frozen state, off the subtask.
+type GroupsLater = Box<dyn FnOnce() -> Result<Vec<(KeyGroup, Vec<u8>)>, UserError> + Send>;
+
+/// The not yet encoded parts of an [`OperatorState`]. Clones share them (whoever finishes
+/// first encodes them), and two states compare equal only if they share the same parts.
+#[derive(Clone, Default)]
+struct Pending(Option<Arc<std::sync::Mutex<Vec<GroupsLater>>>>);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self
+            .0
+            .as_ref()
+            .and_then(|p| p.lock().ok().map(|p| p.len()))
+            .unwrap_or(0);
+        write!(f, "Pending({n})")
+    }
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Pending {}
 
 impl OperatorState {
     /// True if nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.keyed.is_empty() && self.items.is_empty() && self.union.is_empty()
+        self.keyed.is_empty()
+            && self.items.is_empty()
+            && self.union.is_empty()
+            && self.pending.0.is_none()
+    }
+
+    /// Adds key group blobs that `encode` produces later, on another thread (see the
+    /// [module docs](self)). `encode` must read only state frozen for this checkpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow_runtime::checkpoint::types::{encode, OperatorState};
+    /// use actorflow_runtime::KeyGroup;
+    /// let mut s = OperatorState::default();
+    /// s.put_groups_later(|| Ok(vec![(KeyGroup(1), encode(&7u64)?)]));
+    /// assert!(s.has_pending());
+    /// s.finish_pending().unwrap();
+    /// assert_eq!(s.groups::<u64>().unwrap(), vec![(KeyGroup(1), 7)]);
+    /// ```
+    pub fn put_groups_later(
+        &mut self,
+        encode: impl FnOnce() -> Result<Vec<(KeyGroup, Vec<u8>)>, UserError> + Send + 'static,
+    ) {
+        let parts = self
+            .pending
+            .0
+            .get_or_insert_with(|| Arc::new(std::sync::Mutex::new(Vec::new())));
+        if let Ok(mut parts) = parts.lock() {
+            parts.push(Box::new(encode));
+        }
+    }
+
+    /// True if [`put_groups_later`](Self::put_groups_later) parts are still to be encoded.
+    pub fn has_pending(&self) -> bool {
+        self.pending.0.is_some()
+    }
+
+    /// Encodes the parts added by [`put_groups_later`](Self::put_groups_later) (this can
+    /// take long: call it off the subtask).
+    ///
+    /// # Errors
+    ///
+    /// The first error of an encoding closure.
+    pub fn finish_pending(&mut self) -> Result<(), UserError> {
+        let Some(parts) = self.pending.0.take() else {
+            return Ok(());
+        };
+        let parts = match parts.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return Err("a state encoding thread panicked".into()),
+        };
+        for part in parts {
+            for (kg, bytes) in part()? {
+                self.keyed.insert(kg, bytes);
+            }
+        }
+        Ok(())
     }
 
     /// Stores the keyed state of key group `kg`.
@@ -225,6 +323,22 @@ impl<K: crate::state::key::Key, V> KeyedSnapshot<K, V> {
             state.put_group(*kg, list)?;
         }
         Ok(())
+    }
+
+    /// The blobs [`write`](Self::write) would write, one per key group, for
+    /// [`OperatorState::put_groups_later`].
+    ///
+    /// # Errors
+    ///
+    /// If an entry cannot be serialized.
+    pub fn into_groups(self) -> Result<Vec<(KeyGroup, Vec<u8>)>, UserError>
+    where
+        V: Serialize,
+    {
+        self.groups
+            .iter()
+            .map(|(kg, list)| Ok((*kg, encode(list)?)))
+            .collect()
     }
 }
 

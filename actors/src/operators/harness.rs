@@ -96,12 +96,26 @@ impl<O: Operator> OperatorHarness<O> {
         Ok(h)
     }
 
-    /// The operator's snapshot for checkpoint `id`, as a subtask takes it at a barrier.
+    /// The operator's snapshot for checkpoint `id`, as a subtask takes it at a barrier, with
+    /// the keyed state it froze already encoded (what the coordinator stores).
+    ///
+    /// # Errors
+    ///
+    /// The operator's `snapshot_state` error, or its encoding's.
+    pub fn snapshot(&mut self, id: u64) -> Result<OperatorState, UserError> {
+        let mut state = self.snapshot_frozen(id)?;
+        state.finish_pending()?;
+        Ok(state)
+    }
+
+    /// The operator's snapshot for checkpoint `id` as the barrier leaves it: keyed state the
+    /// operator froze is not encoded yet ([`OperatorState::finish_pending`] does it), so a test
+    /// can change the operator's state in between.
     ///
     /// # Errors
     ///
     /// The operator's `snapshot_state` error.
-    pub fn snapshot(&mut self, id: u64) -> Result<OperatorState, UserError> {
+    pub fn snapshot_frozen(&mut self, id: u64) -> Result<OperatorState, UserError> {
         let mut state = OperatorState::default();
         self.op.snapshot_state(CheckpointId(id), &mut state)?;
         Ok(state)

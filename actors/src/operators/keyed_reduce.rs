@@ -195,15 +195,21 @@ where
         *state = fs.into_inner();
         let table = self
             .table
-            .as_ref()
+            .as_mut()
             .ok_or("keyed reduce snapshot before open()")?;
-        let mut snap: KeyedSnapshot<S::Key, &T> = KeyedSnapshot::new(self.max_parallelism);
-        for (key, value) in table.iter() {
-            if let Some(v) = value {
-                snap.entry(key, || v);
+        // Shared now, encoded off the subtask.
+        let frozen = table.freeze();
+        let max_parallelism = self.max_parallelism;
+        state.put_groups_later(move || {
+            let mut snap: KeyedSnapshot<S::Key, &T> = KeyedSnapshot::new(max_parallelism);
+            for (key, value) in frozen.iter() {
+                if let Some(v) = value {
+                    snap.entry(key, || v);
+                }
             }
-        }
-        snap.write(state)
+            snap.into_groups()
+        });
+        Ok(())
     }
 
     fn restore_state(
@@ -211,11 +217,9 @@ where
         restored: crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
         // The function's lists only; the keyed groups are read below.
-        let lists = crate::checkpoint::types::OperatorState {
-            keyed: Default::default(),
-            items: restored.state.items.clone(),
-            union: restored.state.union.clone(),
-        };
+        let mut lists = crate::checkpoint::types::OperatorState::default();
+        lists.items = restored.state.items.clone();
+        lists.union = restored.state.union.clone();
         self.reduce
             .restore(&FunctionState::wrap(lists, self.index))?;
         let keys = KeyedSnapshot::<S::Key, T>::read(&restored.state)?;

@@ -625,33 +625,52 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
     /// Per key group, each key's state (by state name, so registrations may be reordered)
     /// and timers.
     pub(crate) fn snapshot_keys(
-        &self,
+        &mut self,
         state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
-        let table = self.states.as_ref().ok_or_else(missing_open)?;
-        let names = self.registry.names();
-        let mut snap: KeyedSnapshot<K, ProcessKeySnap> = KeyedSnapshot::new(info.max_parallelism);
-        for (key, ks) in table.iter() {
-            let entry = snap.entry(key, ProcessKeySnap::default);
-            for (slot, bytes) in ks.encode()? {
-                let name = names
-                    .get(slot)
-                    .ok_or_else(|| format!("keyed state slot {slot} has no registered name"))?;
-                entry.states.push((name.clone(), bytes));
+        let max_parallelism = info.max_parallelism;
+        let table = self.states.as_mut().ok_or_else(missing_open)?;
+        // The pause at the barrier: share the key groups, copy the timers (as Flink's heap
+        // timers are copied synchronously). Encoding runs later, off the subtask.
+        let frozen = table.freeze();
+        let names = self.registry.names().to_vec();
+        let event: Vec<(i64, K)> = self
+            .timers
+            .event
+            .iter()
+            .map(|(t, k, ())| (t.0, k.clone()))
+            .collect();
+        let processing: Vec<(i64, K)> = self
+            .timers
+            .processing
+            .iter()
+            .map(|(t, k, ())| (t.0, k.clone()))
+            .collect();
+        state.put_groups_later(move || {
+            let mut snap: KeyedSnapshot<K, ProcessKeySnap> = KeyedSnapshot::new(max_parallelism);
+            for (key, ks) in frozen.iter() {
+                let entry = snap.entry(key, ProcessKeySnap::default);
+                for (slot, bytes) in ks.encode()? {
+                    let name = names
+                        .get(slot)
+                        .ok_or_else(|| format!("keyed state slot {slot} has no registered name"))?;
+                    entry.states.push((name.clone(), bytes));
+                }
             }
-        }
-        for (t, key, ()) in self.timers.event.iter() {
-            snap.entry(key, ProcessKeySnap::default)
-                .event_timers
-                .push(t.0);
-        }
-        for (t, key, ()) in self.timers.processing.iter() {
-            snap.entry(key, ProcessKeySnap::default)
-                .processing_timers
-                .push(t.0);
-        }
-        snap.write(state)
+            for (t, key) in &event {
+                snap.entry(key, ProcessKeySnap::default)
+                    .event_timers
+                    .push(*t);
+            }
+            for (t, key) in &processing {
+                snap.entry(key, ProcessKeySnap::default)
+                    .processing_timers
+                    .push(*t);
+            }
+            snap.into_groups()
+        });
+        Ok(())
     }
 
     /// Restores what [`snapshot_keys`](Self::snapshot_keys) wrote, for this subtask's key

@@ -224,7 +224,7 @@ impl<T: Data, W, E: Evictor<T, W>, A: WindowAgg<T, W>> WindowAgg<T, W> for Evict
 /// Named values of any serializable type, for per-window and per-key state of a window
 /// function (Flink's `windowState()` / `globalState()`). Checkpointed with the window; restored
 /// values are decoded when first read.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct StateBag {
     values: Vec<(String, crate::state::keyed_state::Slot)>,
 }
@@ -254,7 +254,7 @@ impl StateBag {
     /// If `name` already holds a value of another type.
     pub fn get_or_default<V>(&mut self, name: &'static str) -> Result<&mut V, UserError>
     where
-        V: Default + Send + serde::Serialize + serde::de::DeserializeOwned + 'static,
+        V: Default + Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
         let pos = match self.values.iter().position(|(n, _)| n == name) {
             Some(p) => p,
@@ -426,6 +426,7 @@ impl<K, O, W> WindowFunction<K, O, O, W> for PassThrough {
 }
 
 /// One open window of one key.
+#[derive(Clone)]
 struct Slot<W, A, S> {
     window: W,
     acc: Option<A>,
@@ -460,6 +461,7 @@ fn filter_known_timers(known: &mut Vec<TimerRequest>, requests: &mut Vec<TimerRe
 }
 
 /// The open windows of one key.
+#[derive(Clone)]
 struct KeyWindows<W, A, S> {
     slots: Vec<Slot<W, A, S>>,
     global: StateBag,
@@ -1322,43 +1324,59 @@ where
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(not_open)?;
         let index = info.subtask_index;
-        let table = self.table.as_ref().ok_or_else(not_open)?;
-        let mut snap: KeyedSnapshot<S::Key, KeySnap<A::W, Ag::Acc, Tr::State>> =
-            KeyedSnapshot::new(info.max_parallelism);
-        let empty = || KeySnap {
-            slots: Vec::new(),
-            global: Vec::new(),
-            panes: Vec::new(),
-            event_timers: Vec::new(),
-            processing_timers: Vec::new(),
-        };
-        for (key, kw) in table.iter() {
-            let entry = snap.entry(key, empty);
-            entry.global = kw.global.encode()?;
-            entry.slots = kw
-                .slots
-                .iter()
-                .map(|s| {
-                    Ok(SlotSnap {
-                        window: s.window.clone(),
-                        acc: s.acc.clone(),
-                        trigger: s.trigger.clone(),
-                        timers: s.timers.clone(),
-                        state: s.state.encode()?,
+        let max_parallelism = info.max_parallelism;
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        // The pause at the barrier: share the key groups, copy the timers. Windows, their
+        // contents and state are encoded later, off the subtask.
+        let frozen = table.freeze();
+        let event: Vec<(i64, S::Key, A::W)> = self
+            .timers
+            .event
+            .iter()
+            .map(|(t, k, w)| (t.0, k.clone(), w.clone()))
+            .collect();
+        let processing: Vec<(i64, S::Key, A::W)> = self
+            .timers
+            .processing
+            .iter()
+            .map(|(t, k, w)| (t.0, k.clone(), w.clone()))
+            .collect();
+        state.put_groups_later(move || {
+            let mut snap: KeyedSnapshot<S::Key, KeySnap<A::W, Ag::Acc, Tr::State>> =
+                KeyedSnapshot::new(max_parallelism);
+            let empty = || KeySnap {
+                slots: Vec::new(),
+                global: Vec::new(),
+                panes: Vec::new(),
+                event_timers: Vec::new(),
+                processing_timers: Vec::new(),
+            };
+            for (key, kw) in frozen.iter() {
+                let entry = snap.entry(key, empty);
+                entry.global = kw.global.encode()?;
+                entry.slots = kw
+                    .slots
+                    .iter()
+                    .map(|s| {
+                        Ok(SlotSnap {
+                            window: s.window.clone(),
+                            acc: s.acc.clone(),
+                            trigger: s.trigger.clone(),
+                            timers: s.timers.clone(),
+                            state: s.state.encode()?,
+                        })
                     })
-                })
-                .collect::<Result<_, UserError>>()?;
-            entry.panes = kw.panes.clone();
-        }
-        for (t, key, w) in self.timers.event.iter() {
-            snap.entry(key, empty).event_timers.push((t.0, w.clone()));
-        }
-        for (t, key, w) in self.timers.processing.iter() {
-            snap.entry(key, empty)
-                .processing_timers
-                .push((t.0, w.clone()));
-        }
-        snap.write(state)?;
+                    .collect::<Result<_, UserError>>()?;
+                entry.panes = kw.panes.clone();
+            }
+            for (t, key, w) in event {
+                snap.entry(&key, empty).event_timers.push((t, w));
+            }
+            for (t, key, w) in processing {
+                snap.entry(&key, empty).processing_timers.push((t, w));
+            }
+            snap.into_groups()
+        });
         state.push_union(index, &self.watermark.0)
     }
 

@@ -10,12 +10,12 @@ use std::marker::PhantomData;
 
 /// What a key must be: hashable (key groups), comparable, cloneable into state.
 pub trait Key:
-    Hash + Eq + Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static
+    Hash + Eq + Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static
 {
 }
 
-impl<K: Hash + Eq + Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> Key
-    for K
+impl<K: Hash + Eq + Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static>
+    Key for K
 {
 }
 

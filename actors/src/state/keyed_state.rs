@@ -104,17 +104,25 @@ impl Ttl {
 }
 
 /// A value a state slot can hold: any serializable type, kept typed while live.
-pub(crate) trait Cell: Any + Send {
+///
+/// Cells are `Clone` and `Sync` so that a checkpoint can freeze a key group (share it with
+/// the thread that encodes it) and the subtask copies it only if it writes to it before the
+/// encoding is done.
+pub(crate) trait Cell: Any + Send + Sync {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn clone_cell(&self) -> Box<dyn Cell>;
 }
 
-impl<T: Serialize + Any + Send> Cell for T {
+impl<T: Serialize + Any + Send + Sync + Clone> Cell for T {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_allocvec(self)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+    fn clone_cell(&self) -> Box<dyn Cell> {
+        Box::new(self.clone())
     }
 }
 
@@ -125,9 +133,18 @@ pub(crate) enum Slot {
     Raw(Vec<u8>),
 }
 
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        match self {
+            Slot::Live(cell) => Slot::Live(cell.clone_cell()),
+            Slot::Raw(bytes) => Slot::Raw(bytes.clone()),
+        }
+    }
+}
+
 impl Slot {
     /// A live value.
-    pub(crate) fn new<S: Serialize + Any + Send>(value: S) -> Self {
+    pub(crate) fn new<S: Serialize + Any + Send + Sync + Clone>(value: S) -> Self {
         Slot::Live(Box::new(value))
     }
 
@@ -140,7 +157,7 @@ impl Slot {
     }
 
     /// The typed value, decoding restored bytes first; `what` names it in errors.
-    pub(crate) fn typed<S: Serialize + DeserializeOwned + Any + Send>(
+    pub(crate) fn typed<S: Serialize + DeserializeOwned + Any + Send + Sync + Clone>(
         &mut self,
         what: &dyn std::fmt::Display,
     ) -> Result<&mut S, UserError> {
@@ -169,15 +186,15 @@ impl Slot {
 }
 
 /// All state slots of one key.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct KeyState {
     slots: Vec<Option<Slot>>,
 }
 
 /// Bounds of a type stored in keyed state: values are snapshotted with postcard.
-pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
+pub trait StateValue: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
 
-impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> StateValue for T {}
+impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> StateValue for T {}
 
 impl std::fmt::Debug for KeyState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,7 +210,7 @@ impl KeyState {
         self.slots.iter().all(Option::is_none)
     }
 
-    fn slot<S: Serialize + DeserializeOwned + Any + Send>(
+    fn slot<S: Serialize + DeserializeOwned + Any + Send + Sync + Clone>(
         &mut self,
         i: usize,
     ) -> Result<Option<&mut S>, UserError> {
@@ -203,7 +220,7 @@ impl KeyState {
         }
     }
 
-    fn slot_or_insert<S: Serialize + DeserializeOwned + Any + Send>(
+    fn slot_or_insert<S: Serialize + DeserializeOwned + Any + Send + Sync + Clone>(
         &mut self,
         i: usize,
         make: impl FnOnce() -> S,

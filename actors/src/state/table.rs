@@ -2,14 +2,22 @@
 //!
 //! A [`KeyedTable`] holds one hash table per key group that its subtask owns. A key's hash is
 //! computed once per access and serves both to find its key group and to probe the table.
-//! Snapshots (a later step) write and restore whole key groups, which is what lets a job
-//! restart at another parallelism.
+//! Snapshots write and restore whole key groups, which is what lets a job restart at another
+//! parallelism.
+//!
+//! **Asynchronous snapshots.** [`KeyedTable::freeze`] hands a checkpoint a [`FrozenTable`]: the
+//! key groups as they are now, shared (`Arc`), not copied, so the subtask pauses only for as
+//! long as it takes to share the group pointers. The checkpoint encodes the frozen view on
+//! another thread. A group the subtask writes to afterwards is copied first if the encoding
+//! still holds it, and taken back without a copy if the encoding is done (copy on write, one
+//! key group at a time, so a write never copies more than one group).
 
 use crate::state::keygroup::{KeyGroupRange, key_group_for_hash, key_hash};
 use crate::types::KeyGroup;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use std::hash::Hash;
+use std::sync::Arc;
 
 /// A record reached a subtask that does not own its key's key group.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,8 +55,103 @@ pub struct KeyGroupMismatch {
 pub struct KeyedTable<K, V> {
     max_parallelism: u32,
     range: KeyGroupRange,
-    groups: Vec<HashTable<(K, V)>>,
+    groups: Vec<Group<K, V>>,
     len: usize,
+}
+
+/// One key group's table: owned, or shared with a checkpoint that froze it.
+enum Group<K, V> {
+    Owned(HashTable<(K, V)>),
+    Shared(Arc<HashTable<(K, V)>>),
+}
+
+impl<K: Clone, V: Clone> Group<K, V> {
+    #[inline]
+    fn read(&self) -> &HashTable<(K, V)> {
+        match self {
+            Group::Owned(t) => t,
+            Group::Shared(t) => t,
+        }
+    }
+
+    /// The table for writing: a shared one is taken back, copied only if a checkpoint still
+    /// reads it.
+    #[inline]
+    fn write(&mut self) -> &mut HashTable<(K, V)> {
+        if let Group::Shared(shared) = self {
+            let t =
+                Arc::try_unwrap(std::mem::take(shared)).unwrap_or_else(|still| (*still).clone());
+            *self = Group::Owned(t);
+        }
+        match self {
+            Group::Owned(t) => t,
+            // Replaced just above.
+            Group::Shared(_) => unreachable!("a shared group was just taken back"),
+        }
+    }
+
+    /// Shares the table (it becomes shared if it was owned).
+    fn share(&mut self) -> Arc<HashTable<(K, V)>> {
+        if let Group::Owned(t) = self {
+            *self = Group::Shared(Arc::new(std::mem::take(t)));
+        }
+        match self {
+            Group::Shared(t) => t.clone(),
+            Group::Owned(_) => unreachable!("an owned group was just shared"),
+        }
+    }
+}
+
+/// A read-only view of a [`KeyedTable`] as it was when frozen, for a checkpoint to encode on
+/// another thread while the subtask goes on.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::state::keygroup::key_group_range_for_subtask;
+/// use actorflow_runtime::state::table::KeyedTable;
+/// let mut table: KeyedTable<u64, u64> = KeyedTable::new(128, key_group_range_for_subtask(128, 1, 0));
+/// *table.get_or_insert_with(&1, || 0).unwrap() = 10;
+/// let frozen = table.freeze();
+/// *table.get_or_insert_with(&1, || 0).unwrap() = 11; // copies that key group
+/// *table.get_or_insert_with(&2, || 0).unwrap() = 20;
+/// let seen: Vec<(u64, u64)> = std::thread::spawn(move || frozen.iter().map(|(k, v)| (*k, *v)).collect())
+///     .join()
+///     .unwrap();
+/// assert_eq!(seen, vec![(1, 10)]);
+/// assert_eq!(table.get(&1), Some(&11));
+/// ```
+pub struct FrozenTable<K, V> {
+    range: KeyGroupRange,
+    groups: Vec<Arc<HashTable<(K, V)>>>,
+}
+
+impl<K, V> FrozenTable<K, V> {
+    /// The key groups it covers.
+    pub fn range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// Every `(key, value)` of one key group.
+    pub fn iter_group(&self, kg: KeyGroup) -> impl Iterator<Item = (&K, &V)> {
+        self.range
+            .offset(kg)
+            .and_then(|o| self.groups.get(o))
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Every `(key, value)`, key group by key group.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.groups
+            .iter()
+            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Every key group with its entries, in key group order.
+    pub fn groups(&self) -> impl Iterator<Item = (KeyGroup, &HashTable<(K, V)>)> {
+        self.range.iter().zip(self.groups.iter().map(|g| &**g))
+    }
 }
 
 /// The hash a table uses for a key.
@@ -61,13 +164,15 @@ fn table_hash(key_hash: u64) -> u64 {
     key_hash.rotate_right(32)
 }
 
-impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
     /// An empty table for a subtask owning `range` out of `max_parallelism` key groups.
     pub fn new(max_parallelism: u32, range: KeyGroupRange) -> Self {
         KeyedTable {
             max_parallelism,
             range,
-            groups: (0..range.len()).map(|_| HashTable::new()).collect(),
+            groups: (0..range.len())
+                .map(|_| Group::Owned(HashTable::new()))
+                .collect(),
             len: 0,
         }
     }
@@ -103,7 +208,7 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
         make: impl FnOnce() -> V,
     ) -> Result<&mut V, KeyGroupMismatch> {
         let (hash, offset) = self.locate(key)?;
-        let table = &mut self.groups[offset];
+        let table = self.groups[offset].write();
         match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
             Entry::Occupied(e) => Ok(&mut e.into_mut().1),
             Entry::Vacant(e) => {
@@ -117,6 +222,7 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
     pub fn get(&self, key: &K) -> Option<&V> {
         let (hash, offset) = self.locate(key).ok()?;
         self.groups[offset]
+            .read()
             .find(hash, |(k, _)| k == key)
             .map(|(_, v)| v)
     }
@@ -125,6 +231,7 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let (hash, offset) = self.locate(key).ok()?;
         self.groups[offset]
+            .write()
             .find_mut(hash, |(k, _)| k == key)
             .map(|(_, v)| v)
     }
@@ -132,7 +239,7 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (hash, offset) = self.locate(key).ok()?;
-        let table = &mut self.groups[offset];
+        let table = self.groups[offset].write();
         match table.find_entry(hash, |(k, _)| k == key) {
             Ok(entry) => {
                 self.len -= 1;
@@ -158,21 +265,30 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
             .offset(kg)
             .and_then(|o| self.groups.get(o))
             .into_iter()
-            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+            .flat_map(|t| t.read().iter().map(|(k, v)| (k, v)))
     }
 
     /// Every value, key group by key group, consuming the table.
     pub fn into_values(self) -> impl Iterator<Item = V> {
         self.groups
             .into_iter()
-            .flat_map(|t| t.into_iter().map(|(_, v)| v))
+            .flat_map(|mut g| std::mem::take(g.write()).into_iter().map(|(_, v)| v))
+    }
+
+    /// Freezes the table for a checkpoint: a view of every key group as it is now, shared with
+    /// the table instead of copied (see the [module docs](self)).
+    pub fn freeze(&mut self) -> FrozenTable<K, V> {
+        FrozenTable {
+            range: self.range,
+            groups: self.groups.iter_mut().map(Group::share).collect(),
+        }
     }
 
     /// Keeps the entries for which `f` returns true; `f` may change the values.
     pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
         let mut removed = 0;
-        for t in &mut self.groups {
-            t.retain(|(k, v)| {
+        for g in &mut self.groups {
+            g.write().retain(|(k, v)| {
                 let keep = f(k, v);
                 removed += usize::from(!keep);
                 keep
@@ -185,7 +301,7 @@ impl<K: Hash + Eq + Clone, V> KeyedTable<K, V> {
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.groups
             .iter()
-            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+            .flat_map(|t| t.read().iter().map(|(k, v)| (k, v)))
     }
 }
 

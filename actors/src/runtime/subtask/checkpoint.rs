@@ -84,6 +84,17 @@ impl Checkpointing {
     }
 }
 
+/// Encodes a subtask's snapshot, first encoding the keyed state operators froze for it (can
+/// take long: off the subtask when there is such state).
+pub(super) fn encode_subtask_state(mut state: SubtaskState) -> Result<Vec<u8>, String> {
+    for op in &mut state.operators {
+        op.state
+            .finish_pending()
+            .map_err(|e| format!("{}: cannot encode its state: {e}", op.key))?;
+    }
+    postcard::to_allocvec(&state).map_err(|e| format!("cannot serialize the subtask state: {e}"))
+}
+
 impl Subtask {
     /// Snapshots the whole subtask for checkpoint `id`: the source position, every chained
     /// operator, every sink (which pre-commits), and the input watermarks. `Ok(Err(reason))`
@@ -154,24 +165,54 @@ impl Subtask {
         }
     }
 
+    /// Acknowledges checkpoint `id` with `state`. If operators handed over frozen keyed state
+    /// to encode ([`OperatorState::put_groups_later`]), the encoding and the acknowledgement
+    /// run on a blocking thread and the subtask goes on at once (asynchronous snapshot).
     pub(super) fn acknowledge(
         &self,
         id: CheckpointId,
-        state: &SubtaskState,
+        state: SubtaskState,
         unaligned: bool,
         alignment_ms: u64,
     ) {
-        match postcard::to_allocvec(state) {
-            Ok(bytes) => self.send_coordinator(|l| CoordinatorMsg::Ack {
-                generation: l.generation,
-                task: l.task,
-                id,
-                state: bytes,
-                unaligned,
-                alignment_ms,
-            }),
-            Err(e) => self.decline(id, format!("cannot serialize the subtask state: {e}")),
+        let Some(c) = &self.checkpointing else {
+            return;
+        };
+        let link = c.link.clone();
+        let send = move |link: &CoordinatorLink, encoded: Result<Vec<u8>, String>| {
+            let msg = match encoded {
+                Ok(bytes) => CoordinatorMsg::Ack {
+                    generation: link.generation,
+                    task: link.task,
+                    id,
+                    state: bytes,
+                    unaligned,
+                    alignment_ms,
+                },
+                Err(reason) => {
+                    warn!(checkpoint = %id, %reason, "declining a checkpoint");
+                    CoordinatorMsg::Decline {
+                        generation: link.generation,
+                        task: link.task,
+                        id,
+                        reason,
+                    }
+                }
+            };
+            if link.coordinator.cast(msg).is_err() {
+                debug!("the checkpoint coordinator is gone");
+            }
+        };
+        if !state.operators.iter().any(|o| o.state.has_pending()) {
+            send(&link, encode_subtask_state(state));
+            return;
         }
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            let encoded = encode_subtask_state(state);
+            debug!(checkpoint = %id, async_ms = millis(started.elapsed()), "asynchronous part of the snapshot done");
+            send(&link, encoded);
+        });
     }
 
     pub(super) fn decline(&self, id: CheckpointId, reason: String) {
@@ -240,7 +281,7 @@ impl Subtask {
             }
             self.scan_in_flight();
         } else {
-            self.acknowledge(barrier.id, &state, unaligned, alignment_ms);
+            self.acknowledge(barrier.id, state, unaligned, alignment_ms);
         }
         // Flush so the barrier leaves at once (it is the point of the checkpoint).
         self.flush_all();
@@ -285,7 +326,7 @@ impl Subtask {
         }
         if let Some(mut r) = c.recording.take() {
             r.state.in_flight = std::mem::take(&mut r.lanes);
-            self.acknowledge(id, &r.state, true, r.alignment_ms);
+            self.acknowledge(id, r.state, true, r.alignment_ms);
         }
     }
 

@@ -475,7 +475,10 @@ impl Subtask {
                 return Err(self.internal(format!("cannot take the final snapshot: {reason}")));
             }
         };
-        let bytes = postcard::to_allocvec(&state)
+        let bytes = tokio::task::spawn_blocking(move || checkpoint::encode_subtask_state(state))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
             .map_err(|e| self.internal(format!("cannot serialize the final state: {e}")))?;
         self.send_coordinator(|l| CoordinatorMsg::Finished {
             generation: l.generation,
