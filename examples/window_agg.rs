@@ -521,12 +521,16 @@ fn event_json(event: &JobEvent) -> String {
             unaligned,
             duration_ms,
             alignment_ms,
+            sync_ms,
+            async_ms,
             bytes,
+            shared_bytes,
             is_final,
         } => format!(
             "{{\"event\":\"checkpoint_completed\",\"id\":{},\"kind\":\"{}\",\"savepoint\":{},\
              \"final\":{is_final},\"duration_ms\":{duration_ms},\"alignment_ms\":{alignment_ms},\
-             \"bytes\":{bytes},\"ts_ms\":{ts}}}",
+             \"sync_ms\":{sync_ms},\"async_ms\":{async_ms},\
+             \"bytes\":{bytes},\"shared_bytes\":{shared_bytes},\"ts_ms\":{ts}}}",
             id.0,
             if *unaligned { "unaligned" } else { "aligned" },
             *kind == CheckpointKind::Savepoint,

@@ -879,6 +879,19 @@ fn checkpoints_go_on_after_one_input_finished() {
         "the restart should use a checkpoint taken after the short input ended: {events:?}"
     );
     assert_eq!(rows, expected);
+    // The finished subtasks' final state is written once, then listed (shared) by the
+    // checkpoints after it instead of being copied into each.
+    let sharing = events
+        .iter()
+        .filter(|e| {
+            matches!(e, JobEvent::CheckpointCompleted { shared_bytes, is_final: false, .. }
+                if *shared_bytes > 0)
+        })
+        .count();
+    assert!(
+        sharing >= 2,
+        "later checkpoints should list the finished state, not copy it: {events:?}"
+    );
 }
 
 /// A two-phase-commit sink whose bounded pipeline ended commits its last transaction at the

@@ -42,7 +42,7 @@ use std::sync::Mutex;
 
 /// The snapshot format written by this version. A manifest of another version is refused with
 /// an error naming both.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const MANIFEST_MAGIC: &[u8; 4] = b"AFCK";
 
@@ -149,8 +149,15 @@ impl HeadRecord {
 }
 
 /// One blob of a checkpoint, as its manifest records it.
+///
+/// A blob is stored under the checkpoint that wrote it, its `owner`. A later checkpoint may
+/// list the same entry again instead of writing the bytes a second time (a **shared** blob,
+/// for example the final state of a subtask that finished): the store then keeps the bytes
+/// for as long as any manifest lists them (see [`SnapshotStore::remove`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobEntry {
+    /// The checkpoint under which the bytes are stored.
+    pub owner: CheckpointId,
     /// The blob's name (for example the operator uid and subtask).
     pub name: String,
     /// Its length in bytes.
@@ -160,14 +167,32 @@ pub struct BlobEntry {
 }
 
 impl BlobEntry {
-    /// The entry describing `bytes`.
-    pub fn of(name: &str, bytes: &[u8]) -> Self {
+    /// The entry describing `bytes`, stored as blob `name` of checkpoint `owner`.
+    pub fn of(owner: CheckpointId, name: &str, bytes: &[u8]) -> Self {
         BlobEntry {
+            owner,
             name: name.to_string(),
             len: bytes.len() as u64,
             crc32: crc32fast::hash(bytes),
         }
     }
+
+    /// True if the bytes belong to another checkpoint than `id` (shared with it).
+    pub fn is_shared_in(&self, id: CheckpointId) -> bool {
+        self.owner != id
+    }
+}
+
+/// The blobs (as `(owner, name)`) that stay after checkpoint `removed` is deleted: what the
+/// remaining `manifests` list. A store deletes the rest of `removed`'s own blobs and the
+/// shared blobs its manifest listed that nothing lists any more.
+pub fn still_listed<'a>(
+    manifests: impl IntoIterator<Item = &'a Manifest>,
+) -> std::collections::HashSet<(CheckpointId, String)> {
+    manifests
+        .into_iter()
+        .flat_map(|m| m.blobs.iter().map(|e| (e.owner, e.name.clone())))
+        .collect()
 }
 
 /// What makes a checkpoint complete: written last, after every blob.
@@ -300,7 +325,10 @@ pub trait SnapshotStore: Send + Sync {
     fn load(&self, id: CheckpointId) -> Result<Snapshot, StoreError>;
 
     /// Deletes checkpoint `id` (manifest first, so a crash never leaves a manifest without
-    /// its blobs), and any orphan blobs of it.
+    /// its blobs), and any orphan blobs of it. Blobs another checkpoint's manifest still lists
+    /// (shared blobs, [`BlobEntry::owner`]) are kept; shared blobs of older checkpoints that
+    /// only `id` listed are deleted with it, so retention never deletes what a retained
+    /// checkpoint needs and never leaks what none needs.
     ///
     /// # Errors
     ///
@@ -500,7 +528,7 @@ impl SnapshotStore for MemoryStore {
         self.lock()
             .blobs
             .insert((id.0, name.to_string()), bytes.to_vec());
-        Ok(BlobEntry::of(name, bytes))
+        Ok(BlobEntry::of(id, name, bytes))
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -536,7 +564,7 @@ impl SnapshotStore for MemoryStore {
             .filter_map(|e| {
                 inner
                     .blobs
-                    .get(&(id.0, e.name.clone()))
+                    .get(&(e.owner.0, e.name.clone()))
                     .map(|b| (e.name.clone(), b.clone()))
             })
             .collect();
@@ -546,8 +574,24 @@ impl SnapshotStore for MemoryStore {
 
     fn remove(&self, id: CheckpointId) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        inner.manifests.remove(&id.0);
-        inner.blobs.retain(|(i, _), _| *i != id.0);
+        let removed = inner
+            .manifests
+            .remove(&id.0)
+            .and_then(|b| Manifest::decode(id, &b).ok());
+        let others: Vec<Manifest> = inner
+            .manifests
+            .iter()
+            .filter_map(|(&i, b)| Manifest::decode(CheckpointId(i), b).ok())
+            .collect();
+        let keep = still_listed(&others);
+        let shared: std::collections::HashSet<(u64, String)> = removed
+            .iter()
+            .flat_map(|m| m.blobs.iter().map(|e| (e.owner.0, e.name.clone())))
+            .collect();
+        inner.blobs.retain(|(i, name), _| {
+            let listed = keep.contains(&(CheckpointId(*i), name.clone()));
+            listed || (*i != id.0 && !shared.contains(&(*i, name.clone())))
+        });
         Ok(())
     }
 }
@@ -784,7 +828,7 @@ impl SnapshotStore for SledStore {
         self.blobs
             .insert(blob_key(id, name), bytes)
             .map_err(|e| self.io(e))?;
-        Ok(BlobEntry::of(name, bytes))
+        Ok(BlobEntry::of(id, name, bytes))
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -828,7 +872,7 @@ impl SnapshotStore for SledStore {
         for e in &manifest.blobs {
             if let Some(v) = self
                 .blobs
-                .get(blob_key(id, &e.name))
+                .get(blob_key(e.owner, &e.name))
                 .map_err(|e| self.io(e))?
             {
                 blobs.insert(e.name.clone(), v.to_vec());
@@ -839,16 +883,32 @@ impl SnapshotStore for SledStore {
     }
 
     fn remove(&self, id: CheckpointId) -> Result<(), StoreError> {
+        let removed = self.manifest(id).ok();
         self.manifests
             .remove(id.0.to_be_bytes())
             .map_err(|e| self.io(e))?;
-        let keys: Vec<sled::IVec> = self
-            .blobs
-            .scan_prefix(id.0.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.io(e))?;
-        for k in keys {
+        let mut others = Vec::new();
+        for other in self.list()? {
+            // A damaged manifest lists nothing we could honour; its own blobs stay.
+            if let Ok(m) = self.manifest(other) {
+                others.push(m);
+            }
+        }
+        let keep = still_listed(&others);
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        for kv in self.blobs.scan_prefix(id.0.to_be_bytes()).keys() {
+            let k = kv.map_err(|e| self.io(e))?;
+            let name = String::from_utf8_lossy(&k[8..]).into_owned();
+            if !keep.contains(&(id, name)) {
+                doomed.push(k.to_vec());
+            }
+        }
+        for e in removed.iter().flat_map(|m| &m.blobs) {
+            if e.is_shared_in(id) && !keep.contains(&(e.owner, e.name.clone())) {
+                doomed.push(blob_key(e.owner, &e.name));
+            }
+        }
+        for k in doomed {
             self.blobs.remove(k).map_err(|e| self.io(e))?;
         }
         self.db.flush().map_err(|e| self.io(e))?;
@@ -873,6 +933,57 @@ mod tests {
                 .collect(),
             metadata: vec![7, 7],
         }
+    }
+
+    /// Shared blobs: checkpoints 2 and 3 list the blob checkpoint 1 wrote. Removing 1 keeps
+    /// it (2 and 3 still load), removing 2 too, removing 3 deletes it; the own blobs of each
+    /// go with it, and nothing is left behind.
+    fn shared_blobs_live_as_long_as_a_manifest_lists_them(
+        store: &dyn SnapshotStore,
+        stored: &dyn Fn() -> usize,
+    ) {
+        let m1 = manifest(store, 1, &[("final", b"finished state"), ("a", b"one")]);
+        store.commit(&m1).unwrap();
+        let shared = m1.blobs[0].clone();
+        let with_shared = |id: u64, own: &[u8]| {
+            let mut m = manifest(store, id, &[("a", own)]);
+            m.blobs.push(shared.clone());
+            store.commit(&m).unwrap();
+        };
+        with_shared(2, b"two");
+        with_shared(3, b"three");
+        assert_eq!(stored(), 4, "the shared blob is stored once");
+        store.remove(CheckpointId(1)).unwrap();
+        for id in [2, 3] {
+            let s = store.load(CheckpointId(id)).unwrap();
+            assert_eq!(s.blobs["final"], b"finished state");
+        }
+        assert_eq!(stored(), 3);
+        store.remove(CheckpointId(2)).unwrap();
+        assert_eq!(
+            store.load(CheckpointId(3)).unwrap().blobs["final"],
+            b"finished state"
+        );
+        assert_eq!(stored(), 2);
+        // A pending checkpoint's blobs (no manifest yet) are not touched by a removal.
+        store.put_blob(CheckpointId(4), "a", b"four").unwrap();
+        store.remove(CheckpointId(3)).unwrap();
+        assert_eq!(stored(), 1, "only the pending checkpoint's blob is left");
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn shared_blobs_in_memory() {
+        let mem = MemoryStore::new();
+        shared_blobs_live_as_long_as_a_manifest_lists_them(&mem, &|| mem.lock().blobs.len());
+    }
+
+    #[test]
+    fn shared_blobs_in_sled() {
+        let dir = temp_dir("shared-blobs");
+        let sled = SledStore::open_without_fsync(&dir).unwrap();
+        shared_blobs_live_as_long_as_a_manifest_lists_them(&sled, &|| sled.blobs.len());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -1086,7 +1197,8 @@ mod tests {
     fn missing_blobs_truncated_manifests_and_other_versions_are_refused() {
         let mem = MemoryStore::new();
         let mut m = manifest(&mem, 5, &[("a", b"x")]);
-        m.blobs.push(BlobEntry::of("never-written", b"y"));
+        m.blobs
+            .push(BlobEntry::of(CheckpointId(5), "never-written", b"y"));
         mem.commit(&m).unwrap();
         let err = mem.load(CheckpointId(5)).unwrap_err();
         assert!(err.to_string().contains("never-written"), "{err}");

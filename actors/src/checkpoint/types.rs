@@ -390,8 +390,17 @@ pub enum JobEvent {
         duration_ms: u64,
         /// The longest alignment of any subtask (first barrier to snapshot), in ms.
         alignment_ms: u64,
-        /// Bytes stored.
+        /// The longest pause of any subtask at the barrier (the synchronous part of its
+        /// snapshot: freezing state, pre-committing sinks), in ms.
+        sync_ms: u64,
+        /// The longest asynchronous part of any subtask's snapshot (encoding the frozen
+        /// state off the subtask), in ms.
+        async_ms: u64,
+        /// Bytes written by this checkpoint.
         bytes: u64,
+        /// Bytes it lists from earlier checkpoints instead of writing them again (the final
+        /// state of finished subtasks); the checkpoint's full size is `bytes + shared_bytes`.
+        shared_bytes: u64,
         /// True for the final checkpoint after end of input.
         is_final: bool,
     },

@@ -29,6 +29,10 @@ pub(crate) enum CoordinatorMsg {
         state: Vec<u8>,
         unaligned: bool,
         alignment_ms: u64,
+        /// The subtask's pause at the barrier (the synchronous part of the snapshot).
+        sync_ms: u64,
+        /// Encoding the frozen state off the subtask (the asynchronous part).
+        async_ms: u64,
     },
     /// A subtask could not snapshot checkpoint `id`.
     Decline {

@@ -27,9 +27,40 @@ use tracing::{debug, error, info, warn};
 struct Collected {
     started: Instant,
     blobs: Vec<BlobEntry>,
+    /// Bytes written for this checkpoint.
     bytes: u64,
+    /// Bytes listed from earlier checkpoints (shared blobs).
+    shared_bytes: u64,
     unaligned: bool,
     alignment_ms: u64,
+    sync_ms: u64,
+    async_ms: u64,
+}
+
+impl Collected {
+    fn new() -> Self {
+        Collected {
+            started: Instant::now(),
+            blobs: Vec::new(),
+            bytes: 0,
+            shared_bytes: 0,
+            unaligned: false,
+            alignment_ms: 0,
+            sync_ms: 0,
+            async_ms: 0,
+        }
+    }
+}
+
+/// Runs store I/O on a blocking thread, so that writing and fsyncing a large checkpoint never
+/// holds a runtime worker the subtasks need. The coordinator waits for it: its decisions stay
+/// sequential.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("the checkpoint store's thread failed: {e}")))
 }
 
 pub(crate) struct CoordinatorArgs {
@@ -52,7 +83,10 @@ pub(crate) struct CoordinatorState {
     priority: HashMap<TaskRef, LaneSender<PriorityMessage>>,
     sources: Vec<TaskRef>,
     collected: HashMap<CheckpointId, Collected>,
-    finished: BTreeMap<TaskRef, Vec<u8>>,
+    finished: BTreeMap<TaskRef, Arc<Vec<u8>>>,
+    /// Where a finished subtask's final state was stored, once a completed checkpoint holds
+    /// it: later checkpoints list that blob instead of writing it again.
+    finished_blobs: HashMap<TaskRef, BlobEntry>,
     start: Instant,
     listener: Option<JobListener>,
     supervisor: Option<ActorRef<SupervisorMsg>>,
@@ -115,7 +149,7 @@ impl CoordinatorState {
         }
     }
 
-    fn apply(&mut self, decisions: Vec<Decision>) {
+    async fn apply(&mut self, decisions: Vec<Decision>) {
         let mut queue: std::collections::VecDeque<Decision> = decisions.into();
         while let Some(d) = queue.pop_front() {
             match d {
@@ -130,16 +164,7 @@ impl CoordinatorState {
                         kind,
                         alignment,
                     };
-                    self.collected.insert(
-                        id,
-                        Collected {
-                            started: Instant::now(),
-                            blobs: Vec::new(),
-                            bytes: 0,
-                            unaligned: false,
-                            alignment_ms: 0,
-                        },
-                    );
+                    self.collected.insert(id, Collected::new());
                     if kind == CheckpointKind::Savepoint
                         && !self.savepoint_waiters.contains_key(&id)
                         && let Some(w) = self.queued_savepoints.pop_front()
@@ -173,12 +198,15 @@ impl CoordinatorState {
                         }
                     }
                 }
-                Decision::Complete { id, kind } => self.complete(id, kind),
+                Decision::Complete { id, kind } => self.complete(id, kind).await,
                 Decision::Abort { id, reason } => {
                     let reason = format!("{reason:?}");
                     info!(job = %self.job, checkpoint = %id, %reason, "checkpoint aborted");
                     self.collected.remove(&id);
-                    if let Err(e) = self.store.remove(id) {
+                    let store = self.store.clone();
+                    if let Err(e) =
+                        blocking(move || store.remove(id).map_err(|e| e.to_string())).await
+                    {
                         warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove the blobs of an aborted checkpoint");
                     }
                     self.broadcast(PriorityMessage::Abort(id));
@@ -189,7 +217,10 @@ impl CoordinatorState {
                 }
                 Decision::Discard(ids) => {
                     for id in ids {
-                        if let Err(e) = self.store.remove(id) {
+                        let store = self.store.clone();
+                        if let Err(e) =
+                            blocking(move || store.remove(id).map_err(|e| e.to_string())).await
+                        {
                             warn!(job = %self.job, checkpoint = %id, error = %e, "cannot remove an old checkpoint");
                         }
                     }
@@ -209,7 +240,7 @@ impl CoordinatorState {
         }
     }
 
-    fn commit(
+    async fn commit(
         &mut self,
         id: CheckpointId,
         kind: CheckpointKind,
@@ -224,13 +255,14 @@ impl CoordinatorState {
             blobs,
             metadata: postcard::to_allocvec(&meta).map_err(|e| e.to_string())?,
         };
-        self.store.commit(&manifest).map_err(|e| e.to_string())
+        let store = self.store.clone();
+        blocking(move || store.commit(&manifest).map_err(|e| e.to_string())).await
     }
 
     /// Commits the manifest of checkpoint `id` over the blobs in `c`, then tells every
     /// subtask and the listener. The final checkpoint's completion is announced as
     /// [`CheckpointId::FINAL`], the id the sinks tagged their last transactions with.
-    fn publish(
+    async fn publish(
         &mut self,
         id: CheckpointId,
         kind: CheckpointKind,
@@ -243,9 +275,9 @@ impl CoordinatorState {
             is_final,
             unaligned: c.unaligned,
         };
-        self.commit(id, kind, c.blobs, meta)?;
+        self.commit(id, kind, c.blobs, meta).await?;
         let duration_ms = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        info!(job = %self.job, checkpoint = %id, ?kind, is_final, duration_ms, bytes = c.bytes, unaligned = c.unaligned, "checkpoint completed");
+        info!(job = %self.job, checkpoint = %id, ?kind, is_final, duration_ms, sync_ms = c.sync_ms, async_ms = c.async_ms, bytes = c.bytes, shared_bytes = c.shared_bytes, unaligned = c.unaligned, "checkpoint completed");
         self.broadcast(PriorityMessage::Complete(if is_final {
             CheckpointId::FINAL
         } else {
@@ -257,37 +289,71 @@ impl CoordinatorState {
             unaligned: c.unaligned,
             duration_ms,
             alignment_ms: c.alignment_ms,
+            sync_ms: c.sync_ms,
+            async_ms: c.async_ms,
             bytes: c.bytes,
+            shared_bytes: c.shared_bytes,
             is_final,
         });
         Ok(())
     }
 
-    fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
-        let Some(mut c) = self.collected.remove(&id) else {
-            return;
-        };
-        // Subtasks that finished without acknowledging: their final state stands in.
-        let mut finals = Vec::new();
-        let mut result = Ok(());
+    /// Adds the final state of every finished subtask that did not acknowledge `id` to `c`:
+    /// listed from the checkpoint that first stored it when there is one (a savepoint gets its
+    /// own copy: it must stand alone), written otherwise. Returns the subtasks added and the
+    /// entries written for them that later checkpoints may list.
+    async fn add_finished(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        c: &mut Collected,
+    ) -> Result<(Vec<TaskRef>, Vec<(TaskRef, BlobEntry)>), String> {
+        let mut added = Vec::new();
+        let mut written = Vec::new();
+        let shareable = kind != CheckpointKind::Savepoint;
         for (task, bytes) in &self.finished {
             let name = blob_name(*task);
             if c.blobs.iter().any(|b| b.name == name) {
                 continue;
             }
-            match self.store.put_blob(id, &name, bytes) {
-                Ok(e) => {
-                    c.bytes += e.len;
-                    c.blobs.push(e);
-                    finals.push(*task);
-                }
-                Err(e) => {
-                    result = Err(format!("cannot store the final state of {task:?}: {e}"));
-                    break;
-                }
+            added.push(*task);
+            if shareable && let Some(e) = self.finished_blobs.get(task) {
+                c.shared_bytes += e.len;
+                c.blobs.push(e.clone());
+                continue;
             }
+            let (store, bytes) = (self.store.clone(), bytes.clone());
+            let task = *task;
+            let e = blocking(move || {
+                store
+                    .put_blob(id, &name, &bytes)
+                    .map_err(|e| format!("cannot store the final state of {task:?}: {e}"))
+            })
+            .await?;
+            c.bytes += e.len;
+            if shareable {
+                written.push((task, e.clone()));
+            }
+            c.blobs.push(e);
         }
-        let result = result.and_then(|()| self.publish(id, kind, c, false));
+        Ok((added, written))
+    }
+
+    async fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
+        let Some(mut c) = self.collected.remove(&id) else {
+            return;
+        };
+        // Subtasks that finished without acknowledging: their final state stands in.
+        let (result, finals) = match self.add_finished(id, kind, &mut c).await {
+            Ok((finals, written)) => match self.publish(id, kind, c, false).await {
+                Ok(()) => {
+                    self.finished_blobs.extend(written);
+                    (Ok(()), finals)
+                }
+                Err(e) => (Err(e), Vec::new()),
+            },
+            Err(e) => (Err(e), Vec::new()),
+        };
         match &result {
             Err(e) => {
                 error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
@@ -317,38 +383,34 @@ impl CoordinatorState {
         }
     }
 
-    fn final_checkpoint(&mut self) {
+    async fn final_checkpoint(&mut self) {
         let now = self.now_ms();
         let id = self.pure.final_checkpoint(now);
-        let mut c = Collected {
-            started: Instant::now(),
-            blobs: Vec::new(),
-            bytes: 0,
-            unaligned: false,
-            alignment_ms: 0,
-        };
-        for (task, state) in std::mem::take(&mut self.finished) {
-            match self.store.put_blob(id, &blob_name(task), &state) {
-                Ok(e) => {
-                    c.bytes += e.len;
-                    c.blobs.push(e);
-                }
-                Err(e) => {
-                    error!(job = %self.job, error = %e, "cannot store the final checkpoint");
-                    return;
-                }
-            }
+        let mut c = Collected::new();
+        if let Err(e) = self
+            .add_finished(id, CheckpointKind::Checkpoint, &mut c)
+            .await
+        {
+            error!(job = %self.job, error = %e, "cannot store the final checkpoint");
+            return;
         }
-        if let Err(e) = self.publish(id, CheckpointKind::Checkpoint, c, true) {
+        self.finished.clear();
+        self.finished_blobs.clear();
+        if let Err(e) = self.publish(id, CheckpointKind::Checkpoint, c, true).await {
             error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the final checkpoint");
             return;
         }
         let keep = self.pure.settings().retained.max(1);
-        if let Ok(ids) = self.store.list() {
-            for old in ids.into_iter().skip(keep) {
-                let _ = self.store.remove(old);
+        let store = self.store.clone();
+        let _ = blocking(move || {
+            if let Ok(ids) = store.list() {
+                for old in ids.into_iter().skip(keep) {
+                    let _ = store.remove(old);
+                }
             }
-        }
+            Ok(())
+        })
+        .await;
     }
 
     /// Tells the pure coordinator whether a barrier can still be injected somewhere.
@@ -400,6 +462,7 @@ impl Actor for CoordinatorActor {
             sources: Vec::new(),
             collected: HashMap::new(),
             finished: BTreeMap::new(),
+            finished_blobs: HashMap::new(),
             start: Instant::now(),
             listener: args.listener,
             supervisor: None,
@@ -433,7 +496,7 @@ impl Actor for CoordinatorActor {
                 if state.halted.is_empty() && !state.stopped {
                     let now = state.now_ms();
                     let d = state.pure.tick(now);
-                    state.apply(d);
+                    state.apply(d).await;
                 }
             }
             CoordinatorMsg::Ack {
@@ -443,23 +506,37 @@ impl Actor for CoordinatorActor {
                 state: bytes,
                 unaligned,
                 alignment_ms,
+                sync_ms,
+                async_ms,
             } => {
                 if !state.current(task, generation) || !state.halted.is_empty() || state.stopped {
                     tracing::debug!(checkpoint = %id, ?task, generation, "ignoring a stale acknowledgement (or one after a stop-with-savepoint)");
-                } else if let Some(c) = state.collected.get_mut(&id) {
-                    match state.store.put_blob(id, &blob_name(task), &bytes) {
-                        Ok(entry) => {
+                } else if state.collected.contains_key(&id) {
+                    // Off the runtime's workers; nothing else changes the state meanwhile
+                    // (the actor handles one message at a time).
+                    let store = state.store.clone();
+                    let written = blocking(move || {
+                        store
+                            .put_blob(id, &blob_name(task), &bytes)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                    match (written, state.collected.get_mut(&id)) {
+                        (Ok(entry), Some(c)) => {
                             c.bytes += entry.len;
                             c.blobs.push(entry);
                             c.unaligned |= unaligned;
                             c.alignment_ms = c.alignment_ms.max(alignment_ms);
+                            c.sync_ms = c.sync_ms.max(sync_ms);
+                            c.async_ms = c.async_ms.max(async_ms);
                             let now = state.now_ms();
                             let d = state.pure.acknowledge(id, task, now);
-                            state.apply(d);
+                            state.apply(d).await;
                         }
-                        Err(e) => {
-                            let d = state.pure.decline(id, task, &e.to_string());
-                            state.apply(d);
+                        (Ok(_), None) => {}
+                        (Err(e), _) => {
+                            let d = state.pure.decline(id, task, &e);
+                            state.apply(d).await;
                         }
                     }
                 }
@@ -473,7 +550,7 @@ impl Actor for CoordinatorActor {
                 if state.current(task, generation) && state.halted.is_empty() {
                     warn!(job = %state.job, checkpoint = %id, ?task, %reason, "checkpoint declined");
                     let d = state.pure.decline(id, task, &reason);
-                    state.apply(d);
+                    state.apply(d).await;
                 }
             }
             CoordinatorMsg::Finished {
@@ -488,13 +565,14 @@ impl Actor for CoordinatorActor {
                     && !state.halted.contains(&task)
                     && !state.stopped
                 {
-                    state.finished.insert(task, bytes);
+                    state.finished.insert(task, Arc::new(bytes));
+                    state.finished_blobs.remove(&task);
                     state.update_sources_running();
                     let now = state.now_ms();
                     let d = state.pure.task_finished(task, now);
-                    state.apply(d);
+                    state.apply(d).await;
                     if state.pure.all_finished() {
-                        state.final_checkpoint();
+                        state.final_checkpoint().await;
                     }
                 }
             }
@@ -509,6 +587,7 @@ impl Actor for CoordinatorActor {
                     state.priority.insert(task, lane);
                     state.halted.remove(&task);
                     state.finished.remove(&task);
+                    state.finished_blobs.remove(&task);
                 }
                 state.sources.retain(|t| !deployed.contains(t));
                 state.sources.extend(sources);
@@ -516,7 +595,7 @@ impl Actor for CoordinatorActor {
                 state.update_sources_running();
                 let now = state.now_ms();
                 let d = state.pure.reset_pending(now);
-                state.apply(d);
+                state.apply(d).await;
             }
             CoordinatorMsg::Attach(s) => state.supervisor = Some(s),
             CoordinatorMsg::Stopping { tasks } => {
@@ -526,7 +605,7 @@ impl Actor for CoordinatorActor {
                 }
                 let now = state.now_ms();
                 let d = state.pure.reset_pending(now);
-                state.apply(d);
+                state.apply(d).await;
             }
             CoordinatorMsg::Savepoint { reply, .. } if state.stopped => {
                 let _ = reply.send(Err(
@@ -541,7 +620,7 @@ impl Actor for CoordinatorActor {
                         if let Decision::Trigger { id, .. } = &d {
                             state.savepoint_waiters.insert(*id, (reply, stop));
                         }
-                        state.apply(vec![d]);
+                        state.apply(vec![d]).await;
                     }
                     SavepointRequest::Queued => {
                         debug!(job = %state.job, "savepoint queued behind the pending checkpoint");

@@ -24,6 +24,7 @@ pub(super) struct Recording {
     state: SubtaskState,
     lanes: Vec<LaneRecord>,
     alignment_ms: u64,
+    sync_ms: u64,
     /// Per lane: messages at the front of its queue already captured from the queue (they
     /// are not recorded again when processed).
     scanned: Vec<usize>,
@@ -174,12 +175,15 @@ impl Subtask {
         state: SubtaskState,
         unaligned: bool,
         alignment_ms: u64,
+        sync_ms: u64,
     ) {
         let Some(c) = &self.checkpointing else {
             return;
         };
         let link = c.link.clone();
+        let started = Instant::now();
         let send = move |link: &CoordinatorLink, encoded: Result<Vec<u8>, String>| {
+            let async_ms = millis(started.elapsed());
             let msg = match encoded {
                 Ok(bytes) => CoordinatorMsg::Ack {
                     generation: link.generation,
@@ -188,6 +192,8 @@ impl Subtask {
                     state: bytes,
                     unaligned,
                     alignment_ms,
+                    sync_ms,
+                    async_ms,
                 },
                 Err(reason) => {
                     warn!(checkpoint = %id, %reason, "declining a checkpoint");
@@ -207,10 +213,9 @@ impl Subtask {
             send(&link, encode_subtask_state(state));
             return;
         }
-        let started = Instant::now();
         tokio::task::spawn_blocking(move || {
             let encoded = encode_subtask_state(state);
-            debug!(checkpoint = %id, async_ms = millis(started.elapsed()), "asynchronous part of the snapshot done");
+            debug!(checkpoint = %id, sync_ms, async_ms = millis(started.elapsed()), "asynchronous part of the snapshot done");
             send(&link, encoded);
         });
     }
@@ -248,7 +253,10 @@ impl Subtask {
             }
             None => 0,
         };
-        let mut state = match self.snapshot(head, barrier.id).await? {
+        let paused = Instant::now();
+        let snapshot = self.snapshot(head, barrier.id).await?;
+        let sync_ms = millis(paused.elapsed());
+        let mut state = match snapshot {
             Ok(s) => s,
             Err(reason) => {
                 self.decline(barrier.id, reason);
@@ -275,13 +283,14 @@ impl Subtask {
                     state,
                     lanes: Vec::new(),
                     alignment_ms,
+                    sync_ms,
                     scanned: vec![0; lanes],
                     complete: vec![false; lanes],
                 });
             }
             self.scan_in_flight();
         } else {
-            self.acknowledge(barrier.id, state, unaligned, alignment_ms);
+            self.acknowledge(barrier.id, state, unaligned, alignment_ms, sync_ms);
         }
         // Flush so the barrier leaves at once (it is the point of the checkpoint).
         self.flush_all();
@@ -326,7 +335,7 @@ impl Subtask {
         }
         if let Some(mut r) = c.recording.take() {
             r.state.in_flight = std::mem::take(&mut r.lanes);
-            self.acknowledge(id, r.state, true, r.alignment_ms);
+            self.acknowledge(id, r.state, true, r.alignment_ms, r.sync_ms);
         }
     }
 
