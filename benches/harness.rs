@@ -841,7 +841,11 @@ fn recovery_time(rt: &tokio::runtime::Runtime) {
         env.set_parallelism(1);
         if checkpoints {
             env.enable_checkpointing(Duration::from_secs(2))
-                .set_checkpoint_storage(sled_store("ck-recovery"))
+                .set_checkpoint_storage(sled_store(if fail {
+                    "ck-recovery-fail"
+                } else {
+                    "ck-recovery"
+                }))
                 .set_restart_strategy(RestartStrategy::FixedDelay {
                     attempts: 1,
                     delay: Duration::ZERO,

@@ -19,7 +19,7 @@ use crate::error::BuildError;
 use crate::state::keygroup::KeyGroupRange;
 use crate::state::operator_state::{Redistribution, redistribute};
 use crate::time::valve::WatermarkValve;
-use crate::types::CheckpointId;
+use crate::types::{CheckpointId, KeyGroup};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tracing::warn;
@@ -28,7 +28,7 @@ use tracing::warn;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum InFlight {
     /// A batch, serialized with its record type.
-    Data(Vec<u8>),
+    Data(#[serde(with = "crate::checkpoint::bytes::vec")] Vec<u8>),
     Watermark(i64),
     Status(WatermarkStatus),
 }
@@ -149,8 +149,12 @@ pub(crate) struct CheckpointMeta {
 struct OpRestore {
     max_parallelism: u32,
     old_parallelism: usize,
-    /// State of each old instance, by old index.
+    /// State of each old instance, by old index, without its keyed groups.
     instances: BTreeMap<usize, OperatorState>,
+    /// The keyed groups of all old instances. Each goes to exactly one new instance, so it is
+    /// moved out when handed over, not copied.
+    keyed: std::sync::Mutex<BTreeMap<KeyGroup, Vec<u8>>>,
+    has_keyed: bool,
 }
 
 struct LaneState {
@@ -182,12 +186,19 @@ impl RestorePlan {
         for (name, bytes) in &snapshot.blobs {
             let st: SubtaskState = postcard::from_bytes(bytes)
                 .map_err(|e| restore_error(id, format!("blob {name:?} is unreadable: {e}")))?;
-            for op in st.operators {
+            for mut op in st.operators {
                 let entry = ops.entry(op.key.clone()).or_insert(OpRestore {
                     max_parallelism: op.max_parallelism,
                     old_parallelism: st.parallelism as usize,
                     instances: BTreeMap::new(),
+                    keyed: Default::default(),
+                    has_keyed: false,
                 });
+                let keyed = std::mem::take(&mut op.state.keyed);
+                entry.has_keyed |= !keyed.is_empty();
+                if let Ok(mut all) = entry.keyed.lock() {
+                    all.extend(keyed);
+                }
                 entry.instances.insert(st.index, op.state);
             }
             subtasks.insert(
@@ -225,8 +236,7 @@ impl RestorePlan {
         if let Ok(mut placed) = self.placed.lock() {
             placed.insert(key.to_string());
         }
-        let has_keyed = op.instances.values().any(|s| !s.keyed.is_empty());
-        if has_keyed && op.max_parallelism != max_parallelism {
+        if op.has_keyed && op.max_parallelism != max_parallelism {
             return Err(restore_error(
                 self.checkpoint,
                 format!(
@@ -236,12 +246,13 @@ impl RestorePlan {
             ));
         }
         let mut state = OperatorState::default();
+        if let Ok(mut all) = op.keyed.lock() {
+            let mut mine = all.split_off(&KeyGroup(range.start));
+            let mut above = mine.split_off(&KeyGroup(range.end));
+            all.append(&mut above);
+            state.keyed = mine;
+        }
         for s in op.instances.values() {
-            for (kg, b) in &s.keyed {
-                if range.contains(*kg) {
-                    state.keyed.insert(*kg, b.clone());
-                }
-            }
             state.union.extend(s.union.iter().cloned());
         }
         let old: Vec<Vec<Vec<u8>>> = op.instances.values().map(|s| s.items.clone()).collect();
@@ -294,7 +305,10 @@ impl RestorePlan {
         let mut missing: Vec<&String> = self
             .ops
             .iter()
-            .filter(|(k, op)| !placed.contains(*k) && op.instances.values().any(|s| !s.is_empty()))
+            .filter(|(k, op)| {
+                !placed.contains(*k)
+                    && (op.has_keyed || op.instances.values().any(|s| !s.is_empty()))
+            })
             .map(|(k, _)| k)
             .collect();
         missing.sort();

@@ -19,6 +19,7 @@
 //! two-phase-commit sink adapter lives with the other sinks in [`operators`](crate::operators).
 
 pub mod barrier;
+pub(crate) mod bytes;
 pub(crate) mod capture;
 pub mod coordinator;
 pub mod fault;

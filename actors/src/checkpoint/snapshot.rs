@@ -461,6 +461,15 @@ pub fn newest_completed(store: &dyn SnapshotStore) -> Result<Option<Snapshot>, S
     )))
 }
 
+/// The checkpoint [`newest_completed`] would most likely restore, without reading it: the
+/// newest committed one if it is at least as new as the head record. For messages; `None`
+/// if the store never completed one or cannot be read.
+pub fn restore_candidate(store: &dyn SnapshotStore) -> Option<CheckpointId> {
+    let head = store.head().ok().flatten()?;
+    let newest = store.list().ok()?.into_iter().next()?;
+    Some(newest.max(head.id))
+}
+
 fn list_ids(ids: &[CheckpointId]) -> String {
     let v: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     v.join(", ")

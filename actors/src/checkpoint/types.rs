@@ -79,10 +79,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UserError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OperatorState {
     /// Keyed state by key group.
+    #[serde(with = "crate::checkpoint::bytes::map")]
     pub keyed: BTreeMap<KeyGroup, Vec<u8>>,
     /// List items, redistributed evenly.
+    #[serde(with = "crate::checkpoint::bytes::vec_of")]
     pub items: Vec<Vec<u8>>,
     /// Union items with the index of the instance that wrote them; every instance gets all.
+    #[serde(with = "crate::checkpoint::bytes::tagged")]
     pub union: Vec<(usize, Vec<u8>)>,
     /// Keyed state still to be encoded (asynchronous snapshots); never stored.
     #[serde(skip)]

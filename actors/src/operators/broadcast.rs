@@ -378,6 +378,7 @@ impl<'a> ReadOnlyBroadcastState<'a> {
 #[derive(Serialize, Deserialize)]
 struct BroadcastSnap {
     watermark: i64,
+    #[serde(with = "crate::checkpoint::bytes::tagged")]
     maps: Vec<(String, Vec<u8>)>,
 }
 

@@ -199,15 +199,20 @@ where
             .ok_or("keyed reduce snapshot before open()")?;
         // Shared now, encoded off the subtask.
         let frozen = table.freeze();
-        let max_parallelism = self.max_parallelism;
+        // Each key once per group, as `KeyedSnapshot` writes it (`Vec<(K, T)>`), without
+        // building one.
         state.put_groups_later(move || {
-            let mut snap: KeyedSnapshot<S::Key, &T> = KeyedSnapshot::new(max_parallelism);
-            for (key, value) in frozen.iter() {
-                if let Some(v) = value {
-                    snap.entry(key, || v);
+            let mut out = Vec::new();
+            for (kg, table) in frozen.groups() {
+                let list: Vec<(&S::Key, &T)> = table
+                    .iter()
+                    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+                    .collect();
+                if !list.is_empty() {
+                    out.push((kg, crate::checkpoint::types::encode(&list)?));
                 }
             }
-            snap.into_groups()
+            Ok(out)
         });
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! `process`: the general per-record function with a context (Flink's `ProcessFunction` and
 //! `KeyedProcessFunction`).
 
-use crate::checkpoint::types::{KeyedSnapshot, OperatorState, RestoredState};
+use crate::checkpoint::types::{OperatorState, RestoredState};
 use crate::dataplane::data::{Batch, Collector, Data};
 use crate::error::UserError;
 use crate::operators::operator::{Operator, TaskInfo};
@@ -135,11 +135,190 @@ where
     }
 }
 
-/// One key of a keyed process operator in a snapshot.
+/// One key of a keyed process operator in a snapshot: the format. Snapshots are written by
+/// [`KeySnapView`] and read by [`ProcessKeySnapRef`] without building one; the tests check
+/// that all three agree.
+#[cfg(test)]
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ProcessKeySnap {
     /// `(state name, bytes)` per state that holds something.
+    #[serde(with = "crate::checkpoint::bytes::tagged")]
     states: Vec<(String, Vec<u8>)>,
+    event_timers: Vec<i64>,
+    processing_timers: Vec<i64>,
+}
+
+/// Per key group of `frozen`, the bytes of a `Vec<(K, ProcessKeySnap)>` holding every key's
+/// state and timers, written straight from the frozen tables (no `ProcessKeySnap` is built:
+/// one pass, one scratch buffer, so encoding costs little more than copying the bytes).
+fn encode_process_groups<K: crate::state::key::Key>(
+    frozen: &crate::state::table::FrozenTable<K, KeyState>,
+    names: &[String],
+    event: Vec<(i64, K)>,
+    processing: Vec<(i64, K)>,
+    max_parallelism: u32,
+) -> Result<Vec<(crate::types::KeyGroup, Vec<u8>)>, UserError> {
+    use crate::state::keygroup::assign_to_key_group;
+    use std::collections::{BTreeMap, HashMap};
+    // Timers by key group and key; most keys have none.
+    type KeyTimers = (Vec<i64>, Vec<i64>);
+    let mut timers: BTreeMap<crate::types::KeyGroup, HashMap<K, KeyTimers>> = BTreeMap::new();
+    for (domain, list) in [(0, event), (1, processing)] {
+        for (t, key) in list {
+            let kg = assign_to_key_group(&key, max_parallelism);
+            let entry = timers.entry(kg).or_default().entry(key).or_default();
+            if domain == 0 {
+                entry.0.push(t);
+            } else {
+                entry.1.push(t);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (kg, table) in frozen.groups() {
+        let group_timers = timers.remove(&kg).unwrap_or_default();
+        if table.is_empty() && group_timers.is_empty() {
+            continue;
+        }
+        let view = GroupView {
+            table,
+            names,
+            timers: &group_timers,
+        };
+        let bytes = postcard::to_allocvec(&view)
+            .map_err(|e| format!("cannot serialize the keyed state of key group {kg}: {e}"))?;
+        out.push((kg, bytes));
+    }
+    Ok(out)
+}
+
+/// One key group serialized as `Vec<(K, ProcessKeySnap)>`: the keys with state (and their
+/// timers), then the keys with timers only.
+struct GroupView<'a, K> {
+    table: &'a hashbrown::HashTable<(K, KeyState)>,
+    names: &'a [String],
+    timers: &'a std::collections::HashMap<K, (Vec<i64>, Vec<i64>)>,
+}
+
+impl<K: crate::state::key::Key> Serialize for GroupView<'_, K> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let timer_only: Vec<&K> = if self.timers.is_empty() {
+            Vec::new()
+        } else {
+            let in_table: std::collections::HashSet<&K> =
+                self.table.iter().map(|(k, _)| k).collect();
+            self.timers
+                .keys()
+                .filter(|k| !in_table.contains(k))
+                .collect()
+        };
+        let none = (Vec::new(), Vec::new());
+        let mut seq = serializer.serialize_seq(Some(self.table.len() + timer_only.len()))?;
+        for (key, ks) in self.table.iter() {
+            let t = self.timers.get(key).unwrap_or(&none);
+            seq.serialize_element(&(
+                key,
+                KeySnapView {
+                    state: Some(ks),
+                    names: self.names,
+                    timers: t,
+                },
+            ))?;
+        }
+        for key in timer_only {
+            let t = self.timers.get(key).unwrap_or(&none);
+            seq.serialize_element(&(
+                key,
+                KeySnapView {
+                    state: None,
+                    names: self.names,
+                    timers: t,
+                },
+            ))?;
+        }
+        seq.end()
+    }
+}
+
+/// Serializes like a [`ProcessKeySnap`].
+struct KeySnapView<'a> {
+    state: Option<&'a KeyState>,
+    names: &'a [String],
+    timers: &'a (Vec<i64>, Vec<i64>),
+}
+
+impl Serialize for KeySnapView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = serializer.serialize_struct("ProcessKeySnap", 3)?;
+        st.serialize_field(
+            "states",
+            &StatesView {
+                state: self.state,
+                names: self.names,
+            },
+        )?;
+        st.serialize_field("event_timers", &self.timers.0)?;
+        st.serialize_field("processing_timers", &self.timers.1)?;
+        st.end()
+    }
+}
+
+/// Serializes like `ProcessKeySnap::states`, a `Vec<(String, Vec<u8>)>`.
+struct StatesView<'a> {
+    state: Option<&'a KeyState>,
+    names: &'a [String],
+}
+
+thread_local! {
+    /// Scratch space for one state value's bytes while a group is encoded.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Serialize for StatesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq, SerializeTuple};
+        let Some(ks) = self.state else {
+            return serializer.serialize_seq(Some(0))?.end();
+        };
+        let mut seq = serializer.serialize_seq(Some(ks.filled().count()))?;
+        for (slot, value) in ks.filled() {
+            let name = self.names.get(slot).ok_or_else(|| {
+                S::Error::custom(format!("keyed state slot {slot} has no registered name"))
+            })?;
+            struct Entry<'b>(&'b str, &'b crate::state::keyed_state::Slot);
+            impl Serialize for Entry<'_> {
+                fn serialize<S2: serde::Serializer>(&self, s: S2) -> Result<S2::Ok, S2::Error> {
+                    SCRATCH.with(|scratch| {
+                        let mut buf = std::mem::take(&mut *scratch.borrow_mut());
+                        buf.clear();
+                        let buf = self.1.encode_into(buf).map_err(|e| {
+                            S2::Error::custom(format!(
+                                "cannot serialize keyed state {:?}: {e}",
+                                self.0
+                            ))
+                        })?;
+                        let mut t = s.serialize_tuple(2)?;
+                        t.serialize_element(self.0)?;
+                        t.serialize_element(&crate::checkpoint::bytes::Bytes(&buf))?;
+                        let r = t.end();
+                        *scratch.borrow_mut() = buf;
+                        r
+                    })
+                }
+            }
+            seq.serialize_element(&Entry(name, value))?;
+        }
+        seq.end()
+    }
+}
+
+/// A [`ProcessKeySnap`] read in place: names and values borrowed from the snapshot.
+#[derive(Deserialize)]
+struct ProcessKeySnapRef<'a> {
+    #[serde(borrow)]
+    states: Vec<(&'a str, &'a [u8])>,
     event_timers: Vec<i64>,
     processing_timers: Vec<i64>,
 }
@@ -648,27 +827,7 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
             .map(|(t, k, ())| (t.0, k.clone()))
             .collect();
         state.put_groups_later(move || {
-            let mut snap: KeyedSnapshot<K, ProcessKeySnap> = KeyedSnapshot::new(max_parallelism);
-            for (key, ks) in frozen.iter() {
-                let entry = snap.entry(key, ProcessKeySnap::default);
-                for (slot, bytes) in ks.encode()? {
-                    let name = names
-                        .get(slot)
-                        .ok_or_else(|| format!("keyed state slot {slot} has no registered name"))?;
-                    entry.states.push((name.clone(), bytes));
-                }
-            }
-            for (t, key) in &event {
-                snap.entry(key, ProcessKeySnap::default)
-                    .event_timers
-                    .push(*t);
-            }
-            for (t, key) in &processing {
-                snap.entry(key, ProcessKeySnap::default)
-                    .processing_timers
-                    .push(*t);
-            }
-            snap.into_groups()
+            encode_process_groups(&frozen, &names, event, processing, max_parallelism)
         });
         Ok(())
     }
@@ -679,31 +838,40 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         &mut self,
         restored: &crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
-        let keys = KeyedSnapshot::<K, ProcessKeySnap>::read(&restored.state)?;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
-        for (key, snap) in keys {
-            for t in &snap.event_timers {
-                self.timers.event.register(Timestamp(*t), &key, &());
-            }
-            for t in &snap.processing_timers {
-                self.timers.processing.register(Timestamp(*t), &key, &());
-            }
-            if snap.states.is_empty() {
-                continue;
-            }
-            let ks = table
-                .get_or_insert_with(&key, KeyState::default)
-                .map_err(|e| format!("restoring keyed state: {e}"))?;
-            for (name, bytes) in snap.states {
-                match self.registry.slot_of(&name) {
-                    Some(slot) => ks.restore_slot(slot, bytes),
-                    None => tracing::warn!(
-                        state = %name,
-                        "the checkpoint holds keyed state the function no longer registers; \
-                         it is dropped"
-                    ),
+        let mut dropped: Vec<&str> = Vec::new();
+        // Group by group, borrowing names and bytes from the group's blob: one allocation
+        // per restored value, none per name.
+        for (kg, bytes) in &restored.state.keyed {
+            let keys: Vec<(K, ProcessKeySnapRef<'_>)> = postcard::from_bytes(bytes)
+                .map_err(|e| format!("cannot read the keyed state of key group {kg}: {e}"))?;
+            for (key, snap) in keys {
+                for t in &snap.event_timers {
+                    self.timers.event.register(Timestamp(*t), &key, &());
+                }
+                for t in &snap.processing_timers {
+                    self.timers.processing.register(Timestamp(*t), &key, &());
+                }
+                if snap.states.is_empty() {
+                    continue;
+                }
+                let ks = table
+                    .get_or_insert_with(&key, KeyState::default)
+                    .map_err(|e| format!("restoring keyed state: {e}"))?;
+                for (name, value) in snap.states {
+                    match self.registry.slot_of(name) {
+                        Some(slot) => ks.restore_slot(slot, value.to_vec()),
+                        None if !dropped.contains(&name) => dropped.push(name),
+                        None => {}
+                    }
                 }
             }
+        }
+        for name in dropped {
+            tracing::warn!(
+                state = %name,
+                "the checkpoint holds keyed state the function no longer registers; it is dropped"
+            );
         }
         Ok(())
     }
@@ -821,5 +989,94 @@ where
         let f = &mut self.function;
         self.core
             .fire_all_processing_at_batch_end(out, |time, ctx, out| f.on_timer(time, ctx, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::types::KeyedSnapshot;
+    use crate::state::keygroup::key_group_range_for_subtask;
+
+    /// The direct encoder writes exactly what building a `ProcessKeySnap` per key would:
+    /// keys with state, with state and timers, and with timers only; empty groups left out.
+    #[test]
+    fn process_groups_encode_as_key_snapshots() {
+        let mp = 16;
+        let mut table: KeyedTable<u64, KeyState> =
+            KeyedTable::new(mp, key_group_range_for_subtask(mp, 1, 0));
+        for k in 0..40u64 {
+            let ks = table.get_or_insert_with(&k, KeyState::default).unwrap();
+            ks.restore_slot(0, vec![k as u8; 3]);
+            if k % 3 == 0 {
+                ks.restore_slot(2, vec![7, k as u8]);
+            }
+        }
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let event: Vec<(i64, u64)> = vec![(5, 1), (9, 1), (4, 100), (6, 101)];
+        let processing: Vec<(i64, u64)> = vec![(3, 2), (8, 100)];
+        let frozen = table.freeze();
+        let direct =
+            encode_process_groups(&frozen, &names, event.clone(), processing.clone(), mp).unwrap();
+        // The reference: one ProcessKeySnap per key, as snapshots were built before.
+        let mut snap: KeyedSnapshot<u64, ProcessKeySnap> = KeyedSnapshot::new(mp);
+        for (key, ks) in frozen.iter() {
+            let e = snap.entry(key, ProcessKeySnap::default);
+            for (slot, bytes) in ks.encode().unwrap() {
+                e.states.push((names[slot].clone(), bytes));
+            }
+        }
+        for (t, k) in &event {
+            snap.entry(k, ProcessKeySnap::default).event_timers.push(*t);
+        }
+        for (t, k) in &processing {
+            snap.entry(k, ProcessKeySnap::default)
+                .processing_timers
+                .push(*t);
+        }
+        let reference = snap.into_groups().unwrap();
+        let decode = |groups: &[(crate::types::KeyGroup, Vec<u8>)]| {
+            let mut all: Vec<(crate::types::KeyGroup, u64, String)> = Vec::new();
+            for (kg, bytes) in groups {
+                let list: Vec<(u64, ProcessKeySnap)> = postcard::from_bytes(bytes).unwrap();
+                for (k, s) in list {
+                    all.push((*kg, k, format!("{s:?}")));
+                }
+            }
+            all.sort();
+            all
+        };
+        let groups =
+            |g: &[(crate::types::KeyGroup, Vec<u8>)]| g.iter().map(|x| x.0).collect::<Vec<_>>();
+        assert_eq!(groups(&direct), groups(&reference));
+        assert_eq!(decode(&direct), decode(&reference));
+        assert_eq!(
+            decode(&direct).len(),
+            42,
+            "40 keys with state, 2 with timers only"
+        );
+        // Read in place, the same keys, states and timers.
+        let mut borrowed = Vec::new();
+        for (_, bytes) in &direct {
+            let list: Vec<(u64, ProcessKeySnapRef<'_>)> = postcard::from_bytes(bytes).unwrap();
+            for (k, s) in list {
+                let states: Vec<(String, Vec<u8>)> = s
+                    .states
+                    .iter()
+                    .map(|(n, b)| (n.to_string(), b.to_vec()))
+                    .collect();
+                borrowed.push((k, states, s.event_timers, s.processing_timers));
+            }
+        }
+        let mut owned = Vec::new();
+        for (_, bytes) in &reference {
+            let list: Vec<(u64, ProcessKeySnap)> = postcard::from_bytes(bytes).unwrap();
+            for (k, s) in list {
+                owned.push((k, s.states, s.event_timers, s.processing_timers));
+            }
+        }
+        borrowed.sort();
+        owned.sort();
+        assert_eq!(borrowed, owned);
     }
 }

@@ -516,6 +516,7 @@ struct SlotSnap<W, A, S> {
     trigger: S,
     timers: Vec<TimerRequest>,
     /// The window function's per-window state, by name.
+    #[serde(with = "crate::checkpoint::bytes::tagged")]
     state: Vec<(String, Vec<u8>)>,
 }
 
@@ -524,6 +525,7 @@ struct SlotSnap<W, A, S> {
 struct KeySnap<W, A, S> {
     slots: Vec<SlotSnap<W, A, S>>,
     /// The window function's per-key state, by name.
+    #[serde(with = "crate::checkpoint::bytes::tagged")]
     global: Vec<(String, Vec<u8>)>,
     panes: Vec<(i64, Option<A>)>,
     event_timers: Vec<(i64, W)>,

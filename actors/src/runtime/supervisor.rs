@@ -375,10 +375,9 @@ impl SupervisorState {
         };
         match r.tracker.on_failure(now_ms(self.started), jitter_sample()) {
             RestartDecision::Restart { delay, attempt } => {
-                let from = crate::checkpoint::snapshot::newest_completed(r.store.as_ref())
-                    .ok()
-                    .flatten()
-                    .map(|s| s.manifest.id);
+                // For the messages only (reading and verifying the whole checkpoint here would
+                // double the restore's reads): the redeploy restores and checks it.
+                let from = crate::checkpoint::snapshot::restore_candidate(r.store.as_ref());
                 warn!(job = %self.job, region, attempt, ?delay, from_checkpoint = ?from, %cause, "restarting");
                 if !tracing::dispatcher::has_been_set() {
                     // Without a tracing subscriber the warning above goes nowhere: a job that
@@ -557,7 +556,16 @@ impl SupervisorState {
             for s in self.metrics.snapshot().subtasks {
                 debug!(target: "actorflow::metrics", job = %self.job, "final: {s}");
             }
-            let _ = tx.send(outcome);
+            // The job's result waits for the coordinator to stop: a checkpoint it is still
+            // writing (an acknowledgement in flight) is done with before `execute` returns, so
+            // nothing writes the store, or reports a checkpoint, after the job ended.
+            let coordinator = self.recovery.as_ref().map(|r| r.coordinator.clone());
+            tokio::spawn(async move {
+                if let Some(c) = coordinator {
+                    let _ = c.stop_and_wait(None, None).await;
+                }
+                let _ = tx.send(outcome);
+            });
         }
         if let Some(r) = &self.recovery {
             r.coordinator.stop(None);

@@ -110,6 +110,8 @@ impl Ttl {
 /// encoding is done.
 pub(crate) trait Cell: Any + Send + Sync {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
+    /// Appends the encoding to `out` (no allocation when `out` has room).
+    fn encode_into(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error>;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn clone_cell(&self) -> Box<dyn Cell>;
 }
@@ -117,6 +119,9 @@ pub(crate) trait Cell: Any + Send + Sync {
 impl<T: Serialize + Any + Send + Sync + Clone> Cell for T {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_allocvec(self)
+    }
+    fn encode_into(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_extend(self, out)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -153,6 +158,17 @@ impl Slot {
         match self {
             Slot::Raw(bytes) => Ok(bytes.clone()),
             Slot::Live(cell) => cell.encode(),
+        }
+    }
+
+    /// Appends the snapshot bytes to `out`.
+    pub(crate) fn encode_into(&self, mut out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
+        match self {
+            Slot::Raw(bytes) => {
+                out.extend_from_slice(bytes);
+                Ok(out)
+            }
+            Slot::Live(cell) => cell.encode_into(out),
         }
     }
 
@@ -249,6 +265,14 @@ impl KeyState {
             }
         }
         Ok(out)
+    }
+
+    /// The slots that hold something, with their index.
+    pub(crate) fn filled(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
 
     /// Puts restored bytes into slot `i`; the handle decodes them on first access.
