@@ -911,6 +911,115 @@ fn recovery_time(rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// 1 M keys × 100 B of ValueState, loaded, then 1 % of the keys updated between two
+/// checkpoints (10 000 records per 100 ms, spread over all keys): what each checkpoint
+/// writes with incremental checkpoints, against the state's full size (what a full
+/// checkpoint writes), and the same job with full checkpoints.
+fn incremental_checkpoints(rt: &tokio::runtime::Runtime) {
+    use actorflow::checkpoint::JobEvent;
+    use actorflow::keyed_state::ValueState;
+    use actorflow::operators::OpenContext;
+    const KEYS: u64 = 1_000_000;
+    const STEADY: u64 = 400_000;
+    #[derive(Clone, Default)]
+    struct Big(Option<ValueState<Vec<u8>>>);
+    impl KeyedProcessFunction<u64, u64, u64> for Big {
+        fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+            self.0 = Some(ctx.state.value_state("payload", None)?);
+            Ok(())
+        }
+        fn process_element(
+            &mut self,
+            i: u64,
+            ctx: &mut KeyedContext<'_, u64>,
+            _: &mut Collector<u64>,
+        ) -> Result<(), UserError> {
+            let state = self.0.as_ref().ok_or("not open")?;
+            state.update(ctx.state(), vec![(i % 251) as u8; 100])?;
+            Ok(())
+        }
+    }
+    // (written MB, full MB, ms) per checkpoint completed after the load.
+    let run = |incremental: bool| -> (Vec<(f64, f64, u64)>, Duration) {
+        let env = StreamExecutionEnvironment::new();
+        let ck = Arc::new(Mutex::new(Vec::new()));
+        let sink = ck.clone();
+        let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = loaded.clone();
+        env.set_parallelism(1)
+            .enable_checkpointing(Duration::from_millis(100))
+            .set_checkpoint_storage(sled_store(if incremental { "ck-incr" } else { "ck-full" }))
+            .set_job_listener(Arc::new(move |e| {
+                if let JobEvent::CheckpointCompleted {
+                    bytes,
+                    shared_bytes,
+                    duration_ms,
+                    is_final: false,
+                    ..
+                } = e
+                    && flag.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    sink.lock().unwrap().push((
+                        *bytes as f64 / 1e6,
+                        (*bytes + *shared_bytes) as f64 / 1e6,
+                        *duration_ms,
+                    ));
+                }
+            }));
+        env.checkpointing(|c| c.settings.incremental = incremental);
+        // Keys 0..1 M in order, then pseudo-random keys at 100 000/s (1 % per 100 ms).
+        let mark = loaded.clone();
+        env.from_generator(
+            GeneratorSource::new(KEYS + STEADY, move |i| {
+                if i < KEYS {
+                    i
+                } else {
+                    if i == KEYS {
+                        mark.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS
+                }
+            })
+            .with_rate_limit(100_000.0),
+        )
+        .key_by(|k: &u64| *k)
+        .process(Big::default())
+        .discard();
+        let t = Instant::now();
+        rt.block_on(env.execute("incremental")).unwrap();
+        let d = t.elapsed();
+        let c = ck.lock().unwrap().clone();
+        (c, d)
+    };
+    for incremental in [false, true] {
+        let (cks, d) = run(incremental);
+        // The first checkpoints after the load still carry it: skip them.
+        let steady: Vec<&(f64, f64, u64)> = cks.iter().skip(2).collect();
+        let n = steady.len().max(1) as f64;
+        let written = steady.iter().map(|c| c.0).sum::<f64>() / n;
+        let max_written = steady.iter().map(|c| c.0).fold(0.0, f64::max);
+        let full = steady.iter().map(|c| c.1).sum::<f64>() / n;
+        let ms = steady.iter().map(|c| c.2).sum::<u64>() as f64 / n;
+        println!(
+            "{:<34} {} checkpoints after the load: {:.2} MB written on average (max {:.2}) of \
+             {:.1} MB of state = {:.1} % (max {:.1} %), {:.0} ms each; job {:.1} s",
+            if incremental {
+                "incremental, 1 % of 1 M keys"
+            } else {
+                "full, 1 % of 1 M keys"
+            },
+            steady.len(),
+            written,
+            max_written,
+            full,
+            written / full * 100.0,
+            max_written / full * 100.0,
+            ms,
+            d.as_secs_f64()
+        );
+    }
+}
+
 /// 5 ms calls per record, three ways, at parallelism 1, 2, 4 and 8: a blocking call inside
 /// `map` (the trap), `map_blocking` (a thread per subtask), and Async I/O with capacity 100
 /// (ordered and unordered); the baseline is tokio alone running the same calls 100 at a time
@@ -1048,6 +1157,9 @@ fn main() {
     }
     if wanted("checkpoint-recovery") {
         recovery_time(&rt);
+    }
+    if wanted("checkpoint-incremental") {
+        incremental_checkpoints(&rt);
     }
     if wanted("async-io") {
         async_io(&rt);

@@ -137,6 +137,14 @@ pub(crate) struct OutputRecord {
     pub(crate) items: Vec<InFlight>,
 }
 
+/// A subtask's encoded snapshot: its state blob, the chunks it wrote (incremental keyed
+/// state), and the chunks of earlier checkpoints its chains list.
+pub(crate) struct EncodedState {
+    pub(crate) state: Vec<u8>,
+    pub(crate) chunks: Vec<(crate::checkpoint::snapshot::BlobEntry, Vec<u8>)>,
+    pub(crate) shared: Vec<crate::checkpoint::snapshot::BlobEntry>,
+}
+
 /// Facts about a checkpoint kept in its manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CheckpointMeta {
@@ -154,6 +162,8 @@ struct OpRestore {
     /// The keyed groups of all old instances. Each goes to exactly one new instance, so it is
     /// moved out when handed over, not copied.
     keyed: std::sync::Mutex<BTreeMap<KeyGroup, Vec<u8>>>,
+    /// The same for key groups kept as chains (incremental checkpoints): their chunks' bytes.
+    layers: std::sync::Mutex<BTreeMap<KeyGroup, Vec<Vec<u8>>>>,
     has_keyed: bool,
 }
 
@@ -173,6 +183,18 @@ pub(crate) struct RestorePlan {
     placed: std::sync::Mutex<HashSet<String>>,
 }
 
+/// Names of the chunk blobs of incremental keyed state start so (see
+/// [`incremental`](crate::checkpoint::incremental)); subtask state blobs never do.
+pub(crate) const CHUNK_PREFIX: &str = "chunk/";
+
+/// Moves the entries of key groups in `range` out of `all`.
+fn take_range<V>(all: &mut BTreeMap<KeyGroup, V>, range: KeyGroupRange) -> BTreeMap<KeyGroup, V> {
+    let mut mine = all.split_off(&KeyGroup(range.start));
+    let mut above = mine.split_off(&KeyGroup(range.end));
+    all.append(&mut above);
+    mine
+}
+
 fn restore_error(id: CheckpointId, message: String) -> BuildError {
     BuildError::InvalidConfig(format!("cannot restore checkpoint {id}: {message}"))
 }
@@ -184,20 +206,31 @@ impl RestorePlan {
         let mut ops: HashMap<String, OpRestore> = HashMap::new();
         let mut subtasks = HashMap::new();
         for (name, bytes) in &snapshot.blobs {
+            if name.starts_with(CHUNK_PREFIX) {
+                continue; // read through the chains that name it
+            }
             let st: SubtaskState = postcard::from_bytes(bytes)
                 .map_err(|e| restore_error(id, format!("blob {name:?} is unreadable: {e}")))?;
             for mut op in st.operators {
+                op.state.resolve_chains(&snapshot.blobs).map_err(|e| {
+                    restore_error(id, format!("blob {name:?}, operator {:?}: {e}", op.key))
+                })?;
                 let entry = ops.entry(op.key.clone()).or_insert(OpRestore {
                     max_parallelism: op.max_parallelism,
                     old_parallelism: st.parallelism as usize,
                     instances: BTreeMap::new(),
                     keyed: Default::default(),
+                    layers: Default::default(),
                     has_keyed: false,
                 });
                 let keyed = std::mem::take(&mut op.state.keyed);
-                entry.has_keyed |= !keyed.is_empty();
+                let layers = std::mem::take(&mut op.state.layers);
+                entry.has_keyed |= !keyed.is_empty() || !layers.is_empty();
                 if let Ok(mut all) = entry.keyed.lock() {
                     all.extend(keyed);
+                }
+                if let Ok(mut all) = entry.layers.lock() {
+                    all.extend(layers);
                 }
                 entry.instances.insert(st.index, op.state);
             }
@@ -247,10 +280,10 @@ impl RestorePlan {
         }
         let mut state = OperatorState::default();
         if let Ok(mut all) = op.keyed.lock() {
-            let mut mine = all.split_off(&KeyGroup(range.start));
-            let mut above = mine.split_off(&KeyGroup(range.end));
-            all.append(&mut above);
-            state.keyed = mine;
+            state.keyed = take_range(&mut all, range);
+        }
+        if let Ok(mut all) = op.layers.lock() {
+            state.layers = take_range(&mut all, range);
         }
         for s in op.instances.values() {
             state.union.extend(s.union.iter().cloned());

@@ -60,6 +60,11 @@ pub struct CheckpointSettings {
     pub tolerable_failures: u32,
     /// Completed checkpoints kept (default 1).
     pub retained: usize,
+    /// Incremental checkpoints of keyed state (Flink's `execution.checkpointing.incremental`,
+    /// default off): each checkpoint writes only the key groups, and within them the keys,
+    /// that changed since the last one; the rest is shared with earlier checkpoints. See
+    /// [`incremental`](crate::checkpoint::incremental). Savepoints are always whole.
+    pub incremental: bool,
 }
 
 impl Default for CheckpointSettings {
@@ -74,6 +79,7 @@ impl Default for CheckpointSettings {
             max_concurrent: 1,
             tolerable_failures: 0,
             retained: 1,
+            incremental: false,
         }
     }
 }

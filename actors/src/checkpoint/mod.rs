@@ -10,6 +10,8 @@
 //! * `capture` (crate-internal) — what one subtask contributes to a checkpoint (operator entries, in-flight
 //!   data of unaligned checkpoints) and what it is handed back on restore.
 //! * [`snapshot`] — the `SnapshotStore` trait, in memory and in sled.
+//! * [`incremental`] — incremental checkpoints of keyed state: chains of base and delta
+//!   chunks per key group, shared between checkpoints.
 //! * [`restart`] — restart strategies as plain decisions over failures.
 //! * [`fault`] — fault plans for failure-injection tests and demos.
 //!
@@ -23,6 +25,7 @@ pub(crate) mod bytes;
 pub(crate) mod capture;
 pub mod coordinator;
 pub mod fault;
+pub mod incremental;
 pub mod restart;
 pub mod snapshot;
 pub mod types;

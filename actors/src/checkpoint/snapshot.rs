@@ -93,6 +93,16 @@ pub struct HeadRecord {
 }
 
 impl HeadRecord {
+    /// The record of a store that has completed no checkpoint yet (id 0: real ids start at
+    /// 1). A durable store writes it when it is created, so that a process killed between
+    /// its first manifest and its first head record leaves a store recognisably *new* (that
+    /// manifest is complete and restored, as any newer than the head record), while a store
+    /// whose head record was deleted still reads as damaged.
+    pub const NONE_YET: HeadRecord = HeadRecord {
+        id: CheckpointId(0),
+        manifest_crc32: 0,
+    };
+
     /// The record naming `manifest`.
     ///
     /// # Errors
@@ -416,6 +426,20 @@ pub fn newest_completed(store: &dyn SnapshotStore) -> Result<Option<Snapshot>, S
         )));
     };
     let mut skipped: Vec<(CheckpointId, String)> = Vec::new();
+    if head == HeadRecord::NONE_YET {
+        // No checkpoint completed (sinks committed nothing); a manifest written by a commit
+        // that was cut short before its head record is complete if it verifies.
+        for &id in &ids {
+            match store.load(id) {
+                Ok(s) => return Ok(Some(s)),
+                Err(e @ (StoreError::Corrupt { .. } | StoreError::Missing(_))) => {
+                    tracing::warn!(checkpoint = %id, error = %e, "skipping a damaged checkpoint that never completed (nothing of it was committed)");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(None);
+    }
     for &id in ids.iter().filter(|&&id| id >= head.id) {
         match store.load(id) {
             Ok(s) if id == head.id && HeadRecord::of(&s.manifest)? != head => {
@@ -751,6 +775,11 @@ impl SledStore {
             .map_err(io)?;
         let blobs = db.open_tree("blobs").map_err(io)?;
         let manifests = db.open_tree("manifests").map_err(io)?;
+        if manifests.is_empty() && read_head(&path)?.is_none() {
+            // A new store: say so durably before the first checkpoint (see
+            // `HeadRecord::NONE_YET`).
+            replace_file(&path, HEAD_FILE, &HeadRecord::NONE_YET.encode(), true)?;
+        }
         Ok(SledStore {
             path,
             durable: true,
@@ -1158,6 +1187,26 @@ mod tests {
         std::fs::remove_file(&head).unwrap();
         let e = damaged(newest_completed(&store));
         assert!(e.contains("holds checkpoints 4 but no record"), "{e}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // Killed between the first manifest and the first head record: a new store (its
+        // head says none completed yet) restores that complete checkpoint.
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.head().unwrap(), Some(HeadRecord::NONE_YET));
+        let m = manifest(&store, 1, &[("a", b"x")]);
+        store
+            .manifests
+            .insert(1u64.to_be_bytes(), m.encode().unwrap())
+            .unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.head().unwrap(), Some(HeadRecord::NONE_YET));
+        assert_eq!(
+            newest_completed(&store).unwrap().map(|s| s.manifest.id),
+            Some(CheckpointId(1))
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

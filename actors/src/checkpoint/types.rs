@@ -23,7 +23,7 @@
 
 use crate::checkpoint::coordinator::CheckpointSettings;
 use crate::checkpoint::restart::RestartStrategy;
-use crate::checkpoint::snapshot::SnapshotStore;
+use crate::checkpoint::snapshot::{BlobEntry, SnapshotStore};
 use crate::dataplane::message::CheckpointKind;
 use crate::error::UserError;
 use crate::types::{CheckpointId, KeyGroup};
@@ -87,13 +87,56 @@ pub struct OperatorState {
     /// Union items with the index of the instance that wrote them; every instance gets all.
     #[serde(with = "crate::checkpoint::bytes::tagged")]
     pub union: Vec<(usize, Vec<u8>)>,
+    /// Keyed state kept incrementally (see [`incremental`](crate::checkpoint::incremental)):
+    /// per key group, the chunks to read in order — a full base, then deltas — each a blob
+    /// of the checkpoint that wrote it.
+    pub chains: BTreeMap<KeyGroup, Vec<BlobEntry>>,
     /// Keyed state still to be encoded (asynchronous snapshots); never stored.
     #[serde(skip)]
     pending: Pending,
+    /// Chunks this snapshot wrote, to be stored as blobs beside it; never in the state blob.
+    #[serde(skip)]
+    pub(crate) new_chunks: Vec<(BlobEntry, Vec<u8>)>,
+    /// On restore: the bytes of each key group's chain, in order.
+    #[serde(skip)]
+    pub layers: BTreeMap<KeyGroup, Vec<Vec<u8>>>,
+    /// How this snapshot may be written (set by the subtask before `snapshot_state`).
+    #[serde(skip)]
+    context: SnapshotContext,
+}
+
+/// How an operator may write its keyed state in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotContext {
+    /// Incremental checkpoints are on and this is a checkpoint (not a savepoint, not a final
+    /// state): unchanged key groups may be listed from earlier checkpoints.
+    pub incremental: bool,
+    /// Prefix of the names of the chunks this operator writes (unique per operator).
+    pub chunk_prefix: String,
+}
+
+/// What encoding frozen keyed state produces, off the subtask.
+#[derive(Debug, Default)]
+pub struct KeyedParts {
+    /// Key groups stored whole, inside the subtask's state blob.
+    pub groups: Vec<(KeyGroup, Vec<u8>)>,
+    /// Key groups kept as chains of chunks.
+    pub chains: Vec<(KeyGroup, Vec<BlobEntry>)>,
+    /// The chunks written for this snapshot (each also named by a chain).
+    pub chunks: Vec<(BlobEntry, Vec<u8>)>,
+}
+
+impl From<Vec<(KeyGroup, Vec<u8>)>> for KeyedParts {
+    fn from(groups: Vec<(KeyGroup, Vec<u8>)>) -> Self {
+        KeyedParts {
+            groups,
+            ..KeyedParts::default()
+        }
+    }
 }
 
 /// Produces key group blobs from frozen state, off the subtask.
-type GroupsLater = Box<dyn FnOnce() -> Result<Vec<(KeyGroup, Vec<u8>)>, UserError> + Send>;
+type GroupsLater = Box<dyn FnOnce() -> Result<KeyedParts, UserError> + Send>;
 
 /// The not yet encoded parts of an [`OperatorState`]. Clones share them (whoever finishes
 /// first encodes them), and two states compare equal only if they share the same parts.
@@ -129,7 +172,70 @@ impl OperatorState {
         self.keyed.is_empty()
             && self.items.is_empty()
             && self.union.is_empty()
+            && self.chains.is_empty()
+            && self.layers.is_empty()
             && self.pending.0.is_none()
+    }
+
+    /// How this snapshot may be written.
+    pub fn context(&self) -> &SnapshotContext {
+        &self.context
+    }
+
+    /// Sets how this snapshot may be written (the subtask does, before `snapshot_state`).
+    pub fn set_context(&mut self, context: SnapshotContext) {
+        self.context = context;
+    }
+
+    /// An error if chains were not resolved into [`layers`](Self::layers) (their state would
+    /// be missing).
+    ///
+    /// # Errors
+    ///
+    /// Naming the first such key group.
+    pub fn check_resolved(&self) -> Result<(), UserError> {
+        match self.chains.keys().next() {
+            None => Ok(()),
+            Some(kg) => Err(format!(
+                "key group {kg} is kept in chunks that were not read (resolve_chains); its state would be lost"
+            )
+            .into()),
+        }
+    }
+
+    /// Takes the chunks this snapshot wrote (to store them as blobs).
+    pub fn take_new_chunks(&mut self) -> Vec<(BlobEntry, Vec<u8>)> {
+        std::mem::take(&mut self.new_chunks)
+    }
+
+    /// Replaces every chain by the bytes of its chunks, found in `blobs` by name, for a
+    /// restore ([`layers`](Self::layers)).
+    ///
+    /// # Errors
+    ///
+    /// If a chunk is missing or fails its length or checksum.
+    pub fn resolve_chains(&mut self, blobs: &BTreeMap<String, Vec<u8>>) -> Result<(), UserError> {
+        for (kg, chain) in std::mem::take(&mut self.chains) {
+            let mut layers = Vec::with_capacity(chain.len());
+            for e in chain {
+                let bytes = blobs.get(&e.name).ok_or_else(|| {
+                    format!(
+                        "key group {kg}: chunk {:?} (of checkpoint {}) is missing",
+                        e.name, e.owner
+                    )
+                })?;
+                if bytes.len() as u64 != e.len || crc32fast::hash(bytes) != e.crc32 {
+                    return Err(format!(
+                        "key group {kg}: chunk {:?} (of checkpoint {}) fails its checksum",
+                        e.name, e.owner
+                    )
+                    .into());
+                }
+                layers.push(bytes.clone());
+            }
+            self.layers.insert(kg, layers);
+        }
+        Ok(())
     }
 
     /// Adds key group blobs that `encode` produces later, on another thread (see the
@@ -149,6 +255,15 @@ impl OperatorState {
     pub fn put_groups_later(
         &mut self,
         encode: impl FnOnce() -> Result<Vec<(KeyGroup, Vec<u8>)>, UserError> + Send + 'static,
+    ) {
+        self.put_parts_later(move || encode().map(KeyedParts::from));
+    }
+
+    /// Like [`put_groups_later`](Self::put_groups_later), for an encoding that may also keep
+    /// key groups as chains of chunks (incremental checkpoints).
+    pub fn put_parts_later(
+        &mut self,
+        encode: impl FnOnce() -> Result<KeyedParts, UserError> + Send + 'static,
     ) {
         let parts = self
             .pending
@@ -179,9 +294,10 @@ impl OperatorState {
             Err(_) => return Err("a state encoding thread panicked".into()),
         };
         for part in parts {
-            for (kg, bytes) in part()? {
-                self.keyed.insert(kg, bytes);
-            }
+            let out = part()?;
+            self.keyed.extend(out.groups);
+            self.chains.extend(out.chains);
+            self.new_chunks.extend(out.chunks);
         }
         Ok(())
     }

@@ -803,10 +803,10 @@ where
     /// subtask.
     fn snapshot_state(
         &mut self,
-        _: crate::types::CheckpointId,
+        id: crate::types::CheckpointId,
         state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
-        self.core.snapshot_keys(state)?;
+        self.core.snapshot_keys(id, state)?;
         let info = self.core.info.as_ref().ok_or_else(missing_open)?;
         snapshot_broadcast(info, self.core.watermark, &self.state, state)
     }
@@ -817,6 +817,14 @@ where
     ) -> Result<(), UserError> {
         restore_broadcast(&restored, &mut self.core.watermark, &mut self.state)?;
         self.core.restore_keys(&restored)
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: crate::types::CheckpointId,
+    ) -> Result<(), UserError> {
+        self.core.confirm(checkpoint);
+        Ok(())
     }
 
     fn next_processing_time(&self) -> Option<Timestamp> {

@@ -121,6 +121,36 @@ impl<O: Operator> OperatorHarness<O> {
         Ok(state)
     }
 
+    /// The operator's snapshot for checkpoint `id` with incremental checkpoints on (see
+    /// [`incremental`](crate::checkpoint::incremental)), encoded. The chunks it wrote are in
+    /// [`OperatorState::take_new_chunks`]; to restore it, resolve its chains against every
+    /// chunk written so far ([`OperatorState::resolve_chains`]).
+    ///
+    /// # Errors
+    ///
+    /// The operator's `snapshot_state` error, or its encoding's.
+    pub fn snapshot_incremental(&mut self, id: u64) -> Result<OperatorState, UserError> {
+        let mut state = OperatorState::default();
+        state.set_context(crate::checkpoint::types::SnapshotContext {
+            incremental: true,
+            chunk_prefix: "chunk/harness/".into(),
+        });
+        self.op.snapshot_state(CheckpointId(id), &mut state)?;
+        state.finish_pending()?;
+        Ok(state)
+    }
+
+    /// Tells the operator that checkpoint `id` completed.
+    ///
+    /// # Errors
+    ///
+    /// The operator's error.
+    pub fn notify_complete(&mut self, id: u64) -> Result<(), UserError> {
+        self.op.notify_checkpoint_complete(CheckpointId(id))?;
+        self.collect();
+        Ok(())
+    }
+
     fn collect(&mut self) {
         self.op.take_emissions(&mut self.emitted);
     }

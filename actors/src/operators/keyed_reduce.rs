@@ -25,6 +25,7 @@ pub struct KeyedReduceOperator<T, S: KeySelector<T>, R> {
     emit_updates: bool,
     max_parallelism: u32,
     index: usize,
+    incremental: crate::checkpoint::incremental::Incremental,
     _types: PhantomData<fn(T)>,
 }
 
@@ -38,6 +39,7 @@ impl<T, S: KeySelector<T>, R> KeyedReduceOperator<T, S, R> {
             emit_updates: true,
             max_parallelism: 128,
             index: 0,
+            incremental: Default::default(),
             _types: PhantomData,
         }
     }
@@ -197,22 +199,64 @@ where
             .table
             .as_mut()
             .ok_or("keyed reduce snapshot before open()")?;
+        let (plan, take) = self.incremental.plan(id, state.context());
+        if plan.is_incremental() {
+            table.track_changes();
+        }
+        let changes: std::collections::HashMap<_, _> = if take {
+            table.take_changes().into_iter().collect()
+        } else {
+            Default::default()
+        };
         // Shared now, encoded off the subtask.
         let frozen = table.freeze();
         // Each key once per group, as `KeyedSnapshot` writes it (`Vec<(K, T)>`), without
-        // building one.
-        state.put_groups_later(move || {
-            let mut out = Vec::new();
+        // building one; incremental: as a base chunk of that form, or a delta of the changed
+        // keys.
+        state.put_parts_later(move || {
+            use crate::checkpoint::incremental::{Delta, GroupWrite};
+            use crate::checkpoint::types::encode;
+            let mut whole = Vec::new();
+            let mut chunks = Vec::new();
+            let mut unchanged = Vec::new();
             for (kg, table) in frozen.groups() {
-                let list: Vec<(&S::Key, &T)> = table
-                    .iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-                    .collect();
-                if !list.is_empty() {
-                    out.push((kg, crate::checkpoint::types::encode(&list)?));
+                let changed = changes.get(&kg);
+                let empty = !table.iter().any(|(_, v)| v.is_some());
+                let write = plan.write_of(kg, changed.is_some(), empty);
+                let bytes = match write {
+                    GroupWrite::Unchanged => {
+                        unchanged.push(kg);
+                        continue;
+                    }
+                    _ if empty => continue,
+                    GroupWrite::Delta => {
+                        let mut delta: Delta<&S::Key, &T> = Delta {
+                            removed: Vec::new(),
+                            changed: Vec::new(),
+                        };
+                        for k in changed.into_iter().flatten() {
+                            match frozen.get_in(kg, k) {
+                                Some(Some(v)) => delta.changed.push((k, v)),
+                                _ => delta.removed.push(k),
+                            }
+                        }
+                        encode(&delta)?
+                    }
+                    GroupWrite::Base | GroupWrite::Whole => {
+                        let list: Vec<(&S::Key, &T)> = table
+                            .iter()
+                            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+                            .collect();
+                        encode(&list)?
+                    }
+                };
+                if write == GroupWrite::Whole {
+                    whole.push((kg, bytes));
+                } else {
+                    chunks.push((kg, write, bytes));
                 }
             }
-            Ok(out)
+            plan.finish(whole, chunks, unchanged)
         });
         Ok(())
     }
@@ -227,7 +271,14 @@ where
         lists.union = restored.state.union.clone();
         self.reduce
             .restore(&FunctionState::wrap(lists, self.index))?;
-        let keys = KeyedSnapshot::<S::Key, T>::read(&restored.state)?;
+        restored.state.check_resolved()?;
+        let mut keys = KeyedSnapshot::<S::Key, T>::read(&restored.state)?;
+        for (kg, layers) in &restored.state.layers {
+            keys.extend(crate::checkpoint::incremental::merge_chain::<S::Key, T>(
+                *kg, layers,
+            )?);
+        }
+        self.incremental.reset();
         let table = self
             .table
             .as_mut()
@@ -237,6 +288,14 @@ where
                 .get_or_insert_with(&key, || None)
                 .map_err(|e| format!("restoring a keyed reduce: {e}"))? = Some(value);
         }
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: crate::types::CheckpointId,
+    ) -> Result<(), UserError> {
+        self.incremental.confirm(checkpoint);
         Ok(())
     }
 

@@ -158,6 +158,22 @@ fn encode_process_groups<K: crate::state::key::Key>(
     processing: Vec<(i64, K)>,
     max_parallelism: u32,
 ) -> Result<Vec<(crate::types::KeyGroup, Vec<u8>)>, UserError> {
+    encode_process_tables(frozen.groups(), names, event, processing, max_parallelism)
+}
+
+/// [`encode_process_groups`] over any key group tables.
+fn encode_process_tables<'a, K: crate::state::key::Key>(
+    groups: impl Iterator<
+        Item = (
+            crate::types::KeyGroup,
+            &'a hashbrown::HashTable<(K, KeyState)>,
+        ),
+    >,
+    names: &[String],
+    event: Vec<(i64, K)>,
+    processing: Vec<(i64, K)>,
+    max_parallelism: u32,
+) -> Result<Vec<(crate::types::KeyGroup, Vec<u8>)>, UserError> {
     use crate::state::keygroup::assign_to_key_group;
     use std::collections::{BTreeMap, HashMap};
     // Timers by key group and key; most keys have none.
@@ -175,7 +191,7 @@ fn encode_process_groups<K: crate::state::key::Key>(
         }
     }
     let mut out = Vec::new();
-    for (kg, table) in frozen.groups() {
+    for (kg, table) in groups {
         let group_timers = timers.remove(&kg).unwrap_or_default();
         if table.is_empty() && group_timers.is_empty() {
             continue;
@@ -190,6 +206,110 @@ fn encode_process_groups<K: crate::state::key::Key>(
         out.push((kg, bytes));
     }
     Ok(out)
+}
+
+/// Incremental: the timers of every key group whole (as `ProcessKeySnap`s without state), and
+/// each key group's state as the plan asks, a base (`Vec<(K, ProcessKeySnap)>` without
+/// timers) or a [`Delta`](crate::checkpoint::incremental::Delta) of the keys in `changes`.
+fn encode_process_chains<K: crate::state::key::Key>(
+    frozen: &crate::state::table::FrozenTable<K, KeyState>,
+    names: &[String],
+    event: Vec<(i64, K)>,
+    processing: Vec<(i64, K)>,
+    max_parallelism: u32,
+    plan: crate::checkpoint::incremental::Plan,
+    changes: Vec<(crate::types::KeyGroup, Vec<K>)>,
+) -> Result<crate::checkpoint::types::KeyedParts, UserError> {
+    use crate::checkpoint::incremental::GroupWrite;
+    let empty_table = hashbrown::HashTable::new();
+    let no_timers = std::collections::HashMap::new();
+    let timers = encode_process_tables(
+        frozen.range().iter().map(|kg| (kg, &empty_table)),
+        names,
+        event,
+        processing,
+        max_parallelism,
+    )?;
+    let changes: std::collections::HashMap<_, _> = changes.into_iter().collect();
+    let mut chunks = Vec::new();
+    let mut unchanged = Vec::new();
+    for (kg, table) in frozen.groups() {
+        let changed = changes.get(&kg);
+        let write = plan.write_of(kg, changed.is_some(), table.is_empty());
+        let serialized = match write {
+            GroupWrite::Unchanged => {
+                unchanged.push(kg);
+                continue;
+            }
+            _ if table.is_empty() => continue,
+            GroupWrite::Delta => postcard::to_allocvec(&DeltaView {
+                kg,
+                frozen,
+                keys: changed.map_or(&[][..], |c| c.as_slice()),
+                names,
+            }),
+            GroupWrite::Base | GroupWrite::Whole => postcard::to_allocvec(&GroupView {
+                table,
+                names,
+                timers: &no_timers,
+            }),
+        };
+        let bytes = serialized
+            .map_err(|e| format!("cannot serialize the keyed state of key group {kg}: {e}"))?;
+        chunks.push((kg, write, bytes));
+    }
+    plan.finish(timers, chunks, unchanged)
+}
+
+/// The changed keys of one group, serialized as a `Delta<K, ProcessKeySnap>`: the keys no
+/// longer in the frozen table as removed, the others with their state (no timers).
+struct DeltaView<'a, K> {
+    kg: crate::types::KeyGroup,
+    frozen: &'a crate::state::table::FrozenTable<K, KeyState>,
+    keys: &'a [K],
+    names: &'a [String],
+}
+
+impl<K: crate::state::key::Key> Serialize for DeltaView<'_, K> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        struct Removed<'b, K>(Vec<&'b K>);
+        impl<K: Serialize> Serialize for Removed<'_, K> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter())
+            }
+        }
+        struct Changed<'b, K>(Vec<(&'b K, &'b KeyState)>, &'b [String]);
+        impl<K: Serialize> Serialize for Changed<'_, K> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                const NONE: &(Vec<i64>, Vec<i64>) = &(Vec::new(), Vec::new());
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for (k, ks) in &self.0 {
+                    seq.serialize_element(&(
+                        k,
+                        KeySnapView {
+                            state: Some(ks),
+                            names: self.1,
+                            timers: NONE,
+                        },
+                    ))?;
+                }
+                seq.end()
+            }
+        }
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        for k in self.keys {
+            match self.frozen.get_in(self.kg, k) {
+                Some(ks) => changed.push((k, ks)),
+                None => removed.push(k),
+            }
+        }
+        let mut st = serializer.serialize_struct("Delta", 2)?;
+        st.serialize_field("removed", &Removed(removed))?;
+        st.serialize_field("changed", &Changed(changed, self.names))?;
+        st.end()
+    }
 }
 
 /// One key group serialized as `Vec<(K, ProcessKeySnap)>`: the keys with state (and their
@@ -588,6 +708,7 @@ pub(crate) struct KeyedCore<K> {
     states: Option<KeyedTable<K, KeyState>>,
     timers: Timers<K, ()>,
     firing: Firing<K, ()>,
+    incremental: crate::checkpoint::incremental::Incremental,
 }
 
 impl<K: crate::state::key::Key> KeyedCore<K> {
@@ -599,7 +720,13 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
             states: None,
             timers: Timers::default(),
             firing: Firing::default(),
+            incremental: Default::default(),
         }
+    }
+
+    /// Checkpoint `id` completed: later incremental checkpoints build on it.
+    pub(crate) fn confirm(&mut self, id: CheckpointId) {
+        self.incremental.confirm(id);
     }
 
     /// Opens the state table for this subtask's key groups; `open` declares keyed state.
@@ -633,10 +760,14 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         let table = self.states.as_mut().ok_or_else(missing_open)?;
         let mut scratch = KeyState::default();
         let stateful = !self.registry.is_empty();
-        let state = if stateful {
-            table.get_or_insert_with(key, KeyState::default)?
-        } else {
+        // With incremental checkpoints, only writes count as changes of the key.
+        let tracking = table.tracks_changes();
+        let state = if !stateful {
             &mut scratch
+        } else if tracking {
+            table.get_or_insert_untracked(key, KeyState::default)?
+        } else {
+            table.get_or_insert_with(key, KeyState::default)?
         };
         let mut ctx = KeyedContext {
             base: Context {
@@ -651,8 +782,21 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
             domain,
         };
         let r = f(&mut ctx);
+        let modified = ctx.state.state.take_modified();
         let empty = stateful && ctx.state.state.is_empty();
-        if empty {
+        if stateful && tracking {
+            if modified {
+                table.mark_changed(key);
+            }
+            if empty {
+                if modified {
+                    table.remove(key);
+                } else {
+                    // Created for this call and never written: nothing changed.
+                    table.remove_untracked(key);
+                }
+            }
+        } else if empty {
             table.remove(key);
         }
         r
@@ -805,11 +949,22 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
     /// and timers.
     pub(crate) fn snapshot_keys(
         &mut self,
+        id: CheckpointId,
         state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         let max_parallelism = info.max_parallelism;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
+        let (plan, take) = self.incremental.plan(id, state.context());
+        if plan.is_incremental() {
+            // From the first incremental checkpoint on (it writes every group whole).
+            table.track_changes();
+        }
+        let changes = if take {
+            table.take_changes()
+        } else {
+            Vec::new()
+        };
         // The pause at the barrier: share the key groups, copy the timers (as Flink's heap
         // timers are copied synchronously). Encoding runs later, off the subtask.
         let frozen = table.freeze();
@@ -826,8 +981,21 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
             .iter()
             .map(|(t, k, ())| (t.0, k.clone()))
             .collect();
-        state.put_groups_later(move || {
-            encode_process_groups(&frozen, &names, event, processing, max_parallelism)
+        state.put_parts_later(move || {
+            if !plan.is_incremental() {
+                let whole =
+                    encode_process_groups(&frozen, &names, event, processing, max_parallelism)?;
+                return plan.finish(whole, Vec::new(), Vec::new());
+            }
+            encode_process_chains(
+                &frozen,
+                &names,
+                event,
+                processing,
+                max_parallelism,
+                plan,
+                changes,
+            )
         });
         Ok(())
     }
@@ -838,14 +1006,28 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         &mut self,
         restored: &crate::checkpoint::types::RestoredState,
     ) -> Result<(), UserError> {
+        restored.state.check_resolved()?;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
+        // The next checkpoint writes every group whole (a new chain).
+        self.incremental.reset();
         let mut dropped: Vec<&str> = Vec::new();
         // Group by group, borrowing names and bytes from the group's blob: one allocation
-        // per restored value, none per name.
-        for (kg, bytes) in &restored.state.keyed {
-            let keys: Vec<(K, ProcessKeySnapRef<'_>)> = postcard::from_bytes(bytes)
-                .map_err(|e| format!("cannot read the keyed state of key group {kg}: {e}"))?;
-            for (key, snap) in keys {
+        // per restored value, none per name. Whole groups (and, with incremental
+        // checkpoints, the timers), then the groups kept as chains.
+        let whole = restored.state.keyed.iter().map(|(kg, bytes)| {
+            postcard::from_bytes::<Vec<(K, ProcessKeySnapRef<'_>)>>(bytes).map_err(|e| {
+                UserError::from(format!(
+                    "cannot read the keyed state of key group {kg}: {e}"
+                ))
+            })
+        });
+        let chained = restored
+            .state
+            .layers
+            .iter()
+            .map(|(kg, layers)| crate::checkpoint::incremental::merge_chain(*kg, layers));
+        for keys in whole.chain(chained) {
+            for (key, snap) in keys? {
                 for t in &snap.event_timers {
                     self.timers.event.register(Timestamp(*t), &key, &());
                 }
@@ -953,10 +1135,10 @@ where
     /// Per key group, each key's state and timers; the watermark as union state.
     fn snapshot_state(
         &mut self,
-        _: crate::types::CheckpointId,
+        id: crate::types::CheckpointId,
         state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
-        self.core.snapshot_keys(state)?;
+        self.core.snapshot_keys(id, state)?;
         let info = self.core.info.as_ref().ok_or_else(missing_open)?;
         state.push_union(info.subtask_index, &self.core.watermark.0)
     }
@@ -969,6 +1151,11 @@ where
             self.core.watermark = Watermark(wm);
         }
         self.core.restore_keys(&restored)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), UserError> {
+        self.core.confirm(checkpoint);
+        Ok(())
     }
 
     fn next_processing_time(&self) -> Option<Timestamp> {

@@ -185,8 +185,17 @@ impl ChainNode {
         result.and(rest)
     }
 
-    fn snapshot(&mut self, id: CheckpointId, into: &mut Vec<OperatorEntry>) -> Result<(), Fault> {
+    fn snapshot(
+        &mut self,
+        id: CheckpointId,
+        incremental: bool,
+        into: &mut Vec<OperatorEntry>,
+    ) -> Result<(), Fault> {
         let mut state = OperatorState::default();
+        state.set_context(crate::checkpoint::types::SnapshotContext {
+            incremental,
+            chunk_prefix: format!("{}{}/", crate::checkpoint::capture::CHUNK_PREFIX, self.key),
+        });
         let op = &mut self.op;
         guard(&self.label, || op.snapshot_state(id, &mut state))?;
         into.push(OperatorEntry {
@@ -194,7 +203,7 @@ impl ChainNode {
             max_parallelism: self.info.max_parallelism,
             state,
         });
-        snapshot_chain(&mut self.outputs, id, into)
+        snapshot_chain(&mut self.outputs, id, incremental, into)
     }
 
     fn restore(&mut self) -> Result<(), Fault> {
@@ -381,11 +390,12 @@ impl ChainNode {
 pub(crate) fn snapshot_chain(
     outputs: &mut [Route],
     id: CheckpointId,
+    incremental: bool,
     into: &mut Vec<OperatorEntry>,
 ) -> Result<(), Fault> {
     for o in outputs {
         if let Output::Operator(node, _) = &mut o.to {
-            node.snapshot(id, into)?;
+            node.snapshot(id, incremental, into)?;
         }
     }
     Ok(())

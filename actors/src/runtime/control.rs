@@ -26,7 +26,7 @@ pub(crate) enum CoordinatorMsg {
         generation: u64,
         task: TaskRef,
         id: CheckpointId,
-        state: Vec<u8>,
+        state: crate::checkpoint::capture::EncodedState,
         unaligned: bool,
         alignment_ms: u64,
         /// The subtask's pause at the barrier (the synchronous part of the snapshot).

@@ -503,7 +503,7 @@ impl Actor for CoordinatorActor {
                 generation,
                 task,
                 id,
-                state: bytes,
+                state: mut bytes,
                 unaligned,
                 alignment_ms,
                 sync_ms,
@@ -515,16 +515,47 @@ impl Actor for CoordinatorActor {
                     // Off the runtime's workers; nothing else changes the state meanwhile
                     // (the actor handles one message at a time).
                     let store = state.store.clone();
+                    let shared = std::mem::take(&mut bytes.shared);
                     let written = blocking(move || {
-                        store
-                            .put_blob(id, &blob_name(task), &bytes)
-                            .map_err(|e| e.to_string())
+                        // The chunks of incremental keyed state, then the state blob.
+                        let mut entries = Vec::with_capacity(bytes.chunks.len() + 1);
+                        for (expected, chunk) in &bytes.chunks {
+                            let e = store
+                                .put_blob(id, &expected.name, chunk)
+                                .map_err(|e| e.to_string())?;
+                            if e != *expected {
+                                return Err(format!(
+                                    "chunk {:?} was stored as {e:?}, the subtask described it as {expected:?}",
+                                    expected.name
+                                ));
+                            }
+                            entries.push(e);
+                        }
+                        entries.push(
+                            store
+                                .put_blob(id, &blob_name(task), &bytes.state)
+                                .map_err(|e| e.to_string())?,
+                        );
+                        Ok(entries)
                     })
                     .await;
                     match (written, state.collected.get_mut(&id)) {
-                        (Ok(entry), Some(c)) => {
-                            c.bytes += entry.len;
-                            c.blobs.push(entry);
+                        (Ok(entries), Some(c)) => {
+                            for entry in entries {
+                                c.bytes += entry.len;
+                                c.blobs.push(entry);
+                            }
+                            // Chunks of earlier checkpoints the chains still list, once each.
+                            for e in shared {
+                                if !c
+                                    .blobs
+                                    .iter()
+                                    .any(|b| b.owner == e.owner && b.name == e.name)
+                                {
+                                    c.shared_bytes += e.len;
+                                    c.blobs.push(e);
+                                }
+                            }
                             c.unaligned |= unaligned;
                             c.alignment_ms = c.alignment_ms.max(alignment_ms);
                             c.sync_ms = c.sync_ms.max(sync_ms);

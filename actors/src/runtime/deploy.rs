@@ -496,18 +496,26 @@ impl Deployer<'_> {
             Some(r) => r.for_lanes(&head_key, index, vertex.parallelism, lanes)?,
             None => Default::default(),
         };
-        Ok(Some(Checkpointing::new(
-            CoordinatorLink {
-                task,
-                generation: generation.get(),
-                coordinator: coordinator.clone(),
-            },
-            head_key,
-            self.config
-                .checkpointing
-                .as_ref()
-                .and_then(|c| c.settings.aligned_timeout),
-            restored,
-        )))
+        Ok(Some(
+            Checkpointing::new(
+                CoordinatorLink {
+                    task,
+                    generation: generation.get(),
+                    coordinator: coordinator.clone(),
+                },
+                head_key,
+                self.config
+                    .checkpointing
+                    .as_ref()
+                    .and_then(|c| c.settings.aligned_timeout),
+                restored,
+            )
+            .incremental(
+                self.config
+                    .checkpointing
+                    .as_ref()
+                    .is_some_and(|c| c.settings.incremental),
+            ),
+        ))
     }
 }

@@ -205,6 +205,9 @@ impl Slot {
 #[derive(Default, Clone)]
 pub struct KeyState {
     slots: Vec<Option<Slot>>,
+    /// Written (or cleared, or touched by TTL) since [`take_modified`](Self::take_modified):
+    /// what incremental checkpoints count as a change of the key. Reads leave it alone.
+    modified: bool,
 }
 
 /// Bounds of a type stored in keyed state: values are snapshotted with postcard.
@@ -226,6 +229,15 @@ impl KeyState {
         self.slots.iter().all(Option::is_none)
     }
 
+    /// True if the key's state was written since the last call, which resets it.
+    pub fn take_modified(&mut self) -> bool {
+        std::mem::take(&mut self.modified)
+    }
+
+    fn touch(&mut self) {
+        self.modified = true;
+    }
+
     fn slot<S: Serialize + DeserializeOwned + Any + Send + Sync + Clone>(
         &mut self,
         i: usize,
@@ -244,6 +256,7 @@ impl KeyState {
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || None);
         }
+        self.modified = true;
         let slot = self.slots[i].get_or_insert_with(|| Slot::new(make()));
         slot.typed(&SlotName(i))
     }
@@ -285,6 +298,9 @@ impl KeyState {
 
     fn clear_slot(&mut self, i: usize) {
         if let Some(s) = self.slots.get_mut(i) {
+            if s.is_some() {
+                self.modified = true;
+            }
             *s = None;
         }
     }
@@ -480,10 +496,12 @@ impl<V: StateValue> ValueState<V> {
             s.state.clear_slot(self.slot);
             return Ok(None);
         }
+        let value = cell.value.clone();
         if ttl.refresh_on_read() {
             cell.at = ttl.now;
+            s.state.touch();
         }
-        Ok(Some(cell.value.clone()))
+        Ok(Some(value))
     }
 
     /// Sets the current key's value.
@@ -537,13 +555,19 @@ impl<V: StateValue> ListState<V> {
         let Some(list) = s.state.slot::<Vec<Stamped<V>>>(self.slot)? else {
             return Ok(Vec::new());
         };
+        let before = list.len();
         list.retain(|e| !ttl.expired(e.at));
+        let mut touched = list.len() != before;
         if ttl.refresh_on_read() {
             list.iter_mut().for_each(|e| e.at = ttl.now);
+            touched = true;
         }
         let out = list.iter().map(|e| e.value.clone()).collect();
         if list.is_empty() {
             s.state.clear_slot(self.slot);
+        }
+        if touched {
+            s.state.touch();
         }
         Ok(out)
     }
@@ -616,19 +640,24 @@ impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
         let Some(map) = s.state.slot::<Map<MK, V>>(self.slot)? else {
             return Ok(None);
         };
-        match map.get_mut(key) {
+        let (out, touched) = match map.get_mut(key) {
             Some(e) if ttl.expired(e.at) => {
                 map.remove(key);
-                Ok(None)
+                (None, true)
             }
             Some(e) => {
-                if ttl.refresh_on_read() {
+                let refresh = ttl.refresh_on_read();
+                if refresh {
                     e.at = ttl.now;
                 }
-                Ok(Some(e.value.clone()))
+                (Some(e.value.clone()), refresh)
             }
-            None => Ok(None),
+            None => (None, false),
+        };
+        if touched {
+            s.state.touch();
         }
+        Ok(out)
     }
 
     /// Sets the value under `key`.
@@ -684,14 +713,15 @@ impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
         let Some(map) = s.state.slot::<Map<MK, V>>(self.slot)? else {
             return Ok(None);
         };
-        let taken = map
-            .remove(key)
-            .filter(|e| !ttl.expired(e.at))
-            .map(|e| e.value);
-        if map.is_empty() {
+        let removed = map.remove(key);
+        let empty = map.is_empty();
+        if removed.is_some() {
+            s.state.touch();
+        }
+        if empty {
             s.state.clear_slot(self.slot);
         }
-        Ok(taken)
+        Ok(removed.filter(|e| !ttl.expired(e.at)).map(|e| e.value))
     }
 
     /// Removes `key`.
@@ -701,8 +731,12 @@ impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
     /// If the slot holds another type.
     pub fn remove(&self, s: &mut StateAccess<'_>, key: &MK) -> Result<(), UserError> {
         if let Some(map) = s.state.slot::<Map<MK, V>>(self.slot)? {
-            map.remove(key);
-            if map.is_empty() {
+            let removed = map.remove(key).is_some();
+            let empty = map.is_empty();
+            if removed {
+                s.state.touch();
+            }
+            if empty {
                 s.state.clear_slot(self.slot);
             }
         }
@@ -719,14 +753,21 @@ impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
         let Some(map) = s.state.slot::<Map<MK, V>>(self.slot)? else {
             return Ok(Vec::new());
         };
+        let before = map.len();
         map.retain(|_, e| !ttl.expired(e.at));
+        let mut touched = map.len() != before;
         if ttl.refresh_on_read() {
             map.values_mut().for_each(|e| e.at = ttl.now);
+            touched = true;
         }
-        Ok(map
+        let out = map
             .iter()
             .map(|(k, e)| (k.clone(), e.value.clone()))
-            .collect())
+            .collect();
+        if touched {
+            s.state.touch();
+        }
+        Ok(out)
     }
 
     /// The unexpired entries whose keys fall in `range`, in key order (cloning only those).
@@ -744,14 +785,18 @@ impl<MK: Ord + StateValue, V: StateValue> MapState<MK, V> {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        let refresh = ttl.refresh_on_read();
         for (k, e) in map.range_mut(range) {
             if ttl.expired(e.at) {
                 continue;
             }
-            if ttl.refresh_on_read() {
+            if refresh {
                 e.at = ttl.now;
             }
             out.push((k.clone(), e.value.clone()));
+        }
+        if refresh && !out.is_empty() {
+            s.state.touch();
         }
         Ok(out)
     }

@@ -57,6 +57,9 @@ pub struct KeyedTable<K, V> {
     range: KeyGroupRange,
     groups: Vec<Group<K, V>>,
     len: usize,
+    /// With change tracking on (incremental checkpoints): per key group, the keys written or
+    /// removed since the last [`take_changes`](Self::take_changes).
+    changed: Option<Vec<HashTable<K>>>,
 }
 
 /// One key group's table: owned, or shared with a checkpoint that froze it.
@@ -154,6 +157,16 @@ impl<K, V> FrozenTable<K, V> {
     }
 }
 
+impl<K: Hash + Eq, V> FrozenTable<K, V> {
+    /// The value of `key` in key group `kg`, if present.
+    pub fn get_in(&self, kg: KeyGroup, key: &K) -> Option<&V> {
+        let table = self.groups.get(self.range.offset(kg)?)?;
+        table
+            .find(table_hash(key_hash(key)), |(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
 /// The hash a table uses for a key.
 ///
 /// The key group is `key_hash mod max_parallelism`, so all keys of one group share the hash's
@@ -174,6 +187,54 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
                 .map(|_| Group::Owned(HashTable::new()))
                 .collect(),
             len: 0,
+            changed: None,
+        }
+    }
+
+    /// Starts recording which keys change (see [`take_changes`](Self::take_changes)); every
+    /// write access counts as a change from then on.
+    pub fn track_changes(&mut self) {
+        if self.changed.is_none() {
+            self.changed = Some((0..self.range.len()).map(|_| HashTable::new()).collect());
+        }
+    }
+
+    /// True if changes are recorded.
+    pub fn tracks_changes(&self) -> bool {
+        self.changed.is_some()
+    }
+
+    /// The keys written or removed since the last call, per key group (in group order), and
+    /// starts recording afresh. Empty if tracking is off.
+    pub fn take_changes(&mut self) -> Vec<(KeyGroup, Vec<K>)> {
+        let Some(changed) = &mut self.changed else {
+            return Vec::new();
+        };
+        self.range
+            .iter()
+            .zip(changed.iter_mut())
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(kg, c)| (kg, std::mem::take(c).into_iter().collect()))
+            .collect()
+    }
+
+    /// Records that `key` changed (for writes made through [`get_or_insert_untracked`]
+    /// (Self::get_or_insert_untracked)).
+    pub fn mark_changed(&mut self, key: &K) {
+        if self.changed.is_some()
+            && let Ok((hash, offset)) = self.locate(key)
+        {
+            self.note(hash, offset, key);
+        }
+    }
+
+    #[inline]
+    fn note(&mut self, hash: u64, offset: usize, key: &K) {
+        if let Some(changed) = &mut self.changed {
+            let set = &mut changed[offset];
+            if set.find(hash, |k| k == key).is_none() {
+                set.insert_unique(hash, key.clone(), |k| table_hash(key_hash(k)));
+            }
         }
     }
 
@@ -208,6 +269,31 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
         make: impl FnOnce() -> V,
     ) -> Result<&mut V, KeyGroupMismatch> {
         let (hash, offset) = self.locate(key)?;
+        self.note(hash, offset, key);
+        let table = self.groups[offset].write();
+        match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
+            Entry::Occupied(e) => Ok(&mut e.into_mut().1),
+            Entry::Vacant(e) => {
+                self.len += 1;
+                Ok(&mut e.insert((key.clone(), make())).into_mut().1)
+            }
+        }
+    }
+
+    /// Like [`get_or_insert_with`](Self::get_or_insert_with), but the access does not count
+    /// as a change: the caller tells with [`mark_changed`](Self::mark_changed) if it wrote,
+    /// and removes an untouched new entry with [`remove_untracked`](Self::remove_untracked).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyGroupMismatch`] if this subtask does not own the key's key group.
+    #[inline]
+    pub fn get_or_insert_untracked(
+        &mut self,
+        key: &K,
+        make: impl FnOnce() -> V,
+    ) -> Result<&mut V, KeyGroupMismatch> {
+        let (hash, offset) = self.locate(key)?;
         let table = self.groups[offset].write();
         match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
             Entry::Occupied(e) => Ok(&mut e.into_mut().1),
@@ -230,6 +316,7 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
     /// The value of `key` for update, if present (and owned by this subtask).
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let (hash, offset) = self.locate(key).ok()?;
+        self.note(hash, offset, key);
         self.groups[offset]
             .write()
             .find_mut(hash, |(k, _)| k == key)
@@ -239,6 +326,18 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (hash, offset) = self.locate(key).ok()?;
+        self.note(hash, offset, key);
+        self.remove_at(hash, offset, key)
+    }
+
+    /// Removes `key` without counting it as a change (an entry
+    /// [`get_or_insert_untracked`](Self::get_or_insert_untracked) created and nothing wrote).
+    pub fn remove_untracked(&mut self, key: &K) -> Option<V> {
+        let (hash, offset) = self.locate(key).ok()?;
+        self.remove_at(hash, offset, key)
+    }
+
+    fn remove_at(&mut self, hash: u64, offset: usize, key: &K) -> Option<V> {
         let table = self.groups[offset].write();
         match table.find_entry(hash, |(k, _)| k == key) {
             Ok(entry) => {
@@ -285,10 +384,18 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
     }
 
     /// Keeps the entries for which `f` returns true; `f` may change the values.
+    /// Every entry `f` sees counts as changed.
     pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
         let mut removed = 0;
-        for g in &mut self.groups {
+        for (offset, g) in self.groups.iter_mut().enumerate() {
+            let mut changed = self.changed.as_mut().map(|c| &mut c[offset]);
             g.write().retain(|(k, v)| {
+                if let Some(set) = changed.as_deref_mut() {
+                    let hash = table_hash(key_hash(k));
+                    if set.find(hash, |x| x == k).is_none() {
+                        set.insert_unique(hash, k.clone(), |x| table_hash(key_hash(x)));
+                    }
+                }
                 let keep = f(k, v);
                 removed += usize::from(!keep);
                 keep

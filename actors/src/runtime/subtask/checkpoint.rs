@@ -5,10 +5,11 @@
 
 use super::{Drain, SourceHead, Stop, Subtask, millis};
 use crate::checkpoint::capture::{
-    InFlight, LaneRecord, LaneRestore, OperatorEntry, OutputRecord, SubtaskState, capture_queued,
-    in_flight_of,
+    EncodedState, InFlight, LaneRecord, LaneRestore, OperatorEntry, OutputRecord, SubtaskState,
+    capture_queued, in_flight_of,
 };
 use crate::checkpoint::types::OperatorState;
+use crate::dataplane::message::CheckpointKind;
 use crate::dataplane::message::{BarrierAlignment, CheckpointBarrier};
 use crate::runtime::chain::{Signal, Tail, guard, guard_async, signal_outputs, snapshot_chain};
 use crate::runtime::control::{CoordinatorLink, CoordinatorMsg};
@@ -62,6 +63,8 @@ pub(crate) struct Checkpointing {
     pub(super) aligning_since: Option<Instant>,
     /// An upstream announced an aligned barrier queued behind data, at this instant.
     pub(super) announced: Option<(CheckpointBarrier, Instant)>,
+    /// Incremental checkpoints of keyed state are on.
+    pub(crate) incremental: bool,
 }
 
 impl Checkpointing {
@@ -81,19 +84,46 @@ impl Checkpointing {
             recording: None,
             aligning_since: None,
             announced: None,
+            incremental: false,
         }
+    }
+
+    /// Sets whether checkpoints (not savepoints, not final states) may be incremental.
+    pub(crate) fn incremental(mut self, on: bool) -> Self {
+        self.incremental = on;
+        self
     }
 }
 
-/// Encodes a subtask's snapshot, first encoding the keyed state operators froze for it (can
-/// take long: off the subtask when there is such state).
-pub(super) fn encode_subtask_state(mut state: SubtaskState) -> Result<Vec<u8>, String> {
+/// Encodes a subtask's snapshot for checkpoint `id`, first encoding the keyed state
+/// operators froze for it (can take long: off the subtask when there is such state).
+pub(super) fn encode_subtask_state(
+    id: CheckpointId,
+    mut state: SubtaskState,
+) -> Result<EncodedState, String> {
+    let mut chunks = Vec::new();
+    let mut shared = Vec::new();
     for op in &mut state.operators {
         op.state
             .finish_pending()
             .map_err(|e| format!("{}: cannot encode its state: {e}", op.key))?;
+        chunks.extend(op.state.take_new_chunks());
+        shared.extend(
+            op.state
+                .chains
+                .values()
+                .flatten()
+                .filter(|e| e.is_shared_in(id))
+                .cloned(),
+        );
     }
-    postcard::to_allocvec(&state).map_err(|e| format!("cannot serialize the subtask state: {e}"))
+    let state = postcard::to_allocvec(&state)
+        .map_err(|e| format!("cannot serialize the subtask state: {e}"))?;
+    Ok(EncodedState {
+        state,
+        chunks,
+        shared,
+    })
 }
 
 impl Subtask {
@@ -104,7 +134,12 @@ impl Subtask {
         &mut self,
         head: Option<&mut SourceHead>,
         id: CheckpointId,
+        kind: CheckpointKind,
     ) -> Result<Result<SubtaskState, String>, Stop> {
+        // Incremental only for periodic checkpoints: savepoints and final states stand alone.
+        let incremental = kind == CheckpointKind::Checkpoint
+            && id != CheckpointId::FINAL
+            && self.checkpointing.as_ref().is_some_and(|c| c.incremental);
         // Writes queued for sinks belong to the checkpoint: run them first. Output queued for
         // the network needs no waiting: the barrier goes behind it.
         self.drain_inner(Drain::SinksOnly).await?;
@@ -122,7 +157,7 @@ impl Subtask {
                 Err(f) => declined = Some(format!("{}: {}", f.operator, f.cause)),
             }
         }
-        if let Err(f) = snapshot_chain(&mut self.root, id, &mut operators) {
+        if let Err(f) = snapshot_chain(&mut self.root, id, incremental, &mut operators) {
             declined = Some(format!("{}: {}", f.operator, f.cause));
         }
         for t in &mut self.tails {
@@ -182,14 +217,14 @@ impl Subtask {
         };
         let link = c.link.clone();
         let started = Instant::now();
-        let send = move |link: &CoordinatorLink, encoded: Result<Vec<u8>, String>| {
+        let send = move |link: &CoordinatorLink, encoded: Result<EncodedState, String>| {
             let async_ms = millis(started.elapsed());
             let msg = match encoded {
-                Ok(bytes) => CoordinatorMsg::Ack {
+                Ok(encoded) => CoordinatorMsg::Ack {
                     generation: link.generation,
                     task: link.task,
                     id,
-                    state: bytes,
+                    state: encoded,
                     unaligned,
                     alignment_ms,
                     sync_ms,
@@ -210,11 +245,11 @@ impl Subtask {
             }
         };
         if !state.operators.iter().any(|o| o.state.has_pending()) {
-            send(&link, encode_subtask_state(state));
+            send(&link, encode_subtask_state(id, state));
             return;
         }
         tokio::task::spawn_blocking(move || {
-            let encoded = encode_subtask_state(state);
+            let encoded = encode_subtask_state(id, state);
             debug!(checkpoint = %id, sync_ms, async_ms = millis(started.elapsed()), "asynchronous part of the snapshot done");
             send(&link, encoded);
         });
@@ -254,7 +289,7 @@ impl Subtask {
             None => 0,
         };
         let paused = Instant::now();
-        let snapshot = self.snapshot(head, barrier.id).await?;
+        let snapshot = self.snapshot(head, barrier.id, barrier.kind).await?;
         let sync_ms = millis(paused.elapsed());
         let mut state = match snapshot {
             Ok(s) => s,

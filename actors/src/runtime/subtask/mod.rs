@@ -469,17 +469,28 @@ impl Subtask {
         if self.checkpointing.is_none() {
             return Ok(());
         }
-        let state = match self.snapshot(head, CheckpointId::FINAL).await? {
+        let state = match self
+            .snapshot(
+                head,
+                CheckpointId::FINAL,
+                crate::dataplane::message::CheckpointKind::Checkpoint,
+            )
+            .await?
+        {
             Ok(s) => s,
             Err(reason) => {
                 return Err(self.internal(format!("cannot take the final snapshot: {reason}")));
             }
         };
-        let bytes = tokio::task::spawn_blocking(move || checkpoint::encode_subtask_state(state))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|e| self.internal(format!("cannot serialize the final state: {e}")))?;
+        // The final state stands alone (not incremental): it has no chunks.
+        let bytes = tokio::task::spawn_blocking(move || {
+            checkpoint::encode_subtask_state(CheckpointId::FINAL, state)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|e| self.internal(format!("cannot serialize the final state: {e}")))?
+        .state;
         self.send_coordinator(|l| CoordinatorMsg::Finished {
             generation: l.generation,
             task: l.task,
