@@ -9,9 +9,12 @@
 //!
 //! * nothing, if no key of the group changed: the group's chain is listed again;
 //! * a delta, if some did: the chain grows by one chunk;
-//! * a new base, when the deltas of the chain add up to more than about half (50–100 %,
-//!   different per group, so groups do not all rebase in the same checkpoint) of the base,
-//!   or the chain is 32 chunks long: reading a chain back stays within twice a full read.
+//! * a new base, when the deltas of the chain add up to more than about half of the base
+//!   ([`rebase_share`]: 50–100 %) or the chain is [`max_chain`] (32–63) chunks long — both
+//!   different per group — and it is the group's turn: one checkpoint rebases at most one in
+//!   32 of the operator's groups (the most due first; a group twice due always), so rebasing
+//!   never adds more than ~3 % of the state to one checkpoint. Reading a chain back stays
+//!   within about three times a full read.
 //!
 //! Chunks written by an earlier checkpoint are **shared**: a later manifest lists them again
 //! ([`BlobEntry::owner`] names the checkpoint that stored them) and the store keeps them as
@@ -38,8 +41,46 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-/// The longest chain before a group is written whole again.
+/// The longest chain before a group is written whole again, for the group that rebases
+/// soonest; others allow up to twice as many chunks (see [`max_chain`]).
 pub const MAX_CHAIN: usize = 32;
+
+/// The longest chain of key group `kg`: 32 to 63 chunks, spread over the groups so that
+/// they do not all rebase in the same checkpoint.
+pub fn max_chain(kg: KeyGroup) -> usize {
+    MAX_CHAIN + (kg.0.wrapping_mul(37) % 32) as usize
+}
+
+/// How much of its base a group's deltas may add up to before it rebases: 50 % to just
+/// under 100 %, spread over the groups as [`max_chain`] is.
+pub fn rebase_share(kg: KeyGroup) -> f64 {
+    0.5 + f64::from(kg.0.wrapping_mul(37) % 64) / 128.0
+}
+
+/// How due a chain is for a new base: 1 at [`rebase_share`] or [`max_chain`], more beyond.
+fn due(kg: KeyGroup, c: &Chain) -> f64 {
+    let by_bytes = c.delta_len() as f64 / (c.base_len().max(1) as f64 * rebase_share(kg));
+    let by_length = c.entries.len() as f64 / max_chain(kg) as f64;
+    by_bytes.max(by_length)
+}
+
+/// The groups of `chains` to rebase in one checkpoint: of those due, the most due first, at
+/// most one in 32 of the groups (so rebasing adds at most ~3 % of the state to a checkpoint),
+/// and every one twice due whatever the budget.
+fn rebase_set(chains: &HashMap<KeyGroup, Chain>) -> std::collections::HashSet<KeyGroup> {
+    let mut dues: Vec<(f64, KeyGroup)> = chains
+        .iter()
+        .map(|(kg, c)| (due(*kg, c), *kg))
+        .filter(|(d, _)| *d >= 1.0)
+        .collect();
+    dues.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let budget = chains.len().div_ceil(32).max(1);
+    dues.iter()
+        .enumerate()
+        .filter(|(i, (d, _))| *i < budget || *d >= 2.0)
+        .map(|(_, (_, kg))| *kg)
+        .collect()
+}
 
 /// The keys of a key group written or removed since the chunk before it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,6 +129,8 @@ pub struct Plan {
     chains: Option<HashMap<KeyGroup, Chain>>,
     /// Deltas may extend the confirmed chains.
     deltas: bool,
+    /// Groups that write a new base if they changed.
+    rebase: std::collections::HashSet<KeyGroup>,
     produced: Arc<Mutex<BTreeMap<CheckpointId, HashMap<KeyGroup, Chain>>>>,
 }
 
@@ -116,6 +159,7 @@ impl Incremental {
                     prefix: String::new(),
                     chains: None,
                     deltas: false,
+                    rebase: Default::default(),
                     produced: self.produced.clone(),
                 },
                 false,
@@ -132,6 +176,11 @@ impl Incremental {
                 HashMap::new()
             }),
             deltas,
+            rebase: if deltas {
+                rebase_set(&self.confirmed)
+            } else {
+                Default::default()
+            },
             produced: self.produced.clone(),
         };
         (plan, true)
@@ -174,12 +223,8 @@ impl Plan {
         };
         match chains.get(&kg) {
             Some(_) if !changed && self.deltas => GroupWrite::Unchanged,
-            Some(c) if self.deltas && !empty => {
-                // Rebase once the deltas outweigh a share of the base, by group.
-                let share = 0.5 + f64::from(kg.0.wrapping_mul(37) % 16) / 32.0;
-                if c.entries.len() >= MAX_CHAIN
-                    || c.delta_len() as f64 > c.base_len() as f64 * share
-                {
+            Some(_) if self.deltas && !empty => {
+                if self.rebase.contains(&kg) {
                     GroupWrite::Base
                 } else {
                     GroupWrite::Delta
@@ -331,7 +376,7 @@ mod tests {
         assert!(!take && !plan.is_incremental());
     }
 
-    /// Deltas that outweigh the base make the group rebase.
+    /// Deltas that outweigh half the base make the group rebase.
     #[test]
     fn long_chains_are_materialised() {
         let mut inc = Incremental::default();
@@ -357,8 +402,41 @@ mod tests {
                 .unwrap();
             inc.confirm(CheckpointId(id));
         }
-        // Group 0 rebases once the deltas pass half the base: after 6 deltas of 10 bytes.
-        assert_eq!(rebased_at, Some(8));
+        // Group 0 rebases once its deltas reach half its base: after 5 deltas of 10 bytes.
+        assert_eq!(rebased_at, Some(7));
+    }
+
+    /// Many groups due at once rebase a few per checkpoint (one in 32), the most due first;
+    /// a group twice due rebases whatever the budget.
+    #[test]
+    fn rebasing_is_spread_over_checkpoints() {
+        let mut inc = Incremental::default();
+        let (plan, _) = inc.plan(CheckpointId(1), &ctx());
+        let bases = (0..64)
+            .map(|g| (KeyGroup(g), GroupWrite::Base, vec![0; 100]))
+            .collect();
+        plan.finish(Vec::new(), bases, Vec::new()).unwrap();
+        inc.confirm(CheckpointId(1));
+        let (plan, _) = inc.plan(CheckpointId(2), &ctx());
+        // Deltas of 60 % of the base: due for the groups whose share is below 60 %; group 1
+        // gets 250 %, twice due.
+        let deltas = (0..64)
+            .map(|g| {
+                (
+                    KeyGroup(g),
+                    GroupWrite::Delta,
+                    vec![0; if g == 1 { 250 } else { 60 }],
+                )
+            })
+            .collect();
+        plan.finish(Vec::new(), deltas, Vec::new()).unwrap();
+        inc.confirm(CheckpointId(2));
+        let (plan, _) = inc.plan(CheckpointId(3), &ctx());
+        let rebased: Vec<u32> = (0..64)
+            .filter(|g| plan.write_of(KeyGroup(*g), true, false) == GroupWrite::Base)
+            .collect();
+        assert_eq!(rebased.len(), 2, "{rebased:?}");
+        assert!(rebased.contains(&1), "the most due first: {rebased:?}");
     }
 
     #[test]

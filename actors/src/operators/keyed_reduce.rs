@@ -234,7 +234,7 @@ where
                             removed: Vec::new(),
                             changed: Vec::new(),
                         };
-                        for k in changed.into_iter().flatten() {
+                        for k in changed.into_iter().flat_map(|c| c.iter()) {
                             match frozen.get_in(kg, k) {
                                 Some(Some(v)) => delta.changed.push((k, v)),
                                 _ => delta.removed.push(k),

@@ -218,7 +218,7 @@ fn encode_process_chains<K: crate::state::key::Key>(
     processing: Vec<(i64, K)>,
     max_parallelism: u32,
     plan: crate::checkpoint::incremental::Plan,
-    changes: Vec<(crate::types::KeyGroup, Vec<K>)>,
+    changes: Vec<(crate::types::KeyGroup, crate::state::table::ChangedKeys<K>)>,
 ) -> Result<crate::checkpoint::types::KeyedParts, UserError> {
     use crate::checkpoint::incremental::GroupWrite;
     let empty_table = hashbrown::HashTable::new();
@@ -245,7 +245,7 @@ fn encode_process_chains<K: crate::state::key::Key>(
             GroupWrite::Delta => postcard::to_allocvec(&DeltaView {
                 kg,
                 frozen,
-                keys: changed.map_or(&[][..], |c| c.as_slice()),
+                keys: changed,
                 names,
             }),
             GroupWrite::Base | GroupWrite::Whole => postcard::to_allocvec(&GroupView {
@@ -266,7 +266,7 @@ fn encode_process_chains<K: crate::state::key::Key>(
 struct DeltaView<'a, K> {
     kg: crate::types::KeyGroup,
     frozen: &'a crate::state::table::FrozenTable<K, KeyState>,
-    keys: &'a [K],
+    keys: Option<&'a crate::state::table::ChangedKeys<K>>,
     names: &'a [String],
 }
 
@@ -299,7 +299,7 @@ impl<K: crate::state::key::Key> Serialize for DeltaView<'_, K> {
         }
         let mut removed = Vec::new();
         let mut changed = Vec::new();
-        for k in self.keys {
+        for k in self.keys.into_iter().flat_map(|c| c.iter()) {
             match self.frozen.get_in(self.kg, k) {
                 Some(ks) => changed.push((k, ks)),
                 None => removed.push(k),
@@ -1015,19 +1015,21 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         // per restored value, none per name. Whole groups (and, with incremental
         // checkpoints, the timers), then the groups kept as chains.
         let whole = restored.state.keyed.iter().map(|(kg, bytes)| {
-            postcard::from_bytes::<Vec<(K, ProcessKeySnapRef<'_>)>>(bytes).map_err(|e| {
-                UserError::from(format!(
-                    "cannot read the keyed state of key group {kg}: {e}"
-                ))
-            })
+            postcard::from_bytes::<Vec<(K, ProcessKeySnapRef<'_>)>>(bytes)
+                .map(|keys| (*kg, keys))
+                .map_err(|e| {
+                    UserError::from(format!(
+                        "cannot read the keyed state of key group {kg}: {e}"
+                    ))
+                })
         });
-        let chained = restored
-            .state
-            .layers
-            .iter()
-            .map(|(kg, layers)| crate::checkpoint::incremental::merge_chain(*kg, layers));
-        for keys in whole.chain(chained) {
-            for (key, snap) in keys? {
+        let chained = restored.state.layers.iter().map(|(kg, layers)| {
+            crate::checkpoint::incremental::merge_chain(*kg, layers).map(|keys| (*kg, keys))
+        });
+        for group in whole.chain(chained) {
+            let (kg, keys) = group?;
+            table.reserve_in_group(kg, keys.len());
+            for (key, snap) in keys {
                 for t in &snap.event_timers {
                     self.timers.event.register(Timestamp(*t), &key, &());
                 }

@@ -105,6 +105,27 @@ impl<K: Clone, V: Clone> Group<K, V> {
     }
 }
 
+/// The keys of one key group that changed between two [`KeyedTable::take_changes`].
+#[derive(Debug)]
+pub struct ChangedKeys<K>(HashTable<K>);
+
+impl<K> ChangedKeys<K> {
+    /// The keys, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &K> {
+        self.0.iter()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A read-only view of a [`KeyedTable`] as it was when frozen, for a checkpoint to encode on
 /// another thread while the subtask goes on.
 ///
@@ -205,8 +226,9 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
     }
 
     /// The keys written or removed since the last call, per key group (in group order), and
-    /// starts recording afresh. Empty if tracking is off.
-    pub fn take_changes(&mut self) -> Vec<(KeyGroup, Vec<K>)> {
+    /// starts recording afresh. Empty if tracking is off. Costs a pointer per key group (the
+    /// sets are moved, not copied): it runs at the barrier.
+    pub fn take_changes(&mut self) -> Vec<(KeyGroup, ChangedKeys<K>)> {
         let Some(changed) = &mut self.changed else {
             return Vec::new();
         };
@@ -214,7 +236,7 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
             .iter()
             .zip(changed.iter_mut())
             .filter(|(_, c)| !c.is_empty())
-            .map(|(kg, c)| (kg, std::mem::take(c).into_iter().collect()))
+            .map(|(kg, c)| (kg, ChangedKeys(std::mem::take(c))))
             .collect()
     }
 
@@ -270,12 +292,17 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
     ) -> Result<&mut V, KeyGroupMismatch> {
         let (hash, offset) = self.locate(key)?;
         self.note(hash, offset, key);
+        Ok(self.entry_at(hash, offset, key, make))
+    }
+
+    #[inline]
+    fn entry_at(&mut self, hash: u64, offset: usize, key: &K, make: impl FnOnce() -> V) -> &mut V {
         let table = self.groups[offset].write();
         match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
-            Entry::Occupied(e) => Ok(&mut e.into_mut().1),
+            Entry::Occupied(e) => &mut e.into_mut().1,
             Entry::Vacant(e) => {
                 self.len += 1;
-                Ok(&mut e.insert((key.clone(), make())).into_mut().1)
+                &mut e.insert((key.clone(), make())).into_mut().1
             }
         }
     }
@@ -294,14 +321,7 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
         make: impl FnOnce() -> V,
     ) -> Result<&mut V, KeyGroupMismatch> {
         let (hash, offset) = self.locate(key)?;
-        let table = self.groups[offset].write();
-        match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
-            Entry::Occupied(e) => Ok(&mut e.into_mut().1),
-            Entry::Vacant(e) => {
-                self.len += 1;
-                Ok(&mut e.insert((key.clone(), make())).into_mut().1)
-            }
-        }
+        Ok(self.entry_at(hash, offset, key, make))
     }
 
     /// The value of `key`, if present (and owned by this subtask).
@@ -345,6 +365,16 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
                 Some(entry.remove().0.1)
             }
             Err(_) => None,
+        }
+    }
+
+    /// Makes room for `additional` more keys in key group `kg` (a restore that knows how
+    /// many keys a group brings, so the group's table grows once instead of many times).
+    pub fn reserve_in_group(&mut self, kg: KeyGroup, additional: usize) {
+        if let Some(offset) = self.range.offset(kg) {
+            self.groups[offset]
+                .write()
+                .reserve(additional, |(k, _)| table_hash(key_hash(k)));
         }
     }
 
