@@ -65,6 +65,10 @@ pub(crate) struct Checkpointing {
     pub(super) announced: Option<(CheckpointBarrier, Instant)>,
     /// Incremental checkpoints of keyed state are on.
     pub(crate) incremental: bool,
+    /// Acknowledgements still being encoded (asynchronous snapshots). The final state waits
+    /// for them: it must reach the coordinator after them, or it would stand in for a
+    /// checkpoint this subtask did take.
+    pub(super) acks_in_flight: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Checkpointing {
@@ -85,6 +89,7 @@ impl Checkpointing {
             aligning_since: None,
             announced: None,
             incremental: false,
+            acks_in_flight: Vec::new(),
         }
     }
 
@@ -205,14 +210,14 @@ impl Subtask {
     /// to encode ([`OperatorState::put_groups_later`]), the encoding and the acknowledgement
     /// run on a blocking thread and the subtask goes on at once (asynchronous snapshot).
     pub(super) fn acknowledge(
-        &self,
+        &mut self,
         id: CheckpointId,
         state: SubtaskState,
         unaligned: bool,
         alignment_ms: u64,
         sync_ms: u64,
     ) {
-        let Some(c) = &self.checkpointing else {
+        let Some(c) = &mut self.checkpointing else {
             return;
         };
         let link = c.link.clone();
@@ -248,11 +253,12 @@ impl Subtask {
             send(&link, encode_subtask_state(id, state));
             return;
         }
-        tokio::task::spawn_blocking(move || {
+        c.acks_in_flight.retain(|h| !h.is_finished());
+        c.acks_in_flight.push(tokio::task::spawn_blocking(move || {
             let encoded = encode_subtask_state(id, state);
             debug!(checkpoint = %id, sync_ms, async_ms = millis(started.elapsed()), "asynchronous part of the snapshot done");
             send(&link, encoded);
-        });
+        }));
     }
 
     pub(super) fn decline(&self, id: CheckpointId, reason: String) {

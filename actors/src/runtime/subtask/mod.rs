@@ -491,6 +491,16 @@ impl Subtask {
         .and_then(|r| r)
         .map_err(|e| self.internal(format!("cannot serialize the final state: {e}")))?
         .state;
+        // Acknowledgements of checkpoints this subtask took go first (see
+        // `Checkpointing::acks_in_flight`).
+        let in_flight = self
+            .checkpointing
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.acks_in_flight))
+            .unwrap_or_default();
+        for ack in in_flight {
+            let _ = ack.await;
+        }
         self.send_coordinator(|l| CoordinatorMsg::Finished {
             generation: l.generation,
             task: l.task,
