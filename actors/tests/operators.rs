@@ -957,3 +957,81 @@ fn incremental_checkpoints_write_what_changed_and_restore_exactly() {
         Err(err) => assert!(err.to_string().contains("not read"), "{err}"),
     }
 }
+
+/// Keeps 100 bytes per key and a timer that reports them.
+#[derive(Clone, Default)]
+struct Payload {
+    bytes: Option<ValueState<Vec<u8>>>,
+}
+
+impl KeyedProcessFunction<u64, Kv, String> for Payload {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.bytes = Some(ctx.state.value_state("bytes", None)?);
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        (k, v): Kv,
+        ctx: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let state = self.bytes.as_ref().ok_or("open")?;
+        state.update(ctx.state(), vec![(k as i64 + v) as u8; 100])?;
+        ctx.register_event_time_timer(Timestamp(1_000));
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        _: Timestamp,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        let state = self.bytes.as_ref().ok_or("open")?;
+        let sum: u64 = state
+            .value(ctx.state())?
+            .unwrap_or_default()
+            .iter()
+            .map(|b| u64::from(*b))
+            .sum();
+        out.collect(format!("{} {sum}", ctx.current_key()));
+        Ok(())
+    }
+}
+
+/// A restore of more than 4 MB of keyed state decodes key groups on several threads: the
+/// restored operator holds the same values and timers as the one that took the snapshot.
+#[test]
+fn a_large_restore_on_several_threads_holds_the_same_state() {
+    use actorflow_runtime::checkpoint::types::RestoredState;
+    let payload = || {
+        KeyedProcessOperator::new(
+            OwnedKey::new((|e: &Kv| e.0) as fn(&Kv) -> u64),
+            Payload::default(),
+        )
+    };
+    let mut h = OperatorHarness::new(payload()).unwrap();
+    for k in 0..50_000u64 {
+        h.process((k, 3), Some(1)).unwrap();
+    }
+    let s = h.snapshot(1).unwrap();
+    let size: usize = s.keyed.values().map(Vec::len).sum();
+    assert!(size > 4 << 20, "{size} bytes: under the parallel threshold");
+    let mut r = OperatorHarness::restored(
+        payload(),
+        RestoredState {
+            state: s,
+            same_index: Some(0),
+        },
+        |_| {},
+    )
+    .unwrap();
+    let fire = |h: &mut OperatorHarness<_>| {
+        h.watermark(2_000).unwrap();
+        let mut out: Vec<String> = h.take_output().into_iter().map(|(s, _)| s).collect();
+        out.sort();
+        out
+    };
+    let (expected, got) = (fire(&mut h), fire(&mut r));
+    assert_eq!(expected.len(), 50_000);
+    assert!(expected == got, "the restored state differs");
+}

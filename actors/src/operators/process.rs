@@ -1010,44 +1010,78 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         let table = self.states.as_mut().ok_or_else(missing_open)?;
         // The next checkpoint writes every group whole (a new chain).
         self.incremental.reset();
-        let mut dropped: Vec<&str> = Vec::new();
-        // Group by group, borrowing names and bytes from the group's blob: one allocation
-        // per restored value, none per name. Whole groups (and, with incremental
-        // checkpoints, the timers), then the groups kept as chains.
-        let whole = restored.state.keyed.iter().map(|(kg, bytes)| {
-            postcard::from_bytes::<Vec<(K, ProcessKeySnapRef<'_>)>>(bytes)
-                .map(|keys| (*kg, keys))
-                .map_err(|e| {
-                    UserError::from(format!(
-                        "cannot read the keyed state of key group {kg}: {e}"
-                    ))
-                })
-        });
-        let chained = restored.state.layers.iter().map(|(kg, layers)| {
-            crate::checkpoint::incremental::merge_chain(*kg, layers).map(|keys| (*kg, keys))
-        });
-        for group in whole.chain(chained) {
-            let (kg, keys) = group?;
-            table.reserve_in_group(kg, keys.len());
-            for (key, snap) in keys {
-                for t in &snap.event_timers {
-                    self.timers.event.register(Timestamp(*t), &key, &());
-                }
-                for t in &snap.processing_timers {
-                    self.timers.processing.register(Timestamp(*t), &key, &());
-                }
-                if snap.states.is_empty() {
-                    continue;
-                }
-                let ks = table
-                    .get_or_insert_with(&key, KeyState::default)
-                    .map_err(|e| format!("restoring keyed state: {e}"))?;
-                for (name, value) in snap.states {
-                    match self.registry.slot_of(name) {
-                        Some(slot) => ks.restore_slot(slot, value.to_vec()),
-                        None if !dropped.contains(&name) => dropped.push(name),
-                        None => {}
+        let registry = &self.registry;
+        // Large state is decoded on several threads, key group by key group (each group's
+        // table written by one thread); timers are registered afterwards.
+        let bytes: usize = restored.state.keyed.values().map(Vec::len).sum::<usize>()
+            + restored
+                .state
+                .layers
+                .values()
+                .flatten()
+                .map(Vec::len)
+                .sum::<usize>();
+        let threads = if bytes < 4 << 20 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+        };
+        type Restored<K> = (Vec<(K, Vec<i64>, Vec<i64>)>, Vec<String>);
+        let groups = table.restore_groups(threads, |kg, w| -> Result<Restored<K>, UserError> {
+            let mut timers = Vec::new();
+            let mut dropped: Vec<String> = Vec::new();
+            // Borrowing names and bytes from the group's blob: one allocation per restored
+            // value, none per name. The whole group (or, with incremental checkpoints, its
+            // timers), then its chain.
+            let mut lists = Vec::new();
+            if let Some(bytes) = restored.state.keyed.get(&kg) {
+                lists.push(
+                    postcard::from_bytes::<Vec<(K, ProcessKeySnapRef<'_>)>>(bytes).map_err(
+                        |e| format!("cannot read the keyed state of key group {kg}: {e}"),
+                    )?,
+                );
+            }
+            if let Some(layers) = restored.state.layers.get(&kg) {
+                lists.push(crate::checkpoint::incremental::merge_chain(kg, layers)?);
+            }
+            for keys in lists {
+                w.reserve(keys.len());
+                for (key, snap) in keys {
+                    if !snap.event_timers.is_empty() || !snap.processing_timers.is_empty() {
+                        timers.push((key.clone(), snap.event_timers, snap.processing_timers));
                     }
+                    if snap.states.is_empty() {
+                        continue;
+                    }
+                    let ks = w
+                        .get_or_insert_with(&key, KeyState::default)
+                        .map_err(|e| format!("restoring keyed state: {e}"))?;
+                    for (name, value) in snap.states {
+                        match registry.slot_of(name) {
+                            Some(slot) => ks.restore_slot(slot, value.to_vec()),
+                            None if !dropped.iter().any(|d| d == name) => {
+                                dropped.push(name.to_string());
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+            Ok((timers, dropped))
+        })?;
+        let mut dropped: Vec<String> = Vec::new();
+        for (timers, names) in groups {
+            for (key, event, processing) in timers {
+                for t in event {
+                    self.timers.event.register(Timestamp(t), &key, &());
+                }
+                for t in processing {
+                    self.timers.processing.register(Timestamp(t), &key, &());
+                }
+            }
+            for n in names {
+                if !dropped.contains(&n) {
+                    dropped.push(n);
                 }
             }
         }

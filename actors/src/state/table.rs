@@ -105,6 +105,56 @@ impl<K: Clone, V: Clone> Group<K, V> {
     }
 }
 
+/// Writes one key group's table during [`KeyedTable::restore_groups`].
+pub struct GroupWriter<'a, K, V> {
+    table: &'a mut HashTable<(K, V)>,
+    kg: KeyGroup,
+    max_parallelism: u32,
+    added: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> GroupWriter<'_, K, V> {
+    /// Makes room for `additional` more keys.
+    pub fn reserve(&mut self, additional: usize) {
+        self.table
+            .reserve(additional, |(k, _)| table_hash(key_hash(k)));
+    }
+
+    /// The value of `key`, inserting a clone of the key with `make()` first if absent.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyGroupMismatch`] if `key` is not of this key group.
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &K,
+        make: impl FnOnce() -> V,
+    ) -> Result<&mut V, KeyGroupMismatch> {
+        let hash = key_hash(key);
+        let kg = key_group_for_hash(hash, self.max_parallelism);
+        if kg != self.kg {
+            return Err(KeyGroupMismatch {
+                key_group: kg,
+                range: KeyGroupRange {
+                    start: self.kg.0,
+                    end: self.kg.0 + 1,
+                },
+            });
+        }
+        let hash = table_hash(hash);
+        match self
+            .table
+            .entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k)))
+        {
+            Entry::Occupied(e) => Ok(&mut e.into_mut().1),
+            Entry::Vacant(e) => {
+                self.added += 1;
+                Ok(&mut e.insert((key.clone(), make())).into_mut().1)
+            }
+        }
+    }
+}
+
 /// The keys of one key group that changed between two [`KeyedTable::take_changes`].
 #[derive(Debug)]
 pub struct ChangedKeys<K>(HashTable<K>);
@@ -378,6 +428,72 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
         }
     }
 
+    /// Fills key groups for a restore, several at a time: `f` is called once per key group of
+    /// the table, on up to `threads` threads (each group's table is written by one call only),
+    /// and returns what the caller must apply afterwards (timers, for example). Results come
+    /// back in key group order. Changes are not recorded.
+    ///
+    /// # Errors
+    ///
+    /// The first error of `f` (or a panicked thread, as an error).
+    pub fn restore_groups<R: Send, E: Send + From<String>>(
+        &mut self,
+        threads: usize,
+        f: impl Fn(KeyGroup, &mut GroupWriter<'_, K, V>) -> Result<R, E> + Sync,
+    ) -> Result<Vec<R>, E>
+    where
+        K: Send + Sync,
+        V: Send + Sync,
+    {
+        let (range, max_parallelism) = (self.range, self.max_parallelism);
+        let per = self.groups.len().div_ceil(threads.max(1)).max(1);
+        let run = |first: usize, chunk: &mut [Group<K, V>]| -> Result<(Vec<R>, usize), E> {
+            let mut out = Vec::with_capacity(chunk.len());
+            let mut added = 0;
+            for (j, g) in chunk.iter_mut().enumerate() {
+                let kg = KeyGroup(range.start + (first + j) as u32);
+                let mut w = GroupWriter {
+                    table: g.write(),
+                    kg,
+                    max_parallelism,
+                    added: 0,
+                };
+                out.push(f(kg, &mut w)?);
+                added += w.added;
+            }
+            Ok((out, added))
+        };
+        let parts: Vec<Result<(Vec<R>, usize), E>> = if threads <= 1 || self.groups.len() <= 1 {
+            vec![run(0, &mut self.groups)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .groups
+                    .chunks_mut(per)
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        let run = &run;
+                        s.spawn(move || run(i * per, chunk))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(E::from("a restore thread panicked".into())))
+                    })
+                    .collect()
+            })
+        };
+        let mut all = Vec::with_capacity(self.groups.len());
+        for part in parts {
+            let (out, added) = part?;
+            self.len += added;
+            all.extend(out);
+        }
+        Ok(all)
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.len
@@ -457,6 +573,42 @@ mod tests {
         let err = t.get_or_insert_with(&foreign, || 0).unwrap_err();
         assert!(err.to_string().contains("key_by"), "{err}");
         assert!(t.is_empty());
+    }
+
+    /// Groups filled on several threads hold what one thread would have put there, the
+    /// length adds up, a key of another group is refused, and an error comes back.
+    #[test]
+    fn groups_are_restored_on_several_threads() {
+        let range = key_group_range_for_subtask(32, 1, 0);
+        for threads in [1, 3] {
+            let mut t: KeyedTable<u64, u64> = KeyedTable::new(32, range);
+            let seen = t
+                .restore_groups(threads, |kg, w| -> Result<usize, String> {
+                    let mine: Vec<u64> = (0..1_000u64)
+                        .filter(|k| assign_to_key_group(k, 32) == kg)
+                        .collect();
+                    w.reserve(mine.len());
+                    for k in &mine {
+                        *w.get_or_insert_with(k, || 0).map_err(|e| e.to_string())? = k * 2;
+                    }
+                    Ok(mine.len())
+                })
+                .unwrap();
+            assert_eq!(seen.iter().sum::<usize>(), 1_000);
+            assert_eq!(t.len(), 1_000);
+            assert!((0..1_000u64).all(|k| t.get(&k) == Some(&(k * 2))));
+            let err = t
+                .restore_groups(threads, |kg, w| -> Result<(), String> {
+                    let foreign = (0..100u64)
+                        .find(|k| assign_to_key_group(k, 32) != kg)
+                        .unwrap();
+                    w.get_or_insert_with(&foreign, || 0)
+                        .map_err(|e| e.to_string())?;
+                    Ok(())
+                })
+                .unwrap_err();
+            assert!(err.contains("key_by"), "{err}");
+        }
     }
 
     #[test]
