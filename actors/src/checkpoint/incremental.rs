@@ -148,26 +148,23 @@ pub enum GroupWrite {
 }
 
 impl Incremental {
-    /// Decides, at the barrier of checkpoint `id`, how the snapshot writes its groups.
-    /// Returns the plan and whether the table's recorded changes are to be taken (true for
-    /// an incremental checkpoint; a whole snapshot leaves them for the next checkpoint).
-    pub fn plan(&mut self, id: CheckpointId, context: &SnapshotContext) -> (Plan, bool) {
+    /// Decides, at the barrier of checkpoint `id`, how the snapshot writes its groups. The
+    /// table's recorded changes are to be taken for an incremental plan
+    /// ([`Plan::is_incremental`]); a whole snapshot leaves them for the next checkpoint.
+    pub fn plan(&mut self, id: CheckpointId, context: &SnapshotContext) -> Plan {
         if !context.incremental {
-            return (
-                Plan {
-                    id,
-                    prefix: String::new(),
-                    chains: None,
-                    deltas: false,
-                    rebase: Default::default(),
-                    produced: self.produced.clone(),
-                },
-                false,
-            );
+            return Plan {
+                id,
+                prefix: String::new(),
+                chains: None,
+                deltas: false,
+                rebase: Default::default(),
+                produced: self.produced.clone(),
+            };
         }
         let deltas = self.confirmed_id.is_some() && self.confirmed_id == self.last_taken;
         self.last_taken = Some(id);
-        let plan = Plan {
+        Plan {
             id,
             prefix: context.chunk_prefix.clone(),
             chains: Some(if deltas {
@@ -182,8 +179,7 @@ impl Incremental {
                 Default::default()
             },
             produced: self.produced.clone(),
-        };
-        (plan, true)
+        }
     }
 
     /// Checkpoint `id` completed: its chains become the ones later deltas build on.
@@ -337,8 +333,8 @@ mod tests {
     #[test]
     fn deltas_build_only_on_confirmed_checkpoints() {
         let mut inc = Incremental::default();
-        let (plan, take) = inc.plan(CheckpointId(1), &ctx());
-        assert!(take);
+        let plan = inc.plan(CheckpointId(1), &ctx());
+        assert!(plan.is_incremental());
         assert_eq!(plan.write_of(KeyGroup(3), true, false), GroupWrite::Base);
         let parts = plan
             .finish(
@@ -349,7 +345,7 @@ mod tests {
             .unwrap();
         assert_eq!(parts.chains.len(), 1);
         inc.confirm(CheckpointId(1));
-        let (plan, _) = inc.plan(CheckpointId(2), &ctx());
+        let plan = inc.plan(CheckpointId(2), &ctx());
         assert_eq!(
             plan.write_of(KeyGroup(3), false, false),
             GroupWrite::Unchanged
@@ -369,11 +365,11 @@ mod tests {
             (CheckpointId(1), CheckpointId(2))
         );
         // 2 never confirmed (aborted): 3 writes a base.
-        let (plan, _) = inc.plan(CheckpointId(3), &ctx());
+        let plan = inc.plan(CheckpointId(3), &ctx());
         assert_eq!(plan.write_of(KeyGroup(3), true, false), GroupWrite::Base);
         // A savepoint: whole, and the changes stay for the next checkpoint.
-        let (plan, take) = inc.plan(CheckpointId(4), &SnapshotContext::default());
-        assert!(!take && !plan.is_incremental());
+        let plan = inc.plan(CheckpointId(4), &SnapshotContext::default());
+        assert!(!plan.is_incremental());
     }
 
     /// Deltas that outweigh half the base make the group rebase.
@@ -381,7 +377,7 @@ mod tests {
     fn long_chains_are_materialised() {
         let mut inc = Incremental::default();
         let mut id = 1;
-        let (plan, _) = inc.plan(CheckpointId(id), &ctx());
+        let plan = inc.plan(CheckpointId(id), &ctx());
         plan.finish(
             Vec::new(),
             vec![(KeyGroup(0), GroupWrite::Base, vec![0; 100])],
@@ -392,7 +388,7 @@ mod tests {
         let mut rebased_at = None;
         for _ in 0..20 {
             id += 1;
-            let (plan, _) = inc.plan(CheckpointId(id), &ctx());
+            let plan = inc.plan(CheckpointId(id), &ctx());
             let w = plan.write_of(KeyGroup(0), true, false);
             if w == GroupWrite::Base {
                 rebased_at = Some(id);
@@ -411,13 +407,13 @@ mod tests {
     #[test]
     fn rebasing_is_spread_over_checkpoints() {
         let mut inc = Incremental::default();
-        let (plan, _) = inc.plan(CheckpointId(1), &ctx());
+        let plan = inc.plan(CheckpointId(1), &ctx());
         let bases = (0..64)
             .map(|g| (KeyGroup(g), GroupWrite::Base, vec![0; 100]))
             .collect();
         plan.finish(Vec::new(), bases, Vec::new()).unwrap();
         inc.confirm(CheckpointId(1));
-        let (plan, _) = inc.plan(CheckpointId(2), &ctx());
+        let plan = inc.plan(CheckpointId(2), &ctx());
         // Deltas of 60 % of the base: due for the groups whose share is below 60 %; group 1
         // gets 250 %, twice due.
         let deltas = (0..64)
@@ -431,7 +427,7 @@ mod tests {
             .collect();
         plan.finish(Vec::new(), deltas, Vec::new()).unwrap();
         inc.confirm(CheckpointId(2));
-        let (plan, _) = inc.plan(CheckpointId(3), &ctx());
+        let plan = inc.plan(CheckpointId(3), &ctx());
         let rebased: Vec<u32> = (0..64)
             .filter(|g| plan.write_of(KeyGroup(*g), true, false) == GroupWrite::Base)
             .collect();

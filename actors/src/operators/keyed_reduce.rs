@@ -199,11 +199,11 @@ where
             .table
             .as_mut()
             .ok_or("keyed reduce snapshot before open()")?;
-        let (plan, take) = self.incremental.plan(id, state.context());
+        let plan = self.incremental.plan(id, state.context());
         if plan.is_incremental() {
             table.track_changes();
         }
-        let changes: std::collections::HashMap<_, _> = if take {
+        let changes: std::collections::HashMap<_, _> = if plan.is_incremental() {
             table.take_changes().into_iter().collect()
         } else {
             Default::default()

@@ -955,12 +955,12 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         let max_parallelism = info.max_parallelism;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
-        let (plan, take) = self.incremental.plan(id, state.context());
+        let plan = self.incremental.plan(id, state.context());
         if plan.is_incremental() {
             // From the first incremental checkpoint on (it writes every group whole).
             table.track_changes();
         }
-        let changes = if take {
+        let changes = if plan.is_incremental() {
             table.take_changes()
         } else {
             Vec::new()
