@@ -141,17 +141,9 @@ impl<K: Hash + Eq + Clone, V> GroupWriter<'_, K, V> {
                 },
             });
         }
-        let hash = table_hash(hash);
-        match self
-            .table
-            .entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k)))
-        {
-            Entry::Occupied(e) => Ok(&mut e.into_mut().1),
-            Entry::Vacant(e) => {
-                self.added += 1;
-                Ok(&mut e.insert((key.clone(), make())).into_mut().1)
-            }
-        }
+        let (value, inserted) = find_or_insert(self.table, table_hash(hash), key, make);
+        self.added += usize::from(inserted);
+        Ok(value)
     }
 }
 
@@ -235,6 +227,21 @@ impl<K: Hash + Eq, V> FrozenTable<K, V> {
         table
             .find(table_hash(key_hash(key)), |(k, _)| k == key)
             .map(|(_, v)| v)
+    }
+}
+
+/// The value of `key` in one key group's `table` (probed with `hash`, its table hash),
+/// inserting a clone of the key with `make()` first if absent; true if it was inserted.
+#[inline]
+fn find_or_insert<'t, K: Hash + Eq + Clone, V>(
+    table: &'t mut HashTable<(K, V)>,
+    hash: u64,
+    key: &K,
+    make: impl FnOnce() -> V,
+) -> (&'t mut V, bool) {
+    match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
+        Entry::Occupied(e) => (&mut e.into_mut().1, false),
+        Entry::Vacant(e) => (&mut e.insert((key.clone(), make())).into_mut().1, true),
     }
 }
 
@@ -347,14 +354,9 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedTable<K, V> {
 
     #[inline]
     fn entry_at(&mut self, hash: u64, offset: usize, key: &K, make: impl FnOnce() -> V) -> &mut V {
-        let table = self.groups[offset].write();
-        match table.entry(hash, |(k, _)| k == key, |(k, _)| table_hash(key_hash(k))) {
-            Entry::Occupied(e) => &mut e.into_mut().1,
-            Entry::Vacant(e) => {
-                self.len += 1;
-                &mut e.insert((key.clone(), make())).into_mut().1
-            }
-        }
+        let (value, inserted) = find_or_insert(self.groups[offset].write(), hash, key, make);
+        self.len += usize::from(inserted);
+        value
     }
 
     /// Like [`get_or_insert_with`](Self::get_or_insert_with), but the access does not count
