@@ -75,8 +75,9 @@ pub use runtime::config::{JobConfig, RuntimeMode};
 pub use runtime::graph::{ChainingStrategy, NodeKind, StreamGraph};
 pub use runtime::job::{JobControl, JobHandle, submit};
 pub use runtime::metrics::{
-    ExceptionRecord, JobMetricsSnapshot, RecoveryAction, SubtaskMetricsSnapshot, SubtaskRates,
-    SubtaskStatus,
+    ChannelSnapshot, ChannelSource, ExceptionRecord, JobMetricsSnapshot, OutputLaneSnapshot,
+    RecoveryAction, SubtaskMetricsSnapshot, SubtaskRates, SubtaskStatus,
 };
+pub use runtime::observer::{JobId, JobObserver, JobStatus, JobUpdate, JobUpdateKind};
 pub use runtime::result::JobResult;
 pub use types::{CheckpointId, KeyGroup, NodeId, Timestamp, Watermark};

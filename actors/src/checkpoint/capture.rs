@@ -143,6 +143,25 @@ pub(crate) struct EncodedState {
     pub(crate) state: Vec<u8>,
     pub(crate) chunks: Vec<(crate::checkpoint::snapshot::BlobEntry, Vec<u8>)>,
     pub(crate) shared: Vec<crate::checkpoint::snapshot::BlobEntry>,
+    /// Bytes of in-flight data (input and output) the state holds: unaligned checkpoints.
+    pub(crate) in_flight_bytes: u64,
+}
+
+impl SubtaskState {
+    /// Bytes of recorded in-flight batches, input and output.
+    pub(crate) fn in_flight_bytes(&self) -> u64 {
+        let size = |items: &[InFlight]| {
+            items
+                .iter()
+                .map(|i| match i {
+                    InFlight::Data(b) => b.len() as u64,
+                    InFlight::Watermark(_) | InFlight::Status(_) => 0,
+                })
+                .sum::<u64>()
+        };
+        self.in_flight.iter().map(|r| size(&r.items)).sum::<u64>()
+            + self.out_flight.iter().map(|r| size(&r.items)).sum::<u64>()
+    }
 }
 
 /// Facts about a checkpoint kept in its manifest.

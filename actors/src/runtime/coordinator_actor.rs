@@ -17,6 +17,7 @@ use crate::checkpoint::types::{JobEvent, JobListener};
 use crate::dataplane::lane::{LaneSender, TrySendError};
 use crate::dataplane::message::{CheckpointBarrier, CheckpointKind, PriorityMessage};
 use crate::runtime::control::{CoordinatorMsg, SupervisorMsg};
+use crate::runtime::observer::{JobObserver, SubtaskCheckpointStats};
 use crate::types::CheckpointId;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -72,6 +73,7 @@ pub(crate) struct CoordinatorArgs {
     /// The newest checkpoint id already in the store (ids continue after it).
     pub(crate) newest_in_store: Option<CheckpointId>,
     pub(crate) listener: Option<JobListener>,
+    pub(crate) observer: Arc<JobObserver>,
 }
 
 pub(crate) struct CoordinatorState {
@@ -89,6 +91,7 @@ pub(crate) struct CoordinatorState {
     finished_blobs: HashMap<TaskRef, BlobEntry>,
     start: Instant,
     listener: Option<JobListener>,
+    observer: Arc<JobObserver>,
     supervisor: Option<ActorRef<SupervisorMsg>>,
     /// Who waits for each pending savepoint, and whether the job stops with it.
     savepoint_waiters: HashMap<CheckpointId, SavepointWaiter>,
@@ -129,6 +132,7 @@ impl CoordinatorState {
     }
 
     fn emit(&self, event: JobEvent) {
+        self.observer.event(&event);
         if let Some(l) = &self.listener {
             l(&event);
         }
@@ -173,6 +177,8 @@ impl CoordinatorState {
                         self.savepoint_waiters.insert(id, w);
                     }
                     tracing::debug!(job = %self.job, checkpoint = %id, ?kind, ?alignment, "triggering");
+                    let acks = self.generations.len().saturating_sub(self.finished.len());
+                    self.observer.checkpoint_triggered(id, kind, acks);
                     for task in self.sources.clone() {
                         if self.finished.contains_key(&task) {
                             continue; // its final state stands in for it
@@ -465,6 +471,7 @@ impl Actor for CoordinatorActor {
             finished_blobs: HashMap::new(),
             start: Instant::now(),
             listener: args.listener,
+            observer: args.observer,
             supervisor: None,
             savepoint_waiters: HashMap::new(),
             queued_savepoints: Default::default(),
@@ -516,6 +523,7 @@ impl Actor for CoordinatorActor {
                     // (the actor handles one message at a time).
                     let store = state.store.clone();
                     let shared = std::mem::take(&mut bytes.shared);
+                    let in_flight_bytes = bytes.in_flight_bytes;
                     let written = blocking(move || {
                         // The chunks of incremental keyed state, then the state blob.
                         let mut entries = Vec::with_capacity(bytes.chunks.len() + 1);
@@ -541,6 +549,20 @@ impl Actor for CoordinatorActor {
                     .await;
                     match (written, state.collected.get_mut(&id)) {
                         (Ok(entries), Some(c)) => {
+                            state.observer.checkpoint_acknowledged(
+                                id,
+                                SubtaskCheckpointStats {
+                                    vertex: task.0,
+                                    subtask: task.1,
+                                    ack_timestamp_ms: wall_ms(),
+                                    alignment_ms,
+                                    sync_ms,
+                                    async_ms,
+                                    state_size: entries.iter().map(|e| e.len).sum(),
+                                    in_flight_bytes,
+                                    unaligned,
+                                },
+                            );
                             for entry in entries {
                                 c.bytes += entry.len;
                                 c.blobs.push(entry);

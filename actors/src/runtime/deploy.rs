@@ -16,7 +16,7 @@ use crate::runtime::chain::{ChainNode, Output, Route, SinkTail, Tail};
 use crate::runtime::config::JobConfig;
 use crate::runtime::control::{CoordinatorLink, CoordinatorMsg};
 use crate::runtime::graph::{NodeKind, StreamGraph, StreamNode};
-use crate::runtime::metrics::{OperatorCounters, SubtaskMetrics};
+use crate::runtime::metrics::{ChannelSource, OperatorCounters, OutputLaneProbe, SubtaskMetrics};
 use crate::runtime::plan::{ExecutionPlan, JobVertex};
 use crate::runtime::subtask::Checkpointing;
 use crate::runtime::subtask::{SourceHead, Subtask};
@@ -298,6 +298,10 @@ struct Lanes {
     priority: Vec<Vec<Vec<LaneSender<PriorityMessage>>>>,
     /// Per node: its output edges.
     out_edges: Vec<Vec<EdgeId>>,
+    /// Per vertex, per subtask: where each input lane comes from (vertex, subtask).
+    lane_sources: Vec<Vec<Vec<ChannelSource>>>,
+    /// Per vertex, per subtask: probes of its output lanes (to vertex, subtask).
+    out_probes: Vec<Vec<Vec<OutputLaneProbe>>>,
 }
 
 impl Lanes {
@@ -328,6 +332,16 @@ impl Lanes {
             senders: vec![Vec::new(); graph.edges.len()],
             priority: vec![Vec::new(); graph.edges.len()],
             out_edges: vec![Vec::new(); graph.nodes.len()],
+            lane_sources: plan
+                .vertices
+                .iter()
+                .map(|v| vec![Vec::new(); v.parallelism as usize])
+                .collect(),
+            out_probes: plan
+                .vertices
+                .iter()
+                .map(|v| vec![Vec::new(); v.parallelism as usize])
+                .collect(),
         };
         for edge in &graph.edges {
             lanes.out_edges[edge.source.0].push(edge.id);
@@ -336,6 +350,7 @@ impl Lanes {
                 continue;
             }
             let upstream = plan.parallelism[edge.source.0] as usize;
+            let source_vertex = plan.vertex_of[edge.source.0].0;
             let mut per_upstream = Vec::with_capacity(upstream);
             let mut prio_upstream = Vec::with_capacity(upstream);
             for i in 0..upstream {
@@ -343,7 +358,19 @@ impl Lanes {
                 let mut targets = Vec::new();
                 for j in plan.targets(graph, edge.id, i) {
                     if let Some(b) = lanes.gates[target_vertex][j].as_mut() {
-                        channels.push(b.add_lane(config.lane_capacity));
+                        let sender = b.add_lane(config.lane_capacity);
+                        lanes.lane_sources[target_vertex][j].push(ChannelSource {
+                            vertex: source_vertex,
+                            subtask: i,
+                        });
+                        if let Some(p) = lanes.out_probes[source_vertex].get_mut(i) {
+                            p.push(OutputLaneProbe {
+                                vertex: target_vertex,
+                                subtask: j,
+                                probe: sender.probe(),
+                            });
+                        }
+                        channels.push(sender);
                         targets.push(b.priority_sender());
                         lanes.lane_inputs[target_vertex][j].push(edge.input);
                     }
@@ -440,15 +467,21 @@ impl Deployer<'_> {
         deployment.priority.push(builder.priority_sender());
         let gate = builder.build();
         let lane_count = gate.lane_count();
-        let metrics = Arc::new(SubtaskMetrics::new(
-            name.clone(),
-            index,
-            vertex.parallelism,
-            records_out,
-            output_watermark,
-            gate.probes(),
-            counters,
-        ));
+        let metrics = Arc::new(
+            SubtaskMetrics::new(
+                name.clone(),
+                index,
+                vertex.parallelism,
+                records_out,
+                output_watermark,
+                gate.probes(),
+                counters,
+            )
+            .with_lanes(
+                std::mem::take(&mut lanes.lane_sources[vertex.id.0][index]),
+                std::mem::take(&mut lanes.out_probes[vertex.id.0][index]),
+            ),
+        );
         deployment.metrics.push(metrics.clone());
         let task = (vertex.id.0, index);
         deployment.tasks.push(task);

@@ -13,7 +13,9 @@ use crate::runtime::control::{CoordinatorMsg, SupervisorMsg};
 use crate::runtime::coordinator_actor::{CoordinatorActor, CoordinatorArgs};
 use crate::runtime::deploy::{DeployContext, Deployment, Regions, deploy};
 use crate::runtime::graph::StreamGraph;
+use crate::checkpoint::coordinator::CheckpointingMode;
 use crate::runtime::metrics::JobMetricsSnapshot;
+use crate::runtime::observer::{CheckpointConfigInfo, JobId, JobObserver, vertices_of};
 use crate::runtime::plan::{ExecutionPlan, plan};
 use crate::runtime::result::{JobMetrics, JobResult};
 use crate::runtime::supervisor::Recovery;
@@ -33,6 +35,11 @@ pub struct JobControl {
 }
 
 impl JobControl {
+    /// The job's id, plan, status history, checkpoint statistics and live updates.
+    pub fn observer(&self) -> &Arc<JobObserver> {
+        &self.metrics.observer
+    }
+
     /// Every subtask's metrics now.
     pub fn metrics(&self) -> JobMetricsSnapshot {
         self.metrics.snapshot()
@@ -98,6 +105,11 @@ impl JobHandle {
         self.control.metrics()
     }
 
+    /// The job's id, plan, status history, checkpoint statistics and live updates.
+    pub fn observer(&self) -> &Arc<JobObserver> {
+        self.control.observer()
+    }
+
     /// Asks the job to stop (see [`JobControl::cancel`]).
     pub fn cancel(&self) {
         self.control.cancel();
@@ -151,6 +163,13 @@ pub async fn submit_with_faults(
     let plan = plan(graph, config)?;
     let clock = processing_clock(config);
     let name: Arc<str> = name.into();
+    let id = JobId::generate();
+    let observer = Arc::new(JobObserver::new(
+        id,
+        &name,
+        vertices_of(id, graph, &plan),
+        config.checkpointing.as_ref().map(checkpoint_config_info),
+    ));
     let listener = config.listener.as_ref().map(|l| l.0.clone());
     let (deployment, recovery) = match &config.checkpointing {
         None => {
@@ -167,6 +186,7 @@ pub async fn submit_with_faults(
                 clock: clock.clone(),
                 listener: listener.as_ref(),
                 faults: faults.as_ref(),
+                observer: &observer,
             };
             let (deployment, recovery) = job.deploy().await?;
             (deployment, Some(recovery))
@@ -174,7 +194,7 @@ pub async fn submit_with_faults(
     };
     let description = plan.describe(graph);
     info!(job = %name, "submitting job:\n{description}");
-    let metrics = Arc::new(JobMetrics::new(deployment.metrics.clone()));
+    let metrics = Arc::new(JobMetrics::new(deployment.metrics.clone(), observer));
     let (tx, rx) = oneshot::channel();
     let (supervisor, _) = Actor::spawn(
         None,
@@ -203,6 +223,28 @@ pub async fn submit_with_faults(
     })
 }
 
+/// How `ck` checkpoints, as the REST API shows it.
+fn checkpoint_config_info(ck: &CheckpointConfig) -> CheckpointConfigInfo {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let s = &ck.settings;
+    CheckpointConfigInfo {
+        mode: match s.mode {
+            CheckpointingMode::ExactlyOnce => "EXACTLY_ONCE",
+            CheckpointingMode::AtLeastOnce => "AT_LEAST_ONCE",
+        },
+        interval_ms: ms(s.interval),
+        timeout_ms: ms(s.timeout),
+        min_pause_ms: ms(s.min_pause),
+        max_concurrent: u32::try_from(s.max_concurrent).unwrap_or(u32::MAX),
+        unaligned: s.unaligned,
+        aligned_timeout_ms: s.aligned_timeout.map_or(0, ms),
+        tolerable_failed: s.tolerable_failures,
+        retained: s.retained,
+        incremental: s.incremental,
+        store: ck.store.location(),
+    }
+}
+
 /// The job's processing-time clock: the system's, or a fixed origin for tests.
 fn processing_clock(config: &JobConfig) -> ProcessingClock {
     match config.processing_time_origin {
@@ -221,6 +263,7 @@ struct Checkpointed<'a> {
     clock: ProcessingClock,
     listener: Option<&'a JobListener>,
     faults: Option<&'a FaultPlan>,
+    observer: &'a Arc<JobObserver>,
 }
 
 impl Checkpointed<'_> {
@@ -257,11 +300,15 @@ impl Checkpointed<'_> {
         if let Some(r) = &restore {
             info!(job = %self.name, checkpoint = %r.checkpoint, "restoring");
         }
+        let restored = JobEvent::Restored {
+            checkpoint: restore.as_ref().map(|r| r.checkpoint),
+            generation: 0,
+        };
+        if restore.is_some() {
+            self.observer.event(&restored);
+        }
         if let Some(l) = self.listener {
-            l(&JobEvent::Restored {
-                checkpoint: restore.as_ref().map(|r| r.checkpoint),
-                generation: 0,
-            });
+            l(&restored);
         }
         let recovery = Recovery {
             graph: self.graph.clone(),
@@ -358,6 +405,7 @@ impl Checkpointed<'_> {
                 restored,
                 newest_in_store,
                 listener: self.listener.cloned(),
+                observer: self.observer.clone(),
             },
         )
         .await

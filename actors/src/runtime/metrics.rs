@@ -54,6 +54,56 @@ impl SubtaskStatus {
     }
 }
 
+/// Where an input channel (lane) of a subtask comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelSource {
+    /// The upstream vertex's index.
+    pub vertex: usize,
+    /// The upstream subtask's index.
+    pub subtask: usize,
+}
+
+/// An output lane of a subtask, for its fill.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputLaneProbe {
+    pub(crate) vertex: usize,
+    pub(crate) subtask: usize,
+    pub(crate) probe: LaneProbe,
+}
+
+/// The live watermark state of one input channel.
+#[derive(Debug)]
+struct ChannelProbe {
+    source: ChannelSource,
+    watermark: AtomicI64,
+    /// 0 active, 1 idle, 2 ended.
+    state: AtomicU8,
+}
+
+/// One input channel's watermark state at one moment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelSnapshot {
+    /// Where it comes from.
+    pub source: ChannelSource,
+    /// The newest watermark it delivered, `None` before the first.
+    pub watermark: Option<i64>,
+    /// It announced idleness (it is left out of the minimum).
+    pub idle: bool,
+    /// It ended (it no longer holds event time back).
+    pub ended: bool,
+}
+
+/// One output lane's fill at one moment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutputLaneSnapshot {
+    /// The downstream vertex's index.
+    pub vertex: usize,
+    /// The downstream subtask's index.
+    pub subtask: usize,
+    /// How full the lane is.
+    pub fill: LaneFill,
+}
+
 /// What a subtask is doing, for time accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -85,6 +135,8 @@ pub struct SubtaskMetrics {
     pub(crate) output_watermark: Arc<AtomicI64>,
     status: AtomicU8,
     lanes: Vec<LaneProbe>,
+    channels: Vec<ChannelProbe>,
+    outputs: Vec<OutputLaneProbe>,
     counters: OperatorCounters,
     epoch: Instant,
     phase: AtomicU8,
@@ -116,10 +168,44 @@ impl SubtaskMetrics {
             output_watermark,
             status: AtomicU8::new(0),
             lanes,
+            channels: Vec::new(),
+            outputs: Vec::new(),
             counters,
             epoch: Instant::now(),
             phase: AtomicU8::new(0),
             phase_since: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Where each input lane comes from (in lane order) and the output lanes.
+    pub(crate) fn with_lanes(
+        mut self,
+        sources: Vec<ChannelSource>,
+        outputs: Vec<OutputLaneProbe>,
+    ) -> Self {
+        self.channels = sources
+            .into_iter()
+            .map(|source| ChannelProbe {
+                source,
+                watermark: AtomicI64::new(i64::MIN),
+                state: AtomicU8::new(0),
+            })
+            .collect();
+        self.outputs = outputs;
+        self
+    }
+
+    /// Records input channel `lane`'s watermark and status (once per watermark or status
+    /// message, not per record).
+    pub(crate) fn set_channel(&self, lane: usize, watermark: i64, idle: bool, ended: bool) {
+        if let Some(c) = self.channels.get(lane) {
+            c.watermark.store(watermark, Ordering::Relaxed);
+            let state = if ended {
+                2
+            } else {
+                u8::from(idle)
+            };
+            c.state.store(state, Ordering::Relaxed);
         }
     }
 
@@ -204,6 +290,28 @@ impl SubtaskMetrics {
             input_watermark: set(self.input_watermark.load(Ordering::Relaxed)),
             output_watermark: set(self.output_watermark.load(Ordering::Relaxed)),
             late_records_dropped: self.counters.late_records_dropped(),
+            input_channels: self
+                .channels
+                .iter()
+                .map(|c| {
+                    let state = c.state.load(Ordering::Relaxed);
+                    ChannelSnapshot {
+                        source: c.source,
+                        watermark: set(c.watermark.load(Ordering::Relaxed)),
+                        idle: state == 1,
+                        ended: state == 2,
+                    }
+                })
+                .collect(),
+            output_lanes: self
+                .outputs
+                .iter()
+                .map(|o| OutputLaneSnapshot {
+                    vertex: o.vertex,
+                    subtask: o.subtask,
+                    fill: o.probe.fill(),
+                })
+                .collect(),
         }
     }
 }
@@ -242,6 +350,10 @@ pub struct SubtaskMetricsSnapshot {
     /// Records dropped as too late by window operators in this subtask (records sent to a
     /// late side output are not counted).
     pub late_records_dropped: u64,
+    /// Every input channel's watermark and status, in lane order (as `input_lanes`).
+    pub input_channels: Vec<ChannelSnapshot>,
+    /// Fill of every output lane (to the downstream subtasks).
+    pub output_lanes: Vec<OutputLaneSnapshot>,
 }
 
 /// Every subtask's counters at one moment.

@@ -4,6 +4,8 @@
 //!   into job vertices and subtasks, and the job configuration.
 //! * [`job`] — [`submit`](job::submit) a graph; follow it with a [`JobHandle`](job::JobHandle).
 //! * [`metrics`] — per-subtask counters and their snapshots.
+//! * [`observer`] — the job's id, plan, status history, checkpoint statistics and live
+//!   updates, for the REST API and dashboard.
 //! * Internal: `deploy` creates lanes and operator instances; `subtask` runs one chain
 //!   instance's loop (the record path; its checkpoint side, with unaligned recording, in
 //!   `subtask::checkpoint`);
@@ -25,6 +27,7 @@ pub(crate) mod deploy;
 pub mod graph;
 pub mod job;
 pub mod metrics;
+pub mod observer;
 pub mod plan;
 pub mod result;
 pub(crate) mod subtask;

@@ -1,6 +1,7 @@
 //! What a job reports: the live `JobMetrics` the supervisor keeps up to date across
 //! restarts, and the [`JobResult`] of a job that ended well.
 
+use crate::runtime::observer::JobObserver;
 use crate::runtime::metrics::{
     EXCEPTION_HISTORY, ExceptionRecord, JobMetricsSnapshot, SubtaskMetrics,
 };
@@ -17,12 +18,15 @@ pub(crate) struct JobMetrics {
     pub(crate) restarts: std::sync::atomic::AtomicU32,
     /// The newest failures and what was done about them (written by the supervisor, rarely).
     exceptions: std::sync::Mutex<VecDeque<ExceptionRecord>>,
+    /// Status, checkpoint statistics and live updates.
+    pub(crate) observer: Arc<JobObserver>,
 }
 
 impl JobMetrics {
     /// Metrics of a job starting now with these subtasks.
-    pub(crate) fn new(subtasks: Vec<Arc<SubtaskMetrics>>) -> Self {
+    pub(crate) fn new(subtasks: Vec<Arc<SubtaskMetrics>>, observer: Arc<JobObserver>) -> Self {
         JobMetrics {
+            observer,
             started: Instant::now(),
             subtasks: std::sync::RwLock::new(subtasks),
             restarts: Default::default(),
@@ -32,6 +36,7 @@ impl JobMetrics {
 
     /// Records a failure the supervisor handled (the oldest beyond the history size go).
     pub(crate) fn record_exception(&self, record: ExceptionRecord) {
+        self.observer.exception(&record);
         if let Ok(mut e) = self.exceptions.lock() {
             if e.len() == EXCEPTION_HISTORY {
                 e.pop_front();

@@ -28,6 +28,7 @@ use crate::runtime::control::{CoordinatorMsg, SupervisorMsg};
 use crate::runtime::deploy::{DeployContext, Deployment, Regions, deploy};
 use crate::runtime::graph::StreamGraph;
 use crate::runtime::metrics::{ExceptionRecord, RecoveryAction, SubtaskStatus};
+use crate::runtime::observer::JobStatus;
 use crate::runtime::plan::ExecutionPlan;
 use crate::runtime::result::{JobMetrics, JobResult};
 use crate::runtime::subtask::Subtask;
@@ -228,6 +229,7 @@ impl SupervisorState {
     }
 
     fn emit(&self, event: JobEvent) {
+        self.metrics.observer.event(&event);
         if let Some(l) = &self.listener {
             l(&event);
         }
@@ -373,6 +375,7 @@ impl SupervisorState {
             region,
             action,
         };
+        let whole_job = r.regions.count() <= 1;
         match r.tracker.on_failure(now_ms(self.started), jitter_sample()) {
             RestartDecision::Restart { delay, attempt } => {
                 // For the messages only (reading and verifying the whole checkpoint here would
@@ -405,6 +408,10 @@ impl SupervisorState {
                 ractor::time::send_after(delay, myself.get_cell(), move || {
                     SupervisorMsg::Redeploy(region)
                 });
+                if whole_job {
+                    // A regional failover leaves the job RUNNING, as in Flink.
+                    self.metrics.observer.set_status(JobStatus::Restarting);
+                }
                 true
             }
             RestartDecision::SameIncident => {
@@ -484,7 +491,11 @@ impl SupervisorState {
         });
         self.spawn_children(myself, deployment)
             .await
-            .map_err(|e| JobError::Internal(format!("cannot spawn subtasks: {e}")))
+            .map_err(|e| JobError::Internal(format!("cannot spawn subtasks: {e}")))?;
+        if self.restarting.is_empty() {
+            self.metrics.observer.set_status(JobStatus::Running);
+        }
+        Ok(())
     }
 
     fn outcome(&mut self) -> Result<JobResult, JobError> {
@@ -560,10 +571,16 @@ impl SupervisorState {
             // writing (an acknowledgement in flight) is done with before `execute` returns, so
             // nothing writes the store, or reports a checkpoint, after the job ended.
             let coordinator = self.recovery.as_ref().map(|r| r.coordinator.clone());
+            let observer = self.metrics.observer.clone();
             tokio::spawn(async move {
                 if let Some(c) = coordinator {
                     let _ = c.stop_and_wait(None, None).await;
                 }
+                observer.set_status(match &outcome {
+                    Ok(_) => JobStatus::Finished,
+                    Err(JobError::Cancelled) => JobStatus::Canceled,
+                    Err(_) => JobStatus::Failed,
+                });
                 let _ = tx.send(outcome);
             });
         }
@@ -636,6 +653,7 @@ impl Actor for JobSupervisor {
             ));
         }
         info!(job = %state.job, subtasks = state.cells.len(), "job running");
+        state.metrics.observer.set_status(JobStatus::Running);
         Ok(())
     }
 
@@ -663,6 +681,7 @@ impl Actor for JobSupervisor {
             SupervisorMsg::Cancel => {
                 if !state.cancel_requested {
                     info!(job = %state.job, "cancel requested");
+                    state.metrics.observer.set_status(JobStatus::Cancelling);
                     state.cancel_requested = true;
                     state.restarting.clear();
                     state.awaiting_redeploy.clear();

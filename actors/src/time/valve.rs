@@ -64,6 +64,16 @@ impl WatermarkValve {
         }
     }
 
+    /// Channel `channel`'s watermark (`i64::MIN` before its first) and whether it is idle.
+    pub fn channel(&self, channel: usize) -> Option<(i64, bool)> {
+        self.channels.get(channel).map(|c| (c.watermark, c.idle))
+    }
+
+    /// The number of channels.
+    pub fn channels(&self) -> usize {
+        self.channels.len()
+    }
+
     /// The last watermark emitted.
     pub fn current(&self) -> Watermark {
         Watermark(self.last_output)

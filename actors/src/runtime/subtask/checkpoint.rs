@@ -122,12 +122,14 @@ pub(super) fn encode_subtask_state(
                 .cloned(),
         );
     }
+    let in_flight_bytes = state.in_flight_bytes();
     let state = postcard::to_allocvec(&state)
         .map_err(|e| format!("cannot serialize the subtask state: {e}"))?;
     Ok(EncodedState {
         state,
         chunks,
         shared,
+        in_flight_bytes,
     })
 }
 

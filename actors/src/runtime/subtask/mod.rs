@@ -315,6 +315,11 @@ impl Subtask {
             return Ok(());
         };
         if let Some(v) = c.restored_valve.take() {
+            for lane in 0..v.channels() {
+                if let Some((wm, idle)) = v.channel(lane) {
+                    self.metrics.set_channel(lane, wm, idle, false);
+                }
+            }
             self.valve = v;
         }
         // The overtaken output goes out first, ahead of anything the replay below emits.
@@ -376,10 +381,12 @@ impl Subtask {
                     }
                     InFlight::Watermark(wm) => {
                         let out = self.valve.input_watermark(record.lane, Watermark(wm));
+                        self.note_channel(record.lane, false);
                         self.apply_valve(out)?;
                     }
                     InFlight::Status(st) => {
                         let out = self.valve.input_status(record.lane, st);
+                        self.note_channel(record.lane, false);
                         self.apply_valve(out)?;
                     }
                 }
@@ -700,6 +707,7 @@ impl Subtask {
                     self.record(lane, || Ok(InFlight::Watermark(wm.0)));
                 }
                 let out = self.valve.input_watermark(lane, wm);
+                self.note_channel(lane, false);
                 self.apply_valve(out)?;
                 self.settle_work().await?;
             }
@@ -708,6 +716,7 @@ impl Subtask {
                     self.record(lane, || Ok(InFlight::Status(status)));
                 }
                 let out = self.valve.input_status(lane, status);
+                self.note_channel(lane, false);
                 self.apply_valve(out)?;
                 self.settle_work().await?;
             }
@@ -720,6 +729,7 @@ impl Subtask {
                 let out = self.aligner.on_lane_ended(lane);
                 self.apply_alignment(out).await?;
                 let out = self.valve.input_ended(lane);
+                self.note_channel(lane, true);
                 self.apply_valve(out)?;
                 self.settle_work().await?;
                 if self.gate.open_lanes() == 0 {
@@ -739,6 +749,13 @@ impl Subtask {
             self.drain_or_unaligned().await?;
         }
         Ok(finished)
+    }
+
+    /// Publishes input channel `lane`'s watermark and status to the metrics.
+    fn note_channel(&self, lane: usize, ended: bool) {
+        if let Some((wm, idle)) = self.valve.channel(lane) {
+            self.metrics.set_channel(lane, wm, idle, ended);
+        }
     }
 
     fn apply_valve(&mut self, out: ValveOutput) -> Result<(), Stop> {
