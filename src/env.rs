@@ -191,6 +191,9 @@ pub(crate) struct EnvState {
     pub(crate) errors: Vec<BuildError>,
     pub(crate) generation: u64,
     pub(crate) faults: Option<actorflow_runtime::checkpoint::fault::FaultPlan>,
+    /// The web server that shows this environment's jobs.
+    #[cfg(feature = "web")]
+    pub(crate) web: Option<crate::web::WebServer>,
 }
 
 /// The context in which a streaming job is built and run (Flink's
@@ -247,6 +250,8 @@ impl StreamExecutionEnvironment {
                 errors: Vec::new(),
                 generation: 0,
                 faults: None,
+                #[cfg(feature = "web")]
+                web: None,
             })),
         }
     }
@@ -595,7 +600,43 @@ impl StreamExecutionEnvironment {
             }
             (graph, st.config.clone(), st.faults.take())
         };
-        actorflow_runtime::runtime::job::submit_with_faults(job_name, &graph, &config, faults).await
+        let handle =
+            actorflow_runtime::runtime::job::submit_with_faults(job_name, &graph, &config, faults)
+                .await?;
+        #[cfg(feature = "web")]
+        if let Some(web) = &self.lock().web {
+            web.register(handle.control(), handle.plan().to_string());
+        }
+        Ok(handle)
+    }
+
+    /// Starts the REST API and dashboard (cargo feature `web`) on `config.addr`, at once, and
+    /// shows every job this environment runs from now on. Returns the server (its address and
+    /// bearer token); calling it again returns the running server.
+    ///
+    /// # Errors
+    ///
+    /// [`WebError`](crate::web::WebError) if the address cannot be bound or the token is
+    /// unusable.
+    #[cfg(feature = "web")]
+    pub fn enable_web(
+        &self,
+        config: impl Into<crate::web::WebConfig>,
+    ) -> Result<crate::web::WebServer, crate::web::WebError> {
+        if let Some(web) = &self.lock().web {
+            return Ok(web.clone());
+        }
+        let server = crate::web::WebServer::start(config.into())?;
+        self.lock().web = Some(server.clone());
+        Ok(server)
+    }
+
+    /// Shows this environment's jobs on an already running web server (several environments
+    /// can share one).
+    #[cfg(feature = "web")]
+    pub fn use_web(&self, server: &crate::web::WebServer) -> &Self {
+        self.lock().web = Some(server.clone());
+        self
     }
 
     /// Runs the job to its end (Flink's `execute`).

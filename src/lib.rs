@@ -59,6 +59,10 @@
 //! * [`async_io`] — talking to services: Async I/O ([`async_io::AsyncDataStream`], ordered or
 //!   unordered, capacity, timeout, retries, checkpointed requests in flight) and
 //!   `map_blocking` for code that can only block (`docs/async-io.md`).
+//! * [`observer`] — a job's id, plan, status history, checkpoint statistics and live updates
+//!   (`JobHandle::observer`).
+//! * `web` (cargo feature `web`) — the REST API with Flink's paths, Prometheus metrics, the
+//!   live event stream and the dashboard, on actix-web (`docs/web.md`).
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
 //!   examples in these docs.
 //!
@@ -82,6 +86,8 @@ pub mod multi_input;
 pub mod sinks;
 pub mod sources;
 pub mod testing;
+#[cfg(feature = "web")]
+pub mod web;
 pub mod window;
 pub mod window_join;
 
@@ -94,6 +100,7 @@ pub use actorflow_runtime::operators::{self, transactional};
 pub use actorflow_runtime::operators::{
     Context, KeyedContext, KeyedProcessFunction, ProcessFunction,
 };
+pub use actorflow_runtime::runtime::observer;
 pub use actorflow_runtime::state::keyed_state;
 pub use actorflow_runtime::time::{clock, timer, watermark};
 pub use actorflow_runtime::{

@@ -334,6 +334,16 @@ pub trait SnapshotStore: Send + Sync {
     /// [`StoreError::Missing`], [`StoreError::Corrupt`] or [`StoreError::Io`].
     fn load(&self, id: CheckpointId) -> Result<Snapshot, StoreError>;
 
+    /// Reads and checks checkpoint `id`'s manifest only (not its blobs): its kind, its
+    /// entries. The default loads the whole checkpoint; stores override it with a cheap read.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    fn manifest(&self, id: CheckpointId) -> Result<Manifest, StoreError> {
+        self.load(id).map(|s| s.manifest)
+    }
+
     /// Deletes checkpoint `id` (manifest first, so a crash never leaves a manifest without
     /// its blobs), and any orphan blobs of it. Blobs another checkpoint's manifest still lists
     /// (shared blobs, [`BlobEntry::owner`]) are kept; shared blobs of older checkpoints that
@@ -587,6 +597,12 @@ impl SnapshotStore for MemoryStore {
             .collect())
     }
 
+    fn manifest(&self, id: CheckpointId) -> Result<Manifest, StoreError> {
+        let inner = self.lock();
+        let bytes = inner.manifests.get(&id.0).ok_or(StoreError::Missing(id))?;
+        Manifest::decode(id, bytes)
+    }
+
     fn load(&self, id: CheckpointId) -> Result<Snapshot, StoreError> {
         let inner = self.lock();
         let bytes = inner.manifests.get(&id.0).ok_or(StoreError::Missing(id))?;
@@ -826,7 +842,7 @@ impl SledStore {
         Ok(())
     }
 
-    fn manifest(&self, id: CheckpointId) -> Result<Manifest, StoreError> {
+    fn read_manifest(&self, id: CheckpointId) -> Result<Manifest, StoreError> {
         let bytes = self
             .manifests
             .get(id.0.to_be_bytes())
@@ -904,8 +920,12 @@ impl SnapshotStore for SledStore {
         Ok(ids)
     }
 
+    fn manifest(&self, id: CheckpointId) -> Result<Manifest, StoreError> {
+        self.read_manifest(id)
+    }
+
     fn load(&self, id: CheckpointId) -> Result<Snapshot, StoreError> {
-        let manifest = self.manifest(id)?;
+        let manifest = self.read_manifest(id)?;
         let mut blobs = BTreeMap::new();
         for e in &manifest.blobs {
             if let Some(v) = self

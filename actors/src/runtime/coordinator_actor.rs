@@ -110,6 +110,28 @@ pub(crate) struct CoordinatorActor;
 
 type SavepointWaiter = (RpcReplyPort<Result<CheckpointId, String>>, bool);
 
+/// Removes the stored checkpoints beyond the newest `keep`. Savepoints are never removed
+/// (they belong to the user, as in Flink) and do not count; nor are checkpoints whose
+/// manifest cannot be read (a restore may still want to report them).
+fn discard_beyond(store: &dyn SnapshotStore, keep: usize) {
+    let Ok(ids) = store.list() else {
+        return;
+    };
+    let mut kept = 0;
+    for id in ids {
+        match store.manifest(id) {
+            Ok(m) if m.kind == CheckpointKind::Checkpoint => {
+                if kept < keep {
+                    kept += 1;
+                } else if let Err(e) = store.remove(id) {
+                    warn!(checkpoint = %id, error = %e, "cannot remove an old checkpoint");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn blob_name(task: TaskRef) -> String {
     format!("subtask-{}-{}", task.0, task.1)
 }
@@ -409,11 +431,7 @@ impl CoordinatorState {
         let keep = self.pure.settings().retained.max(1);
         let store = self.store.clone();
         let _ = blocking(move || {
-            if let Ok(ids) = store.list() {
-                for old in ids.into_iter().skip(keep) {
-                    let _ = store.remove(old);
-                }
-            }
+            discard_beyond(store.as_ref(), keep);
             Ok(())
         })
         .await;
@@ -687,5 +705,43 @@ impl Actor for CoordinatorActor {
         }
         state.reschedule(&myself);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::snapshot::MemoryStore;
+
+    fn commit(store: &MemoryStore, id: u64, kind: CheckpointKind) {
+        let id = CheckpointId(id);
+        let blob = store.put_blob(id, "s", b"state").unwrap();
+        store
+            .commit(&Manifest {
+                version: FORMAT_VERSION,
+                id,
+                kind,
+                triggered_ms: 0,
+                blobs: vec![blob],
+                metadata: Vec::new(),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn retention_after_the_final_checkpoint_keeps_every_savepoint() {
+        let store = MemoryStore::new();
+        for (id, kind) in [
+            (1, CheckpointKind::Checkpoint),
+            (2, CheckpointKind::Savepoint),
+            (3, CheckpointKind::Checkpoint),
+            (4, CheckpointKind::Checkpoint),
+            (5, CheckpointKind::Savepoint),
+        ] {
+            commit(&store, id, kind);
+        }
+        discard_beyond(&store, 1);
+        let ids: Vec<u64> = store.list().unwrap().into_iter().map(|c| c.0).collect();
+        assert_eq!(ids, vec![5, 4, 2]);
     }
 }

@@ -1,6 +1,7 @@
 //! Submitting a job and following it: [`submit`], [`JobHandle`], [`JobResult`].
 
 use crate::checkpoint::capture::RestorePlan;
+use crate::checkpoint::coordinator::CheckpointingMode;
 use crate::checkpoint::fault::FaultPlan;
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::snapshot::{Snapshot, SnapshotStore, StoreError, newest_completed};
@@ -13,7 +14,6 @@ use crate::runtime::control::{CoordinatorMsg, SupervisorMsg};
 use crate::runtime::coordinator_actor::{CoordinatorActor, CoordinatorArgs};
 use crate::runtime::deploy::{DeployContext, Deployment, Regions, deploy};
 use crate::runtime::graph::StreamGraph;
-use crate::checkpoint::coordinator::CheckpointingMode;
 use crate::runtime::metrics::JobMetricsSnapshot;
 use crate::runtime::observer::{CheckpointConfigInfo, JobId, JobObserver, vertices_of};
 use crate::runtime::plan::{ExecutionPlan, plan};

@@ -200,11 +200,7 @@ impl SubtaskMetrics {
     pub(crate) fn set_channel(&self, lane: usize, watermark: i64, idle: bool, ended: bool) {
         if let Some(c) = self.channels.get(lane) {
             c.watermark.store(watermark, Ordering::Relaxed);
-            let state = if ended {
-                2
-            } else {
-                u8::from(idle)
-            };
+            let state = if ended { 2 } else { u8::from(idle) };
             c.state.store(state, Ordering::Relaxed);
         }
     }

@@ -353,8 +353,12 @@ pub struct Summary {
     pub p50: u64,
     /// 90th percentile.
     pub p90: u64,
+    /// 95th percentile.
+    pub p95: u64,
     /// 99th percentile.
     pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
 }
 
 impl Summary {
@@ -372,7 +376,9 @@ impl Summary {
             avg: v.iter().sum::<u64>() / v.len() as u64,
             p50: rank(0.5),
             p90: rank(0.9),
+            p95: rank(0.95),
             p99: rank(0.99),
+            p999: rank(0.999),
         }
     }
 }
@@ -671,8 +677,8 @@ impl JobObserver {
                 } => {
                     s.overview.completed += 1;
                     let index = s.checkpoints.iter().position(|c| c.id == id.0);
-                    let pending =
-                        index.is_some_and(|i| s.checkpoints[i].status == CheckpointStatus::InProgress);
+                    let pending = index
+                        .is_some_and(|i| s.checkpoints[i].status == CheckpointStatus::InProgress);
                     let index = match index {
                         Some(i) => i,
                         None => {
@@ -733,8 +739,7 @@ impl JobObserver {
                             s.overview.in_progress = s.overview.in_progress.saturating_sub(1);
                         }
                         c.status = CheckpointStatus::Failed;
-                        c.end_to_end_duration_ms =
-                            wall_ms().saturating_sub(c.trigger_timestamp_ms);
+                        c.end_to_end_duration_ms = wall_ms().saturating_sub(c.trigger_timestamp_ms);
                         c.failure_message = Some(reason.clone());
                         let failed = c.clone();
                         s.overview.latest_failed = Some(failed);
@@ -923,7 +928,9 @@ mod tests {
                 avg: 20,
                 p50: 10,
                 p90: 30,
-                p99: 30
+                p95: 30,
+                p99: 30,
+                p999: 30
             }
         );
         assert_eq!(v.state_size.max, 180);

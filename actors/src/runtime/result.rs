@@ -1,10 +1,10 @@
 //! What a job reports: the live `JobMetrics` the supervisor keeps up to date across
 //! restarts, and the [`JobResult`] of a job that ended well.
 
-use crate::runtime::observer::JobObserver;
 use crate::runtime::metrics::{
     EXCEPTION_HISTORY, ExceptionRecord, JobMetricsSnapshot, SubtaskMetrics,
 };
+use crate::runtime::observer::JobObserver;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;

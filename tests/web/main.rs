@@ -1,0 +1,602 @@
+//! The REST API, the Prometheus endpoint and the event stream, against real jobs (cargo
+//! feature `web`).
+#![cfg(feature = "web")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod http;
+
+use actorflow::GeneratorSource;
+use actorflow::checkpoint::RestoreFrom;
+use actorflow::observer::{JobStatus, JobUpdateKind};
+use actorflow::prelude::*;
+use actorflow::snapshot::{MemoryStore, SnapshotStore};
+use actorflow::web::{WebConfig, WebServer};
+use actorflow_runtime::{CheckpointId, JobHandle};
+use http::{Events, get, request};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn loopback() -> WebConfig {
+    WebConfig::new("127.0.0.1:0".parse().unwrap()).token("test-token")
+}
+
+const AUTH: (&str, &str) = ("Authorization", "Bearer test-token");
+
+/// A keyed job that runs for about `records / rate` seconds: generator (2 subtasks) -> map
+/// -> keyed sum (2) -> collect.
+fn job(
+    env: &StreamExecutionEnvironment,
+    records: u64,
+    rate: f64,
+) -> actorflow::sinks::Collected<(u64, u64)> {
+    env.set_parallelism(2);
+    env.from_generator(GeneratorSource::new(records, |i| i).with_rate_limit(rate))
+        .map(|i: u64| (i % 10, 1u64))
+        .name("pairs")
+        .key_by(|p: &(u64, u64)| p.0)
+        .sum(|p| &mut p.1)
+        .name("counts")
+        .collect()
+}
+
+/// Waits (event-driven, with a deadline) until `f` accepts an update of the job.
+async fn wait_for(handle: &JobHandle, what: &str, f: impl Fn(&JobUpdateKind) -> bool) {
+    let mut rx = handle.observer().subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(u)) if f(&u.kind) => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
+            Err(_) => panic!("no {what} within 60 s"),
+        }
+    }
+}
+
+fn completed_checkpoint(k: &JobUpdateKind) -> bool {
+    matches!(
+        k,
+        JobUpdateKind::Event(actorflow::checkpoint::JobEvent::CheckpointCompleted { .. })
+    )
+}
+
+fn vertex_ids(details: &Value) -> Vec<String> {
+    details["vertices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_api_shows_a_running_checkpointed_job_in_flinks_shapes() {
+    let env = StreamExecutionEnvironment::new();
+    let web = env.enable_web(loopback()).unwrap();
+    let addr = web.local_addr();
+    let store: Arc<dyn SnapshotStore> = Arc::new(MemoryStore::new());
+    env.enable_checkpointing(Duration::from_millis(100))
+        .set_checkpoint_storage(store.clone());
+    let out = job(&env, 40_000, 10_000.0);
+    let handle = env.execute_async("rest job").await.unwrap();
+    let jid = handle.observer().id().to_string();
+    wait_for(&handle, "a completed checkpoint", completed_checkpoint).await;
+
+    let overview = get(addr, "/overview").await;
+    assert_eq!(overview.status, 200);
+    assert_eq!(overview.json()["jobs-running"], 1);
+    assert!(
+        overview.header("access-control-allow-origin").is_none(),
+        "no CORS headers"
+    );
+
+    let jobs = get(addr, "/jobs").await.json();
+    assert_eq!(jobs["jobs"][0]["id"], jid.as_str());
+    assert_eq!(jobs["jobs"][0]["status"], "RUNNING");
+    let list = get(addr, "/jobs/overview").await.json();
+    assert_eq!(list["jobs"][0]["jid"], jid.as_str());
+    assert_eq!(list["jobs"][0]["name"], "rest job");
+    assert_eq!(list["jobs"][0]["end-time"], -1);
+    assert_eq!(list["jobs"][0]["tasks"]["RUNNING"], 4);
+
+    let details = get(addr, &format!("/jobs/{jid}")).await.json();
+    assert_eq!(details["state"], "RUNNING");
+    assert_eq!(details["job-type"], "STREAMING");
+    assert!(
+        details["timestamps"]["RUNNING"].as_u64().unwrap()
+            >= details["timestamps"]["CREATED"].as_u64().unwrap()
+    );
+    let vertices = details["vertices"].as_array().unwrap();
+    assert_eq!(vertices.len(), 2, "{details}");
+    assert!(vertices[0]["name"].as_str().unwrap().contains("pairs"));
+    assert!(vertices[1]["name"].as_str().unwrap().contains("counts"));
+    for v in vertices {
+        assert_eq!(v["parallelism"], 2);
+        assert_eq!(v["status"], "RUNNING");
+        assert_eq!(v["id"].as_str().unwrap().len(), 32);
+        assert!(v["metrics"]["write-records"].is_u64());
+        assert!(v["metrics"]["read-records"].is_u64());
+    }
+    let ids = vertex_ids(&details);
+
+    let plan = get(addr, &format!("/jobs/{jid}/plan")).await.json();
+    let nodes = plan["plan"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[1]["inputs"][0]["id"], ids[0].as_str());
+    assert_eq!(nodes[1]["inputs"][0]["ship_strategy"], "HASH");
+
+    let vertex = get(addr, &format!("/jobs/{jid}/vertices/{}", ids[1]))
+        .await
+        .json();
+    assert_eq!(vertex["id"], ids[1].as_str());
+    let subtasks = vertex["subtasks"].as_array().unwrap();
+    assert_eq!(subtasks.len(), 2);
+    for (i, s) in subtasks.iter().enumerate() {
+        assert_eq!(s["subtask"], i);
+        assert_eq!(s["status"], "RUNNING");
+        assert_eq!(
+            s["input-lane-fill"].as_array().unwrap().len(),
+            2,
+            "one lane per upstream subtask"
+        );
+        let busy = s["busyTimeMsPerSecond"].as_f64().unwrap();
+        assert!((0.0..=1000.5).contains(&busy), "{busy}");
+    }
+    let source = get(addr, &format!("/jobs/{jid}/vertices/{}", ids[0]))
+        .await
+        .json();
+    assert_eq!(
+        source["subtasks"][0]["output-lane-fill"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let bp = get(
+        addr,
+        &format!("/jobs/{jid}/vertices/{}/backpressure", ids[0]),
+    )
+    .await
+    .json();
+    assert_eq!(bp["status"], "ok");
+    assert!(["ok", "low", "high"].contains(&bp["backpressureLevel"].as_str().unwrap()));
+    let subs = bp["subtasks"].as_array().unwrap();
+    assert_eq!(subs.len(), 2);
+    for s in subs {
+        for k in ["ratio", "busyRatio", "idleRatio"] {
+            let r = s[k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&r), "{k}={r}");
+        }
+    }
+
+    let wms = get(addr, &format!("/jobs/{jid}/vertices/{}/watermarks", ids[1]))
+        .await
+        .json();
+    let wm_ids: Vec<&str> = wms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        wm_ids,
+        [
+            "0.currentInputWatermark",
+            "0.currentOutputWatermark",
+            "1.currentInputWatermark",
+            "1.currentOutputWatermark"
+        ]
+    );
+    let explain = get(
+        addr,
+        &format!("/jobs/{jid}/vertices/{}/watermarks/explain", ids[1]),
+    )
+    .await
+    .json();
+    let first = &explain["subtasks"][0];
+    assert_eq!(first["channels"].as_array().unwrap().len(), 2);
+    assert_eq!(first["channels"][1]["from_vertex_id"], ids[0].as_str());
+    assert_eq!(first["channels"][1]["from_subtask"], 1);
+
+    let ck = get(addr, &format!("/jobs/{jid}/checkpoints")).await.json();
+    assert!(ck["counts"]["completed"].as_u64().unwrap() >= 1, "{ck}");
+    assert!(ck["counts"]["total"].as_u64().unwrap() >= ck["counts"]["completed"].as_u64().unwrap());
+    let latest = &ck["latest"]["completed"];
+    assert_eq!(latest["status"], "COMPLETED");
+    assert_eq!(latest["checkpoint_type"], "CHECKPOINT");
+    assert_eq!(latest["num_subtasks"], 4);
+    assert_eq!(latest["num_acknowledged_subtasks"], 4);
+    assert!(latest["state_size"].as_u64().unwrap() > 0);
+    assert!(
+        ck["summary"]["end_to_end_duration"]["count"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let cid = latest["id"].as_u64().unwrap();
+    let detail = get(addr, &format!("/jobs/{jid}/checkpoints/details/{cid}"))
+        .await
+        .json();
+    assert_eq!(detail["id"], cid);
+    assert_eq!(
+        detail["tasks"][ids[1].as_str()]["num_acknowledged_subtasks"],
+        2
+    );
+    let sub = get(
+        addr,
+        &format!("/jobs/{jid}/checkpoints/details/{cid}/subtasks/{}", ids[1]),
+    )
+    .await
+    .json();
+    assert_eq!(sub["subtasks"][1]["index"], 1);
+    assert_eq!(sub["subtasks"][1]["status"], "completed");
+    assert!(sub["subtasks"][1]["checkpoint"]["sync"].is_u64());
+    let config = get(addr, &format!("/jobs/{jid}/checkpoints/config"))
+        .await
+        .json();
+    assert_eq!(config["mode"], "exactly_once");
+    assert_eq!(config["interval"], 100);
+
+    // A savepoint over the API, then the job runs on to its end.
+    let trigger = request(
+        addr,
+        "POST",
+        &format!("/jobs/{jid}/savepoints"),
+        &[AUTH],
+        "{}",
+    )
+    .await;
+    assert_eq!(trigger.status, 202, "{}", trigger.body);
+    let rid = trigger.json()["request-id"].as_str().unwrap().to_string();
+    let savepoint = loop {
+        let s = get(addr, &format!("/jobs/{jid}/savepoints/{rid}"))
+            .await
+            .json();
+        if s["status"]["id"] == "COMPLETED" {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let savepoint_id = savepoint["operation"]["checkpoint-id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{savepoint}"));
+    assert!(
+        savepoint["operation"]["location"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#{savepoint_id}"))
+    );
+    let ck = get(addr, &format!("/jobs/{jid}/checkpoints")).await.json();
+    assert_eq!(ck["latest"]["savepoint"]["id"], savepoint_id);
+    assert_eq!(ck["latest"]["savepoint"]["checkpoint_type"], "SAVEPOINT");
+
+    handle.join().await.unwrap();
+    let final_counts = last_counts(out.take());
+    assert_eq!(final_counts.values().sum::<u64>(), 40_000);
+
+    // The job ended: its numbers add up across the edge, and it says FINISHED.
+    let details = get(addr, &format!("/jobs/{jid}")).await.json();
+    assert_eq!(details["state"], "FINISHED");
+    assert!(details["end-time"].as_i64().unwrap() > 0);
+    let v = details["vertices"].as_array().unwrap();
+    assert_eq!(v[0]["metrics"]["write-records"], 40_000);
+    assert_eq!(
+        v[0]["metrics"]["write-records"],
+        v[1]["metrics"]["read-records"]
+    );
+    assert_eq!(v[1]["status"], "FINISHED");
+
+    // The savepoint restores: a new job from it counts what came after it.
+    let env = StreamExecutionEnvironment::new();
+    env.use_web(&web);
+    env.enable_checkpointing(Duration::from_millis(100))
+        .set_checkpoint_storage(store.clone())
+        .restore_from(RestoreFrom::Checkpoint(CheckpointId(savepoint_id)));
+    let out = job(&env, 40_000, 1e9);
+    let restored = env.execute_async("restored").await.unwrap();
+    let rid2 = restored.observer().id().to_string();
+    restored.join().await.unwrap();
+    let counts = last_counts(out.take());
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        40_000,
+        "the keyed sums continue from the savepoint"
+    );
+    let ck = get(addr, &format!("/jobs/{rid2}/checkpoints")).await.json();
+    assert_eq!(ck["counts"]["restored"], 1);
+    assert_eq!(ck["latest"]["restored"]["id"], savepoint_id);
+    let jobs = get(addr, "/jobs").await.json();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2);
+    web.stop();
+}
+
+/// The newest rolling count per key.
+fn last_counts(rows: Vec<(u64, u64)>) -> std::collections::BTreeMap<u64, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for (k, c) in rows {
+        let e = m.entry(k).or_insert(0);
+        *e = (*e).max(c);
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_and_changes_need_the_token() {
+    let env = StreamExecutionEnvironment::new();
+    let web = env.enable_web(loopback()).unwrap();
+    let addr = web.local_addr();
+    let _out = job(&env, 1_000_000, 2_000.0);
+    let handle = env.execute_async("errors").await.unwrap();
+    let jid = handle.observer().id().to_string();
+    let vid = handle.observer().vertices()[0].id.clone();
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("GET", format!("/jobs/{unknown}"), 404),
+        ("GET", "/jobs/not-an-id".to_string(), 400),
+        ("GET", format!("/jobs/{jid}/vertices/{unknown}"), 404),
+        ("GET", format!("/jobs/{jid}/vertices/xyz/backpressure"), 400),
+        (
+            "GET",
+            format!("/jobs/{unknown}/vertices/{vid}/watermarks"),
+            404,
+        ),
+        ("GET", format!("/jobs/{jid}/checkpoints/details/abc"), 400),
+        ("GET", format!("/jobs/{jid}/checkpoints/details/999"), 404),
+        ("GET", format!("/jobs/{jid}/checkpoints/config"), 404),
+        ("GET", format!("/jobs/{jid}/savepoints/{unknown}"), 404),
+        ("GET", format!("/jobs/{jid}/savepoints/nope"), 400),
+        ("GET", "/no/such/path".to_string(), 404),
+        ("POST", format!("/jobs/{jid}/savepoints"), 401),
+        ("POST", format!("/jobs/{jid}/stop"), 401),
+        ("PATCH", format!("/jobs/{jid}?mode=cancel"), 401),
+        ("DELETE", format!("/jobs/{jid}"), 404),
+    ];
+    for (method, path, status) in &cases {
+        let r = request(addr, method, path, &[], "").await;
+        assert_eq!(r.status, *status, "{method} {path}: {}", r.body);
+        let errors = r.json()["errors"].clone();
+        assert!(
+            errors[0].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+    let wrong = request(
+        addr,
+        "POST",
+        &format!("/jobs/{jid}/savepoints"),
+        &[("Authorization", "Bearer nope")],
+        "",
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let bad_json = request(
+        addr,
+        "POST",
+        &format!("/jobs/{jid}/savepoints"),
+        &[AUTH],
+        "{not json",
+    )
+    .await;
+    assert_eq!(bad_json.status, 400, "{}", bad_json.body);
+    let target = request(
+        addr,
+        "POST",
+        &format!("/jobs/{jid}/savepoints"),
+        &[AUTH],
+        r#"{"target-directory": "/tmp/x"}"#,
+    )
+    .await;
+    assert_eq!(target.status, 400, "{}", target.body);
+    let no_checkpoints = request(
+        addr,
+        "POST",
+        &format!("/jobs/{jid}/savepoints"),
+        &[AUTH],
+        "",
+    )
+    .await;
+    assert_eq!(no_checkpoints.status, 409, "{}", no_checkpoints.body);
+    let bad_mode = request(
+        addr,
+        "PATCH",
+        &format!("/jobs/{jid}?mode=stop"),
+        &[AUTH],
+        "",
+    )
+    .await;
+    assert_eq!(bad_mode.status, 400);
+
+    // A burst of concurrent requests while the job runs: every one answered.
+    let paths = [
+        "/overview".to_string(),
+        format!("/jobs/{jid}"),
+        format!("/jobs/{jid}/vertices/{vid}"),
+        format!("/jobs/{jid}/vertices/{vid}/backpressure"),
+        format!("/jobs/{jid}/vertices/{vid}/watermarks/explain"),
+        "/metrics".to_string(),
+        "/jobs/overview".to_string(),
+        format!("/jobs/{jid}/checkpoints"),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let path = paths[i % paths.len()].clone();
+
+        tasks.spawn(async move {
+            let r = get(addr, &path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+        });
+    }
+    let mut answered = 0;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+        answered += 1;
+    }
+    assert_eq!(answered, 1000);
+
+    // Cancel with the token: the job ends cancelled, and says so.
+    let cancel = request(
+        addr,
+        "PATCH",
+        &format!("/jobs/{jid}?mode=cancel"),
+        &[AUTH],
+        "",
+    )
+    .await;
+    assert_eq!(cancel.status, 202, "{}", cancel.body);
+    assert!(matches!(handle.join().await, Err(JobError::Cancelled)));
+    let details = get(addr, &format!("/jobs/{jid}")).await.json();
+    assert_eq!(details["state"], "CANCELED");
+    assert!(details["timestamps"]["CANCELLING"].as_u64().unwrap() > 0);
+    let again = request(
+        addr,
+        "PATCH",
+        &format!("/jobs/{jid}?mode=cancel"),
+        &[AUTH],
+        "",
+    )
+    .await;
+    assert_eq!(again.status, 409);
+    web.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_parse_and_match_the_job() {
+    let env = StreamExecutionEnvironment::new();
+    let web = env.enable_web(loopback()).unwrap();
+    let addr = web.local_addr();
+    env.enable_checkpointing(Duration::from_millis(50))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()));
+    let _out = job(&env, 5_000, 1e9);
+    let handle = env.execute_async("prom").await.unwrap();
+    let jid = handle.observer().id().to_string();
+    handle.join().await.unwrap();
+    let r = get(addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .contains("openmetrics-text")
+    );
+    let lines = r.body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let value = |name: &str, vertex: Option<&str>, subtask: Option<&str>| -> Vec<f64> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && s.labels.get("job_id") == Some(jid.as_str()))
+            .filter(|s| {
+                vertex.is_none_or(|v| s.labels.get("vertex").is_some_and(|x| x.contains(v)))
+            })
+            .filter(|s| subtask.is_none_or(|i| s.labels.get("subtask") == Some(i)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .collect()
+    };
+    let out: f64 = value("actorflow_records_out_total", Some("pairs"), None)
+        .iter()
+        .sum();
+    let into: f64 = value("actorflow_records_in_total", Some("counts"), None)
+        .iter()
+        .sum();
+    assert_eq!(out, 5_000.0);
+    assert_eq!(into, 5_000.0);
+    assert_eq!(
+        value("actorflow_records_out_total", Some("pairs"), Some("1")).len(),
+        1
+    );
+    assert_eq!(value("actorflow_job_running", None, None), vec![0.0]);
+    assert_eq!(value("actorflow_job_restarts_total", None, None), vec![0.0]);
+    assert!(value("actorflow_checkpoints_completed_total", None, None)[0] >= 1.0);
+    for name in [
+        "actorflow_busy_time_ms_per_second",
+        "actorflow_backpressured_time_ms_per_second",
+        "actorflow_idle_time_ms_per_second",
+        "actorflow_input_lane_fill",
+        "actorflow_output_lane_fill",
+        "actorflow_current_output_watermark",
+    ] {
+        assert_eq!(value(name, None, None).len(), 4, "{name}");
+    }
+    web.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_reports_checkpoints_and_the_end_as_they_happen() {
+    let env = StreamExecutionEnvironment::new();
+    let web = env.enable_web(loopback()).unwrap();
+    let addr = web.local_addr();
+    env.enable_checkpointing(Duration::from_millis(50))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()));
+    let _out = job(&env, 10_000, 20_000.0);
+    let handle = env.execute_async("events").await.unwrap();
+    let jid = handle.observer().id().to_string();
+    let (status, mut events) = Events::open(addr, &format!("/jobs/{jid}/events")).await;
+    assert_eq!(status, 200);
+    let (kind, first) = events.next().await.unwrap();
+    assert_eq!(kind, "status");
+    assert!(["CREATED", "RUNNING"].contains(&first["status"].as_str().unwrap()));
+    let mut seen = Vec::new();
+    while let Some((kind, data)) = events.next().await {
+        seen.push((kind, data));
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains(&"checkpoint_triggered"), "{kinds:?}");
+    assert!(kinds.contains(&"checkpoint_completed"), "{kinds:?}");
+    let (last, data) = seen.last().unwrap();
+    assert_eq!(last, "status");
+    assert_eq!(data["status"], "FINISHED");
+    // Triggered before completed, for each id.
+    for (k, d) in &seen {
+        if k == "checkpoint_completed" && d["is_final"] == false {
+            let id = &d["id"];
+            let t = seen
+                .iter()
+                .position(|(k2, d2)| k2 == "checkpoint_triggered" && &d2["id"] == id);
+            let c = seen
+                .iter()
+                .position(|(k2, d2)| k2 == "checkpoint_completed" && &d2["id"] == id);
+            assert!(t < c, "checkpoint {id}: {kinds:?}");
+        }
+    }
+    handle.join().await.unwrap();
+    assert_eq!(
+        handle_status(&web, &jid).await,
+        JobStatus::Finished.as_str()
+    );
+    // A finished job's stream says so and ends at once.
+    let (_, mut again) = Events::open(addr, &format!("/jobs/{jid}/events")).await;
+    let (kind, data) = again.next().await.unwrap();
+    assert_eq!(
+        (kind.as_str(), data["status"].as_str()),
+        ("status", Some("FINISHED"))
+    );
+    assert!(again.next().await.is_none());
+    web.stop();
+}
+
+async fn handle_status(web: &WebServer, jid: &str) -> String {
+    get(web.local_addr(), &format!("/jobs/{jid}")).await.json()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let first = WebServer::start(loopback()).unwrap();
+    let err = WebServer::start(WebConfig::new(first.local_addr())).unwrap_err();
+    assert!(
+        err.to_string().contains(&first.local_addr().to_string()),
+        "{err}"
+    );
+    assert!(WebServer::start(loopback().token("has space")).is_err());
+    first.stop();
+}
