@@ -12,6 +12,9 @@
 //! memory stays flat — however many records go through, only the lane (16384 records by
 //! default) and a few batches are ever in flight.
 
+#[path = "support/web.rs"]
+mod web;
+
 use actorflow::prelude::*;
 use std::error::Error;
 use std::process::ExitCode;
@@ -64,7 +67,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         .with_writer(std::io::stderr)
         .init();
     let (mut records, mut delay_ms, mut every_ms) = (1_000_000u64, 1u64, 500u64);
-    let mut args = std::env::args().skip(1);
+    let mut args = web::from_args()?.into_iter();
     while let Some(flag) = args.next() {
         let value: Result<u64, String> = args
             .next()
@@ -82,6 +85,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let env = StreamExecutionEnvironment::new();
+        web::get().attach(&env);
         env.set_parallelism(1);
         env.from_generator(GeneratorSource::new(records, |i| format!("{i:0>100}")))
             .name("fast source")
@@ -137,6 +141,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         for s in &result.metrics.subtasks {
             println!("  {s}");
         }
+        web::get().keep_serving().await;
         Ok::<(), Box<dyn Error>>(())
     })
 }

@@ -45,7 +45,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut flags = Flags::parse(USAGE)?;
+    let mut flags = Flags::parse(std::env::args().skip(1).collect(), USAGE)?;
     let args = Args {
         events: flags.path("events")?,
         rules: flags.path("rules")?,

@@ -17,6 +17,9 @@
 //! exactly once; a run passes when its sorted outputs equal the reference. The process exits with 1
 //! if any run differs, printing the fault plan that reproduces it.
 
+#[path = "support/web.rs"]
+mod web;
+
 use actorflow::fault::FaultPlan;
 use actorflow::prelude::*;
 use actorflow::restart::RestartStrategy;
@@ -186,6 +189,7 @@ fn draw(rng: &mut Rng, records: u64) -> Scenario {
 /// Runs the pipeline under `s`; the sorted outputs and the number of restarts.
 fn run(s: &Scenario, records: u64) -> Result<(Sorted, usize), String> {
     let env = StreamExecutionEnvironment::new();
+    web::get().attach(&env);
     let restarts = Arc::new(Mutex::new(0usize));
     let counter = restarts.clone();
     env.enable_checkpointing(Duration::from_millis(s.interval_ms))
@@ -216,7 +220,13 @@ fn main() -> ExitCode {
     let mut runs = 10u64;
     let mut seed = 1u64;
     let mut records = 60_000u64;
-    let mut args = std::env::args().skip(1);
+    let mut args = match web::from_args() {
+        Ok(a) => a.into_iter(),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     while let Some(flag) = args.next() {
         let value = args.next().and_then(|v| v.parse::<u64>().ok());
         match (flag.as_str(), value) {
@@ -277,6 +287,7 @@ fn main() -> ExitCode {
             t.elapsed().as_secs_f64()
         );
     }
+    web::get().keep_serving_blocking();
     if failed > 0 {
         println!("{failed} of {runs} runs differ from the reference");
         return ExitCode::FAILURE;

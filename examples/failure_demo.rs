@@ -11,6 +11,9 @@
 //! `actorflow::fault`), `--unaligned`, `--parallelism N` (default 2), `--dir DIR` (the sled
 //! store; default a fresh directory under the system temp dir).
 
+#[path = "support/web.rs"]
+mod web;
+
 use actorflow::checkpoint::JobEvent;
 use actorflow::fault::FaultPlan;
 use actorflow::prelude::*;
@@ -91,7 +94,7 @@ fn parse_args() -> Result<Args, String> {
         parallelism: 2,
         dir: std::env::temp_dir().join(format!("actorflow-failure-demo-{}", std::process::id())),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = web::from_args()?.into_iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--unaligned" => args.unaligned = true,
@@ -195,6 +198,7 @@ fn run(args: Args) -> Result<bool, UserError> {
         args.fault
     );
     let env = StreamExecutionEnvironment::new();
+    web::get().attach(&env);
     let start = Instant::now();
     env.set_parallelism(args.parallelism)
         .enable_checkpointing(Duration::from_millis(200))
@@ -221,6 +225,7 @@ fn run(args: Args) -> Result<bool, UserError> {
             "DIFFERENT from the run without failures"
         }
     );
+    web::get().keep_serving_blocking();
     let _ = std::fs::remove_dir_all(&args.dir);
     Ok(same)
 }

@@ -13,6 +13,9 @@
 //! idle inputs are left out of the minimum and the windows fire. The example runs the job both
 //! ways for a couple of seconds each and prints what fired and the window operator's watermark.
 
+#[path = "support/web.rs"]
+mod web;
+
 use actorflow::SourceFn;
 use actorflow::prelude::*;
 use actorflow::window::TumblingWindows;
@@ -48,6 +51,7 @@ impl Source for Sensors {
 
 async fn run(idleness: Option<Duration>, run_for: Duration) -> Result<(), UserError> {
     let env = StreamExecutionEnvironment::new();
+    web::get().attach(&env);
     env.set_parallelism(4);
     let mut strategy = WatermarkStrategy::<Reading>::for_bounded_out_of_orderness_ms(0)
         .with_timestamp_assigner(|r, _| r.1);
@@ -104,8 +108,10 @@ async fn run(idleness: Option<Duration>, run_for: Duration) -> Result<(), UserEr
 
 #[tokio::main]
 async fn main() -> Result<(), UserError> {
-    let secs: f64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
+    let args = web::from_args()?;
+    let secs: f64 = args
+        .iter()
+        .skip_while(|a| *a != "--seconds")
         .nth(1)
         .map_or(Ok(2.0), |s| s.parse())?;
     let run_for = Duration::from_secs_f64(secs);
@@ -113,5 +119,6 @@ async fn main() -> Result<(), UserError> {
     run(None, run_for).await?;
     println!("with_idleness(300 ms):");
     run(Some(Duration::from_millis(300)), run_for).await?;
+    web::get().keep_serving().await;
     Ok(())
 }

@@ -14,6 +14,8 @@
 
 #[path = "support/csv.rs"]
 mod csv;
+#[path = "support/web.rs"]
+mod web;
 
 use actorflow::operators::JoinContext;
 use actorflow::prelude::*;
@@ -34,7 +36,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut flags = Flags::parse(USAGE)?;
+    let mut flags = Flags::parse(web::from_args()?, USAGE)?;
     let args = Args {
         left: flags.path("left")?,
         right: flags.path("right")?,
@@ -55,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
 
 fn run(args: Args) -> Result<(), UserError> {
     let env = StreamExecutionEnvironment::new();
+    web::get().attach(&env);
     env.set_parallelism(args.parallelism);
     let left = events(&env, &args.left, "left");
     let right = events(&env, &args.right, "right");
@@ -71,6 +74,7 @@ fn run(args: Args) -> Result<(), UserError> {
         .uid("interval-join")
         .collect();
     env.execute_blocking("interval_join")?;
+    web::get().keep_serving_blocking();
     write_sorted(&args.output, joined.take())
 }
 

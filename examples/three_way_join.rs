@@ -16,6 +16,8 @@
 
 #[path = "support/csv.rs"]
 mod csv;
+#[path = "support/web.rs"]
+mod web;
 
 use actorflow::multi_input::MultiInput;
 use actorflow::operators::{Three, ThreeWayWindowJoin};
@@ -35,7 +37,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut flags = Flags::parse(USAGE)?;
+    let mut flags = Flags::parse(web::from_args()?, USAGE)?;
     let args = Args {
         inputs: [flags.path("a")?, flags.path("b")?, flags.path("c")?],
         window_size: flags.int("window-size")?,
@@ -54,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
 
 fn run(args: Args) -> Result<(), UserError> {
     let env = StreamExecutionEnvironment::new();
+    web::get().attach(&env);
     env.set_parallelism(args.parallelism);
     let [a, b, c] = &args.inputs;
     let (a, b, c) = (
@@ -77,6 +80,7 @@ fn run(args: Args) -> Result<(), UserError> {
         .uid("three-way-join")
         .collect();
     env.execute_blocking("three_way_join")?;
+    web::get().keep_serving_blocking();
     write_sorted(&args.output, joined.take())
 }
 

@@ -47,6 +47,8 @@
 
 #[path = "support/csv.rs"]
 mod csv;
+#[path = "support/web.rs"]
+mod web;
 
 use actorflow::CheckpointingMode;
 use actorflow::RuntimeMode;
@@ -128,7 +130,7 @@ impl CheckpointArgs {
 
 fn parse_args() -> Result<Args, String> {
     let mut flags: HashMap<String, String> = HashMap::new();
-    let mut it = std::env::args().skip(1);
+    let mut it = web::from_args()?.into_iter();
     while let Some(flag) = it.next() {
         let Some(name) = flag.strip_prefix("--") else {
             return Err(format!("unexpected argument '{flag}'\n{USAGE}"));
@@ -600,6 +602,7 @@ fn committed_lines(dir: &Path) -> Result<Vec<String>, UserError> {
 
 fn run(args: Args) -> Result<(), UserError> {
     let env = StreamExecutionEnvironment::new();
+    web::get().attach(&env);
     env.set_parallelism(args.parallelism)
         .set_auto_watermark_interval(Duration::from_millis(args.wm_interval));
     if args.batch {
@@ -717,6 +720,7 @@ fn run(args: Args) -> Result<(), UserError> {
             write_sorted(&args.late_output, late.take())?;
         }
     }
+    web::get().keep_serving_blocking();
     Ok(())
 }
 

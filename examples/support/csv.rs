@@ -18,10 +18,10 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    /// The process's arguments.
-    pub(crate) fn parse(usage: &'static str) -> Result<Self, String> {
+    /// The process's arguments (`args`: without the program name).
+    pub(crate) fn parse(args: Vec<String>, usage: &'static str) -> Result<Self, String> {
         let mut flags = HashMap::new();
-        let mut it = std::env::args().skip(1);
+        let mut it = args.into_iter();
         while let Some(flag) = it.next() {
             let name = flag
                 .strip_prefix("--")

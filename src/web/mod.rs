@@ -99,13 +99,12 @@ pub enum WebError {
 pub(crate) struct JobEntry {
     pub(crate) control: JobControl,
     pub(crate) plan_text: String,
-    /// The two newest samples of its metrics (older first) and the rates between them.
+    /// The newest sample of its metrics and the rates over the second before it.
     samples: Mutex<Samples>,
 }
 
 #[derive(Default)]
 struct Samples {
-    previous: Option<JobMetricsSnapshot>,
     latest: Option<JobMetricsSnapshot>,
     rates: Vec<SubtaskRates>,
 }
@@ -115,13 +114,17 @@ impl JobEntry {
     /// nothing was sampled yet). Counters are read fresh: they are atomics, and a finished
     /// job must show its final counts.
     pub(crate) fn sampled(&self) -> (JobMetricsSnapshot, Vec<SubtaskRates>) {
+        let now = self.control.metrics();
         let mut s = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.latest.is_none() {
-            s.sample(&self.control);
+        let restarted = s
+            .latest
+            .as_ref()
+            .is_some_and(|l| l.restarts != now.restarts);
+        if s.latest.is_none() || restarted {
+            // Rates of the subtasks that run now, not of the ones a restart replaced.
+            s.add(now.clone());
         }
-        let rates = s.rates.clone();
-        drop(s);
-        (self.control.metrics(), rates)
+        (now, s.rates.clone())
     }
 
     fn sample(&self) {
@@ -132,31 +135,43 @@ impl JobEntry {
 
 impl Samples {
     fn sample(&mut self, control: &JobControl) {
-        let now = control.metrics();
+        self.add(control.metrics());
+    }
+
+    fn add(&mut self, now: JobMetricsSnapshot) {
         self.rates = match &self.latest {
-            Some(then) if then.subtasks.len() == now.subtasks.len() => now.rates_since(then),
-            // The first sample (or a restart changed the subtasks): since the start.
-            _ => now.rates_since(&JobMetricsSnapshot {
-                elapsed: Duration::ZERO,
-                subtasks: now
-                    .subtasks
-                    .iter()
-                    .map(|s| actorflow_runtime::SubtaskMetricsSnapshot {
-                        records_in: 0,
-                        records_out: 0,
-                        busy: Duration::ZERO,
-                        backpressured: Duration::ZERO,
-                        idle: Duration::ZERO,
-                        ..s.clone()
-                    })
-                    .collect(),
-                restarts: 0,
-                exceptions: Vec::new(),
-            }),
+            Some(then)
+                if then.subtasks.len() == now.subtasks.len() && then.restarts == now.restarts =>
+            {
+                now.rates_since(then)
+            }
+            // The first sample, or a restart replaced the subtasks (their counters start from
+            // zero): over each subtask's own life so far.
+            _ => lifetime_rates(&now),
         };
-        self.previous = self.latest.take();
         self.latest = Some(now);
     }
+}
+
+/// Rates of each subtask over its own life: its totals divided by the time it accounted
+/// (busy + backpressured + idle), for subtasks there is no earlier sample of.
+fn lifetime_rates(now: &JobMetricsSnapshot) -> Vec<SubtaskRates> {
+    now.subtasks
+        .iter()
+        .map(|s| {
+            let life = (s.busy + s.backpressured + s.idle).as_secs_f64().max(1e-3);
+            let per_sec = |d: Duration| d.as_secs_f64() * 1e3 / life;
+            SubtaskRates {
+                vertex: s.vertex.clone(),
+                subtask_index: s.subtask_index,
+                records_in_per_sec: s.records_in as f64 / life,
+                records_out_per_sec: s.records_out as f64 / life,
+                busy_ms_per_sec: per_sec(s.busy),
+                backpressured_ms_per_sec: per_sec(s.backpressured),
+                idle_ms_per_sec: per_sec(s.idle),
+            }
+        })
+        .collect()
 }
 
 /// A savepoint or stop-with-savepoint requested over the API.

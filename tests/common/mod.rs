@@ -95,6 +95,18 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let mut build = Command::new(env!("CARGO"));
     build.args(["build", "--quiet", "--example", name]);
+    // The features this test was built with, so the example is the one `cargo test` built
+    // (another feature set would rebuild the crate and replace the example's binary).
+    let features: Vec<&str> = [
+        ("bench-system-alloc", cfg!(feature = "bench-system-alloc")),
+        ("web", cfg!(feature = "web")),
+    ]
+    .into_iter()
+    .filter_map(|(f, on)| on.then_some(f))
+    .collect();
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }

@@ -94,19 +94,55 @@ pub(crate) async fn request(
         s.write_all(head(method, addr, path, headers, body).as_bytes())
             .await
             .expect("write");
+        // Read up to the end of the headers, then as much body as they announce (some
+        // servers keep the connection open despite `Connection: close`).
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.expect("read");
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
+        let mut buf = [0u8; 8192];
+        let split = loop {
+            if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "connection closed before the headers: {:?}",
+                String::from_utf8_lossy(&raw)
+            );
+            raw.extend_from_slice(&buf[..n]);
+        };
         let (status, headers) = parse_head(&String::from_utf8_lossy(&raw[..split]));
         let mut body = raw[split + 4..].to_vec();
+        let length = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok());
         let chunked = headers.iter().any(|(k, v)| {
             k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
         });
-        if chunked {
-            body = dechunk(&body);
+        match length {
+            Some(len) => {
+                while body.len() < len {
+                    let n = s.read(&mut buf).await.expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&buf[..n]);
+                }
+                body.truncate(len);
+            }
+            None if chunked => {
+                while !body.ends_with(b"0\r\n\r\n") {
+                    let n = s.read(&mut buf).await.expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&buf[..n]);
+                }
+                body = dechunk(&body);
+            }
+            None => {
+                s.read_to_end(&mut body).await.expect("read");
+            }
         }
         Response {
             status,

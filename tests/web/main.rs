@@ -13,7 +13,7 @@ use actorflow::snapshot::{MemoryStore, SnapshotStore};
 use actorflow::web::{WebConfig, WebServer};
 use actorflow_runtime::{CheckpointId, JobHandle};
 use http::{Events, get, request};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -599,4 +599,226 @@ fn a_taken_port_is_a_clear_error() {
     );
     assert!(WebServer::start(loopback().token("has space")).is_err());
     first.stop();
+}
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod browser;
+
+use browser::{AUTH_TOKEN, Browser, Example};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_graph_and_colours_the_backpressured_vertex() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let example = Example::start(
+        "backpressure",
+        &["--records", "100000000", "--sink-delay-ms", "5"],
+    );
+    let jid = example.job().await;
+    browser
+        .goto(&format!("http://{}/#/jobs/{jid}", example.addr))
+        .await;
+    let vertices = browser
+        .wait_for(
+            "both vertices",
+            "const v = document.querySelectorAll('#job-graph .vertex'); return v.length === 2 ? v.length : 0",
+        )
+        .await;
+    assert_eq!(vertices, 2);
+    let edge = browser
+        .script("return document.querySelector('#job-graph .edge text').textContent")
+        .await;
+    assert_eq!(edge, "FORWARD");
+    // The source waits for the slow sink almost all the time: drawn as backpressured.
+    let source = browser
+        .wait_for(
+            "the source coloured as backpressured",
+            "const v = [...document.querySelectorAll('#job-graph .vertex')].find(v => v.dataset.backpressure === 'high'); return v ? v.textContent : null",
+        )
+        .await;
+    assert!(source.as_str().unwrap().contains("fast source"), "{source}");
+    let sink = browser
+        .script("return [...document.querySelectorAll('#job-graph .vertex')].find(v => v.textContent.includes('slow sink')).dataset.backpressure")
+        .await;
+    assert_eq!(sink, "ok");
+    // The vertex page lists its subtasks with their lanes.
+    browser
+        .click("#job-graph .vertex[data-backpressure='high']")
+        .await;
+    let rows = browser
+        .wait_for(
+            "the vertex's subtasks",
+            "return document.querySelectorAll('#vertex-detail tr[data-subtask]').length",
+        )
+        .await;
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watermark_view_names_the_channel_that_holds_the_watermark_back() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let example = Example::start("idle_partitions", &["--seconds", "120"]);
+    let jid = example.job().await;
+    browser
+        .goto(&format!("http://{}/#/jobs/{jid}/watermarks", example.addr))
+        .await;
+    // Partition 3 never sends anything: the window's input channel from source subtask 3
+    // holds the minimum, and the hint says what to do.
+    let hint = browser
+        .wait_for(
+            "a hint about the silent channel",
+            "const h = [...document.querySelectorAll('.watermark-hint')].map(h => h.textContent).find(t => t.includes('input channel 3')); return h || null",
+        )
+        .await;
+    let hint = hint.as_str().unwrap();
+    assert!(hint.contains("subtask 3"), "{hint}");
+    assert!(hint.contains("with_idleness"), "{hint}");
+    let held = browser
+        .script("return [...document.querySelectorAll(\"section[data-vertex-name*='1 s windows'] tr.holds-min\")].map(r => r.dataset.channel)")
+        .await;
+    assert_eq!(held, json!(["3"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_savepoint_button_takes_a_savepoint_that_the_store_holds() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("actorflow-web-savepoint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("out.csv");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/events.csv");
+    let example = Example::start(
+        "window_agg",
+        &[
+            "--input",
+            data,
+            "--output",
+            out.to_str().unwrap(),
+            "--window",
+            "tumbling",
+            "--size",
+            "100",
+            "--checkpoint-dir",
+            dir.to_str().unwrap(),
+            "--checkpoint-interval",
+            "200",
+            "--source-rate",
+            "200",
+        ],
+    );
+    let jid = example.job().await;
+    browser
+        .goto(&format!("http://{}/#/jobs/{jid}/checkpoints", example.addr))
+        .await;
+    browser
+        .wait_for(
+            "a running job",
+            "const s = document.getElementById('job-state'); return s && s.textContent === 'RUNNING'",
+        )
+        .await;
+    // Without the token the server refuses, and the page says why.
+    browser.click("#savepoint-btn").await;
+    let refused = browser
+        .wait_for(
+            "the refusal",
+            "const r = document.getElementById('savepoint-result').textContent; return r.includes('401') ? r : null",
+        )
+        .await;
+    assert!(refused.as_str().unwrap().contains("token"), "{refused}");
+    browser
+        .script(&format!(
+            "const t = document.getElementById('token'); t.value = '{AUTH_TOKEN}'; t.dispatchEvent(new Event('change')); return true"
+        ))
+        .await;
+    browser.click("#savepoint-btn").await;
+    let done = browser
+        .wait_for(
+            "a completed savepoint",
+            "const r = document.getElementById('savepoint-result').textContent; return r.includes('completed') ? r : null",
+        )
+        .await;
+    let text = done.as_str().unwrap().to_string();
+    let id: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let ck = get(example.addr, &format!("/jobs/{jid}/checkpoints"))
+        .await
+        .json();
+    assert_eq!(ck["latest"]["savepoint"]["id"], id, "{ck}");
+    // The store holds it: a savepoint, whole (every blob verifies).
+    drop(example);
+    let store = actorflow::snapshot::SledStore::open(dir.join("snapshots")).unwrap();
+    let snapshot = store.load(CheckpointId(id)).unwrap();
+    assert_eq!(
+        snapshot.manifest.kind,
+        actorflow_runtime::CheckpointKind::Savepoint
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The failure demo in the dashboard: the exception history shows the injected failure and
+/// the restart from a checkpoint. `ACTORFLOW_SCREENSHOT=path` also saves a screenshot (how
+/// `docs/img/dashboard.png` is made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_failure_demos_restart() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let example = Example::start("failure_demo", &["--web-keep"]);
+    // The reference run comes first; the demo is the second job.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let jid = loop {
+        let jobs = get(example.addr, "/jobs/overview").await.json();
+        if let Some(j) = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == "failure demo")
+        {
+            break j["jid"].as_str().unwrap().to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure demo job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    browser
+        .goto(&format!("http://{}/#/jobs/{jid}/exceptions", example.addr))
+        .await;
+    let entry = browser
+        .wait_for(
+            "the restart in the exception history",
+            "const e = document.querySelector('#exception-history li.failure'); return e ? e.textContent : null",
+        )
+        .await;
+    let entry = entry.as_str().unwrap();
+    assert!(entry.contains("restarted"), "{entry}");
+    assert!(entry.contains("injected"), "{entry}");
+    if let Some(path) = std::env::var_os("ACTORFLOW_SCREENSHOT") {
+        let details = get(example.addr, &format!("/jobs/{jid}")).await.json();
+        let window = details["vertices"][1]["id"].as_str().unwrap().to_string();
+        browser
+            .goto(&format!(
+                "http://{}/#/jobs/{jid}/vertices/{window}",
+                example.addr
+            ))
+            .await;
+        browser
+            .wait_for(
+                "the graph and the window's subtasks",
+                "return document.querySelectorAll('#job-graph .vertex').length && document.querySelectorAll('#vertex-detail tr[data-subtask]').length",
+            )
+            .await;
+        browser.screenshot(std::path::Path::new(&path)).await;
+    }
 }
