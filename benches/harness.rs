@@ -7,6 +7,7 @@
 //! cargo bench --bench harness -- windows      # tumbling, sliding, session windows
 //! cargo bench --bench harness -- checkpoint   # checkpoint cost, aligned vs unaligned, recovery
 //! cargo bench --bench harness -- async-io     # 5 ms calls: async I/O, map_blocking, blocking map
+//! cargo bench --bench harness --features web -- web-overhead   # REST server + polling client
 //! ```
 //!
 //! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
@@ -1198,6 +1199,103 @@ fn async_io(rt: &tokio::runtime::Runtime) {
     }
 }
 
+// ----- the web server ---------------------------------------------------------------------
+
+/// One GET over a fresh connection (`Connection: close`), as a polling script would: the
+/// status code (0 if the request failed) and the body.
+#[cfg(feature = "web")]
+fn poll_once(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let status = reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// The tumbling-window job (p = 2) with the REST server on and a client polling it every
+/// 100 ms (job details, a vertex, its backpressure, the checkpoints, `/metrics` in turn),
+/// against the same job without a server; runs alternate so drift hits both alike.
+#[cfg(feature = "web")]
+fn web_overhead(rt: &tokio::runtime::Runtime) {
+    use actorflow::web::{WebConfig, WebServer};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let path = event_file();
+    let kind = WindowKind::Tumbling(10_000);
+    let expected = windows_loop(&path, kind);
+    let baseline = time(|| {
+        black_box(windows_loop(&path, kind));
+    });
+    let server = WebServer::start(WebConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let addr = server.local_addr();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let polls = Arc::new(AtomicU64::new(0));
+    for run in 0..=REPEATS {
+        let t = Instant::now();
+        let rows = windows_job_with(rt, &path, kind, 2, |_| {});
+        let plain = t.elapsed();
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (stop, polls) = (stop.clone(), polls.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    // The newest job's id, then one of its pages, every 100 ms.
+                    let (_, jobs) = poll_once(addr, "/jobs");
+                    let jid = jobs
+                        .split("\"id\":\"")
+                        .nth(1)
+                        .and_then(|r| r.get(..32))
+                        .map(str::to_string);
+                    if let Some(jid) = jid {
+                        let paths = [
+                            format!("/jobs/{jid}"),
+                            format!("/jobs/{jid}/checkpoints"),
+                            "/metrics".to_string(),
+                            "/jobs/overview".to_string(),
+                        ];
+                        let (status, _) = poll_once(addr, &paths[i % paths.len()]);
+                        assert_eq!(status, 200);
+                        polls.fetch_add(2, Ordering::Relaxed);
+                    }
+                    i += 1;
+                    #[allow(clippy::disallowed_methods)] // the client's own thread
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let t = Instant::now();
+        let rows_web = windows_job_with(rt, &path, kind, 2, |env| {
+            env.use_web(&server);
+        });
+        let watched = t.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        poller.join().unwrap();
+        assert!(rows == expected && rows_web == expected, "output differs");
+        if run > 0 {
+            off.push(plain);
+            on.push(watched);
+        }
+    }
+    let (off, on) = (median(off), median(on));
+    report("tumbling p=2, no web server", EVENTS, off, baseline);
+    report("tumbling p=2, web + 100 ms polling", EVENTS, on, baseline);
+    println!(
+        "{:<34} cost {:+.1} %; {} requests answered",
+        "",
+        (on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0,
+        polls.load(Ordering::Relaxed)
+    );
+    server.stop();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
@@ -1246,5 +1344,13 @@ fn main() {
     }
     if wanted("async-io") {
         async_io(&rt);
+    }
+    #[cfg(feature = "web")]
+    if wanted("web-overhead") {
+        web_overhead(&rt);
+    }
+    #[cfg(not(feature = "web"))]
+    if filter.as_deref() == Some("web-overhead") {
+        println!("web-overhead needs --features web");
     }
 }

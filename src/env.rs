@@ -614,6 +614,33 @@ impl StreamExecutionEnvironment {
     /// shows every job this environment runs from now on. Returns the server (its address and
     /// bearer token); calling it again returns the running server.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::observer::JobStatus;
+    /// use actorflow::web::WebConfig;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let env = StreamExecutionEnvironment::new();
+    /// // Port 0: any free port; `local_addr` says which.
+    /// let web = env.enable_web(WebConfig::new("127.0.0.1:0".parse()?).token("secret"))?;
+    /// assert_eq!(web.token(), "secret");
+    /// env.from_sequence(1, 100).map(|x: u64| x * 2).print();
+    /// let runtime = tokio::runtime::Runtime::new()?;
+    /// let status = runtime.block_on(async {
+    ///     let handle = env.execute_async("doubled").await?;
+    ///     let observer = handle.observer().clone();
+    ///     handle.join().await?;
+    ///     Ok::<_, JobError>(observer.status())
+    /// })?;
+    /// // What `GET /jobs/{id}` reports as "state".
+    /// assert_eq!(status, JobStatus::Finished);
+    /// web.stop();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`WebError`](crate::web::WebError) if the address cannot be bound or the token is

@@ -172,6 +172,9 @@ pub(crate) fn job_details(job: &JobEntry, metrics: &JobMetricsSnapshot) -> Value
         "status-counts": task_counts(&metrics.subtasks),
         "plan": plan(job)["plan"],
         "restarts": metrics.restarts,
+        "status-history": o.status_history().into_iter()
+            .map(|(st, at)| json!({"status": st.as_str(), "timestamp": at}))
+            .collect::<Vec<_>>(),
     })
 }
 

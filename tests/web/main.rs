@@ -708,8 +708,9 @@ async fn the_savepoint_button_takes_a_savepoint_that_the_store_holds() {
             dir.to_str().unwrap(),
             "--checkpoint-interval",
             "200",
+            // 400 lines at 5 per second: the job runs for 80 s, long past the test.
             "--source-rate",
-            "200",
+            "5",
         ],
     );
     let jid = example.job().await;
@@ -821,4 +822,59 @@ async fn the_dashboard_shows_the_failure_demos_restart() {
             .await;
         browser.screenshot(std::path::Path::new(&path)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceptions_and_status_history_show_a_restart_from_a_checkpoint() {
+    let env = StreamExecutionEnvironment::new();
+    let web = env.enable_web(loopback()).unwrap();
+    let addr = web.local_addr();
+    env.enable_checkpointing(Duration::from_millis(50))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+        .set_restart_strategy(actorflow::restart::RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(actorflow::fault::FaultPlan::parse("panic@counts#1:records=8000").unwrap());
+    let out = job(&env, 20_000, 20_000.0);
+    let handle = env.execute_async("failing").await.unwrap();
+    let jid = handle.observer().id().to_string();
+    handle.join().await.unwrap();
+    assert_eq!(last_counts(out.take()).values().sum::<u64>(), 20_000);
+    let ex = get(addr, &format!("/jobs/{jid}/exceptions")).await.json();
+    let entries = ex["exceptionHistory"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{ex}");
+    let e = &entries[0];
+    assert!(
+        e["stacktrace"].as_str().unwrap().contains("injected"),
+        "{e}"
+    );
+    assert!(e["taskName"].as_str().unwrap().contains("counts"), "{e}");
+    assert_eq!(e["subtaskIndex"], 1);
+    assert_eq!(e["action"]["type"], "REGION_RESTARTED");
+    assert_eq!(e["action"]["attempt"], 1);
+    assert!(
+        e["action"]["from_checkpoint"].is_u64(),
+        "restarted from a checkpoint: {e}"
+    );
+    assert_eq!(ex["root-exception"], e["stacktrace"]);
+    let details = get(addr, &format!("/jobs/{jid}")).await.json();
+    assert_eq!(details["restarts"], 1);
+    let history: Vec<&str> = details["status-history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        ["CREATED", "RUNNING", "RESTARTING", "RUNNING", "FINISHED"]
+    );
+    let ck = get(addr, &format!("/jobs/{jid}/checkpoints")).await.json();
+    assert_eq!(ck["counts"]["restored"], 1);
+    assert_eq!(
+        ck["latest"]["restored"]["id"],
+        e["action"]["from_checkpoint"]
+    );
+    web.stop();
 }
