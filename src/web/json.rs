@@ -300,6 +300,7 @@ pub(crate) fn subtask(
         "currentInputWatermark": s.input_watermark.unwrap_or(NO_WATERMARK),
         "currentOutputWatermark": s.output_watermark.unwrap_or(NO_WATERMARK),
         "numLateRecordsDropped": s.late_records_dropped,
+        "keyed-state-keys": s.keyed_state_keys,
     })
 }
 

@@ -42,6 +42,7 @@ struct Families {
     input_watermark: Family<SubtaskLabels, Gauge>,
     output_watermark: Family<SubtaskLabels, Gauge>,
     late: Family<SubtaskLabels, Counter>,
+    keys: Family<SubtaskLabels, Gauge>,
     uptime: Family<JobLabels, Gauge>,
     restarts: Family<JobLabels, Counter>,
     running: Family<JobLabels, Gauge>,
@@ -66,6 +67,7 @@ fn registry() -> (Registry, Families) {
         input_watermark: Family::default(),
         output_watermark: Family::default(),
         late: Family::default(),
+        keys: Family::default(),
         uptime: Family::default(),
         restarts: Family::default(),
         running: Family::default(),
@@ -131,6 +133,11 @@ fn registry() -> (Registry, Families) {
         "late_records_dropped",
         "Records dropped as too late by windows (Flink numLateRecordsDropped)",
         f.late.clone(),
+    );
+    r.register(
+        "keyed_state_keys",
+        "Keys holding keyed state in the subtask's windows, keyed process functions and rolling reduces, as of its last input batch; absent without keyed state",
+        f.keys.clone(),
     );
     r.register(
         "job_uptime_ms",
@@ -221,6 +228,11 @@ pub(crate) fn render(state: &WebState) -> Result<String, std::fmt::Error> {
                 f.output_fill
                     .get_or_create(&l)
                     .set(max_or_zero(s.output_lanes.iter().map(|x| x.fill.ratio())));
+                if let Some(k) = s.keyed_state_keys {
+                    f.keys
+                        .get_or_create(&l)
+                        .set(i64::try_from(k).unwrap_or(i64::MAX));
+                }
                 if let Some(w) = s.input_watermark {
                     f.input_watermark.get_or_create(&l).set(w);
                 }

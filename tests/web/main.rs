@@ -288,6 +288,21 @@ async fn the_rest_api_shows_a_running_checkpointed_job_in_flinks_shapes() {
         v[1]["metrics"]["read-records"]
     );
     assert_eq!(v[1]["status"], "FINISHED");
+    // The keyed sum holds its 10 keys; the source's chain keeps no keyed state.
+    let counts = get(addr, &format!("/jobs/{jid}/vertices/{}", ids[1]))
+        .await
+        .json();
+    let keys: u64 = counts["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["keyed-state-keys"].as_u64().unwrap())
+        .sum();
+    assert_eq!(keys, 10);
+    let source = get(addr, &format!("/jobs/{jid}/vertices/{}", ids[0]))
+        .await
+        .json();
+    assert!(source["subtasks"][0]["keyed-state-keys"].is_null());
 
     // The savepoint restores: a new job from it counts what came after it.
     let env = StreamExecutionEnvironment::new();
@@ -513,6 +528,11 @@ async fn prometheus_metrics_parse_and_match_the_job() {
         1
     );
     assert_eq!(value("actorflow_job_running", None, None), vec![0.0]);
+    let keys: f64 = value("actorflow_keyed_state_keys", Some("counts"), None)
+        .iter()
+        .sum();
+    assert_eq!(keys, 10.0);
+    assert!(value("actorflow_keyed_state_keys", Some("pairs"), None).is_empty());
     assert_eq!(value("actorflow_job_restarts_total", None, None), vec![0.0]);
     assert!(value("actorflow_checkpoints_completed_total", None, None)[0] >= 1.0);
     for name in [

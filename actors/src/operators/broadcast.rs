@@ -789,6 +789,10 @@ where
         Ok(())
     }
 
+    fn key_count(&self) -> Option<usize> {
+        self.core.key_count()
+    }
+
     fn has_more(&self) -> bool {
         self.core.has_more()
     }

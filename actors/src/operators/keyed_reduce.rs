@@ -153,6 +153,10 @@ where
         self.reduce.close()
     }
 
+    fn key_count(&self) -> Option<usize> {
+        self.table.as_ref().map(KeyedTable::len)
+    }
+
     fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>) -> Result<(), UserError> {
         let table = self
             .table

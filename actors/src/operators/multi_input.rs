@@ -124,6 +124,9 @@ impl ErasedOperator for MultiInputs {
     fn next_processing_time(&self) -> Option<Timestamp> {
         self.inner.next_processing_time()
     }
+    fn key_count(&self) -> Option<usize> {
+        self.inner.key_count()
+    }
     fn on_processing_time(&mut self, now: Timestamp) -> Result<(), OperatorFault> {
         self.inner.on_processing_time(now)
     }

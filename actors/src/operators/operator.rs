@@ -246,6 +246,12 @@ pub trait Operator: Send + 'static {
         None
     }
 
+    /// How many keys hold keyed state in this subtask, if the operator keeps keyed state and
+    /// can tell cheaply (a table's length). Asked once per input batch, for the metrics.
+    fn key_count(&self) -> Option<usize> {
+        None
+    }
+
     /// Called when processing time reached [`next_processing_time`](Self::next_processing_time):
     /// processing-time timers fire here.
     ///
@@ -396,6 +402,8 @@ pub trait ErasedOperator: Send {
     fn process_status(&mut self, status: WatermarkStatus) -> Result<(), OperatorFault>;
     /// See [`Operator::next_processing_time`].
     fn next_processing_time(&self) -> Option<Timestamp>;
+    /// See [`Operator::key_count`].
+    fn key_count(&self) -> Option<usize>;
     /// See [`Operator::on_processing_time`].
     ///
     /// # Errors
@@ -526,6 +534,10 @@ impl<O: Operator> ErasedOperator for Erased<O> {
 
     fn next_processing_time(&self) -> Option<Timestamp> {
         self.op.next_processing_time()
+    }
+
+    fn key_count(&self) -> Option<usize> {
+        self.op.key_count()
     }
 
     fn on_processing_time(&mut self, now: Timestamp) -> Result<(), OperatorFault> {

@@ -724,6 +724,11 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         }
     }
 
+    /// Keys that hold state now.
+    pub(crate) fn key_count(&self) -> Option<usize> {
+        self.states.as_ref().map(KeyedTable::len)
+    }
+
     /// Checkpoint `id` completed: later incremental checkpoints build on it.
     pub(crate) fn confirm(&mut self, id: CheckpointId) {
         self.incremental.confirm(id);
@@ -1156,6 +1161,10 @@ where
             self.resume(out)?;
         }
         Ok(())
+    }
+
+    fn key_count(&self) -> Option<usize> {
+        self.core.key_count()
     }
 
     fn has_more(&self) -> bool {

@@ -1289,6 +1289,10 @@ where
         self.firing.is_active()
     }
 
+    fn key_count(&self) -> Option<usize> {
+        self.table.as_ref().map(KeyedTable::len)
+    }
+
     fn resume(&mut self, out: &mut Collector<O>) -> Result<(), UserError> {
         self.fire_chunk(out)
     }

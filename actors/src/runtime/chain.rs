@@ -353,6 +353,19 @@ impl ChainNode {
         }
     }
 
+    /// Keys with keyed state in this node and its chained successors (`None`: none keeps any).
+    pub(crate) fn key_count(&self) -> Option<usize> {
+        let mine = self.op.key_count();
+        self.outputs
+            .iter()
+            .filter_map(|o| match &o.to {
+                Output::Operator(node, _) => node.key_count(),
+                Output::Tail(_) => None,
+            })
+            .chain(mine)
+            .reduce(|a, b| a + b)
+    }
+
     /// The earliest processing time at which this node or a chained successor wants a call.
     pub(crate) fn next_processing_time(&self) -> Option<Timestamp> {
         let mine = self.op.next_processing_time();
@@ -475,6 +488,17 @@ pub(crate) fn resume(outputs: &mut [Route], tails: &mut [Tail]) -> Result<(), Fa
         }
     }
     Ok(())
+}
+
+/// Keys with keyed state among `outputs`' chained operators.
+pub(crate) fn key_count(outputs: &[Route]) -> Option<usize> {
+    outputs
+        .iter()
+        .filter_map(|o| match &o.to {
+            Output::Operator(node, _) => node.key_count(),
+            Output::Tail(_) => None,
+        })
+        .reduce(|a, b| a + b)
 }
 
 /// The earliest processing-time wake-up among `outputs`' chained operators.

@@ -134,6 +134,8 @@ pub struct SubtaskMetrics {
     /// the tails, which update it once per watermark.
     pub(crate) output_watermark: Arc<AtomicI64>,
     status: AtomicU8,
+    /// Keys with keyed state in the chain's operators; `u64::MAX`: none keeps keyed state.
+    keys: AtomicU64,
     lanes: Vec<LaneProbe>,
     channels: Vec<ChannelProbe>,
     outputs: Vec<OutputLaneProbe>,
@@ -167,6 +169,7 @@ impl SubtaskMetrics {
             input_watermark: AtomicI64::new(i64::MIN),
             output_watermark,
             status: AtomicU8::new(0),
+            keys: AtomicU64::new(u64::MAX),
             lanes,
             channels: Vec::new(),
             outputs: Vec::new(),
@@ -260,6 +263,12 @@ impl SubtaskMetrics {
         SubtaskStatus::from_u8(self.status.load(Ordering::Relaxed))
     }
 
+    /// Publishes the chain's key count (once per input batch).
+    pub(crate) fn set_keys(&self, keys: Option<usize>) {
+        let v = keys.map_or(u64::MAX, |k| k as u64);
+        self.keys.store(v, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_input_watermark(&self, wm: i64) {
         self.input_watermark.store(wm, Ordering::Relaxed);
     }
@@ -286,6 +295,10 @@ impl SubtaskMetrics {
             input_watermark: set(self.input_watermark.load(Ordering::Relaxed)),
             output_watermark: set(self.output_watermark.load(Ordering::Relaxed)),
             late_records_dropped: self.counters.late_records_dropped(),
+            keyed_state_keys: match self.keys.load(Ordering::Relaxed) {
+                u64::MAX => None,
+                k => Some(k),
+            },
             input_channels: self
                 .channels
                 .iter()
@@ -346,6 +359,9 @@ pub struct SubtaskMetricsSnapshot {
     /// Records dropped as too late by window operators in this subtask (records sent to a
     /// late side output are not counted).
     pub late_records_dropped: u64,
+    /// Keys that hold keyed state in the subtask's operators (windows, keyed process, rolling
+    /// reduce), as of the last input batch; `None` if none keeps keyed state.
+    pub keyed_state_keys: Option<u64>,
     /// Every input channel's watermark and status, in lane order (as `input_lanes`).
     pub input_channels: Vec<ChannelSnapshot>,
     /// Fill of every output lane (to the downstream subtasks).

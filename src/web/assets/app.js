@@ -290,13 +290,14 @@ async function renderOverview(job, r) {
         <td>${bars(s["input-lane-fill"])}</td><td>${bars(s["output-lane-fill"])}</td>
         <td>${fmtWatermark(s.currentInputWatermark)}</td><td>${fmtWatermark(s.currentOutputWatermark)}</td>
         <td class="num">${fmtNum(s.numLateRecordsDropped)}</td>
+        <td class="num">${s["keyed-state-keys"] === null ? '<span class="muted">—</span>' : fmtNum(s["keyed-state-keys"])}</td>
       </tr>`).join("");
     detail = `
       <h2 id="vertex-name">${esc(v.name)} <span class="muted">parallelism ${v.parallelism}, max ${v.maxParallelism}</span></h2>
       <table id="vertex-detail">
         <tr><th>#</th><th>status</th><th class="num">records in</th><th class="num">records out</th><th class="num">in/s</th><th class="num">out/s</th>
           <th class="num">busy ms/s</th><th class="num">backpressured ms/s</th><th class="num">idle ms/s</th><th>backpressure</th>
-          <th>input lanes</th><th>output lanes</th><th>input watermark</th><th>output watermark</th><th class="num">late dropped</th></tr>
+          <th>input lanes</th><th>output lanes</th><th>input watermark</th><th>output watermark</th><th class="num">late dropped</th><th class="num">keys</th></tr>
         ${rows}
       </table>`;
   }

@@ -19,8 +19,8 @@ use crate::operators::operator::TaskInfo;
 use crate::operators::source::{ErasedSource, SourceStatus};
 use crate::runtime::chain::{
     CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, close_chain, decode_input, emit,
-    fire_processing_time, guard, guard_async, has_more, is_blocked, next_processing_time,
-    notify_chain, restore_chain, resume, settle, signal_outputs,
+    fire_processing_time, guard, guard_async, has_more, is_blocked, key_count,
+    next_processing_time, notify_chain, restore_chain, resume, settle, signal_outputs,
 };
 use crate::runtime::control::CoordinatorMsg;
 use crate::runtime::metrics::{Phase, SubtaskMetrics, SubtaskStatus};
@@ -697,6 +697,7 @@ impl Subtask {
                 }
                 let input = self.lane_inputs.get(lane).copied().unwrap_or(0);
                 emit(&mut self.root, Some(input), batch, &mut self.tails)?;
+                self.metrics.set_keys(key_count(&self.root));
                 self.settle_work().await?;
                 if let Some(action) = self.fault.as_mut().and_then(|f| f.on_records(n)) {
                     self.inject(action)?;
@@ -762,6 +763,8 @@ impl Subtask {
         if let Some(wm) = out.watermark {
             self.metrics.set_input_watermark(wm.0);
             signal_outputs(&mut self.root, Signal::Watermark(wm), &mut self.tails)?;
+            // Windows that fired may have cleared their keys.
+            self.metrics.set_keys(key_count(&self.root));
         }
         if let Some(status) = out.status {
             signal_outputs(&mut self.root, Signal::Status(status), &mut self.tails)?;
