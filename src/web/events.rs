@@ -10,7 +10,6 @@ use super::rest::find_job;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpResponse, http::header};
 use actorflow_runtime::checkpoint::types::JobEvent;
-use actorflow_runtime::runtime::metrics::RecoveryAction;
 use actorflow_runtime::runtime::observer::{JobUpdate, JobUpdateKind, wall_ms};
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -49,20 +48,7 @@ pub(crate) fn describe(update: &JobUpdate) -> (&'static str, Value) {
             json!({"timestamp": t, "id": id.0, "kind": format!("{kind:?}")}),
         ),
         JobUpdateKind::Exception(e) => {
-            let action = match &e.action {
-                RecoveryAction::RegionRestarted {
-                    attempt,
-                    delay_ms,
-                    from_checkpoint,
-                } => json!({
-                    "type": "REGION_RESTARTED", "attempt": attempt, "delay_ms": delay_ms,
-                    "from_checkpoint": from_checkpoint,
-                }),
-                RecoveryAction::SameIncident => json!({"type": "SAME_INCIDENT"}),
-                RecoveryAction::JobFailed { reason } => {
-                    json!({"type": "JOB_FAILED", "reason": reason})
-                }
-            };
+            let action = super::json::action(&e.action);
             (
                 "exception",
                 json!({"timestamp": t, "operator": e.operator, "vertex": e.vertex,

@@ -221,6 +221,25 @@ pub(crate) fn plan(job: &JobEntry) -> Value {
     })
 }
 
+/// What the supervisor did, as JSON: `{"type": "REGION_RESTARTED", "attempt", "delay_ms",
+/// "from_checkpoint"}`, `{"type": "SAME_INCIDENT"}` or `{"type": "JOB_FAILED", "reason"}`.
+pub(crate) fn action(action: &RecoveryAction) -> Value {
+    match action {
+        RecoveryAction::RegionRestarted {
+            attempt,
+            delay_ms,
+            from_checkpoint,
+        } => json!({
+            "type": "REGION_RESTARTED",
+            "attempt": attempt,
+            "delay_ms": delay_ms,
+            "from_checkpoint": from_checkpoint,
+        }),
+        RecoveryAction::SameIncident => json!({"type": "SAME_INCIDENT"}),
+        RecoveryAction::JobFailed { reason } => json!({"type": "JOB_FAILED", "reason": reason}),
+    }
+}
+
 /// `GET /jobs/{id}/exceptions`: Flink's exception history, plus what the supervisor did.
 pub(crate) fn exceptions(metrics: &JobMetricsSnapshot, vertices: &[VertexInfo]) -> Value {
     let entries: Vec<Value> = metrics
@@ -228,22 +247,7 @@ pub(crate) fn exceptions(metrics: &JobMetricsSnapshot, vertices: &[VertexInfo]) 
         .iter()
         .rev()
         .map(|e| {
-            let action = match &e.action {
-                RecoveryAction::RegionRestarted {
-                    attempt,
-                    delay_ms,
-                    from_checkpoint,
-                } => json!({
-                    "type": "REGION_RESTARTED",
-                    "attempt": attempt,
-                    "delay_ms": delay_ms,
-                    "from_checkpoint": from_checkpoint,
-                }),
-                RecoveryAction::SameIncident => json!({"type": "SAME_INCIDENT"}),
-                RecoveryAction::JobFailed { reason } => {
-                    json!({"type": "JOB_FAILED", "reason": reason})
-                }
-            };
+            let action = action(&e.action);
             json!({
                 "exceptionName": "SubtaskFailure",
                 "stacktrace": e.cause,

@@ -337,6 +337,31 @@ pub struct CheckpointStats {
     pub subtasks: Vec<SubtaskCheckpointStats>,
 }
 
+impl CheckpointStats {
+    /// A checkpoint triggered at `trigger_ms` that `subtasks` must acknowledge, nothing
+    /// acknowledged yet.
+    fn new(id: CheckpointId, kind: CheckpointKind, trigger_ms: u64, subtasks: usize) -> Self {
+        CheckpointStats {
+            id: id.0,
+            kind,
+            is_final: false,
+            status: CheckpointStatus::InProgress,
+            trigger_timestamp_ms: trigger_ms,
+            latest_ack_timestamp_ms: 0,
+            end_to_end_duration_ms: 0,
+            state_size: 0,
+            checkpointed_size: 0,
+            in_flight_bytes: 0,
+            alignment_ms: 0,
+            unaligned: false,
+            num_acknowledged_subtasks: 0,
+            num_subtasks: subtasks,
+            failure_message: None,
+            subtasks: Vec::new(),
+        }
+    }
+}
+
 /// Count, minimum, maximum, average and percentiles of one quantity over completed
 /// checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
@@ -623,24 +648,8 @@ impl JobObserver {
             if s.checkpoints.len() == CHECKPOINT_HISTORY {
                 s.checkpoints.pop_back();
             }
-            s.checkpoints.push_front(CheckpointStats {
-                id: id.0,
-                kind,
-                is_final: false,
-                status: CheckpointStatus::InProgress,
-                trigger_timestamp_ms: wall_ms(),
-                latest_ack_timestamp_ms: 0,
-                end_to_end_duration_ms: 0,
-                state_size: 0,
-                checkpointed_size: 0,
-                in_flight_bytes: 0,
-                alignment_ms: 0,
-                unaligned: false,
-                num_acknowledged_subtasks: 0,
-                num_subtasks: subtasks,
-                failure_message: None,
-                subtasks: Vec::new(),
-            });
+            s.checkpoints
+                .push_front(CheckpointStats::new(id, kind, wall_ms(), subtasks));
         }
         self.send(JobUpdateKind::CheckpointTriggered { id, kind });
     }
@@ -688,24 +697,14 @@ impl JobObserver {
                                 s.checkpoints.pop_back();
                             }
                             let now = wall_ms();
-                            s.checkpoints.push_front(CheckpointStats {
-                                id: id.0,
-                                kind: *kind,
-                                is_final: *is_final,
-                                status: CheckpointStatus::Completed,
-                                trigger_timestamp_ms: now.saturating_sub(*duration_ms),
-                                latest_ack_timestamp_ms: now,
-                                end_to_end_duration_ms: *duration_ms,
-                                state_size: 0,
-                                checkpointed_size: 0,
-                                in_flight_bytes: 0,
-                                alignment_ms: 0,
-                                unaligned: false,
-                                num_acknowledged_subtasks: 0,
-                                num_subtasks: 0,
-                                failure_message: None,
-                                subtasks: Vec::new(),
-                            });
+                            let mut c = CheckpointStats::new(
+                                *id,
+                                *kind,
+                                now.saturating_sub(*duration_ms),
+                                0,
+                            );
+                            c.latest_ack_timestamp_ms = now;
+                            s.checkpoints.push_front(c);
                             0
                         }
                     };
