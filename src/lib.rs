@@ -63,6 +63,8 @@
 //!   (`JobHandle::observer`).
 //! * `web` (cargo feature `web`) — the REST API with Flink's paths, Prometheus metrics, the
 //!   live event stream and the dashboard, on actix-web (`docs/web.md`).
+//! * `postgres` (cargo feature `postgres`) — `PostgresSink`: exactly-once rows into PostgreSQL
+//!   by two-phase commit, or idempotent upserts (`docs/connectors.md`).
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
 //!   examples in these docs.
 //!
@@ -83,6 +85,8 @@ pub mod env;
 pub mod joins;
 pub mod keyed;
 pub mod multi_input;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sinks;
 pub mod sources;
 pub mod testing;

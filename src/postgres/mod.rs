@@ -1,0 +1,15 @@
+//! PostgreSQL connectors (cargo feature `postgres`, client `tokio-postgres`): an exactly-once
+//! sink by two-phase commit ([`PostgresSink`]). How each guarantee is reached, and what the
+//! server needs, is in `docs/connectors.md`.
+
+mod sink;
+
+pub use sink::{BadRows, PostgresSink, PostgresSinkBuilder, SqlValue};
+
+/// Why a PostgreSQL connector could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    /// The configuration is incomplete or inconsistent.
+    #[error("PostgreSQL sink: {0}")]
+    Config(String),
+}

@@ -1,0 +1,956 @@
+//! [`PostgresSink`]: rows into a PostgreSQL table, exactly once by two-phase commit.
+//!
+//! Each subtask keeps one connection and, between two checkpoints, one transaction. At the
+//! barrier the transaction records its global id in `actorflow_commits` and is ended with
+//! `PREPARE TRANSACTION gid`: durable, invisible. When the checkpoint completes, `COMMIT
+//! PREPARED gid` makes it visible. The gid is `PREFIX:OPERATOR:SUBTASK:ATTEMPT:CHECKPOINT`
+//! (`OPERATOR` is the sink's uid, or its name), so every attempt's transactions are distinct.
+//!
+//! **Committing is idempotent, and never guesses.** A `COMMIT PREPARED` of a gid that the
+//! server no longer holds prepared succeeds only if the restored state says it was prepared
+//! *and* its row in `actorflow_commits` is visible, which it is only if that transaction was
+//! committed (the marker is written inside it). A gid that is neither prepared nor committed
+//! means rows were lost (a rollback by hand, another job with the same prefix and operator):
+//! the sink fails with that message instead of carrying on.
+//!
+//! **On restore** the checkpoint's pending gids (union state: every subtask sees all of them)
+//! are committed; every other prepared transaction of this sink (`pg_prepared_xacts` with its
+//! prefix) is rolled back: it belongs to an attempt after the checkpoint, whose records the
+//! sources replay. Subtask `i` resolves the gids of subtask `i`, and subtask 0 also those of
+//! subtasks beyond the new parallelism, so after a rescale none is left behind. A fresh start
+//! (no restore) rolls back the sink's prepared transactions the same way.
+
+use super::PostgresError;
+use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
+use actorflow_runtime::{Batch, CheckpointId, Data, Sink, TaskInfo, UserError};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// A column value of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// `NULL`.
+    Null,
+    /// A `boolean`.
+    Bool(bool),
+    /// An integer, for `smallint`, `integer`, `bigint` (range-checked), `real`,
+    /// `double precision`, or text columns.
+    Int(i64),
+    /// A float, for `real` and `double precision` (or text).
+    Float(f64),
+    /// Text, for `text`, `varchar`, `char`, `name`.
+    Text(String),
+}
+
+impl fmt::Display for SqlValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SqlValue::Null => f.write_str("NULL"),
+            SqlValue::Bool(b) => write!(f, "{b}"),
+            SqlValue::Int(i) => write!(f, "{i}"),
+            SqlValue::Float(x) => write!(f, "{x}"),
+            SqlValue::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(v)
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_string())
+    }
+}
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> Self {
+        SqlValue::Float(v)
+    }
+}
+impl From<bool> for SqlValue {
+    fn from(v: bool) -> Self {
+        SqlValue::Bool(v)
+    }
+}
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// What the sink does with a row the database refuses (a constraint violation, a value out of
+/// range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRows {
+    /// Fail the subtask with the row and the database's message (the default). The job
+    /// restarts from its checkpoint and meets the row again: fix the data or the table.
+    Fail,
+    /// Write the row (as text) and the message into this table instead, in the same
+    /// transaction as the good rows, so it too is written exactly once. Created if missing:
+    /// `(row text, error text, at timestamptz)`.
+    DeadLetter(String),
+}
+
+type RowFn<T> = dyn Fn(&T) -> Vec<SqlValue> + Send + Sync;
+
+struct Config<T> {
+    url: String,
+    table: String,
+    columns: Vec<String>,
+    row: Arc<RowFn<T>>,
+    upsert: Option<Vec<String>>,
+    create: Option<String>,
+    prefix: String,
+    bad_rows: BadRows,
+    batch_rows: usize,
+}
+
+/// Builds a [`PostgresSink`]. See [`PostgresSink::builder`].
+pub struct PostgresSinkBuilder<T> {
+    url: String,
+    table: Option<(String, Vec<String>)>,
+    row: Option<Arc<RowFn<T>>>,
+    upsert: Option<Vec<String>>,
+    create: Option<String>,
+    prefix: String,
+    bad_rows: BadRows,
+    batch_rows: usize,
+}
+
+impl<T: Data> PostgresSinkBuilder<T> {
+    /// The table and the columns each row fills, in the order [`row`](Self::row) gives the
+    /// values. `schema.table` works; names are quoted as given.
+    pub fn table(mut self, table: &str, columns: &[&str]) -> Self {
+        self.table = Some((
+            table.to_string(),
+            columns.iter().map(|c| c.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// The values of one record's row, one per column.
+    pub fn row(mut self, f: impl Fn(&T) -> Vec<SqlValue> + Send + Sync + 'static) -> Self {
+        self.row = Some(Arc::new(f));
+        self
+    }
+
+    /// Upsert instead of two-phase commit: `INSERT ... ON CONFLICT (key columns) DO UPDATE`,
+    /// each batch committed at once. At least once, but idempotent: a replayed row overwrites
+    /// itself, so the table ends the same (needs a unique index on the key columns). Cheaper
+    /// than exactly-once: no transaction stays open across a checkpoint.
+    pub fn upsert(mut self, key_columns: &[&str]) -> Self {
+        self.upsert = Some(key_columns.iter().map(|c| c.to_string()).collect());
+        self
+    }
+
+    /// SQL run once at open (for instance `CREATE TABLE IF NOT EXISTS ...`).
+    pub fn create_table(mut self, ddl: &str) -> Self {
+        self.create = Some(ddl.to_string());
+        self
+    }
+
+    /// The first part of every transaction id (default `actorflow`): jobs writing to one
+    /// server through sinks of the same uid need different prefixes.
+    pub fn transaction_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
+    }
+
+    /// What to do with rows the database refuses (default [`BadRows::Fail`]).
+    pub fn bad_rows(mut self, policy: BadRows) -> Self {
+        self.bad_rows = policy;
+        self
+    }
+
+    /// Rows per `INSERT` statement (default 1 000; fewer if the columns would exceed
+    /// PostgreSQL's 65 535 parameters).
+    pub fn batch_rows(mut self, rows: usize) -> Self {
+        self.batch_rows = rows.max(1);
+        self
+    }
+
+    /// The sink.
+    ///
+    /// # Errors
+    ///
+    /// [`PostgresError::Config`] without a table or a row function, or with a prefix that
+    /// holds `:` or `'`.
+    pub fn build(self) -> Result<PostgresSink<T>, PostgresError> {
+        let (table, columns) = self
+            .table
+            .ok_or_else(|| PostgresError::Config("no table: call .table(name, columns)".into()))?;
+        if columns.is_empty() {
+            return Err(PostgresError::Config(format!("table {table}: no columns")));
+        }
+        let row = self.row.ok_or_else(|| {
+            PostgresError::Config("no row function: call .row(|record| vec![...])".into())
+        })?;
+        if self.prefix.is_empty() || self.prefix.contains([':', '\'', '%', '_']) {
+            return Err(PostgresError::Config(format!(
+                "transaction prefix {:?} must be non-empty, without ':', quotes, '%' or '_'",
+                self.prefix
+            )));
+        }
+        if let BadRows::DeadLetter(t) = &self.bad_rows
+            && t.is_empty()
+        {
+            return Err(PostgresError::Config(
+                "the dead-letter table has no name".into(),
+            ));
+        }
+        let batch_rows = self.batch_rows.min(65_535 / columns.len()).max(1);
+        Ok(PostgresSink::new(Config {
+            url: self.url,
+            table,
+            columns,
+            row,
+            upsert: self.upsert,
+            create: self.create,
+            prefix: self.prefix,
+            bad_rows: self.bad_rows,
+            batch_rows,
+        }))
+    }
+}
+
+/// Writes records as rows of a PostgreSQL table: exactly once with checkpointing (two-phase
+/// commit, see the [module docs](self)), or as an idempotent upsert. Use it with
+/// `add_sink(name, move |_| Ok(sink.clone()))`: each subtask gets its own connection.
+///
+/// # Examples
+///
+/// ```no_run
+/// use actorflow::prelude::*;
+/// use actorflow::postgres::{PostgresSink, SqlValue};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sink = PostgresSink::<(String, i64)>::builder("postgresql://postgres@127.0.0.1:5432/postgres")
+///     .create_table("CREATE TABLE IF NOT EXISTS counts (word text, n bigint)")
+///     .table("counts", &["word", "n"])
+///     .row(|(w, n)| vec![SqlValue::from(w.as_str()), SqlValue::Int(*n)])
+///     .build()?;
+/// let env = StreamExecutionEnvironment::new();
+/// env.enable_checkpointing(std::time::Duration::from_secs(1));
+/// env.from_collection(vec![("a".to_string(), 1i64)])
+///     .add_sink("counts", move |_: &TaskInfo| Ok(sink.clone()))
+///     .uid("counts-sink");
+/// env.execute_blocking("to postgres")?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct PostgresSink<T> {
+    config: Arc<Config<T>>,
+    /// The connection that writes rows, one transaction between checkpoints.
+    client: Option<Client>,
+    /// A second connection for `COMMIT PREPARED` / `ROLLBACK PREPARED`, which cannot run
+    /// inside the writer's open transaction.
+    control: Option<Client>,
+    drivers: Vec<tokio::task::JoinHandle<()>>,
+    info: Option<TaskInfo>,
+    /// Unique to this subtask instance: old attempts' transactions never clash with ours.
+    attempt: String,
+    in_txn: bool,
+    param_types: Vec<Type>,
+    statements: HashMap<usize, Statement>,
+    /// Prepared transactions waiting for their checkpoint, oldest first.
+    pending: Vec<(CheckpointId, String)>,
+    checkpointing: bool,
+}
+
+impl<T> Clone for PostgresSink<T> {
+    /// A new, unconnected sink with the same configuration.
+    fn clone(&self) -> Self {
+        PostgresSink::new_shared(self.config.clone())
+    }
+}
+
+impl<T> fmt::Debug for PostgresSink<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("table", &self.config.table)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `"name"`, or `"schema"."name"`.
+fn quote_ident(name: &str) -> String {
+    name.split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn random_token() -> String {
+    actorflow_runtime::JobId::generate().to_string()[..16].to_string()
+}
+
+/// A database error with its message, detail and SQLSTATE.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let mut s = format!("{} (SQLSTATE {})", d.message(), d.code().code());
+            if let Some(detail) = d.detail() {
+                s.push_str(&format!("; {detail}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+const MARKERS: &str = "actorflow_commits";
+
+impl<T> PostgresSink<T> {
+    fn new(config: Config<T>) -> Self {
+        Self::new_shared(Arc::new(config))
+    }
+
+    fn new_shared(config: Arc<Config<T>>) -> Self {
+        PostgresSink {
+            config,
+            client: None,
+            control: None,
+            drivers: Vec::new(),
+            info: None,
+            attempt: random_token(),
+            in_txn: false,
+            param_types: Vec::new(),
+            statements: HashMap::new(),
+            pending: Vec::new(),
+            checkpointing: false,
+        }
+    }
+
+    /// A builder for a sink that connects to `url`
+    /// (`postgresql://user[:password]@host:port/database`).
+    pub fn builder(url: &str) -> PostgresSinkBuilder<T> {
+        PostgresSinkBuilder {
+            url: url.to_string(),
+            table: None,
+            row: None,
+            upsert: None,
+            create: None,
+            prefix: "actorflow".into(),
+            bad_rows: BadRows::Fail,
+            batch_rows: 1000,
+        }
+    }
+
+    fn err(&self, what: &str, e: &tokio_postgres::Error) -> UserError {
+        let subtask = self.info.as_ref().map_or(0, |i| i.subtask_index);
+        UserError::from(format!(
+            "PostgreSQL sink (table {}, subtask {subtask}): {what}: {}",
+            self.config.table,
+            describe(e)
+        ))
+    }
+
+    fn client(&self) -> Result<&Client, UserError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| UserError::from("PostgreSQL sink used before open()"))
+    }
+
+    /// `PREFIX:OPERATOR:`: what every gid of this sink starts with.
+    fn gid_prefix(&self) -> String {
+        let op = self.info.as_ref().map_or_else(String::new, |i| {
+            let name = i.uid.as_deref().unwrap_or(&i.operator_name);
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(80)
+                .collect::<String>()
+        });
+        format!("{}:{op}:", self.config.prefix)
+    }
+
+    fn gid(&self, checkpoint: CheckpointId) -> String {
+        let index = self.info.as_ref().map_or(0, |i| i.subtask_index);
+        format!(
+            "{}{index}:{}:{}",
+            self.gid_prefix(),
+            self.attempt,
+            checkpoint.0
+        )
+    }
+
+    /// True if this subtask resolves the leftover transactions of the gid's subtask.
+    fn responsible_for(&self, gid: &str) -> bool {
+        let Some(info) = &self.info else {
+            return false;
+        };
+        let index = gid
+            .strip_prefix(&self.gid_prefix())
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        match index {
+            Some(i) => {
+                i == info.subtask_index
+                    || (info.subtask_index == 0 && i >= info.parallelism as usize)
+            }
+            None => false,
+        }
+    }
+
+    fn control(&self) -> Result<&Client, UserError> {
+        self.control
+            .as_ref()
+            .ok_or_else(|| UserError::from("PostgreSQL sink used before open()"))
+    }
+
+    async fn execute(&self, sql: &str, what: &str) -> Result<(), UserError> {
+        self.client()?
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.err(what, &e))
+    }
+
+    /// The sink's prepared transactions the server holds, by gid.
+    async fn prepared(&self) -> Result<Vec<String>, UserError> {
+        let like = format!("{}%", self.gid_prefix());
+        let rows = self
+            .control()?
+            .query(
+                "SELECT gid FROM pg_prepared_xacts WHERE gid LIKE $1 AND database = current_database()",
+                &[&like],
+            )
+            .await
+            .map_err(|e| self.err("cannot list prepared transactions", &e))?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// Makes prepared transaction `gid` visible; if the server no longer holds it, succeeds
+    /// only if it was committed (its marker is visible).
+    async fn commit_prepared(&self, gid: &str) -> Result<(), UserError> {
+        let sql = format!("COMMIT PREPARED {}", quote_literal(gid));
+        match self.control()?.batch_execute(&sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                let committed = self
+                    .control()?
+                    .query_opt(&format!("SELECT 1 FROM {MARKERS} WHERE gid = $1"), &[&gid])
+                    .await
+                    .map_err(|e| self.err("cannot check a commit marker", &e))?
+                    .is_some();
+                if committed {
+                    Ok(())
+                } else {
+                    Err(UserError::from(format!(
+                        "PostgreSQL sink (table {}): transaction {gid} of a completed checkpoint is neither prepared nor committed: its rows are lost (rolled back by hand, or by another job with the same transaction prefix and sink uid)",
+                        self.config.table
+                    )))
+                }
+            }
+            Err(e) => Err(self.err(&format!("cannot commit {gid}"), &e)),
+        }
+    }
+
+    /// Commits the transactions in `keep` this subtask is responsible for and rolls back
+    /// every other prepared transaction of this sink it is responsible for.
+    async fn resolve(&self, keep: &BTreeSet<String>) -> Result<(), UserError> {
+        for gid in keep.iter().filter(|g| self.responsible_for(g)) {
+            self.commit_prepared(gid).await?;
+        }
+        for gid in self.prepared().await? {
+            if !keep.contains(&gid) && self.responsible_for(&gid) {
+                tracing::info!(%gid, table = %self.config.table, "rolling back a prepared transaction of an attempt after the restored checkpoint");
+                let sql = format!("ROLLBACK PREPARED {}", quote_literal(&gid));
+                match self.control()?.batch_execute(&sql).await {
+                    Ok(()) => {}
+                    // Resolved meanwhile by another instance: nothing to do.
+                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {}
+                    Err(e) => return Err(self.err(&format!("cannot roll back {gid}"), &e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_sql(&self, rows: usize) -> String {
+        let c = &self.config;
+        let cols: Vec<String> = c.columns.iter().map(|n| quote_ident(n)).collect();
+        let mut sql = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            quote_ident(&c.table),
+            cols.join(", ")
+        );
+        let n = c.columns.len();
+        for r in 0..rows {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for k in 0..n {
+                if k > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", r * n + k + 1));
+            }
+            sql.push(')');
+        }
+        if let Some(keys) = &c.upsert {
+            let keys_q: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+            let others: Vec<String> = c
+                .columns
+                .iter()
+                .filter(|col| !keys.contains(col))
+                .map(|col| format!("{0} = EXCLUDED.{0}", quote_ident(col)))
+                .collect();
+            if others.is_empty() {
+                sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys_q.join(", ")));
+            } else {
+                sql.push_str(&format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    keys_q.join(", "),
+                    others.join(", ")
+                ));
+            }
+        }
+        sql
+    }
+
+    async fn statement(&mut self, rows: usize) -> Result<Statement, UserError> {
+        if let Some(s) = self.statements.get(&rows) {
+            return Ok(s.clone());
+        }
+        let sql = self.insert_sql(rows);
+        let stmt = self
+            .client()?
+            .prepare(&sql)
+            .await
+            .map_err(|e| self.err("cannot prepare the INSERT", &e))?;
+        self.statements.insert(rows, stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Converts `v` for a parameter of type `ty`.
+    fn param(
+        &self,
+        column: usize,
+        ty: &Type,
+        v: &SqlValue,
+    ) -> Result<Box<dyn ToSql + Sync + Send>, String> {
+        let name = &self.config.columns[column];
+        let bad = || format!("column {name} ({ty}) cannot take {v}");
+        let int = |i: i64| -> Result<Box<dyn ToSql + Sync + Send>, String> {
+            Ok(match *ty {
+                Type::INT2 => Box::new(i16::try_from(i).map_err(|_| bad())?),
+                Type::INT4 => Box::new(i32::try_from(i).map_err(|_| bad())?),
+                Type::INT8 => Box::new(i),
+                Type::FLOAT4 => Box::new(i as f32),
+                Type::FLOAT8 => Box::new(i as f64),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Box::new(i.to_string()),
+                _ => return Err(bad()),
+            })
+        };
+        Ok(match v {
+            SqlValue::Null => match *ty {
+                Type::BOOL => Box::new(None::<bool>),
+                Type::INT2 => Box::new(None::<i16>),
+                Type::INT4 => Box::new(None::<i32>),
+                Type::INT8 => Box::new(None::<i64>),
+                Type::FLOAT4 => Box::new(None::<f32>),
+                Type::FLOAT8 => Box::new(None::<f64>),
+                _ => Box::new(None::<String>),
+            },
+            SqlValue::Bool(b) => match *ty {
+                Type::BOOL => Box::new(*b),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR => Box::new(b.to_string()),
+                _ => return Err(bad()),
+            },
+            SqlValue::Int(i) => int(*i)?,
+            SqlValue::Float(x) => match *ty {
+                Type::FLOAT4 => Box::new(*x as f32),
+                Type::FLOAT8 => Box::new(*x),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR => Box::new(x.to_string()),
+                _ => return Err(bad()),
+            },
+            SqlValue::Text(s) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Box::new(s.clone()),
+                _ => return Err(bad()),
+            },
+        })
+    }
+
+    /// Parameters for `rows`, or the first row that does not fit the columns' types.
+    #[allow(clippy::type_complexity)]
+    fn params(
+        &self,
+        rows: &[Vec<SqlValue>],
+    ) -> Result<Vec<Box<dyn ToSql + Sync + Send>>, (usize, String)> {
+        let mut out = Vec::with_capacity(rows.len() * self.config.columns.len());
+        for (r, row) in rows.iter().enumerate() {
+            if row.len() != self.config.columns.len() {
+                return Err((
+                    r,
+                    format!(
+                        "the row has {} values for {} columns",
+                        row.len(),
+                        self.config.columns.len()
+                    ),
+                ));
+            }
+            for (k, v) in row.iter().enumerate() {
+                out.push(self.param(k, &self.param_types[k], v).map_err(|e| (r, e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts `rows` (already checked by [`params`](Self::params)); the inner result is the
+    /// database's answer.
+    async fn insert(
+        &mut self,
+        rows: &[Vec<SqlValue>],
+    ) -> Result<Result<(), tokio_postgres::Error>, UserError> {
+        let stmt = match self.statements.get(&rows.len()) {
+            Some(s) => s.clone(),
+            None => {
+                let sql = self.insert_sql(rows.len());
+                match self.client()?.prepare(&sql).await {
+                    Ok(s) => {
+                        self.statements.insert(rows.len(), s.clone());
+                        s
+                    }
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        };
+        let params = self.params(rows).map_err(|(_, m)| UserError::from(m))?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        Ok(self.client()?.execute(&stmt, &refs).await.map(|_| ()))
+    }
+
+    /// A row the database (or the type mapping) refused: fail, or into the dead-letter table.
+    async fn bad_row(&self, row: &[SqlValue], message: &str) -> Result<(), UserError> {
+        let text = row
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match &self.config.bad_rows {
+            BadRows::Fail => Err(UserError::from(format!(
+                "PostgreSQL sink (table {}): the row ({text}) was refused: {message}",
+                self.config.table
+            ))),
+            BadRows::DeadLetter(table) => {
+                let sql = format!(
+                    "INSERT INTO {} (row, error) VALUES ($1, $2)",
+                    quote_ident(table)
+                );
+                self.client()?
+                    .execute(&sql, &[&text, &message])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.err("cannot write to the dead-letter table", &e))
+            }
+        }
+    }
+
+    /// Writes `rows` inside the open transaction; a refused chunk is retried row by row
+    /// (each under a savepoint) to find the bad rows without losing the good ones.
+    async fn write_rows(&mut self, rows: Vec<Vec<SqlValue>>) -> Result<(), UserError> {
+        let chunk_rows = self.config.batch_rows;
+        let rows = if self.config.upsert.is_some() {
+            self.last_per_key(rows)
+        } else {
+            rows
+        };
+        for chunk in rows.chunks(chunk_rows) {
+            if self.params(chunk).is_err() {
+                // The client cannot encode a row: find every such row, one at a time.
+                for row in chunk {
+                    self.write_one(row).await?;
+                }
+                continue;
+            }
+            self.execute("SAVEPOINT actorflow_chunk", "cannot set a savepoint")
+                .await?;
+            match self.insert(chunk).await? {
+                Ok(()) => {
+                    self.execute(
+                        "RELEASE SAVEPOINT actorflow_chunk",
+                        "cannot release a savepoint",
+                    )
+                    .await?;
+                }
+                Err(e) if e.as_db_error().is_some() => {
+                    self.execute(
+                        "ROLLBACK TO SAVEPOINT actorflow_chunk",
+                        "cannot roll back to a savepoint",
+                    )
+                    .await?;
+                    for row in chunk {
+                        self.write_one(row).await?;
+                    }
+                }
+                Err(e) => return Err(self.err("cannot insert", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// One row under its own savepoint: inserted, or handled as a bad row.
+    async fn write_one(&mut self, row: &[SqlValue]) -> Result<(), UserError> {
+        if let Err((_, message)) = self.params(std::slice::from_ref(&row.to_vec())) {
+            return self.bad_row(row, &message).await;
+        }
+        self.execute("SAVEPOINT actorflow_row", "cannot set a savepoint")
+            .await?;
+        match self.insert(std::slice::from_ref(&row.to_vec())).await? {
+            Ok(()) => {
+                self.execute(
+                    "RELEASE SAVEPOINT actorflow_row",
+                    "cannot release a savepoint",
+                )
+                .await
+            }
+            Err(e) if e.as_db_error().is_some() => {
+                self.execute(
+                    "ROLLBACK TO SAVEPOINT actorflow_row",
+                    "cannot roll back to a savepoint",
+                )
+                .await?;
+                self.bad_row(row, &describe(&e)).await
+            }
+            Err(e) => Err(self.err("cannot insert", &e)),
+        }
+    }
+
+    /// Upserts: the last row of each key (one statement cannot update a row twice).
+    fn last_per_key(&self, rows: Vec<Vec<SqlValue>>) -> Vec<Vec<SqlValue>> {
+        let Some(keys) = &self.config.upsert else {
+            return rows;
+        };
+        let key_idx: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| self.config.columns.iter().position(|c| c == k))
+            .collect();
+        let mut last: HashMap<String, usize> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            let key = key_idx
+                .iter()
+                .map(|&k| r.get(k).map_or(String::new(), |v| format!("{v:?}")))
+                .collect::<Vec<_>>()
+                .join("\u{1}");
+            last.insert(key, i);
+        }
+        let keep: BTreeSet<usize> = last.into_values().collect();
+        rows.into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    async fn begin_if_needed(&mut self) -> Result<(), UserError> {
+        if !self.in_txn {
+            self.execute("BEGIN", "cannot begin a transaction").await?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    async fn commit_now(&mut self) -> Result<(), UserError> {
+        if self.in_txn {
+            self.execute("COMMIT", "cannot commit").await?;
+            self.in_txn = false;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Data> Sink for PostgresSink<T> {
+    type Input = T;
+
+    async fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        self.info = Some(info.clone());
+        self.checkpointing = info.checkpointing;
+        self.client = Some(self.connect().await?);
+        self.control = Some(self.connect().await?);
+        if let Some(ddl) = self.config.create.clone() {
+            self.create(&ddl).await?;
+        }
+        if !self.exactly_once() {
+            // Upserts and unchekpointed jobs commit every batch: no markers, no 2PC.
+        } else {
+            self.create(&format!(
+                "CREATE TABLE IF NOT EXISTS {MARKERS} (gid text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .await?;
+        }
+        if let BadRows::DeadLetter(t) = &self.config.bad_rows {
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {} (row text, error text, at timestamptz NOT NULL DEFAULT now())",
+                quote_ident(t)
+            );
+            self.create(&ddl).await?;
+        }
+        let stmt = self.statement(1).await?;
+        self.param_types = stmt.params().to_vec();
+        if self.exactly_once() && info.restored_from.is_none() {
+            // A fresh start: nothing prepared by an earlier run was part of a checkpoint we
+            // continue from.
+            self.resolve(&BTreeSet::new()).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
+        let rows: Vec<Vec<SqlValue>> = batch.into_iter().map(|r| (self.config.row)(&r)).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.begin_if_needed().await?;
+        self.write_rows(rows).await?;
+        if !self.exactly_once() {
+            self.commit_now().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), UserError> {
+        if !self.exactly_once() {
+            self.commit_now().await?;
+        }
+        // With checkpointing the final checkpoint prepares the last transaction and its
+        // completion commits it.
+        Ok(())
+    }
+
+    async fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut OperatorState,
+    ) -> Result<(), UserError> {
+        if self.exactly_once() && self.in_txn {
+            let gid = self.gid(checkpoint);
+            self.client()?
+                .execute(&format!("INSERT INTO {MARKERS} (gid) VALUES ($1)"), &[&gid])
+                .await
+                .map_err(|e| self.err("cannot write the commit marker", &e))?;
+            self.execute(
+                &format!("PREPARE TRANSACTION {}", quote_literal(&gid)),
+                "cannot prepare the transaction",
+            )
+            .await?;
+            self.in_txn = false;
+            self.pending.push((checkpoint, gid));
+        }
+        let index = self.info.as_ref().map_or(0, |i| i.subtask_index);
+        for p in &self.pending {
+            state.push_union(index, p)?;
+        }
+        Ok(())
+    }
+
+    async fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
+        if !self.exactly_once() {
+            return Ok(());
+        }
+        let keep: BTreeSet<String> = restored
+            .state
+            .union_items::<(CheckpointId, String)>()?
+            .into_iter()
+            .map(|(_, (_, gid))| gid)
+            .collect();
+        if let Some(info) = &self.info {
+            info.generation.ensure_current()?;
+        }
+        self.resolve(&keep).await
+    }
+
+    async fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> Result<(), UserError> {
+        if !self.pending.iter().any(|(c, _)| *c <= checkpoint) {
+            return Ok(());
+        }
+        if let Some(info) = &self.info {
+            // A subtask of an attempt before a restart must not commit.
+            info.generation.ensure_current()?;
+        }
+        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(c, _)| *c <= checkpoint);
+        self.pending = keep;
+        for (_, gid) in ready {
+            self.commit_prepared(&gid).await?;
+        }
+        Ok(())
+    }
+
+    fn is_transactional(&self) -> bool {
+        self.exactly_once()
+    }
+}
+
+impl<T> PostgresSink<T> {
+    /// Two-phase commit: checkpointing on and no upsert.
+    fn exactly_once(&self) -> bool {
+        self.checkpointing && self.config.upsert.is_none()
+    }
+
+    /// A new connection, its I/O driven by a task of its own.
+    async fn connect(&mut self) -> Result<Client, UserError> {
+        let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
+            .await
+            .map_err(|e| self.err("cannot connect", &e))?;
+        let table = self.config.table.clone();
+        self.drivers.push(tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(%table, error = %e, "PostgreSQL sink: the connection ended");
+            }
+        }));
+        Ok(client)
+    }
+
+    /// Runs DDL; a concurrent `CREATE ... IF NOT EXISTS` by another subtask may fail with a
+    /// unique violation on the catalog, which means the object exists now.
+    async fn create(&self, ddl: &str) -> Result<(), UserError> {
+        match self.client()?.batch_execute(ddl).await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.err(&format!("cannot run {ddl:?}"), &e)),
+        }
+    }
+}
+
+impl<T> Drop for PostgresSink<T> {
+    /// Closes the connections: the server rolls back a transaction that was not prepared.
+    fn drop(&mut self) {
+        for d in self.drivers.drain(..) {
+            d.abort();
+        }
+    }
+}

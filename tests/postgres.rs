@@ -1,0 +1,432 @@
+//! The PostgreSQL sink against a real server (cargo feature `postgres`). `.ci/run` starts one
+//! with `scripts/postgres.sh start` and sets `ACTORFLOW_POSTGRES_URL`; without it these tests
+//! fail in CI and, elsewhere, say how to start it.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use actorflow::GeneratorSource;
+use actorflow::checkpoint::{OperatorState, RestoredState};
+use actorflow::fault::FaultPlan;
+use actorflow::postgres::{BadRows, PostgresSink, SqlValue};
+use actorflow::prelude::*;
+use actorflow::restart::RestartStrategy;
+use actorflow::snapshot::MemoryStore;
+use actorflow_runtime::CheckpointId;
+use actorflow_runtime::operators::operator::Generation;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+fn url() -> Option<String> {
+    match std::env::var("ACTORFLOW_POSTGRES_URL") {
+        Ok(u) => Some(u),
+        Err(_) if std::env::var_os("CI").is_some() => panic!(
+            "ACTORFLOW_POSTGRES_URL is not set: start the server with `eval \"$(scripts/postgres.sh start)\"`"
+        ),
+        Err(_) => {
+            eprintln!(
+                "NOT RUN: these tests need PostgreSQL: `eval \"$(scripts/postgres.sh start)\"` sets ACTORFLOW_POSTGRES_URL"
+            );
+            None
+        }
+    }
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A table name no other test (or run) uses.
+fn table(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A prefix no other test uses, so tests never resolve each other's transactions.
+fn prefix(name: &str) -> String {
+    format!("t{}{}", std::process::id(), name.replace('_', ""))
+}
+
+async fn count_prepared(client: &Client, prefix: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE $1",
+            &[&format!("{prefix}:%")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `(count, distinct ids, min, max)` of the table's `id` column.
+async fn ids(client: &Client, table: &str) -> (i64, i64, Option<i64>, Option<i64>) {
+    let r = client
+        .query_one(
+            &format!("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM {table}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+fn sink(url: &str, table: &str, prefix: &str) -> PostgresSink<u64> {
+    PostgresSink::<u64>::builder(url)
+        .create_table(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id bigint NOT NULL, square bigint)"
+        ))
+        .table(table, &["id", "square"])
+        .row(|i| {
+            vec![
+                SqlValue::Int(*i as i64),
+                SqlValue::Int((*i as i64) * (*i as i64)),
+            ]
+        })
+        .transaction_prefix(prefix)
+        .batch_rows(500)
+        .build()
+        .unwrap()
+}
+
+/// Generator -> "boom" (where faults fire) -> the sink, at `parallelism`.
+fn pipeline(env: &StreamExecutionEnvironment, records: u64, rate: f64, sink: PostgresSink<u64>) {
+    env.from_generator(GeneratorSource::new(records, |i| i).with_rate_limit(rate))
+        .map(|i: u64| i)
+        .name("boom")
+        .add_sink("pg", move |_: &TaskInfo| Ok(sink.clone()))
+        .uid("pg-sink");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_through_injected_failures_at_parallelism_1_and_3() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    for p in [1u32, 3] {
+        let t = table("eo");
+        let pre = prefix(&format!("eo{p}"));
+        let env = common::env(p);
+        env.enable_checkpointing(Duration::from_millis(40))
+            .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+            .set_restart_strategy(RestartStrategy::FixedDelay {
+                attempts: 5,
+                delay: Duration::from_millis(10),
+            })
+            .set_fault_plan(
+                FaultPlan::parse("panic@boom#0:records=2000,panic@boom:records=3000").unwrap(),
+            );
+        pipeline(&env, 20_000, 40_000.0, sink(&url, &t, &pre));
+        let r = common::run(&env).await.unwrap();
+        assert!(
+            r.metrics.restarts >= 2,
+            "p={p}: {} restarts",
+            r.metrics.restarts
+        );
+        assert_eq!(
+            ids(&client, &t).await,
+            (20_000, 20_000, Some(0), Some(19_999)),
+            "p={p}: every row exactly once"
+        );
+        assert_eq!(
+            count_prepared(&client, &pre).await,
+            0,
+            "p={p}: nothing left prepared"
+        );
+    }
+}
+
+/// A checkpoint's prepared transaction that was never committed (the process died between
+/// the checkpoint's completion and the commit) is committed on restore; a transaction
+/// prepared after that checkpoint is rolled back; so is one of a subtask beyond the new
+/// parallelism. Driven through the sink's own hooks, so each case happens for sure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_commits_the_checkpoints_transactions_and_rolls_back_the_rest() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("restore");
+    let pre = prefix("restore");
+    let info = |index: usize, parallelism: u32, restored: Option<u64>| {
+        let mut i = TaskInfo::standalone("pg", index, parallelism, 128);
+        i.uid = Some("pg-sink".into());
+        i.checkpointing = true;
+        i.restored_from = restored.map(CheckpointId);
+        i
+    };
+    let rows = |from: u64, to: u64| -> Batch<u64> { Batch::from_values((from..to).collect()) };
+    // The first run, subtask 0 of 2: checkpoint 1 prepared (and completed, but the commit
+    // never happened), then checkpoint 2 prepared and never completed.
+    let mut first = sink(&url, &t, &pre);
+    first.open(&info(0, 2, None)).await.unwrap();
+    first.write_batch(rows(0, 100)).await.unwrap();
+    let mut at_1 = OperatorState::default();
+    first
+        .snapshot_state(CheckpointId(1), &mut at_1)
+        .await
+        .unwrap();
+    first.write_batch(rows(100, 150)).await.unwrap();
+    let mut at_2 = OperatorState::default();
+    first
+        .snapshot_state(CheckpointId(2), &mut at_2)
+        .await
+        .unwrap();
+    drop(first);
+    // Subtask 1 of the first run prepared checkpoint 2 too.
+    let mut other = sink(&url, &t, &pre);
+    other.open(&info(1, 2, None)).await.unwrap();
+    other.write_batch(rows(1000, 1010)).await.unwrap();
+    other
+        .snapshot_state(CheckpointId(2), &mut OperatorState::default())
+        .await
+        .unwrap();
+    drop(other);
+    assert_eq!(count_prepared(&client, &pre).await, 3);
+    assert_eq!(ids(&client, &t).await.0, 0, "nothing visible yet");
+
+    // Restore checkpoint 1 at parallelism 1: its transaction is committed, the two of
+    // checkpoint 2 (subtask 0's, and subtask 1's, beyond the new parallelism) rolled back.
+    let mut second = sink(&url, &t, &pre);
+    second.open(&info(0, 1, Some(1))).await.unwrap();
+    second
+        .restore_state(RestoredState {
+            state: at_1.clone(),
+            same_index: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&client, &t).await, (100, 100, Some(0), Some(99)));
+    assert_eq!(count_prepared(&client, &pre).await, 0);
+
+    // Restoring the same checkpoint again is idempotent: already committed is success.
+    let mut third = sink(&url, &t, &pre);
+    third.open(&info(0, 1, Some(1))).await.unwrap();
+    third
+        .restore_state(RestoredState {
+            state: at_1,
+            same_index: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&client, &t).await.0, 100);
+
+    // A transaction that the restored state lists but that is neither prepared nor
+    // committed means lost rows: the sink says so instead of carrying on.
+    let mut fourth = sink(&url, &t, &pre);
+    fourth.open(&info(0, 1, Some(2))).await.unwrap();
+    let err = fourth
+        .restore_state(RestoredState {
+            state: at_2,
+            same_index: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("neither prepared nor committed"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subtask_of_a_stale_generation_cannot_commit() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("stale");
+    let pre = prefix("stale");
+    let current = Arc::new(AtomicU64::new(0));
+    let mut info = TaskInfo::standalone("pg", 0, 1, 128);
+    info.checkpointing = true;
+    info.generation = Generation::new(0, current.clone());
+    let mut s = sink(&url, &t, &pre);
+    s.open(&info).await.unwrap();
+    s.write_batch(Batch::from_values(vec![1u64, 2, 3]))
+        .await
+        .unwrap();
+    s.snapshot_state(CheckpointId(1), &mut OperatorState::default())
+        .await
+        .unwrap();
+    // The job restarted meanwhile.
+    current.store(1, Ordering::SeqCst);
+    let err = s
+        .notify_checkpoint_complete(CheckpointId(1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refusing to commit"), "{err}");
+    assert_eq!(ids(&client, &t).await.0, 0);
+    assert_eq!(
+        count_prepared(&client, &pre).await,
+        1,
+        "left for the restore to resolve"
+    );
+    // The restored attempt resolves it (here: rolls it back, as no checkpoint lists it).
+    let mut fresh = sink(&url, &t, &pre);
+    fresh
+        .open(&TaskInfo {
+            checkpointing: true,
+            ..TaskInfo::standalone("pg", 0, 1, 128)
+        })
+        .await
+        .unwrap();
+    assert_eq!(count_prepared(&client, &pre).await, 0);
+}
+
+fn checked_sink(url: &str, table: &str, prefix: &str, bad: BadRows) -> PostgresSink<u64> {
+    PostgresSink::<u64>::builder(url)
+        .create_table(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id bigint NOT NULL, square bigint CHECK (id % 1000 <> 7))"
+        ))
+        .table(table, &["id", "square"])
+        .row(|i| vec![SqlValue::Int(*i as i64), SqlValue::Int(0)])
+        .transaction_prefix(prefix)
+        .bad_rows(bad)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_fail_the_job_with_the_row_or_go_to_the_dead_letter_table() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    // Failing: the error names the row and the database's message; nothing is committed.
+    let t = table("bad");
+    let env = common::env(1);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+        .set_restart_strategy(RestartStrategy::None);
+    let s = checked_sink(&url, &t, &prefix("badfail"), BadRows::Fail);
+    env.from_sequence(0, 2_000)
+        .add_sink("pg", move |_: &TaskInfo| Ok(s.clone()));
+    let err = common::run(&env).await.unwrap_err().to_string();
+    assert!(err.contains("the row (7, 0) was refused"), "{err}");
+    assert!(err.contains("violates check constraint"), "{err}");
+    // Dead letters: the good rows once each, the bad ones in the other table.
+    let t = table("dead");
+    let dead = format!("{t}_bad");
+    let env = common::env(2);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(FaultPlan::parse("panic@pg#1:records=2000").unwrap());
+    let s = checked_sink(
+        &url,
+        &t,
+        &prefix("baddead"),
+        BadRows::DeadLetter(dead.clone()),
+    );
+    env.from_sequence(0, 9_999)
+        .rebalance()
+        .add_sink("pg", move |_: &TaskInfo| Ok(s.clone()));
+    common::run(&env).await.unwrap();
+    assert_eq!(ids(&client, &t).await, (9_990, 9_990, Some(0), Some(9_999)));
+    let bad: Vec<String> = client
+        .query(&format!("SELECT row FROM {dead} ORDER BY row"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(bad.len(), 10, "{bad:?}");
+    assert!(bad.contains(&"1007, 0".to_string()), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_a_failure_the_job_recovers_from() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("drop");
+    let pre = prefix("drop");
+    let app = format!("afdrop{}", std::process::id());
+    let sink_url = format!("{url}?application_name={app}");
+    let env = common::env(2);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 5,
+            delay: Duration::from_millis(20),
+        });
+    pipeline(&env, 20_000, 10_000.0, sink(&sink_url, &t, &pre));
+    let handle = env.execute_async("drop").await.unwrap();
+    // Once rows are committed, the server drops the sink's connections.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if client
+            .query_one(&format!("SELECT to_regclass('{t}') IS NOT NULL"), &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+            && ids(&client, &t).await.0 > 0
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no rows committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1);
+    let r = tokio::time::timeout(Duration::from_secs(120), handle.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.metrics.restarts >= 1);
+    assert_eq!(
+        ids(&client, &t).await,
+        (20_000, 20_000, Some(0), Some(19_999))
+    );
+    assert_eq!(count_prepared(&client, &pre).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_end_with_the_same_table_through_failures() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("upsert");
+    let s = PostgresSink::<u64>::builder(&url)
+        .create_table(&format!(
+            "CREATE TABLE IF NOT EXISTS {t} (k bigint PRIMARY KEY, latest bigint)"
+        ))
+        .table(&t, &["k", "latest"])
+        .row(|i| vec![SqlValue::Int((*i % 100) as i64), SqlValue::Int(*i as i64)])
+        .upsert(&["k"])
+        .build()
+        .unwrap();
+    let env = common::env(1);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(FaultPlan::parse("panic@boom:records=5000").unwrap());
+    env.from_sequence(0, 9_999)
+        .map(|i: u64| i)
+        .name("boom")
+        .add_sink("pg", move |_: &TaskInfo| Ok(s.clone()));
+    common::run(&env).await.unwrap();
+    let rows: Vec<(i64, i64)> = client
+        .query(&format!("SELECT k, latest FROM {t} ORDER BY k"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected: Vec<(i64, i64)> = (0..100).map(|k| (k, 9_900 + k)).collect();
+    assert_eq!(rows, expected);
+}
