@@ -686,6 +686,11 @@ fn run(args: Args) -> Result<(), UserError> {
     }
     .name(&format!("window-{}", args.window))
     .uid("window");
+    if let Some(url) = postgres_output(&args.output) {
+        to_postgres(&env, &url, &result, &late_tag)?;
+        web::get().keep_serving_blocking();
+        return Ok(());
+    }
     let rows = result
         .map(|(k, s, e, sum, count): Row| format!("{k},{s},{e},{sum},{count}"))
         .name("format-rows");
@@ -722,6 +727,102 @@ fn run(args: Args) -> Result<(), UserError> {
     }
     web::get().keep_serving_blocking();
     Ok(())
+}
+
+/// `--output postgresql://...`: the output is a PostgreSQL table, not a file.
+fn postgres_output(output: &Path) -> Option<String> {
+    let s = output.to_str()?;
+    (s.starts_with("postgresql://") || s.starts_with("postgres://")).then(|| s.to_string())
+}
+
+/// Splits `?table=NAME` (default `windows`) off a connection URL.
+fn split_table(url: &str) -> Result<(String, String), String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut table = None;
+    let mut rest = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("table", t)) => table = Some(t.to_string()),
+            _ => rest.push(kv),
+        }
+    }
+    let table = table.unwrap_or_else(|| "windows".into());
+    if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "--output {url}: table={table} must be letters, digits and _"
+        ));
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, table))
+}
+
+/// Window rows into table `NAME` (`key, window_start, window_end, sum, count`) and late
+/// records into `NAME_late` (`key, ts, value`), both created if missing; exactly once with
+/// checkpointing (`--checkpoint-dir`), through `PostgresSink`.
+#[cfg(feature = "postgres")]
+fn to_postgres(
+    env: &StreamExecutionEnvironment,
+    url: &str,
+    result: &DataStream<Row>,
+    late_tag: &OutputTag<Event>,
+) -> Result<(), UserError> {
+    use actorflow::postgres::{PostgresSink, SqlValue};
+    let (url, table) = split_table(url)?;
+    let rows = PostgresSink::<Row>::builder(&url)
+        .create_table(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (key text, window_start bigint, window_end bigint, sum bigint, count bigint)"
+        ))
+        .table(&table, &["key", "window_start", "window_end", "sum", "count"])
+        .row(|(k, s, e, sum, count)| {
+            vec![
+                SqlValue::from(k.as_str()),
+                SqlValue::Int(*s),
+                SqlValue::Int(*e),
+                SqlValue::Int(*sum),
+                SqlValue::Int(*count),
+            ]
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    let late_table = format!("{table}_late");
+    let late = PostgresSink::<Event>::builder(&url)
+        .create_table(&format!(
+            "CREATE TABLE IF NOT EXISTS {late_table} (key text, ts bigint, value bigint)"
+        ))
+        .table(&late_table, &["key", "ts", "value"])
+        .row(|(k, t, v)| {
+            vec![
+                SqlValue::from(k.as_str()),
+                SqlValue::Int(*t),
+                SqlValue::Int(*v),
+            ]
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    result
+        .add_sink("rows-postgres-sink", move |_: &TaskInfo| Ok(rows.clone()))
+        .uid("rows-sink");
+    result
+        .get_side_output(late_tag)
+        .add_sink("late-postgres-sink", move |_: &TaskInfo| Ok(late.clone()))
+        .uid("late-sink");
+    env.execute_blocking("window_agg")?;
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+fn to_postgres(
+    _env: &StreamExecutionEnvironment,
+    url: &str,
+    _result: &DataStream<Row>,
+    _late_tag: &OutputTag<Event>,
+) -> Result<(), UserError> {
+    split_table(url)?;
+    Err("--output postgresql://... needs the cargo feature `postgres`: cargo run --features postgres --example window_agg -- ...".into())
 }
 
 fn main() -> ExitCode {

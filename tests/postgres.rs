@@ -430,3 +430,139 @@ async fn upserts_end_with_the_same_table_through_failures() {
     let expected: Vec<(i64, i64)> = (0..100).map(|k| (k, 9_900 + k)).collect();
     assert_eq!(rows, expected);
 }
+
+/// `window_agg --output postgresql://...?table=T` killed (by its own `exit` fault, like
+/// SIGKILL, and by a real SIGKILL while transactions are prepared on the server), then rerun
+/// with `--restore latest`: the table holds exactly the rows of an uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_agg_into_postgres_survives_kill_9_exactly_once() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let exe = common::example_binary("window_agg");
+    let input = concat!(env!("CARGO_MANIFEST_DIR"), "/data/events.csv");
+    let base = [
+        "--input",
+        input,
+        "--window",
+        "tumbling",
+        "--size",
+        "100",
+        "--ooo",
+        "50",
+        "--lateness",
+        "20",
+        // A watermark after every record: the windows' output does not depend on timing.
+        "--watermark",
+        "punctuated",
+    ];
+    let work = std::env::temp_dir().join(format!("actorflow-pg-window-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    // The reference: an uninterrupted run into a file.
+    let golden = work.join("golden.csv");
+    let status = std::process::Command::new(&exe)
+        .args(base)
+        .arg("--output")
+        .arg(&golden)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut expected: Vec<String> = std::fs::read_to_string(&golden)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    expected.sort();
+    for (case, parallelism) in [("exit", "1"), ("sigkill", "2")] {
+        let t = table(&format!("wa{case}"));
+        let out = format!("{url}?table={t}");
+        let dir = work.join(case);
+        let ck = [
+            "--checkpoint-dir",
+            dir.to_str().unwrap(),
+            "--checkpoint-interval",
+            "30",
+            "--parallelism",
+            parallelism,
+        ];
+        let mut first = std::process::Command::new(&exe);
+        first
+            .args(base)
+            .args(["--output", &out])
+            .args(ck)
+            .args(["--source-rate", "300"]);
+        if case == "exit" {
+            first.args(["--fault", "exit@window:checkpoint=3"]);
+            let status = first.stderr(std::process::Stdio::null()).status().unwrap();
+            assert_eq!(
+                status.code(),
+                Some(137),
+                "{case}: the fault kills the process"
+            );
+        } else {
+            let mut child = first.stderr(std::process::Stdio::null()).spawn().unwrap();
+            // Kill -9 while the rows sink holds prepared transactions on the server.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let prepared: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'actorflow:rows-sink:%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if prepared > 0 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nothing was prepared"
+                );
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the job ended before the kill"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let status = std::process::Command::new(&exe)
+            .args(base)
+            .args(["--output", &out])
+            .args(ck)
+            .args(["--restore", "latest"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{case}: the restored run");
+        let mut rows: Vec<String> = client
+            .query(
+                &format!(
+                    "SELECT key || ',' || window_start || ',' || window_end || ',' || sum || ',' || count FROM {t}"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows, expected,
+            "{case}: exactly the rows of an uninterrupted run"
+        );
+        let prepared: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'actorflow:rows-sink:%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(prepared, 0, "{case}: nothing left prepared");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
