@@ -64,7 +64,8 @@
 //! * `web` (cargo feature `web`) — the REST API with Flink's paths, Prometheus metrics, the
 //!   live event stream and the dashboard, on actix-web (`docs/web.md`).
 //! * `postgres` (cargo feature `postgres`) — `PostgresSink`: exactly-once rows into PostgreSQL
-//!   by two-phase commit, or idempotent upserts (`docs/connectors.md`).
+//!   by two-phase commit, or idempotent upserts; `PostgresCdcSource`: a table's changes from
+//!   a logical replication slot, exactly once (`docs/connectors.md`).
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
 //!   examples in these docs.
 //!

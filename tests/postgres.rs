@@ -566,3 +566,239 @@ async fn window_agg_into_postgres_survives_kill_9_exactly_once() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Applies `n` random single-row changes (each its own transaction) to `table (id int, v
+/// text)`, recording the change events they must produce: `+I,id,v`, `-U,id,old` `+U,id,new`,
+/// `-D,id,v`.
+async fn random_changes(
+    client: &Client,
+    table: &str,
+    rows: &mut std::collections::BTreeMap<i32, String>,
+    next_id: &mut i32,
+    rng: &mut common::Rng,
+    n: usize,
+    history: &mut Vec<String>,
+) {
+    for _ in 0..n {
+        let roll = rng.below(100);
+        if rows.is_empty() || roll < 50 {
+            let id = *next_id;
+            *next_id += 1;
+            let v = format!("v{}", rng.below(1_000_000));
+            client
+                .execute(
+                    &format!("INSERT INTO {table} (id, v) VALUES ($1, $2)"),
+                    &[&id, &v],
+                )
+                .await
+                .unwrap();
+            history.push(format!("+I,{id},{v}"));
+            rows.insert(id, v);
+        } else {
+            let keys: Vec<i32> = rows.keys().copied().collect();
+            let id = keys[rng.below(keys.len() as u64) as usize];
+            let old = rows[&id].clone();
+            if roll < 80 {
+                let v = format!("v{}", rng.below(1_000_000));
+                client
+                    .execute(
+                        &format!("UPDATE {table} SET v = $2 WHERE id = $1"),
+                        &[&id, &v],
+                    )
+                    .await
+                    .unwrap();
+                history.push(format!("-U,{id},{old}"));
+                history.push(format!("+U,{id},{v}"));
+                rows.insert(id, v);
+            } else {
+                client
+                    .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&id])
+                    .await
+                    .unwrap();
+                history.push(format!("-D,{id},{old}"));
+                rows.remove(&id);
+            }
+        }
+    }
+}
+
+/// The CDC job: the slot's changes -> "boom" -> `lsn,op,values` lines into the exactly-once
+/// file sink.
+fn cdc_job(
+    env: &StreamExecutionEnvironment,
+    url: &str,
+    table: &str,
+    slot: &str,
+    dir: &std::path::Path,
+) {
+    use actorflow::postgres::PostgresCdcSource;
+    use actorflow::transactional::{FileSink, TwoPhaseCommit};
+    let source = PostgresCdcSource::builder(url)
+        .tables(&[table])
+        .slot(slot)
+        .publication(slot)
+        .poll_interval(Duration::from_millis(10))
+        .stop_when_idle(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let dir = dir.to_path_buf();
+    env.add_source("cdc", source)
+        .uid("cdc")
+        .map(|c: actorflow::postgres::ChangeEvent| {
+            let values: Vec<String> = c
+                .values
+                .iter()
+                .map(|v| v.clone().unwrap_or_default())
+                .collect();
+            format!("{},{},{}", c.lsn, c.op.short(), values.join(","))
+        })
+        .name("boom")
+        .add_sink("lines", move |_: &TaskInfo| {
+            Ok(TwoPhaseCommit::new(FileSink::<String>::new(dir.clone())))
+        })
+        .uid("lines");
+}
+
+/// The committed lines of the file sink's directory, in LSN order (within a transaction, a
+/// before image first).
+fn committed_changes(dir: &std::path::Path) -> Vec<String> {
+    let mut lines: Vec<(u64, u8, String)> = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for l in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let (lsn, rest) = l.split_once(',').unwrap();
+            let rank = u8::from(!rest.starts_with("-U"));
+            lines.push((lsn.parse().unwrap(), rank, rest.to_string()));
+        }
+    }
+    lines.sort();
+    lines.into_iter().map(|(_, _, l)| l).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_across_failures_and_a_restore_equals_the_change_history() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("cdc");
+    let slot = format!("s{}", t.to_lowercase());
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, v text); ALTER TABLE {t} REPLICA IDENTITY FULL"
+        ))
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("actorflow-cdc-{t}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let (mut rows, mut next_id, mut rng, mut history) = (
+        std::collections::BTreeMap::new(),
+        0,
+        common::Rng::new(7),
+        Vec::new(),
+    );
+    // Run 1, with a failure and a restart inside the job.
+    let env = common::env(1);
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_checkpoint_storage(store.clone())
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(FaultPlan::parse("panic@boom:records=150").unwrap());
+    cdc_job(&env, &url, &t, &slot, &dir);
+    let job = env.execute_async("cdc 1").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let exists: bool = client
+            .query_one(
+                // Created and consistent: changes from now on are decoded.
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL)",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if exists {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    random_changes(
+        &client,
+        &t,
+        &mut rows,
+        &mut next_id,
+        &mut rng,
+        300,
+        &mut history,
+    )
+    .await;
+    let r = tokio::time::timeout(Duration::from_secs(120), job.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.metrics.restarts, 1);
+    // Changes while no job runs stay in the slot.
+    random_changes(
+        &client,
+        &t,
+        &mut rows,
+        &mut next_id,
+        &mut rng,
+        200,
+        &mut history,
+    )
+    .await;
+    // Run 2: a new job restored from the first one's last checkpoint, failing once too.
+    let env = common::env(1);
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_checkpoint_storage(store.clone())
+        .restore_from(actorflow::checkpoint::RestoreFrom::Latest)
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(FaultPlan::parse("panic@boom:records=100").unwrap());
+    cdc_job(&env, &url, &t, &slot, &dir);
+    let r = common::run(&env).await.unwrap();
+    assert_eq!(r.metrics.restarts, 1);
+    assert_eq!(
+        committed_changes(&dir),
+        history,
+        "every change exactly once, in order"
+    );
+    // The slot was advanced to the position of the last completed checkpoint (the final
+    // one): the end of the last transaction emitted.
+    let last_lsn = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap()
+                .lines()
+                .map(|l| l.split(',').next().unwrap().parse::<u64>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap();
+    let confirmed: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(confirmed, actorflow::postgres::format_lsn(last_lsn));
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,9 +1,12 @@
 //! PostgreSQL connectors (cargo feature `postgres`, client `tokio-postgres`): an exactly-once
-//! sink by two-phase commit ([`PostgresSink`]). How each guarantee is reached, and what the
-//! server needs, is in `docs/connectors.md`.
+//! sink by two-phase commit ([`PostgresSink`]) and a change-data-capture source from a
+//! logical replication slot ([`PostgresCdcSource`]). How each guarantee is reached, and what
+//! the server needs, is in `docs/connectors.md`.
 
+mod cdc;
 mod sink;
 
+pub use cdc::{ChangeEvent, ChangeOp, PostgresCdcSource, PostgresCdcSourceBuilder, format_lsn};
 pub use sink::{BadRows, PostgresSink, PostgresSinkBuilder, SqlValue};
 
 /// Why a PostgreSQL connector could not be set up.

@@ -106,6 +106,22 @@ pub trait Source: Send + 'static {
         let _ = restored;
         Ok(())
     }
+
+    /// Checkpoint `checkpoint` (or an older one this one subsumes) completed: the position
+    /// this source wrote into it is durable, and the external system may be told (a Kafka
+    /// consumer group's offsets, a replication slot's confirmed position). Called between
+    /// two calls of [`next_batch`](Self::next_batch).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the subtask.
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> impl Future<Output = Result<(), UserError>> + Send {
+        let _ = checkpoint;
+        async { Ok(()) }
+    }
 }
 
 /// The object-safe form of a source. Implement [`Source`] and use [`erase_source`].
@@ -133,6 +149,11 @@ pub trait ErasedSource: Send {
     ///
     /// The source's error.
     fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError>;
+    /// See [`Source::notify_checkpoint_complete`].
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> BoxFuture<'_, Result<(), UserError>>;
 }
 
 struct ErasedSourceImpl<S: Source> {
@@ -176,6 +197,13 @@ impl<S: Source> ErasedSource for ErasedSourceImpl<S> {
 
     fn restore_state(&mut self, restored: RestoredState) -> Result<(), UserError> {
         self.source.restore_state(restored)
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> BoxFuture<'_, Result<(), UserError>> {
+        Box::pin(self.source.notify_checkpoint_complete(checkpoint))
     }
 }
 

@@ -430,6 +430,9 @@ impl Subtask {
                 }
             }
             PriorityMessage::Complete(id) => {
+                if let Some(h) = head {
+                    guard_async(&h.label, h.source.notify_checkpoint_complete(id)).await?;
+                }
                 notify_chain(&mut self.root, id)?;
                 for t in &mut self.tails {
                     if let Tail::Sink(s) = t {
