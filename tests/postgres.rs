@@ -802,3 +802,121 @@ async fn cdc_across_failures_and_a_restore_equals_the_change_history() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `pg_cdc` killed with SIGKILL while changes stream in, then rerun with `--restore latest`
+/// twice: its output file equals the table's change history exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_cdc_killed_and_restored_writes_the_change_history_exactly_once() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("pgcdc");
+    let slot = format!("s{}", t.to_lowercase());
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, v text); ALTER TABLE {t} REPLICA IDENTITY FULL"
+        ))
+        .await
+        .unwrap();
+    let exe = common::example_binary("pg_cdc");
+    let work = std::env::temp_dir().join(format!("actorflow-pg-cdc-{t}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let out = work.join("changes.csv");
+    let command = |restore: bool, stop_ms: &str| {
+        let mut c = std::process::Command::new(&exe);
+        c.args(["--postgres", &url, "--table", &t, "--slot", &slot])
+            .arg("--output")
+            .arg(&out)
+            .arg("--checkpoint-dir")
+            .arg(work.join("ck"))
+            .args(["--checkpoint-interval", "20", "--stop-when-idle", stop_ms])
+            .stderr(std::process::Stdio::null());
+        if restore {
+            c.args(["--restore", "latest"]);
+        }
+        c
+    };
+    let (mut rows, mut next_id, mut rng, mut history) = (
+        std::collections::BTreeMap::new(),
+        0,
+        common::Rng::new(11),
+        Vec::new(),
+    );
+    let mut first = command(false, "60000").spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL)",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if ready {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    random_changes(
+        &client,
+        &t,
+        &mut rows,
+        &mut next_id,
+        &mut rng,
+        200,
+        &mut history,
+    )
+    .await;
+    // Kill -9 once the job has committed some lines.
+    let parts = work.join("ck").join("parts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&parts).is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    }) {
+        assert!(tokio::time::Instant::now() < deadline, "nothing committed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    random_changes(
+        &client,
+        &t,
+        &mut rows,
+        &mut next_id,
+        &mut rng,
+        100,
+        &mut history,
+    )
+    .await;
+    // A restored run killed again, then one that runs until the table is quiet.
+    let mut second = command(true, "60000").spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    random_changes(
+        &client,
+        &t,
+        &mut rows,
+        &mut next_id,
+        &mut rng,
+        100,
+        &mut history,
+    )
+    .await;
+    let status = command(true, "1500").status().unwrap();
+    assert!(status.success());
+    let lines: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(',').unwrap().1.to_string())
+        .collect();
+    assert_eq!(lines, history, "every change exactly once, in order");
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+}
