@@ -8,6 +8,7 @@
 //! cargo bench --bench harness -- checkpoint   # checkpoint cost, aligned vs unaligned, recovery
 //! cargo bench --bench harness -- async-io     # 5 ms calls: async I/O, map_blocking, blocking map
 //! cargo bench --bench harness --features web -- web-overhead   # REST server + polling client
+//! cargo bench --bench harness --features postgres -- postgres   # needs ACTORFLOW_POSTGRES_URL
 //! ```
 //!
 //! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
@@ -1296,6 +1297,191 @@ fn web_overhead(rt: &tokio::runtime::Runtime) {
     server.stop();
 }
 
+// ----- PostgreSQL ---------------------------------------------------------------------------
+
+#[cfg(feature = "postgres")]
+const PG_ROWS: u64 = 1_000_000;
+
+#[cfg(feature = "postgres")]
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+#[cfg(feature = "postgres")]
+async fn pg_fresh_table(client: &tokio_postgres::Client, table: &str) {
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint, v bigint, s text)"
+        ))
+        .await
+        .unwrap();
+}
+
+#[cfg(feature = "postgres")]
+async fn pg_count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The baseline: the same rows by a bare client with `COPY ... FROM STDIN` (text format,
+/// 256 KB chunks), one transaction.
+#[cfg(feature = "postgres")]
+async fn pg_copy(client: &tokio_postgres::Client, table: &str) {
+    use futures_util::SinkExt;
+    let sink = client
+        .copy_in::<_, bytes::Bytes>(&format!("COPY {table} (id, v, s) FROM STDIN"))
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    let mut buf = String::with_capacity(300_000);
+    for i in 0..PG_ROWS {
+        buf.push_str(&format!("{i}\t{}\trow-{i:012}\n", i * 7));
+        if buf.len() > 256 << 10 {
+            sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
+                .await
+                .unwrap();
+        }
+    }
+    sink.send(bytes::Bytes::from(buf)).await.unwrap();
+    sink.finish().await.unwrap();
+}
+
+/// A bare client doing what the sink does: multi-row `INSERT`s of 1 000 rows with bound
+/// parameters, one transaction.
+#[cfg(feature = "postgres")]
+async fn pg_insert(client: &mut tokio_postgres::Client, table: &str) {
+    let n = 1000usize;
+    let mut sql = format!("INSERT INTO {table} (id, v, s) VALUES ");
+    for r in 0..n {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${}, ${}, ${})", 3 * r + 1, 3 * r + 2, 3 * r + 3));
+    }
+    let tx = client.transaction().await.unwrap();
+    let stmt = tx.prepare(&sql).await.unwrap();
+    let mut start = 0u64;
+    while start < PG_ROWS {
+        let rows: Vec<(i64, i64, String)> = (start..start + n as u64)
+            .map(|i| (i as i64, (i * 7) as i64, format!("row-{i:012}")))
+            .collect();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        for (a, b, c) in &rows {
+            params.push(a);
+            params.push(b);
+            params.push(c);
+        }
+        tx.execute(&stmt, &params).await.unwrap();
+        start += n as u64;
+    }
+    tx.commit().await.unwrap();
+}
+
+/// `from_sequence` -> `PostgresSink` at `parallelism`, exactly once (a checkpoint every
+/// second) or as upserts.
+#[cfg(feature = "postgres")]
+fn pg_sink_job(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    table: &str,
+    parallelism: u32,
+    upsert: bool,
+) {
+    use actorflow::postgres::{PostgresSink, SqlValue};
+    let mut b = PostgresSink::<u64>::builder(url)
+        .table(table, &["id", "v", "s"])
+        .row(|i| {
+            vec![
+                SqlValue::Int(*i as i64),
+                SqlValue::Int((*i * 7) as i64),
+                SqlValue::Text(format!("row-{i:012}")),
+            ]
+        })
+        .transaction_prefix(&format!("bench{parallelism}{}", u8::from(upsert)));
+    if upsert {
+        b = b.upsert(&["id"]);
+    }
+    let sink = b.build().unwrap();
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism)
+        .enable_checkpointing(Duration::from_secs(1))
+        .set_checkpoint_storage(Arc::new(actorflow::snapshot::MemoryStore::new()));
+    env.from_sequence(0, PG_ROWS - 1)
+        .add_sink("pg", move |_: &TaskInfo| Ok(sink.clone()))
+        .uid("pg-bench");
+    rt.block_on(env.execute("postgres sink")).unwrap();
+}
+
+/// Rows per second into PostgreSQL: the sink (exactly once at p = 1 and 2, upserts at
+/// p = 1) beside a bare client's `COPY` and multi-row `INSERT` of the same rows, same server,
+/// same session (median of 3 each, table recreated before every run).
+#[cfg(feature = "postgres")]
+fn postgres_sink(rt: &tokio::runtime::Runtime) {
+    let Ok(url) = std::env::var("ACTORFLOW_POSTGRES_URL") else {
+        println!("postgres: set ACTORFLOW_POSTGRES_URL (eval \"$(scripts/postgres.sh start)\")");
+        return;
+    };
+    let table = "bench_rows";
+    let mut client = rt.block_on(pg_connect(&url));
+    let mut runs = |name: &str, f: &mut dyn FnMut(&mut tokio_postgres::Client)| -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            rt.block_on(pg_fresh_table(&client, table));
+            let t = Instant::now();
+            f(&mut client);
+            times.push(t.elapsed());
+            assert_eq!(
+                rt.block_on(pg_count(&client, table)),
+                PG_ROWS as i64,
+                "{name}"
+            );
+        }
+        median(times)
+    };
+    let copy = runs("copy", &mut |c| rt.block_on(pg_copy(c, table)));
+    let insert = runs("insert", &mut |c| rt.block_on(pg_insert(c, table)));
+    let eo1 = runs("sink p=1", &mut |_| pg_sink_job(rt, &url, table, 1, false));
+    let eo2 = runs("sink p=2", &mut |_| pg_sink_job(rt, &url, table, 2, false));
+    rt.block_on(client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")))
+        .unwrap();
+    let mut upsert_times = Vec::new();
+    for _ in 0..3 {
+        rt.block_on(client.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, v bigint, s text)"
+        )))
+        .unwrap();
+        let t = Instant::now();
+        pg_sink_job(rt, &url, table, 1, true);
+        upsert_times.push(t.elapsed());
+        assert_eq!(rt.block_on(pg_count(&client, table)), PG_ROWS as i64);
+    }
+    let upsert = median(upsert_times);
+    let line = |name: &str, d: Duration| {
+        println!(
+            "{name:<40} {:>10.0} rows/s ({:>7.1} ms)  {:.2}x COPY",
+            PG_ROWS as f64 / d.as_secs_f64(),
+            d.as_secs_f64() * 1e3,
+            d.as_secs_f64() / copy.as_secs_f64()
+        );
+    };
+    line("bare client COPY (baseline)", copy);
+    line("bare client INSERT x1000", insert);
+    line("PostgresSink exactly-once p=1", eo1);
+    line("PostgresSink exactly-once p=2", eo2);
+    line("PostgresSink upsert p=1", upsert);
+    rt.block_on(client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")))
+        .unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
@@ -1344,6 +1530,10 @@ fn main() {
     }
     if wanted("async-io") {
         async_io(&rt);
+    }
+    #[cfg(feature = "postgres")]
+    if wanted("postgres") {
+        postgres_sink(&rt);
     }
     #[cfg(feature = "web")]
     if wanted("web-overhead") {

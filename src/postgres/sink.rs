@@ -671,9 +671,102 @@ impl<T> PostgresSink<T> {
         }
     }
 
-    /// Writes `rows` inside the open transaction; a refused chunk is retried row by row
-    /// (each under a savepoint) to find the bad rows without losing the good ones.
+    /// `rows` in `COPY`'s text format, or `None` if a value does not fit its column (the
+    /// row-by-row path then names it).
+    fn copy_text(&self, rows: &[Vec<SqlValue>]) -> Option<String> {
+        let mut out = String::with_capacity(rows.len() * 16 * self.config.columns.len());
+        for row in rows {
+            if row.len() != self.config.columns.len() {
+                return None;
+            }
+            for (k, v) in row.iter().enumerate() {
+                // The same checks as for bound parameters (types, ranges).
+                self.param(k, &self.param_types[k], v).ok()?;
+                if k > 0 {
+                    out.push('\t');
+                }
+                match v {
+                    SqlValue::Null => out.push_str("\\N"),
+                    SqlValue::Bool(b) => {
+                        if self.param_types[k] == Type::BOOL {
+                            out.push(if *b { 't' } else { 'f' });
+                        } else {
+                            out.push_str(if *b { "true" } else { "false" });
+                        }
+                    }
+                    SqlValue::Int(i) => out.push_str(&i.to_string()),
+                    SqlValue::Float(x) => out.push_str(&x.to_string()),
+                    SqlValue::Text(t) => {
+                        for c in t.chars() {
+                            match c {
+                                '\\' => out.push_str("\\\\"),
+                                '\t' => out.push_str("\\t"),
+                                '\n' => out.push_str("\\n"),
+                                '\r' => out.push_str("\\r"),
+                                c => out.push(c),
+                            }
+                        }
+                    }
+                }
+            }
+            out.push('\n');
+        }
+        Some(out)
+    }
+
+    /// `COPY table (columns) FROM STDIN` of `text`; the inner result is the database's answer.
+    async fn copy(&self, text: String) -> Result<Result<(), tokio_postgres::Error>, UserError> {
+        use futures_util::SinkExt;
+        let cols: Vec<String> = self.config.columns.iter().map(|n| quote_ident(n)).collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN",
+            quote_ident(&self.config.table),
+            cols.join(", ")
+        );
+        let client = self.client()?;
+        let result = async {
+            let sink = client.copy_in::<_, bytes::Bytes>(&sql).await?;
+            futures_util::pin_mut!(sink);
+            sink.send(bytes::Bytes::from(text)).await?;
+            sink.finish().await.map(|_| ())
+        }
+        .await;
+        Ok(result)
+    }
+
+    /// Writes `rows` inside the open transaction: with `COPY` (plain and exactly-once modes)
+    /// or multi-row `INSERT`s (upserts). A refused batch is rolled back to its savepoint and
+    /// retried row by row (each under a savepoint) to find the bad rows without losing the
+    /// good ones.
     async fn write_rows(&mut self, rows: Vec<Vec<SqlValue>>) -> Result<(), UserError> {
+        if self.config.upsert.is_none()
+            && let Some(text) = self.copy_text(&rows)
+        {
+            self.execute("SAVEPOINT actorflow_copy", "cannot set a savepoint")
+                .await?;
+            match self.copy(text).await? {
+                Ok(()) => {
+                    return self
+                        .execute(
+                            "RELEASE SAVEPOINT actorflow_copy",
+                            "cannot release a savepoint",
+                        )
+                        .await;
+                }
+                Err(e) if e.as_db_error().is_some() => {
+                    self.execute(
+                        "ROLLBACK TO SAVEPOINT actorflow_copy",
+                        "cannot roll back to a savepoint",
+                    )
+                    .await?;
+                    for row in &rows {
+                        self.write_one(row).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(self.err("cannot COPY", &e)),
+            }
+        }
         let chunk_rows = self.config.batch_rows;
         let rows = if self.config.upsert.is_some() {
             self.last_per_key(rows)
