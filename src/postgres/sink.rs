@@ -114,6 +114,7 @@ struct Config<T> {
     prefix: String,
     bad_rows: BadRows,
     batch_rows: usize,
+    flush_rows: usize,
 }
 
 /// Builds a [`PostgresSink`]. See [`PostgresSink::builder`].
@@ -126,6 +127,7 @@ pub struct PostgresSinkBuilder<T> {
     prefix: String,
     bad_rows: BadRows,
     batch_rows: usize,
+    flush_rows: usize,
 }
 
 impl<T: Data> PostgresSinkBuilder<T> {
@@ -173,8 +175,15 @@ impl<T: Data> PostgresSinkBuilder<T> {
         self
     }
 
-    /// Rows per `INSERT` statement (default 1 000; fewer if the columns would exceed
-    /// PostgreSQL's 65 535 parameters).
+    /// Exactly-once mode: rows gathered (across batches, within one checkpoint interval)
+    /// before one `COPY` sends them (default 50 000).
+    pub fn flush_rows(mut self, rows: usize) -> Self {
+        self.flush_rows = rows.max(1);
+        self
+    }
+
+    /// Rows per `INSERT` statement (upserts, and the retry of a refused batch; default
+    /// 1 000; fewer if the columns would exceed PostgreSQL's 65 535 parameters).
     pub fn batch_rows(mut self, rows: usize) -> Self {
         self.batch_rows = rows.max(1);
         self
@@ -220,6 +229,7 @@ impl<T: Data> PostgresSinkBuilder<T> {
             prefix: self.prefix,
             bad_rows: self.bad_rows,
             batch_rows,
+            flush_rows: self.flush_rows,
         }))
     }
 }
@@ -266,6 +276,10 @@ pub struct PostgresSink<T> {
     /// Prepared transactions waiting for their checkpoint, oldest first.
     pending: Vec<(CheckpointId, String)>,
     checkpointing: bool,
+    /// Exactly-once mode: rows not yet sent, written with one `COPY` when there are
+    /// `flush_rows` of them or at the checkpoint (bounded: the sink is busy while it flushes,
+    /// so backpressure holds).
+    buffer: Vec<Vec<SqlValue>>,
 }
 
 impl<T> Clone for PostgresSink<T> {
@@ -298,6 +312,26 @@ fn quote_literal(s: &str) -> String {
 
 fn random_token() -> String {
     actorflow_runtime::JobId::generate().to_string()[..16].to_string()
+}
+
+/// True if `v` can go into a column of type `ty` (what [`PostgresSink::param`] accepts),
+/// without allocating.
+fn fits(ty: &Type, v: &SqlValue) -> bool {
+    let text = matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME);
+    match v {
+        SqlValue::Null => true,
+        SqlValue::Bool(_) => *ty == Type::BOOL || (text && *ty != Type::NAME),
+        SqlValue::Int(i) => match *ty {
+            Type::INT2 => i16::try_from(*i).is_ok(),
+            Type::INT4 => i32::try_from(*i).is_ok(),
+            Type::INT8 | Type::FLOAT4 | Type::FLOAT8 => true,
+            _ => text,
+        },
+        SqlValue::Float(_) => {
+            matches!(*ty, Type::FLOAT4 | Type::FLOAT8) || (text && *ty != Type::NAME)
+        }
+        SqlValue::Text(_) => text,
+    }
 }
 
 /// A database error with its message, detail and SQLSTATE.
@@ -334,6 +368,7 @@ impl<T> PostgresSink<T> {
             statements: HashMap::new(),
             pending: Vec::new(),
             checkpointing: false,
+            buffer: Vec::new(),
         }
     }
 
@@ -349,6 +384,7 @@ impl<T> PostgresSink<T> {
             prefix: "actorflow".into(),
             bad_rows: BadRows::Fail,
             batch_rows: 1000,
+            flush_rows: 50_000,
         }
     }
 
@@ -681,7 +717,9 @@ impl<T> PostgresSink<T> {
             }
             for (k, v) in row.iter().enumerate() {
                 // The same checks as for bound parameters (types, ranges).
-                self.param(k, &self.param_types[k], v).ok()?;
+                if !fits(&self.param_types[k], v) {
+                    return None;
+                }
                 if k > 0 {
                     out.push('\t');
                 }
@@ -914,6 +952,14 @@ impl<T: Data> Sink for PostgresSink<T> {
     }
 
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
+        if self.exactly_once() {
+            self.buffer
+                .extend(batch.into_iter().map(|r| (self.config.row)(&r)));
+            if self.buffer.len() >= self.config.flush_rows {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
         let rows: Vec<Vec<SqlValue>> = batch.into_iter().map(|r| (self.config.row)(&r)).collect();
         if rows.is_empty() {
             return Ok(());
@@ -940,6 +986,7 @@ impl<T: Data> Sink for PostgresSink<T> {
         checkpoint: CheckpointId,
         state: &mut OperatorState,
     ) -> Result<(), UserError> {
+        self.flush().await?;
         if self.exactly_once() && self.in_txn {
             let gid = self.gid(checkpoint);
             self.client()?
@@ -1004,6 +1051,19 @@ impl<T: Data> Sink for PostgresSink<T> {
 }
 
 impl<T> PostgresSink<T> {
+    /// Sends the buffered rows (exactly-once mode) into the open transaction.
+    async fn flush(&mut self) -> Result<(), UserError>
+    where
+        T: Data,
+    {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.buffer);
+        self.begin_if_needed().await?;
+        self.write_rows(rows).await
+    }
+
     /// Two-phase commit: checkpointing on and no upsert.
     fn exactly_once(&self) -> bool {
         self.checkpointing && self.config.upsert.is_none()
