@@ -122,6 +122,13 @@ pub trait Source: Send + 'static {
         let _ = checkpoint;
         async { Ok(()) }
     }
+
+    /// True if the source tells an external system about completed checkpoints (see
+    /// [`notify_checkpoint_complete`](Self::notify_checkpoint_complete)): after it ends, its
+    /// subtask then waits for the job's final checkpoint and hands it that one too.
+    fn notifies_external_system(&self) -> bool {
+        false
+    }
 }
 
 /// The object-safe form of a source. Implement [`Source`] and use [`erase_source`].
@@ -154,6 +161,8 @@ pub trait ErasedSource: Send {
         &mut self,
         checkpoint: CheckpointId,
     ) -> BoxFuture<'_, Result<(), UserError>>;
+    /// See [`Source::notifies_external_system`].
+    fn notifies_external_system(&self) -> bool;
 }
 
 struct ErasedSourceImpl<S: Source> {
@@ -204,6 +213,10 @@ impl<S: Source> ErasedSource for ErasedSourceImpl<S> {
         checkpoint: CheckpointId,
     ) -> BoxFuture<'_, Result<(), UserError>> {
         Box::pin(self.source.notify_checkpoint_complete(checkpoint))
+    }
+
+    fn notifies_external_system(&self) -> bool {
+        self.source.notifies_external_system()
     }
 }
 

@@ -474,14 +474,18 @@ impl Subtask {
     }
 
     /// With checkpointing, a finished subtask hands its final state to the coordinator; if it
-    /// holds transactions, it waits for the final checkpoint to commit them.
-    async fn finish_checkpointing(&mut self, head: Option<&mut SourceHead>) -> Result<(), Stop> {
+    /// holds transactions (or its source tells an external system about checkpoints), it
+    /// waits for the final checkpoint to commit them.
+    async fn finish_checkpointing(
+        &mut self,
+        mut head: Option<&mut SourceHead>,
+    ) -> Result<(), Stop> {
         if self.checkpointing.is_none() {
             return Ok(());
         }
         let state = match self
             .snapshot(
-                head,
+                head.as_deref_mut(),
                 CheckpointId::FINAL,
                 crate::dataplane::message::CheckpointKind::Checkpoint,
             )
@@ -520,7 +524,10 @@ impl Subtask {
             .tails
             .iter()
             .any(|t| matches!(t, Tail::Sink(s) if s.sink.is_transactional()));
-        if !transactional {
+        let notifying_source = head
+            .as_ref()
+            .is_some_and(|h| h.source.notifies_external_system());
+        if !transactional && !notifying_source {
             return Ok(());
         }
         debug!("waiting for the final checkpoint to commit");
@@ -534,6 +541,9 @@ impl Subtask {
                 PriorityMessage::Cancel => return Err(Stop::Cancelled),
                 PriorityMessage::Complete(id) => {
                     self.metrics.enter(Some(Phase::Busy));
+                    if let Some(h) = head.as_deref_mut() {
+                        guard_async(&h.label, h.source.notify_checkpoint_complete(id)).await?;
+                    }
                     for t in &mut self.tails {
                         if let Tail::Sink(s) = t {
                             guard_async(&s.label, s.sink.notify_checkpoint_complete(id)).await?;
