@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL 15 cluster for the tests: `start` creates it under target/postgres
-# (initdb), with wal_level=logical, max_prepared_transactions=32 and max_replication_slots=10,
+# (initdb), with wal_level=logical, max_prepared_transactions=32 and max_replication_slots=20,
 # on a free loopback port, and prints its URL; `url` prints the URL of the running one;
 # `stop` stops it and deletes it. As root it runs the server as the `postgres` user (the
 # server refuses to run as root).
@@ -45,7 +45,7 @@ port = $PORT
 unix_socket_directories = '$ROOT'
 wal_level = logical
 max_prepared_transactions = 32
-max_replication_slots = 10
+max_replication_slots = 20
 max_wal_senders = 10
 max_connections = 100
 fsync = off

@@ -1,11 +1,20 @@
 //! [`PostgresCdcSource`]: the changes of chosen tables, from a logical replication slot.
 //!
-//! The source reads the slot with `pg_logical_slot_peek_binary_changes` and the `pgoutput`
-//! plugin (protocol 1). *Peeking* does not consume. The slot moves forward only once a
-//! checkpoint that holds the position completes (`pg_replication_slot_advance` in
-//! `notify_checkpoint_complete`). After a restore the server still has everything after the
-//! restored position, and the source skips what it had emitted before it: nothing is lost or
-//! repeated.
+//! One slot, named by the user, read with the **streaming replication protocol** (a
+//! replication connection, `START_REPLICATION … LOGICAL` with the `pgoutput` plugin, protocol
+//! 1; see `replication.rs`). The server sends changes as they are decoded; the source tells
+//! it how far it may forget (the slot's `confirmed_flush_lsn`) only in standby status updates
+//! sent when a checkpoint that holds that position **completes**
+//! (`notify_checkpoint_complete`), so the server keeps everything after the newest completed
+//! checkpoint. When the source ends (`stop_at_lsn`, `stop_when_idle`) it waits for the job's
+//! final checkpoint, confirms it, and closes the stream cleanly, so the slot's last position
+//! is the final one.
+//!
+//! After a restart or a restore the stream starts again at the slot's confirmed position,
+//! which is never past the restored one (checked before streaming: if it is, the changes in
+//! between are gone from the server and the source fails rather than miss them), and the
+//! source skips whole transactions whose end LSN is at or before the restored position:
+//! nothing is lost or repeated.
 //!
 //! Whole transactions only: changes are buffered from `Begin` to `Commit`, then emitted with
 //! the commit's LSN (its end LSN, which is also the position) and commit time as event time.
@@ -14,6 +23,7 @@
 //! still fire.
 
 use super::PostgresError;
+use super::replication::{self, Command, Event, Stream};
 use crate::env::ParallelSource;
 use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
 use actorflow_runtime::{
@@ -61,10 +71,10 @@ pub struct ChangeEvent {
     pub commit_ts_ms: i64,
     /// What happened.
     pub op: ChangeOp,
-    /// `schema.table`.
-    pub table: String,
-    /// Column names.
-    pub columns: Vec<String>,
+    /// `schema.table` (shared by every change of the table).
+    pub table: Arc<str>,
+    /// Column names (shared by every change of the table).
+    pub columns: Arc<[String]>,
     /// The values in PostgreSQL's text form; `None` for NULL (and for an unchanged TOAST
     /// value, which pgoutput does not send).
     pub values: Vec<Option<String>>,
@@ -85,6 +95,7 @@ struct CdcConfig {
     poll_interval: Duration,
     idle_after: Duration,
     stop_when_idle: Option<Duration>,
+    stop_at_lsn: Option<u64>,
 }
 
 /// Builds a [`PostgresCdcSource`]. See [`PostgresCdcSource::builder`].
@@ -131,12 +142,26 @@ impl PostgresCdcSourceBuilder {
         self
     }
 
+    /// Ends the stream once every transaction that committed before `lsn` was emitted (as
+    /// `pg_recvlogical --endpos`; take it from `pg_current_wal_lsn()`). For benchmarks and
+    /// one-off copies.
+    pub fn stop_at_lsn(mut self, lsn: u64) -> Self {
+        self.config.stop_at_lsn = Some(lsn);
+        self
+    }
+
+    /// How many changes one call of the source emits at most, about (default 4096).
+    pub fn batch_changes(mut self, n: u32) -> Self {
+        self.config.batch_changes = i32::try_from(n.max(1)).unwrap_or(i32::MAX);
+        self
+    }
+
     /// The source.
     ///
     /// # Errors
     ///
     /// [`PostgresError::Config`] without tables, or with a slot or publication name that is
-    /// not lower-case letters, digits and `_`.
+    /// not lower-case letters, digits and `_`, or a name longer than PostgreSQL's 63 characters.
     pub fn build(self) -> Result<PostgresCdcSource, PostgresError> {
         let c = &self.config;
         if c.tables.is_empty() {
@@ -152,26 +177,20 @@ impl PostgresCdcSourceBuilder {
                     "CDC source: the {what} name {name:?} must be lower-case letters, digits and _"
                 )));
             }
+            if name.len() > 63 {
+                return Err(PostgresError::Config(format!(
+                    "CDC source: the {what} name {name:?} is longer than 63 characters"
+                )));
+            }
         }
-        Ok(PostgresCdcSource {
-            config: Arc::new(self.config),
-            client: None,
-            drivers: Vec::new(),
-            relations: HashMap::new(),
-            emitted: 0,
-            limit: 0,
-            confirmed: Vec::new(),
-            watermark: i64::MIN,
-            last_change: None,
-            idle: false,
-        })
+        Ok(PostgresCdcSource::fresh(Arc::new(self.config)))
     }
 }
 
 #[derive(Debug, Clone)]
 struct Relation {
-    name: String,
-    columns: Vec<String>,
+    name: Arc<str>,
+    columns: Arc<[String]>,
 }
 
 /// The changes of chosen tables as a stream of [`ChangeEvent`]s, exactly once through
@@ -183,40 +202,40 @@ struct Relation {
 #[derive(Debug)]
 pub struct PostgresCdcSource {
     config: Arc<CdcConfig>,
+    /// A normal connection, for the publication, the slot and its position.
     client: Option<Client>,
     drivers: Vec<tokio::task::JoinHandle<()>>,
+    /// The replication stream, started by the first `next_batch`.
+    stream: Option<Stream>,
     relations: HashMap<u32, Relation>,
+    /// The changes of a transaction whose commit has not been read yet.
+    open_txn: Vec<ChangeEvent>,
+    open_commit_ts: i64,
     /// The end LSN of the last transaction emitted: the position.
     emitted: u64,
-    /// How many slot messages the next peek asks for.
-    limit: i32,
+    /// What the server said it has sent everything up to (its keepalives).
+    server_sent: u64,
     /// Positions of checkpoints not yet confirmed to the slot.
     confirmed: Vec<(CheckpointId, u64)>,
     watermark: i64,
     last_change: Option<tokio::time::Instant>,
     idle: bool,
+    /// The source said `End`: the next completed checkpoint ends the stream.
+    ended: bool,
 }
 
 impl Clone for PostgresCdcSource {
     /// A new, unconnected source with the same configuration.
     fn clone(&self) -> Self {
-        PostgresCdcSource {
-            config: self.config.clone(),
-            client: None,
-            drivers: Vec::new(),
-            relations: HashMap::new(),
-            emitted: 0,
-            limit: 0,
-            confirmed: Vec::new(),
-            watermark: i64::MIN,
-            last_change: None,
-            idle: false,
-        }
+        PostgresCdcSource::fresh(self.config.clone())
     }
 }
 
 impl Drop for PostgresCdcSource {
     fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            s.task.abort();
+        }
         for d in self.drivers.drain(..) {
             d.abort();
         }
@@ -359,8 +378,8 @@ fn decode(bytes: &[u8]) -> Result<Vec<Message>, String> {
             vec![Message::Relation {
                 id,
                 relation: Relation {
-                    name: format!("{namespace}.{name}"),
-                    columns,
+                    name: format!("{namespace}.{name}").into(),
+                    columns: columns.into(),
                 },
             }]
         }
@@ -424,6 +443,7 @@ impl PostgresCdcSource {
                 poll_interval: Duration::from_millis(50),
                 idle_after: Duration::from_secs(1),
                 stop_when_idle: None,
+                stop_at_lsn: None,
             },
         }
     }
@@ -444,34 +464,109 @@ impl PostgresCdcSource {
             .ok_or_else(|| UserError::from("PostgreSQL CDC source used before open()"))
     }
 
-    /// Peeks up to `limit` slot messages and returns the complete transactions after the
-    /// emitted position, and how many messages came back.
-    async fn peek(&mut self) -> Result<(Vec<(u64, i64, Vec<ChangeEvent>)>, usize), UserError> {
-        let rows = self
-            .client()?
-            .query(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
-                &[&self.config.slot, &self.limit, &self.config.publication],
-            )
-            .await
-            .map_err(|e| self.err("cannot read the slot", &e))?;
-        let n = rows.len();
-        let mut txns = Vec::new();
-        let mut current: Vec<ChangeEvent> = Vec::new();
-        let mut commit_ts = 0;
-        for row in rows {
-            let data: Vec<u8> = row.get(0);
-            let messages = decode(&data).map_err(|e| {
+    fn fresh(config: Arc<CdcConfig>) -> Self {
+        PostgresCdcSource {
+            config,
+            client: None,
+            drivers: Vec::new(),
+            stream: None,
+            relations: HashMap::new(),
+            open_txn: Vec::new(),
+            open_commit_ts: 0,
+            emitted: 0,
+            server_sent: 0,
+            confirmed: Vec::new(),
+            watermark: i64::MIN,
+            last_change: None,
+            idle: false,
+            ended: false,
+        }
+    }
+
+    /// Starts the replication stream, waiting (up to 30 s) while the slot is still held by
+    /// a connection of an earlier attempt that the server has not noticed is gone.
+    async fn start_stream(&mut self) -> Result<(), UserError> {
+        let c = self.config.clone();
+        let fail = |e: String| {
+            UserError::from(format!(
+                "PostgreSQL CDC source (slot {}): cannot start streaming: {e}",
+                c.slot
+            ))
+        };
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let conn = replication::Connection::connect(&c.url)
+                .await
+                .map_err(fail)?;
+            // Up to 16 chunks of up to 4096 messages queued between the socket and the job.
+            match conn.start(&c.slot, &c.publication, 16).await {
+                Ok(stream) => {
+                    self.stream = Some(stream);
+                    return Ok(());
+                }
+                Err(e) if e.contains(" 55006:") && tokio::time::Instant::now() < give_up => {
+                    tracing::debug!(slot = %c.slot, "the slot is still active, waiting: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+
+    /// True (and the source ended) once everything up to `stop_at_lsn` was emitted, or the
+    /// server's position passed it.
+    fn reached_stop_lsn(&mut self) -> bool {
+        if let Some(end) = self.config.stop_at_lsn
+            && (self.emitted >= end || self.server_sent >= end)
+        {
+            self.ended = true;
+        }
+        self.ended
+    }
+
+    /// The end once `stop_at_lsn` is reached; after a quiet spell, the end (with
+    /// `stop_when_idle`) or idleness, announced once.
+    fn quiet_status(&mut self, out: &mut Collector<ChangeEvent>) -> Option<SourceStatus> {
+        if self.reached_stop_lsn() {
+            return Some(SourceStatus::End);
+        }
+        let quiet = self
+            .last_change
+            .map_or(Duration::ZERO, |t| tokio::time::Instant::now() - t);
+        if let Some(stop) = self.config.stop_when_idle
+            && quiet >= stop
+        {
+            self.ended = true;
+            return Some(SourceStatus::End);
+        }
+        if !self.idle && quiet >= self.config.idle_after {
+            out.emit_status(WatermarkStatus::Idle);
+            self.idle = true;
+            return Some(SourceStatus::More);
+        }
+        None
+    }
+
+    /// Takes one chunk of pgoutput messages: assembles transactions and emits the whole
+    /// ones after the position.
+    fn on_messages(
+        &mut self,
+        messages: Vec<bytes::Bytes>,
+        out: &mut Collector<ChangeEvent>,
+    ) -> Result<usize, UserError> {
+        let mut emitted = 0;
+        for data in messages {
+            let decoded = decode(&data).map_err(|e| {
                 UserError::from(format!(
                     "PostgreSQL CDC source (slot {}): {e}",
                     self.config.slot
                 ))
             })?;
-            for m in messages {
+            for m in decoded {
                 match m {
-                    Message::Begin { commit_ts: ts } => {
-                        current.clear();
-                        commit_ts = ts;
+                    Message::Begin { commit_ts } => {
+                        self.open_txn.clear();
+                        self.open_commit_ts = commit_ts;
                     }
                     Message::Relation { id, relation } => {
                         self.relations.insert(id, relation);
@@ -482,9 +577,9 @@ impl PostgresCdcSource {
                                 "PostgreSQL CDC source: a change of unknown relation {rel}"
                             ))
                         })?;
-                        current.push(ChangeEvent {
+                        self.open_txn.push(ChangeEvent {
                             lsn: 0,
-                            commit_ts_ms: commit_ts,
+                            commit_ts_ms: self.open_commit_ts,
                             op,
                             table: r.name.clone(),
                             columns: r.columns.clone(),
@@ -492,18 +587,78 @@ impl PostgresCdcSource {
                         });
                     }
                     Message::Commit { end_lsn, commit_ts } => {
-                        let mut changes = std::mem::take(&mut current);
-                        for c in &mut changes {
-                            c.lsn = end_lsn;
+                        let changes = std::mem::take(&mut self.open_txn);
+                        if end_lsn <= self.emitted {
+                            continue; // emitted before the restored (or last) position
                         }
-                        txns.push((end_lsn, commit_ts, changes));
+                        if self.idle {
+                            out.emit_status(WatermarkStatus::Active);
+                            self.idle = false;
+                        }
+                        emitted += changes.len();
+                        for mut c in changes {
+                            c.lsn = end_lsn;
+                            out.collect_with_timestamp(c, Timestamp(commit_ts));
+                        }
+                        self.emitted = end_lsn;
+                        if commit_ts > self.watermark {
+                            self.watermark = commit_ts;
+                            out.emit_watermark(Watermark(commit_ts.saturating_sub(1)));
+                        }
                     }
                     Message::Other => {}
                 }
             }
         }
-        Ok((txns, n))
+        Ok(emitted)
     }
+
+    /// Fails if the durable slot moved past the restored position: the changes in between
+    /// are gone from the server (a restore from an older checkpoint or savepoint than the
+    /// newest completed one, with the same slot).
+    async fn check_slot_position(&mut self) -> Result<(), UserError> {
+        if self.emitted == 0 {
+            return Ok(()); // a fresh start goes on from the slot's position
+        }
+        let confirmed: Option<String> = self
+            .client()?
+            .query_one(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.config.slot],
+            )
+            .await
+            .map_err(|e| self.err("cannot look up the slot", &e))?
+            .get(0);
+        let slot_at = confirmed
+            .as_deref()
+            .map(parse_lsn)
+            .transpose()?
+            .unwrap_or(0);
+        if slot_at > self.emitted {
+            return Err(UserError::from(format!(
+                "PostgreSQL CDC source: the slot {} is at {}, past the restored position {}: the \
+                 changes in between are no longer on the server. Restore the newest checkpoint, \
+                 or start with a new slot (and take the table's current contents another way)",
+                self.config.slot,
+                format_lsn(slot_at),
+                format_lsn(self.emitted)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Parses PostgreSQL's `X/Y` form of an LSN.
+///
+/// # Errors
+///
+/// Anything else.
+fn parse_lsn(text: &str) -> Result<u64, UserError> {
+    let bad = || UserError::from(format!("not an LSN: {text:?}"));
+    let (hi, lo) = text.split_once('/').ok_or_else(bad)?;
+    let hi = u32::from_str_radix(hi, 16).map_err(|_| bad())?;
+    let lo = u32::from_str_radix(lo, 16).map_err(|_| bad())?;
+    Ok((u64::from(hi) << 32) | u64::from(lo))
 }
 
 impl Source for PostgresCdcSource {
@@ -519,7 +674,6 @@ impl Source for PostgresCdcSource {
             }
         }));
         self.client = Some(client);
-        self.limit = self.config.batch_changes;
         let c = self.config.clone();
         let exists: bool = self
             .client()?
@@ -576,48 +730,70 @@ impl Source for PostgresCdcSource {
         &mut self,
         out: &mut Collector<ChangeEvent>,
     ) -> Result<SourceStatus, UserError> {
-        let (txns, returned) = self.peek().await?;
-        let mut emitted_any = false;
-        for (end_lsn, commit_ts, changes) in txns {
-            if end_lsn <= self.emitted {
-                continue; // emitted before the restored (or last) position
+        if self.stream.is_none() {
+            if self.ended {
+                return Ok(SourceStatus::End);
             }
-            if self.idle {
-                out.emit_status(WatermarkStatus::Active);
-                self.idle = false;
-            }
-            for c in changes {
-                out.collect_with_timestamp(c, Timestamp(commit_ts));
-            }
-            self.emitted = end_lsn;
-            if commit_ts > self.watermark {
-                self.watermark = commit_ts;
-                out.emit_watermark(Watermark(commit_ts.saturating_sub(1)));
-            }
-            emitted_any = true;
+            self.check_slot_position().await?;
+            self.start_stream().await?;
         }
-        let now = tokio::time::Instant::now();
-        if emitted_any {
-            self.last_change = Some(now);
-            return Ok(SourceStatus::More);
+        // The runtime drops this future whenever a barrier or a flush comes first (often
+        // more often than the poll interval), so quietness is judged before waiting too.
+        if let Some(status) = self.quiet_status(out) {
+            return Ok(status);
         }
-        if returned as i32 >= self.limit {
-            // Everything it returned was emitted already: ask for more next time.
-            self.limit = self.limit.saturating_mul(2);
-            return Ok(SourceStatus::More);
+        let wait = self.config.poll_interval;
+        let mut emitted = 0usize;
+        let mut got_any = false;
+        let mut received_data = false;
+        while let Some(stream) = self.stream.as_mut() {
+            // Cancel-safe: an event not yet received stays in the channel.
+            let event = if got_any {
+                match stream.events.try_recv() {
+                    Ok(e) => Some(e),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        Some(Event::Failed("the stream ended".into()))
+                    }
+                }
+            } else {
+                match tokio::time::timeout(wait, stream.events.recv()).await {
+                    Ok(Some(e)) => Some(e),
+                    Ok(None) => Some(Event::Failed("the stream ended".into())),
+                    Err(_) => None,
+                }
+            };
+            let Some(event) = event else { break };
+            got_any = true;
+            match event {
+                Event::Data(messages) => {
+                    received_data = true;
+                    emitted += self.on_messages(messages, out)?;
+                }
+                Event::Position(lsn) => self.server_sent = self.server_sent.max(lsn),
+                Event::Failed(e) => {
+                    return Err(UserError::from(format!(
+                        "PostgreSQL CDC source (slot {}): {e}",
+                        self.config.slot
+                    )));
+                }
+            }
+            if emitted >= self.config.batch_changes as usize {
+                break;
+            }
         }
-        let quiet = self.last_change.map_or(Duration::ZERO, |t| now - t);
-        if let Some(stop) = self.config.stop_when_idle
-            && quiet >= stop
-        {
+        if self.reached_stop_lsn() {
             return Ok(SourceStatus::End);
         }
-        if !self.idle && quiet >= self.config.idle_after {
-            out.emit_status(WatermarkStatus::Idle);
-            self.idle = true;
+        // Keepalives (the server answers every status update with one) are not activity:
+        // only data counts, or an idle table would never be idle.
+        if received_data {
+            self.last_change = Some(tokio::time::Instant::now());
         }
-        tokio::time::sleep(self.config.poll_interval).await;
-        Ok(SourceStatus::More)
+        if emitted > 0 || received_data {
+            return Ok(SourceStatus::More);
+        }
+        Ok(self.quiet_status(out).unwrap_or(SourceStatus::More))
     }
 
     fn snapshot_state(
@@ -633,6 +809,10 @@ impl Source for PostgresCdcSource {
         let items: Vec<u64> = restored.state.items()?;
         self.emitted = items.into_iter().max().unwrap_or(0);
         Ok(())
+    }
+
+    fn notifies_external_system(&self) -> bool {
+        true
     }
 
     async fn notify_checkpoint_complete(
@@ -652,15 +832,57 @@ impl Source for PostgresCdcSource {
         if lsn == 0 {
             return Ok(());
         }
-        self.client()?
-            .execute(
-                "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
-                &[&self.config.slot, &format_lsn(lsn)],
-            )
-            .await
-            .map_err(|e| self.err("cannot advance the slot", &e))?;
-        self.limit = self.config.batch_changes;
-        Ok(())
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(()); // not streaming (yet, or any more): the next start reads the slot
+        };
+        if !self.ended {
+            // Confirmed with the next status update; the server keeps what comes after.
+            // A full queue drops it: the next confirmation carries a later position.
+            let _ = stream.commands.try_send(Command::Confirm(lsn));
+            return Ok(());
+        }
+        // The source ended and this is its last checkpoint: confirm, close the stream
+        // cleanly, and wait for the server, so the slot's position is the final one.
+        // Changes after the end may still arrive meanwhile: they are dropped (the slot keeps
+        // them), so the stream's task is never stuck forwarding them.
+        let (done, confirmed) = tokio::sync::oneshot::channel();
+        let Stream {
+            events, commands, ..
+        } = stream;
+        let finish = async {
+            if commands.send(Command::Finish(lsn, done)).await.is_err() {
+                return None;
+            }
+            confirmed.await.ok()
+        };
+        let drain = async { while events.recv().await.is_some() {} };
+        let result = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::pin!(finish, drain);
+            let mut drained = false;
+            loop {
+                tokio::select! {
+                    r = &mut finish => return r,
+                    () = &mut drain, if !drained => drained = true,
+                }
+            }
+        })
+        .await;
+        if let Some(s) = self.stream.take() {
+            s.task.abort();
+        }
+        match result {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(e))) => Err(UserError::from(format!(
+                "PostgreSQL CDC source (slot {}): cannot confirm {}: {e}",
+                self.config.slot,
+                format_lsn(lsn)
+            ))),
+            Ok(None) | Err(_) => Err(UserError::from(format!(
+                "PostgreSQL CDC source (slot {}): no answer when confirming {}",
+                self.config.slot,
+                format_lsn(lsn)
+            ))),
+        }
     }
 }
 
@@ -676,7 +898,7 @@ impl ParallelSource for PostgresCdcSource {
     }
 
     fn is_bounded(&self) -> bool {
-        self.config.stop_when_idle.is_some()
+        self.config.stop_when_idle.is_some() || self.config.stop_at_lsn.is_some()
     }
 }
 

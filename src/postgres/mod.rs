@@ -4,6 +4,7 @@
 //! the server needs, is in `docs/connectors.md`.
 
 mod cdc;
+mod replication;
 mod sink;
 
 pub use cdc::{ChangeEvent, ChangeOp, PostgresCdcSource, PostgresCdcSourceBuilder, format_lsn};
