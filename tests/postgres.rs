@@ -12,7 +12,7 @@ use actorflow::fault::FaultPlan;
 use actorflow::postgres::{BadRows, PostgresSink, SqlValue};
 use actorflow::prelude::*;
 use actorflow::restart::RestartStrategy;
-use actorflow::snapshot::MemoryStore;
+use actorflow::snapshot::{MemoryStore, SnapshotStore};
 use actorflow_runtime::CheckpointId;
 use actorflow_runtime::operators::operator::Generation;
 use std::sync::Arc;
@@ -709,6 +709,7 @@ async fn cdc_across_failures_and_a_restore_equals_the_change_history() {
             delay: Duration::from_millis(10),
         })
         .set_fault_plan(FaultPlan::parse("panic@boom:records=150").unwrap());
+    env.checkpointing(|c| c.settings.retained = 10_000);
     cdc_job(&env, &url, &t, &slot, &dir);
     let job = env.execute_async("cdc 1").await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -743,6 +744,7 @@ async fn cdc_across_failures_and_a_restore_equals_the_change_history() {
         .unwrap()
         .unwrap();
     assert_eq!(r.metrics.restarts, 1);
+    let run1_last = *store.list().unwrap().iter().max().unwrap();
     // Changes while no job runs stay in the slot.
     random_changes(
         &client,
@@ -764,6 +766,7 @@ async fn cdc_across_failures_and_a_restore_equals_the_change_history() {
             delay: Duration::from_millis(10),
         })
         .set_fault_plan(FaultPlan::parse("panic@boom:records=100").unwrap());
+    env.checkpointing(|c| c.settings.retained = 10_000);
     cdc_job(&env, &url, &t, &slot, &dir);
     let r = common::run(&env).await.unwrap();
     assert_eq!(r.metrics.restarts, 1);
@@ -796,6 +799,19 @@ async fn cdc_across_failures_and_a_restore_equals_the_change_history() {
         .unwrap()
         .get(0);
     assert_eq!(confirmed, actorflow::postgres::format_lsn(last_lsn));
+    // Run 3: restoring run 1's last checkpoint, older than the slot's position now, would
+    // miss run 2's changes: the source refuses.
+    let env = common::env(1);
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_checkpoint_storage(store.clone())
+        .restore_from(actorflow::checkpoint::RestoreFrom::Checkpoint(run1_last))
+        .set_restart_strategy(RestartStrategy::None);
+    cdc_job(&env, &url, &t, &slot, &dir);
+    let err = common::run(&env).await.unwrap_err().to_string();
+    assert!(
+        err.contains("past the restored position") && err.contains(&format!("slot {slot} is at")),
+        "{err}"
+    );
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await
