@@ -9,6 +9,7 @@
 //! cargo bench --bench harness -- async-io     # 5 ms calls: async I/O, map_blocking, blocking map
 //! cargo bench --bench harness --features web -- web-overhead   # REST server + polling client
 //! cargo bench --bench harness --features postgres -- postgres   # needs ACTORFLOW_POSTGRES_URL
+//! cargo bench --bench harness --features postgres -- postgres-cdc   # the CDC part only
 //! ```
 //!
 //! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
@@ -1482,6 +1483,174 @@ fn postgres_sink(rt: &tokio::runtime::Runtime) {
         .unwrap();
 }
 
+#[cfg(feature = "postgres")]
+const CDC_TXNS: u64 = 10_000;
+#[cfg(feature = "postgres")]
+const CDC_PER_TXN: u64 = 100;
+
+/// A fresh table, publication and `slots` (all created before the changes, so each reads
+/// the same WAL), then `CDC_TXNS` transactions of `CDC_PER_TXN` inserts; returns the WAL
+/// position after them.
+#[cfg(feature = "postgres")]
+async fn cdc_prepare(client: &tokio_postgres::Client, slots: &[&str]) -> u64 {
+    client
+        .batch_execute(
+            "DROP PUBLICATION IF EXISTS bench_cdc; DROP TABLE IF EXISTS bench_cdc;
+             CREATE TABLE bench_cdc (id bigint PRIMARY KEY, v bigint, s text);
+             CREATE PUBLICATION bench_cdc FOR TABLE bench_cdc;
+             CREATE OR REPLACE PROCEDURE bench_cdc_gen(n bigint, per bigint) LANGUAGE plpgsql AS $$
+             BEGIN
+               FOR t IN 0..n-1 LOOP
+                 INSERT INTO bench_cdc SELECT g, g * 7, 'row-' || g FROM generate_series(t * per, t * per + per - 1) g;
+                 COMMIT;
+               END LOOP;
+             END $$;",
+        )
+        .await
+        .unwrap();
+    for slot in slots {
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[slot],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[slot],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            &format!("CALL bench_cdc_gen({CDC_TXNS}, {CDC_PER_TXN})"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let end: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (hi, lo) = end.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// The bare SQL client: `pg_logical_slot_get_binary_changes` in reads of 4096 messages until
+/// the slot is drained, counting insert messages (no decoding beyond the first byte).
+#[cfg(feature = "postgres")]
+async fn cdc_sql_drain(client: &tokio_postgres::Client, slot: &str) -> u64 {
+    let mut inserts = 0;
+    loop {
+        let rows = client
+            .query(
+                "SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, 4096, 'proto_version', '1', 'publication_names', 'bench_cdc')",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+        for r in &rows {
+            let d: &[u8] = r.get(0);
+            inserts += u64::from(d.first() == Some(&b'I'));
+        }
+        if rows.len() < 4096 {
+            return inserts;
+        }
+    }
+}
+
+/// `PostgresCdcSource` (exactly once, a checkpoint every second) -> count, until `end`.
+#[cfg(feature = "postgres")]
+fn cdc_job(rt: &tokio::runtime::Runtime, url: &str, slot: &str, end: u64) -> u64 {
+    use actorflow::postgres::{ChangeEvent, PostgresCdcSource};
+    let source = PostgresCdcSource::builder(url)
+        .tables(&["bench_cdc"])
+        .slot(slot)
+        .publication("bench_cdc")
+        .stop_at_lsn(end)
+        .build()
+        .unwrap();
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_secs(1))
+        .set_checkpoint_storage(Arc::new(actorflow::snapshot::MemoryStore::new()));
+    let total = Arc::new(Mutex::new(0u64));
+    let target = total.clone();
+    env.add_source("cdc", source)
+        .uid("cdc")
+        .map(|c: ChangeEvent| (c.lsn, u64::from(c.values.len() == 3)))
+        .add_sink("count", move |_: &TaskInfo| Ok(Checksum(0, target.clone())));
+    rt.block_on(env.execute("postgres cdc")).unwrap();
+    *total.lock().unwrap()
+}
+
+/// Changes per second out of a replication slot: `PostgresCdcSource` beside `pg_recvlogical`
+/// (the streaming replication protocol, writing to /dev/null) and a bare SQL client, each on
+/// its own slot over the same WAL (1 M inserts in 10 000 transactions), median of 3.
+#[cfg(feature = "postgres")]
+fn postgres_cdc(rt: &tokio::runtime::Runtime) {
+    let Ok(url) = std::env::var("ACTORFLOW_POSTGRES_URL") else {
+        println!(
+            "postgres-cdc: set ACTORFLOW_POSTGRES_URL (eval \"$(scripts/postgres.sh start)\")"
+        );
+        return;
+    };
+    let bin = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let recvlogical = format!("{bin}/pg_recvlogical");
+    let client = rt.block_on(pg_connect(&url));
+    let slots = ["bench_recv", "bench_sql", "bench_source"];
+    let changes = CDC_TXNS * CDC_PER_TXN;
+    let (mut recv, mut sql, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let end = rt.block_on(cdc_prepare(&client, &slots));
+        let t = Instant::now();
+        let status = std::process::Command::new(&recvlogical)
+            .args([
+                "-d",
+                &url,
+                "-S",
+                slots[0],
+                "--start",
+                "--no-loop",
+                "-f",
+                "/dev/null",
+            ])
+            .args(["-o", "proto_version=1", "-o", "publication_names=bench_cdc"])
+            .args(["-E", &actorflow::postgres::format_lsn(end)])
+            .status()
+            .unwrap();
+        recv.push(t.elapsed());
+        assert!(status.success(), "pg_recvlogical: {status}");
+        let t = Instant::now();
+        assert_eq!(rt.block_on(cdc_sql_drain(&client, slots[1])), changes);
+        sql.push(t.elapsed());
+        let t = Instant::now();
+        assert_eq!(cdc_job(rt, &url, slots[2], end), changes);
+        ours.push(t.elapsed());
+    }
+    for slot in slots {
+        rt.block_on(client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]))
+            .unwrap();
+    }
+    rt.block_on(client.batch_execute("DROP PUBLICATION bench_cdc; DROP TABLE bench_cdc"))
+        .unwrap();
+    let recv = median(recv);
+    let line = |name: &str, d: Duration| {
+        println!(
+            "{name:<40} {:>10.0} changes/s ({:>7.1} ms)  {:.2}x pg_recvlogical",
+            changes as f64 / d.as_secs_f64(),
+            d.as_secs_f64() * 1e3,
+            d.as_secs_f64() / recv.as_secs_f64()
+        );
+    };
+    line("pg_recvlogical (baseline)", recv);
+    line("bare SQL client, get_binary_changes", median(sql));
+    line("PostgresCdcSource, exactly once", median(ours));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
@@ -1534,6 +1703,10 @@ fn main() {
     #[cfg(feature = "postgres")]
     if wanted("postgres") {
         postgres_sink(&rt);
+    }
+    #[cfg(feature = "postgres")]
+    if wanted("postgres-cdc") {
+        postgres_cdc(&rt);
     }
     #[cfg(feature = "web")]
     if wanted("web-overhead") {
