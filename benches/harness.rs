@@ -44,6 +44,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// One result line: `count` items in `d`, and `d` as a multiple of the baseline's time.
+fn rate_line(name: &str, count: f64, unit: &str, d: Duration, base: Duration, base_name: &str) {
+    println!(
+        "{name:<40} {:>10.0} {unit}/s ({:>7.1} ms)  {:.2}x {base_name}",
+        count / d.as_secs_f64(),
+        d.as_secs_f64() * 1e3,
+        d.as_secs_f64() / base.as_secs_f64()
+    );
+}
+
 fn time(mut f: impl FnMut()) -> Duration {
     f();
     median(
@@ -1466,14 +1476,7 @@ fn postgres_sink(rt: &tokio::runtime::Runtime) {
         assert_eq!(rt.block_on(pg_count(&client, table)), PG_ROWS as i64);
     }
     let upsert = median(upsert_times);
-    let line = |name: &str, d: Duration| {
-        println!(
-            "{name:<40} {:>10.0} rows/s ({:>7.1} ms)  {:.2}x COPY",
-            PG_ROWS as f64 / d.as_secs_f64(),
-            d.as_secs_f64() * 1e3,
-            d.as_secs_f64() / copy.as_secs_f64()
-        );
-    };
+    let line = |name: &str, d: Duration| rate_line(name, PG_ROWS as f64, "rows", d, copy, "COPY");
     line("bare client COPY (baseline)", copy);
     line("bare client INSERT x1000", insert);
     line("PostgresSink exactly-once p=1", eo1);
@@ -1639,12 +1642,7 @@ fn postgres_cdc(rt: &tokio::runtime::Runtime) {
         .unwrap();
     let recv = median(recv);
     let line = |name: &str, d: Duration| {
-        println!(
-            "{name:<40} {:>10.0} changes/s ({:>7.1} ms)  {:.2}x pg_recvlogical",
-            changes as f64 / d.as_secs_f64(),
-            d.as_secs_f64() * 1e3,
-            d.as_secs_f64() / recv.as_secs_f64()
-        );
+        rate_line(name, changes as f64, "changes", d, recv, "pg_recvlogical");
     };
     line("pg_recvlogical (baseline)", recv);
     line("bare SQL client, get_binary_changes", median(sql));

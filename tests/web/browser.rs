@@ -222,7 +222,9 @@ impl Browser {
     /// Clicks the element `css` selects. The page redraws every second, so an element found
     /// just before a redraw may be gone ("stale") when clicked: then it is found again.
     pub(crate) async fn click(&self, css: &str) {
-        for _ in 0..20 {
+        // Up to 10 s: on a loaded 2-core CI machine a second's worth of tries was not enough.
+        let mut last = String::from("no such element");
+        for _ in 0..200 {
             let found = request(
                 self.addr,
                 "POST",
@@ -248,10 +250,11 @@ impl Browser {
                 if r.status == 200 {
                     return;
                 }
+                last = format!("{}: {}", r.status, r.json());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("cannot click {css}");
+        panic!("cannot click {css}; last answer: {last}");
     }
 
     /// Saves a PNG of the window.
