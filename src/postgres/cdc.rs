@@ -219,6 +219,8 @@ pub struct PostgresCdcSource {
     confirmed: Vec<(CheckpointId, u64)>,
     watermark: i64,
     last_change: Option<tokio::time::Instant>,
+    /// Until when a start waits for the slot to be released by an earlier connection.
+    slot_wait_until: Option<tokio::time::Instant>,
     idle: bool,
     /// The source said `End`: the next completed checkpoint ends the stream.
     ended: bool,
@@ -480,6 +482,7 @@ impl PostgresCdcSource {
             last_change: None,
             idle: false,
             ended: false,
+            slot_wait_until: None,
         }
     }
 
@@ -493,7 +496,11 @@ impl PostgresCdcSource {
                 c.slot
             ))
         };
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Kept in `self`: this future is dropped at every barrier, and the 30 s must not
+        // start again each time.
+        let give_up = *self
+            .slot_wait_until
+            .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(30));
         loop {
             let conn = replication::Connection::connect(&c.url)
                 .await
@@ -502,13 +509,17 @@ impl PostgresCdcSource {
             match conn.start(&c.slot, &c.publication, 16).await {
                 Ok(stream) => {
                     self.stream = Some(stream);
+                    self.slot_wait_until = None;
                     return Ok(());
                 }
                 Err(e) if e.contains(" 55006:") && tokio::time::Instant::now() < give_up => {
                     tracing::debug!(slot = %c.slot, "the slot is still active, waiting: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(fail(e)),
+                Err(e) => {
+                    self.slot_wait_until = None;
+                    return Err(fail(e));
+                }
             }
         }
     }
