@@ -39,6 +39,18 @@
 //!   newest checkpoint before restoring. A failure restarts the job from the latest
 //!   checkpoint (exponential backoff, as Flink).
 //!
+//! Kafka (cargo feature `kafka`, `docs/connectors.md`):
+//!
+//! * `--input kafka://HOST:PORT/TOPIC`: the records' values are the lines; the source runs at
+//!   `--parallelism` with the watermark strategy **per partition** (`--idleness MS` releases
+//!   a silent partition), `--group G` commits offsets to a consumer group when checkpoints
+//!   complete, `--kafka-bounded` stops at the partitions' end offsets taken when the job
+//!   first started (kept in the checkpoint, as Flink's `setBounded(latest())`), and
+//!   `--kafka-malformed fail|skip` chooses what a malformed value does (default fail, naming
+//!   topic, partition and offset);
+//! * `--output kafka://HOST:PORT/TOPIC`: the output lines become the values of TOPIC and the
+//!   late records those of `TOPIC.late`, at least once.
+//!
 //! Input lines are `key,timestamp_ms,value` (integer timestamp and value, possibly negative);
 //! empty lines are skipped, a malformed line stops the job naming its line number. One source
 //! subtask reads the file and assigns timestamps with bounded out-of-orderness `--ooo`; the
@@ -77,13 +89,16 @@ const USAGE: &str = "usage: window_agg --input CSV --output OUT [--late-output L
     [--wm-interval MS] [--mode streaming|batch] [--checkpoint-dir DIR] \
     [--checkpoint-interval MS] [--checkpoint-mode exactly-once|at-least-once] [--unaligned] \
     [--alignment-timeout MS] [--restore latest|latest-or-fresh|ID|PATH] [--source-rate N] [--operator-delay-us N] \
-    [--metrics-file PATH] [--fault SPEC]";
+    [--metrics-file PATH] [--fault SPEC] [--group G] [--kafka-bounded] [--idleness MS] \
+    [--kafka-malformed fail|skip]";
 
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["unaligned"];
+const SWITCHES: &[&str] = &["unaligned", "kafka-bounded"];
 
 struct Args {
     input: PathBuf,
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    kafka: KafkaArgs,
     output: PathBuf,
     late_output: PathBuf,
     window: String,
@@ -103,6 +118,15 @@ struct Args {
     metrics_file: Option<PathBuf>,
     faults: Option<FaultPlan>,
     corrupt_latest: bool,
+}
+
+/// The Kafka source's flags.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+struct KafkaArgs {
+    group: Option<String>,
+    bounded: bool,
+    idleness: Option<Duration>,
+    skip_malformed: bool,
 }
 
 /// The checkpointing flags.
@@ -291,11 +315,26 @@ fn parse_args() -> Result<Args, String> {
             );
         }
     }
+    let kafka = KafkaArgs {
+        group: take("group"),
+        bounded: take("kafka-bounded").is_some(),
+        idleness: millis("idleness", num("idleness", take("idleness"))?)?,
+        skip_malformed: match take("kafka-malformed").as_deref() {
+            None | Some("fail") => false,
+            Some("skip") => true,
+            Some(other) => {
+                return Err(format!(
+                    "--kafka-malformed must be fail|skip, got '{other}'"
+                ));
+            }
+        },
+    };
     if let Some(unknown) = flags.keys().next() {
         return Err(format!("unknown flag --{unknown}\n{USAGE}"));
     }
     Ok(Args {
         input,
+        kafka,
         output,
         late_output,
         window,
@@ -615,16 +654,6 @@ fn run(args: Args) -> Result<(), UserError> {
     if let Some(path) = &args.metrics_file {
         env.set_job_listener(metrics_listener(path, args.ck.restore.is_some())?);
     }
-    let mut options = TextFileOptions::default();
-    if let Some(rate) = args.source_rate {
-        options = options.rate_limit(rate);
-    }
-    let lines = env
-        .read_text_file_with(&args.input, options)
-        .set_parallelism(1);
-    let events = csv::parse_lines(lines, args.input.display().to_string(), csv::parse_line)
-        .name("parse")
-        .set_parallelism(1);
     let ooo = args.ooo;
     let strategy = if args.punctuated {
         WatermarkStrategy::for_generator(move || Punctuated {
@@ -637,11 +666,25 @@ fn run(args: Args) -> Result<(), UserError> {
         WatermarkStrategy::for_bounded_out_of_orderness_ms(ooo)
     }
     .with_timestamp_assigner(|e: &Event, _| e.1);
-    let stamped = events
-        .assign_timestamps_and_watermarks(strategy)
-        .name("timestamps+watermarks")
-        .uid("timestamps")
-        .set_parallelism(1);
+    let stamped = match kafka_url(&args.input) {
+        Some(url) => kafka_events(&env, &args, &url, strategy)?,
+        None => {
+            let mut options = TextFileOptions::default();
+            if let Some(rate) = args.source_rate {
+                options = options.rate_limit(rate);
+            }
+            let lines = env
+                .read_text_file_with(&args.input, options)
+                .set_parallelism(1);
+            csv::parse_lines(lines, args.input.display().to_string(), csv::parse_line)
+                .name("parse")
+                .set_parallelism(1)
+                .assign_timestamps_and_watermarks(strategy)
+                .name("timestamps+watermarks")
+                .uid("timestamps")
+                .set_parallelism(1)
+        }
+    };
     let keyed = stamped.key_by_ref(|e: &Event| &e.0);
     let late_tag: OutputTag<Event> = OutputTag::new("late");
     let need =
@@ -688,6 +731,11 @@ fn run(args: Args) -> Result<(), UserError> {
     .uid("window");
     if let Some(url) = postgres_output(&args.output) {
         to_postgres(&env, &url, &result, &late_tag)?;
+        web::get().keep_serving_blocking();
+        return Ok(());
+    }
+    if let Some(url) = kafka_url(&args.output) {
+        to_kafka(&env, &url, &result, &late_tag)?;
         web::get().keep_serving_blocking();
         return Ok(());
     }
@@ -823,6 +871,121 @@ fn to_postgres(
 ) -> Result<(), UserError> {
     split_table(url)?;
     Err("--output postgresql://... needs the cargo feature `postgres`: cargo run --features postgres --example window_agg -- ...".into())
+}
+
+/// `kafka://HOST:PORT/TOPIC` as `(HOST:PORT, TOPIC)`.
+fn kafka_url(path: &Path) -> Option<String> {
+    let s = path.to_str()?;
+    s.starts_with("kafka://").then(|| s.to_string())
+}
+
+/// Splits `kafka://HOST:PORT[,HOST:PORT…]/TOPIC`.
+fn split_kafka_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("kafka://").unwrap_or(url);
+    match rest.split_once('/') {
+        Some((brokers, topic)) if !brokers.is_empty() && !topic.is_empty() => {
+            Ok((brokers.to_string(), topic.to_string()))
+        }
+        _ => Err(format!("{url}: expected kafka://HOST:PORT/TOPIC")),
+    }
+}
+
+/// `--input kafka://...`: the events of a topic, watermarks per partition.
+#[cfg(feature = "kafka")]
+fn kafka_events(
+    env: &StreamExecutionEnvironment,
+    args: &Args,
+    url: &str,
+    mut strategy: WatermarkStrategy<Event>,
+) -> Result<DataStream<Event>, UserError> {
+    use actorflow::kafka::{KafkaRecord, KafkaSource, OffsetsInitializer, OnMalformed};
+    let (brokers, topic) = split_kafka_url(url)?;
+    if let Some(idle) = args.kafka.idleness {
+        strategy = strategy.with_idleness(idle);
+    }
+    let mut builder = KafkaSource::<Event>::builder()
+        .bootstrap_servers(&brokers)
+        .topics(&[&topic])
+        .deserializer(|r: &KafkaRecord<'_>| {
+            let v = r.value.ok_or("the record has no value")?;
+            let line = std::str::from_utf8(v).map_err(|e| format!("not UTF-8: {e}"))?;
+            csv::parse_line(line.trim_end_matches(['\n', '\r']))
+                .map_err(|why| format!("{why}: {line:?}"))
+        })
+        .watermark_strategy(strategy)
+        .on_malformed(if args.kafka.skip_malformed {
+            OnMalformed::Skip
+        } else {
+            OnMalformed::Fail
+        });
+    if let Some(g) = &args.kafka.group {
+        builder = builder.group_id(g);
+    }
+    if args.kafka.bounded {
+        builder = builder.bounded(OffsetsInitializer::Latest);
+    }
+    let source = builder.build().map_err(|e| e.to_string())?;
+    Ok(env
+        .add_source("kafka-source", source)
+        .uid("kafka-source")
+        .set_parallelism(args.parallelism))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_events(
+    _env: &StreamExecutionEnvironment,
+    _args: &Args,
+    url: &str,
+    _strategy: WatermarkStrategy<Event>,
+) -> Result<DataStream<Event>, UserError> {
+    split_kafka_url(url)?;
+    Err("--input kafka://... needs the cargo feature `kafka`: cargo run --features kafka --example window_agg -- ...".into())
+}
+
+/// `--output kafka://HOST:PORT/TOPIC`: rows into TOPIC, late records into `TOPIC.late`, at
+/// least once.
+#[cfg(feature = "kafka")]
+fn to_kafka(
+    env: &StreamExecutionEnvironment,
+    url: &str,
+    result: &DataStream<Row>,
+    late_tag: &OutputTag<Event>,
+) -> Result<(), UserError> {
+    use actorflow::kafka::{KafkaSink, ValueString};
+    let (brokers, topic) = split_kafka_url(url)?;
+    let sink = |topic: &str| {
+        KafkaSink::<String>::builder()
+            .bootstrap_servers(&brokers)
+            .topic(topic)
+            .serializer(ValueString)
+            .build()
+            .map_err(|e| UserError::from(e.to_string()))
+    };
+    let (rows, late) = (sink(&topic)?, sink(&format!("{topic}.late"))?);
+    result
+        .map(|(k, s, e, sum, count): Row| format!("{k},{s},{e},{sum},{count}"))
+        .name("format-rows")
+        .add_sink("rows-kafka-sink", move |_: &TaskInfo| Ok(rows.clone()))
+        .uid("rows-sink");
+    result
+        .get_side_output(late_tag)
+        .map(|(k, t, v): Event| format!("{k},{t},{v}"))
+        .name("format-late")
+        .add_sink("late-kafka-sink", move |_: &TaskInfo| Ok(late.clone()))
+        .uid("late-sink");
+    env.execute_blocking("window_agg")?;
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+fn to_kafka(
+    _env: &StreamExecutionEnvironment,
+    url: &str,
+    _result: &DataStream<Row>,
+    _late_tag: &OutputTag<Event>,
+) -> Result<(), UserError> {
+    split_kafka_url(url)?;
+    Err("--output kafka://... needs the cargo feature `kafka`: cargo run --features kafka --example window_agg -- ...".into())
 }
 
 fn main() -> ExitCode {

@@ -66,6 +66,9 @@
 //! * `postgres` (cargo feature `postgres`) — `PostgresSink`: exactly-once rows into PostgreSQL
 //!   by two-phase commit, or idempotent upserts; `PostgresCdcSource`: a table's changes from
 //!   a logical replication slot, exactly once (`docs/connectors.md`).
+//! * `kafka` (cargo feature `kafka`) — `KafkaSource`: partitions as splits, exactly-once
+//!   offsets in the checkpoint, per-partition watermarks and idleness, partition discovery,
+//!   bounded mode; `KafkaSink`: at least once (`docs/connectors.md`).
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
 //!   examples in these docs.
 //!
@@ -84,6 +87,8 @@ pub mod connected;
 pub mod datastream;
 pub mod env;
 pub mod joins;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod keyed;
 pub mod multi_input;
 #[cfg(feature = "postgres")]

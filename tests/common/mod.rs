@@ -99,6 +99,7 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
     // (another feature set would rebuild the crate and replace the example's binary).
     let features: Vec<&str> = [
         ("bench-system-alloc", cfg!(feature = "bench-system-alloc")),
+        ("kafka", cfg!(feature = "kafka")),
         ("postgres", cfg!(feature = "postgres")),
         ("web", cfg!(feature = "web")),
     ]

@@ -604,9 +604,13 @@ where
 /// Counters that operators of one subtask update (Flink's operator metrics), shared by the
 /// operators of its chain and read into
 /// [`SubtaskMetricsSnapshot`](crate::runtime::metrics::SubtaskMetricsSnapshot).
+///
+/// Gauges are named values a source or operator publishes now and then (not per record):
+/// readers sample them with the other metrics.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorCounters {
     late_records_dropped: Arc<AtomicU64>,
+    gauges: Arc<std::sync::Mutex<std::collections::BTreeMap<String, i64>>>,
 }
 
 impl OperatorCounters {
@@ -618,5 +622,39 @@ impl OperatorCounters {
     /// Records dropped as late so far.
     pub fn late_records_dropped(&self) -> u64 {
         self.late_records_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sets the gauge `name` (Flink's metric identifiers, for example
+    /// `KafkaSourceReader.topic.t.partition.0.currentOffset`). Call it now and then, not per
+    /// record.
+    pub fn set_gauge(&self, name: &str, value: i64) {
+        let mut g = self
+            .gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match g.get_mut(name) {
+            Some(v) => *v = value,
+            None => {
+                g.insert(name.to_string(), value);
+            }
+        }
+    }
+
+    /// Removes the gauge `name` (a partition no longer read).
+    pub fn remove_gauge(&self, name: &str) {
+        self.gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+    }
+
+    /// Every gauge, sorted by name.
+    pub fn gauges(&self) -> Vec<(String, i64)> {
+        self.gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 }

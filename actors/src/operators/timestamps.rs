@@ -10,38 +10,12 @@ use crate::dataplane::message::WatermarkStatus;
 use crate::error::UserError;
 use crate::operators::operator::{Operator, TaskInfo};
 use crate::time::watermark::{
-    WatermarkAction, WatermarkEmission, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
+    IdlenessTimer, WatermarkAction, WatermarkEmission, WatermarkGenerator, WatermarkOutput,
+    WatermarkStrategy,
 };
 use crate::types::RuntimeMode;
 use crate::types::{Timestamp, Watermark};
 use std::time::Duration;
-
-/// Flink's `IdlenessTimer`: idle once two periodic checks saw no record and the timeout
-/// passed since the first of them.
-#[derive(Debug)]
-struct Idleness {
-    timeout: i64,
-    counter: u64,
-    last_counter: u64,
-    inactive_since: Option<Timestamp>,
-}
-
-impl Idleness {
-    fn check_if_idle(&mut self, now: Timestamp) -> bool {
-        if self.counter != self.last_counter {
-            self.last_counter = self.counter;
-            self.inactive_since = None;
-            return false;
-        }
-        match self.inactive_since {
-            None => {
-                self.inactive_since = Some(now);
-                false
-            }
-            Some(since) => now.0.saturating_sub(since.0) > self.timeout,
-        }
-    }
-}
 
 /// Applies a [`WatermarkStrategy`] to a stream.
 pub struct TimestampsAndWatermarksOperator<T> {
@@ -49,7 +23,7 @@ pub struct TimestampsAndWatermarksOperator<T> {
     generator: Option<Box<dyn WatermarkGenerator<T>>>,
     interval: Option<i64>,
     next_periodic: Option<Timestamp>,
-    idleness: Option<Idleness>,
+    idleness: Option<IdlenessTimer>,
     current: Watermark,
     idle: bool,
     punctuated: bool,
@@ -155,12 +129,7 @@ impl<T: Data> Operator for TimestampsAndWatermarksOperator<T> {
             WatermarkEmission::PeriodicEvery(d) => ms(d),
             _ => ms(info.auto_watermark_interval),
         };
-        self.idleness = self.strategy.idleness().map(|d| Idleness {
-            timeout: ms(d),
-            counter: 0,
-            last_counter: 0,
-            inactive_since: None,
-        });
+        self.idleness = self.strategy.idleness().map(|d| IdlenessTimer::new(ms(d)));
         // Periodic emission, or the idleness check, runs on a processing-time timer; an
         // interval of 0 disables periodic emission, as in Flink.
         if interval > 0 && (!self.punctuated || self.idleness.is_some()) {
@@ -182,7 +151,7 @@ impl<T: Data> Operator for TimestampsAndWatermarksOperator<T> {
             return Ok(());
         };
         if let Some(i) = self.idleness.as_mut() {
-            i.counter = i.counter.wrapping_add(batch.len() as u64);
+            i.activity(batch.len() as u64);
         }
         out.reserve(batch.len());
         for (v, ts) in batch.into_iter_timestamped() {

@@ -295,6 +295,7 @@ impl SubtaskMetrics {
             input_watermark: set(self.input_watermark.load(Ordering::Relaxed)),
             output_watermark: set(self.output_watermark.load(Ordering::Relaxed)),
             late_records_dropped: self.counters.late_records_dropped(),
+            gauges: self.counters.gauges(),
             keyed_state_keys: match self.keys.load(Ordering::Relaxed) {
                 u64::MAX => None,
                 k => Some(k),
@@ -359,6 +360,10 @@ pub struct SubtaskMetricsSnapshot {
     /// Records dropped as too late by window operators in this subtask (records sent to a
     /// late side output are not counted).
     pub late_records_dropped: u64,
+    /// Gauges the subtask's operators and source publish, by name (a Kafka source's offsets
+    /// and lag per partition, for example), sorted by name.
+    #[serde(default)]
+    pub gauges: Vec<(String, i64)>,
     /// Keys that hold keyed state in the subtask's operators (windows, keyed process, rolling
     /// reduce), as of the last input batch; `None` if none keeps keyed state.
     pub keyed_state_keys: Option<u64>,

@@ -113,6 +113,50 @@ impl<T> WatermarkGenerator<T> for NoWatermarks {
     fn on_periodic_emit(&mut self, _: &mut WatermarkOutput) {}
 }
 
+/// Flink's `IdlenessTimer`: idle once two periodic checks saw no record and the timeout
+/// passed since the first of them.
+#[derive(Debug)]
+pub(crate) struct IdlenessTimer {
+    timeout: i64,
+    counter: u64,
+    last_counter: u64,
+    inactive_since: Option<Timestamp>,
+}
+
+impl IdlenessTimer {
+    /// A timer that declares idleness after `timeout` ms without records.
+    pub(crate) fn new(timeout: i64) -> Self {
+        IdlenessTimer {
+            timeout,
+            counter: 0,
+            last_counter: 0,
+            inactive_since: None,
+        }
+    }
+
+    /// Counts `n` records seen.
+    #[inline]
+    pub(crate) fn activity(&mut self, n: u64) {
+        self.counter = self.counter.wrapping_add(n);
+    }
+
+    /// Called at each periodic emission: true once the input counts as idle.
+    pub(crate) fn check_if_idle(&mut self, now: Timestamp) -> bool {
+        if self.counter != self.last_counter {
+            self.last_counter = self.counter;
+            self.inactive_since = None;
+            return false;
+        }
+        match self.inactive_since {
+            None => {
+                self.inactive_since = Some(now);
+                false
+            }
+            Some(since) => now.0.saturating_sub(since.0) > self.timeout,
+        }
+    }
+}
+
 /// When the generator is asked for a watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatermarkEmission {
