@@ -55,6 +55,17 @@ pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
+/// Drops a librdkafka client on a thread of its own: closing one can block for seconds
+/// (longer with unreachable brokers), which must never stall a runtime worker.
+pub(crate) fn close_in_background<C: Send + 'static>(what: &'static str, client: C) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("kafka-{what}-close"))
+        .spawn(move || drop(client));
+    if let Err(e) = spawned {
+        tracing::warn!("Kafka: cannot start a thread to close the {what}: {e}");
+    }
+}
+
 /// Is this a transient error librdkafka retries by itself (a broker down or moving)?
 pub(crate) fn is_transient(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;

@@ -352,6 +352,15 @@ impl<T> std::fmt::Debug for KafkaSink<T> {
     }
 }
 
+impl<T> Drop for KafkaSink<T> {
+    /// Closing the producer may block (see `close_in_background`).
+    fn drop(&mut self) {
+        if let Some(open) = self.state.take() {
+            super::close_in_background("producer", open.producer);
+        }
+    }
+}
+
 impl<T: Data> KafkaSink<T> {
     /// A builder: key-hash partitioning, at least once.
     pub fn builder() -> KafkaSinkBuilder<T> {

@@ -587,12 +587,22 @@ struct Split {
     lag_gauge: String,
 }
 
+/// `(topic, partition, next offset)`.
+type PartitionOffset = (Arc<str>, i32, i64);
+
 /// The high watermarks librdkafka's statistics report, by partition.
 type HighOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
-/// The consumer's context: logs through tracing, keeps the statistics' high watermarks.
+/// Since when the brokers have been unreachable (set by librdkafka's error callback,
+/// cleared when its statistics show a broker up again or a record arrives), and the last
+/// error.
+type Trouble = Arc<Mutex<Option<(Instant, String)>>>;
+
+/// The consumer's context: logs through tracing, keeps the statistics' high watermarks and
+/// whether the brokers are reachable.
 struct ReaderContext {
     high: HighOffsets,
+    trouble: Trouble,
 }
 
 impl ClientContext for ReaderContext {
@@ -600,9 +610,30 @@ impl ClientContext for ReaderContext {
         forward_log(level, fac, message);
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        let mut t = self.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+        if is_transient(&error) {
+            match t.as_mut() {
+                Some((_, last)) => *last = format!("{error}: {reason}"),
+                None => {
+                    tracing::warn!(
+                        target: "librdkafka",
+                        "{error}: {reason} (librdkafka reconnects by itself)"
+                    );
+                    *t = Some((Instant::now(), format!("{error}: {reason}")));
+                }
+            }
+        } else {
+            tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        }
     }
     fn stats(&self, statistics: Statistics) {
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
         let mut high = self.high.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, topic) in statistics.topics {
             for (p, part) in topic.partitions {
@@ -645,11 +676,10 @@ pub struct KafkaSourceReader<T> {
     next_discovery: Option<Instant>,
     next_gauges: Instant,
     /// Offsets of checkpoints not yet committed to the group.
-    to_commit: Vec<(CheckpointId, Vec<(Arc<str>, i32, i64)>)>,
+    to_commit: Vec<(CheckpointId, Vec<PartitionOffset>)>,
     malformed_skipped: u64,
-    /// Since when the brokers have been failing (transient errors only).
-    trouble_since: Option<Instant>,
-    last_trouble: Option<Instant>,
+    /// Whether the brokers are reachable (see [`Trouble`]).
+    trouble: Trouble,
     ended: bool,
 }
 
@@ -659,6 +689,17 @@ impl<T> std::fmt::Debug for KafkaSourceReader<T> {
             .field("index", &self.index)
             .field("splits", &self.splits.len())
             .finish()
+    }
+}
+
+impl<T> Drop for KafkaSourceReader<T> {
+    /// librdkafka's consumer close blocks (with unreachable brokers, for up to the session
+    /// timeout): it happens on a thread of its own, never on a runtime worker, so a failed
+    /// subtask restarts at once.
+    fn drop(&mut self) {
+        if let Some(c) = self.consumer.take() {
+            super::close_in_background("consumer", c);
+        }
     }
 }
 
@@ -726,6 +767,9 @@ fn resolve_offsets(
         }
     };
     let mut out = Vec::with_capacity(parts.len());
+    if parts.is_empty() {
+        return Ok(out);
+    }
     match init {
         OffsetsInitializer::Earliest => {
             for (t, p) in parts {
@@ -801,8 +845,7 @@ impl<T: Data + Sync> KafkaSourceReader<T> {
             next_gauges: Instant::now(),
             to_commit: Vec::new(),
             malformed_skipped: 0,
-            trouble_since: None,
-            last_trouble: None,
+            trouble: Arc::default(),
             ended: false,
         }
     }
@@ -918,11 +961,21 @@ impl<T: Data + Sync> KafkaSourceReader<T> {
         Ok(())
     }
 
-    /// Takes what a finished blocking task found and (re)assigns the consumer.
+    /// Takes resolved offsets of known splits (nothing is assigned yet).
+    fn apply_resolved(
+        &mut self,
+        resolved: Resolved,
+        out: &mut Collector<T>,
+    ) -> Result<(), UserError> {
+        self.on_resolved(resolved, None, out)
+    }
+
+    /// Takes what a finished blocking task found and, unless `assign` is `None`, assigns
+    /// the consumer: `Some(true)` the new partitions of a discovery, `Some(false)` all.
     fn on_resolved(
         &mut self,
         resolved: Resolved,
-        discovery: bool,
+        assign: Option<bool>,
         out: &mut Collector<T>,
     ) -> Result<(), UserError> {
         let consumer = self.consumer()?;
@@ -950,6 +1003,9 @@ impl<T: Data + Sync> KafkaSourceReader<T> {
                 }
             }
         }
+        let Some(discovery) = assign else {
+            return Ok(());
+        };
         if discovery {
             if added.count() > 0 {
                 consumer
@@ -1070,32 +1126,29 @@ impl<T: Data + Sync> KafkaSourceReader<T> {
         }
     }
 
-    /// A transient error: tolerated while the brokers come back, fatal after the timeout.
-    fn on_trouble(&mut self, e: &KafkaError) -> Result<(), UserError> {
-        let now = Instant::now();
-        // Errors more than 10 s apart are separate incidents.
-        if self
-            .last_trouble
-            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
-        {
-            self.trouble_since = Some(now);
+    /// A transient error in the stream: tolerated while the brokers come back.
+    fn on_trouble(&mut self, e: &KafkaError) {
+        let mut t = self.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.is_none() {
             tracing::warn!(
                 subtask = self.index,
                 "Kafka source: {e} (librdkafka retries; failing after {:?})",
                 self.config.broker_timeout
             );
+            *t = Some((Instant::now(), e.to_string()));
         }
-        self.last_trouble = Some(now);
-        if let Some(since) = self.trouble_since
-            && now.duration_since(since) > self.config.broker_timeout
+    }
+
+    /// Fails once the brokers have been unreachable for longer than the broker timeout.
+    fn check_trouble(&self) -> Result<(), UserError> {
+        let t = self.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((since, last)) = t.as_ref()
+            && since.elapsed() > self.config.broker_timeout
         {
-            return Err(kerr(
-                &format!(
-                    "the brokers at {} have failed for over {:?}",
-                    self.config.bootstrap, self.config.broker_timeout
-                ),
-                e,
-            ));
+            return Err(UserError::from(format!(
+                "Kafka source: the brokers at {} have been unreachable for over {:?}: {last}",
+                self.config.bootstrap, self.config.broker_timeout
+            )));
         }
         Ok(())
     }
@@ -1195,11 +1248,6 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
         self.parallelism = info.parallelism;
         self.counters = info.counters.clone();
         self.clock = Some(info.clock.clone());
-        self.watermarks.start(
-            info.clock.now(),
-            info.auto_watermark_interval,
-            info.runtime_mode == RuntimeMode::Batch,
-        );
         let c = self.config.clone();
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &c.bootstrap)
@@ -1223,6 +1271,7 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
         let consumer: KConsumer = cfg
             .create_with_context(ReaderContext {
                 high: self.high.clone(),
+                trouble: self.trouble.clone(),
             })
             .map_err(|e| kerr("cannot create the consumer", e))?;
         let consumer = Arc::new(consumer);
@@ -1238,12 +1287,33 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
                 self.add_split(&t, p, None, None);
             }
         }
+        // A fresh start resolves where each partition starts and (bounded) stops now, before
+        // the subtask takes part in any checkpoint, so every checkpoint holds both: the stop
+        // offsets are those of the job's first start. A restore takes them from the
+        // checkpoint instead (what it lacks is resolved in `next_batch`).
+        if info.restored_from.is_none() && !self.splits.is_empty() {
+            self.start_resolving()?;
+            if let Some(h) = self.pending.take() {
+                let r = h
+                    .await
+                    .map_err(|e| kerr("offset resolution", e))?
+                    .map_err(|e| UserError::from(format!("Kafka source: {e}")))?;
+                let mut ignored = Collector::new();
+                self.apply_resolved(r, &mut ignored)?;
+            }
+        }
         tracing::info!(
             subtask = self.index,
             partitions = ?self.splits.iter().map(|s| format!("{}/{}", s.topic, s.partition)).collect::<Vec<_>>(),
             "Kafka source: assigned"
         );
         self.next_discovery = c.discovery.map(|d| Instant::now() + d);
+        // Periodic emission and idleness count from here, not from before the lookups.
+        self.watermarks.start(
+            info.clock.now(),
+            info.auto_watermark_interval,
+            info.runtime_mode == RuntimeMode::Batch,
+        );
         Ok(())
     }
 
@@ -1294,10 +1364,7 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
         // dropped call (a barrier came first) does not start it again.
         if let Some(h) = self.pending.as_mut() {
             let resolved = if self.assigned {
-                match h.now_or_never() {
-                    Some(r) => Some(r),
-                    None => None,
-                }
+                h.now_or_never()
             } else {
                 Some(h.await)
             };
@@ -1307,7 +1374,7 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
                 match r {
                     Ok(r) => {
                         let discovery = self.pending_is_discovery;
-                        self.on_resolved(r, discovery, out)?;
+                        self.on_resolved(r, Some(discovery), out)?;
                     }
                     Err(e) if self.pending_is_discovery => {
                         tracing::warn!("Kafka source: partition discovery failed: {e}");
@@ -1317,13 +1384,22 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
             }
         }
         if !self.assigned {
-            if self.pending.is_none() {
-                self.start_resolving()?;
+            let unresolved = self
+                .splits
+                .iter()
+                .any(|s| s.next.is_none() || (self.bounded() && s.stop.is_none()));
+            if !unresolved {
+                self.on_resolved(Resolved { splits: Vec::new() }, Some(false), out)?;
+            } else {
+                if self.pending.is_none() {
+                    self.start_resolving()?;
+                }
+                return Ok(SourceStatus::More);
             }
-            return Ok(SourceStatus::More);
         }
         if self.bounded() && self.all_finished() {
             self.watermarks.emit_pending(out);
+            self.next_gauges = Instant::now();
             self.publish_gauges();
             self.ended = true;
             return Ok(SourceStatus::End);
@@ -1335,6 +1411,7 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
             self.next_discovery = self.config.discovery.map(|d| Instant::now() + d);
             self.start_discovery()?;
         }
+        self.check_trouble()?;
         let now = self.now();
         self.watermarks.on_periodic(now, out);
         self.publish_gauges();
@@ -1359,10 +1436,12 @@ impl<T: Data + Sync> Source for KafkaSourceReader<T> {
         while let Some(m) = next.take() {
             match m {
                 Ok(m) => {
-                    self.trouble_since = None;
+                    if n == 0 {
+                        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    }
                     self.on_message(&m, out)?;
                 }
-                Err(e) if is_transient(&e) => self.on_trouble(&e)?,
+                Err(e) if is_transient(&e) => self.on_trouble(&e),
                 Err(KafkaError::PartitionEOF(_)) => {}
                 Err(e) => return Err(kerr("cannot read", e)),
             }

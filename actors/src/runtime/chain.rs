@@ -547,7 +547,7 @@ pub(crate) fn emit(
 
 /// If a reader of side output `tag` reads another type than the `found` one emitted, the
 /// failure naming the tag (one tag id used with two `OutputTag` types).
-fn side_type_mismatch(
+pub(crate) fn side_type_mismatch(
     outputs: &[Route],
     tag: &Arc<str>,
     found: &'static str,
@@ -566,7 +566,7 @@ fn side_type_mismatch(
 }
 
 /// Hands `batch` to every output reading side output `tag`; dropped if nobody reads it.
-fn emit_side(
+pub(crate) fn emit_side(
     outputs: &mut [Route],
     tag: &Arc<str>,
     batch: DataBatch,

@@ -19,8 +19,9 @@ use crate::operators::operator::TaskInfo;
 use crate::operators::source::{ErasedSource, SourceStatus};
 use crate::runtime::chain::{
     CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, close_chain, decode_input, emit,
-    fire_processing_time, guard, guard_async, has_more, is_blocked, key_count,
-    next_processing_time, notify_chain, restore_chain, resume, settle, signal_outputs,
+    emit_side, fire_processing_time, guard, guard_async, has_more, is_blocked, key_count,
+    next_processing_time, notify_chain, restore_chain, resume, settle, side_type_mismatch,
+    signal_outputs,
 };
 use crate::runtime::control::CoordinatorMsg;
 use crate::runtime::metrics::{Phase, SubtaskMetrics, SubtaskStatus};
@@ -941,10 +942,16 @@ impl Subtask {
                     Emission::Status(st) => {
                         signal_outputs(&mut self.root, Signal::Status(st), &mut self.tails)?;
                     }
-                    Emission::Side(tag, _) => {
-                        return Err(self.internal(format!(
-                            "a source emitted to side output {tag:?}; sources have none"
-                        )));
+                    // A source's side output (records it could not read, for example).
+                    Emission::Side(tag, batch) => {
+                        if let Some(cause) = side_type_mismatch(&self.root, &tag, batch.type_name())
+                        {
+                            return Err(Stop::Failed(Fault {
+                                operator: head.label.clone(),
+                                cause,
+                            }));
+                        }
+                        emit_side(&mut self.root, &tag, batch, &mut self.tails)?;
                     }
                 }
                 self.settle_work().await?;
