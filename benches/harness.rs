@@ -10,6 +10,7 @@
 //! cargo bench --bench harness --features web -- web-overhead   # REST server + polling client
 //! cargo bench --bench harness --features postgres -- postgres   # needs ACTORFLOW_POSTGRES_URL
 //! cargo bench --bench harness --features postgres -- postgres-cdc   # the CDC part only
+//! cargo bench --bench harness --features kafka -- kafka   # needs ACTORFLOW_KAFKA_BROKERS
 //! ```
 //!
 //! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
@@ -1649,6 +1650,294 @@ fn postgres_cdc(rt: &tokio::runtime::Runtime) {
     line("PostgresCdcSource, exactly once", median(ours));
 }
 
+// ----- Kafka ---------------------------------------------------------------------------------
+
+#[cfg(feature = "kafka")]
+const KAFKA_RECORDS: u64 = 500_000;
+#[cfg(feature = "kafka")]
+const KAFKA_PARTITIONS: i32 = 4;
+
+/// The value of record `i`: about 100 bytes, as Nexmark's bids.
+#[cfg(feature = "kafka")]
+fn kafka_value(i: u64) -> String {
+    format!(
+        "{i:012},auction-{:06},bidder-{:06},{:09},channel-{:04},https://www.nexmark.com/item.htm",
+        i % 997,
+        i % 10_007,
+        i * 31 % 1_000_000_000,
+        i % 5_000
+    )
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_topic(rt: &tokio::runtime::Runtime, brokers: &str, name: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for r in rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(
+                name,
+                KAFKA_PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        ))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// The baseline producer: a bare librdkafka `BaseProducer` loop, key = the record number
+/// (murmur2 partitioning, as the sink's default), flushed at the end.
+#[cfg(feature = "kafka")]
+fn kafka_bare_produce(brokers: &str, topic: &str) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for i in 0..KAFKA_RECORDS {
+        let key = i.to_string();
+        let value = kafka_value(i);
+        let mut rec = BaseRecord::to(topic).key(&key).payload(&value);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    p.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(300)).unwrap();
+}
+
+/// `from_sequence -> map to the value -> KafkaSink` (at least once, a checkpoint every second).
+#[cfg(feature = "kafka")]
+fn kafka_sink_job(rt: &tokio::runtime::Runtime, brokers: &str, topic: &str) {
+    use actorflow::kafka::{KafkaSink, RecordBuilder};
+    let sink = KafkaSink::<(u64, String)>::builder()
+        .bootstrap_servers(brokers)
+        .topic(topic)
+        .serializer(|r: &(u64, String), out: &mut RecordBuilder| {
+            use std::io::Write;
+            let _ = write!(out.value_buf(), "{}", r.1);
+            let mut key = [0u8; 20];
+            let mut cursor = std::io::Cursor::new(&mut key[..]);
+            let _ = write!(cursor, "{}", r.0);
+            let n = cursor.position() as usize;
+            out.key(&key[..n]);
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(1)
+        .enable_checkpointing(Duration::from_secs(1))
+        .set_checkpoint_storage(Arc::new(actorflow::snapshot::MemoryStore::new()));
+    env.from_sequence(0, KAFKA_RECORDS - 1)
+        .map(|i: u64| (i, kafka_value(i)))
+        .add_sink("kafka", move |_: &TaskInfo| Ok(sink.clone()));
+    rt.block_on(env.execute("kafka sink")).unwrap();
+}
+
+/// The baseline consumer: a bare librdkafka `BaseConsumer` loop over every partition from
+/// the start, copying each value into a `String` (what the source's deserializer does).
+#[cfg(feature = "kafka")]
+fn kafka_bare_consume(brokers: &str, topic: &str) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("queued.max.messages.kbytes", "16384")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..KAFKA_PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut n = 0u64;
+    while n < KAFKA_RECORDS {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let v = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
+            black_box(v);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `KafkaSource` (p = 1, bounded at the known end of each partition) -> map -> discard.
+#[cfg(feature = "kafka")]
+fn kafka_source_job(
+    rt: &tokio::runtime::Runtime,
+    brokers: &str,
+    topic: &str,
+    ends: &[(String, i32, i64)],
+    parallelism: u32,
+) {
+    use actorflow::kafka::{KafkaSource, OffsetReset, OffsetsInitializer, ValueString};
+    // Explicit end offsets: Tansu's in-memory engine misreports "latest" (scripts/kafka.sh).
+    let source = KafkaSource::<String>::builder()
+        .bootstrap_servers(brokers)
+        .topics(&[topic])
+        .deserializer(ValueString)
+        .bounded(OffsetsInitializer::Explicit {
+            offsets: ends.to_vec(),
+            reset: OffsetReset::None,
+        })
+        .build()
+        .unwrap();
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    env.add_source("kafka", source)
+        .map(|v: String| v.len())
+        .discard();
+    let result = rt.block_on(env.execute("kafka source")).unwrap();
+    let read: u64 = result
+        .metrics
+        .subtasks
+        .iter()
+        .filter(|s| s.vertex.contains("kafka"))
+        .map(|s| s.records_out)
+        .sum();
+    assert!(read == 0 || read == KAFKA_RECORDS, "read {read}");
+}
+
+/// Records per second into and out of Kafka: `KafkaSink` beside a bare producer loop, and
+/// `KafkaSource` beside a bare consumer loop, same broker, same session (median of 3, a
+/// fresh topic for every produce run).
+#[cfg(feature = "kafka")]
+fn kafka(rt: &tokio::runtime::Runtime) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Ok(brokers) = std::env::var("ACTORFLOW_KAFKA_BROKERS") else {
+        println!("kafka: set ACTORFLOW_KAFKA_BROKERS (eval \"$(scripts/kafka.sh start)\")");
+        return;
+    };
+    let run_id = std::process::id();
+    let mut n = 0;
+    let mut fresh = || {
+        n += 1;
+        let t = format!("bench-{run_id}-{n}");
+        kafka_topic(rt, &brokers, &t);
+        t
+    };
+    let mut bare_p = Vec::new();
+    let mut ours_p = Vec::new();
+    for _ in 0..3 {
+        let t = fresh();
+        let s = Instant::now();
+        kafka_bare_produce(&brokers, &t);
+        bare_p.push(s.elapsed());
+        let t = fresh();
+        let s = Instant::now();
+        kafka_sink_job(rt, &brokers, &t);
+        ours_p.push(s.elapsed());
+    }
+    // One topic to read, written by the bare producer; its per-partition counts from a
+    // consumer's point of view (the broker's low/high offsets of each partition).
+    let topic = fresh();
+    kafka_bare_produce(&brokers, &topic);
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "bench-ends")
+        .create()
+        .unwrap();
+    // Count per partition by reading once (the memory engine's "latest" is wrong).
+    let mut ends: Vec<(String, i32, i64)> = (0..KAFKA_PARTITIONS)
+        .map(|p| (topic.clone(), p, 0))
+        .collect();
+    {
+        use rdkafka::message::Message;
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..KAFKA_PARTITIONS {
+            tpl.add_partition_offset(&topic, p, Offset::Offset(0))
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut seen = 0;
+        while seen < KAFKA_RECORDS {
+            if let Some(m) = c.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                let e = &mut ends[m.partition() as usize];
+                e.2 = e.2.max(m.offset() + 1);
+                seen += 1;
+            }
+        }
+    }
+    let mut bare_c = Vec::new();
+    let mut ours_c1 = Vec::new();
+    let mut ours_c2 = Vec::new();
+    for _ in 0..3 {
+        let s = Instant::now();
+        assert_eq!(kafka_bare_consume(&brokers, &topic), KAFKA_RECORDS);
+        bare_c.push(s.elapsed());
+        let s = Instant::now();
+        kafka_source_job(rt, &brokers, &topic, &ends, 1);
+        ours_c1.push(s.elapsed());
+        let s = Instant::now();
+        kafka_source_job(rt, &brokers, &topic, &ends, 2);
+        ours_c2.push(s.elapsed());
+    }
+    let (bp, bc) = (median(bare_p), median(bare_c));
+    let n = KAFKA_RECORDS as f64;
+    rate_line(
+        "bare BaseProducer loop (baseline)",
+        n,
+        "records",
+        bp,
+        bp,
+        "bare producer",
+    );
+    rate_line(
+        "KafkaSink p=1, at least once",
+        n,
+        "records",
+        median(ours_p),
+        bp,
+        "bare producer",
+    );
+    rate_line(
+        "bare BaseConsumer loop (baseline)",
+        n,
+        "records",
+        bc,
+        bc,
+        "bare consumer",
+    );
+    rate_line(
+        "KafkaSource p=1 -> map -> discard",
+        n,
+        "records",
+        median(ours_c1),
+        bc,
+        "bare consumer",
+    );
+    rate_line(
+        "KafkaSource p=2 -> map -> discard",
+        n,
+        "records",
+        median(ours_c2),
+        bc,
+        "bare consumer",
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
@@ -1705,6 +1994,10 @@ fn main() {
     #[cfg(feature = "postgres")]
     if wanted("postgres-cdc") {
         postgres_cdc(&rt);
+    }
+    #[cfg(feature = "kafka")]
+    if wanted("kafka") {
+        kafka(&rt);
     }
     #[cfg(feature = "web")]
     if wanted("web-overhead") {

@@ -6,6 +6,7 @@
 #   scripts/kafka.sh install            # only build (or find) the broker binary
 #   scripts/kafka.sh bin                # the binary's path
 #   scripts/kafka.sh stop
+#   ACTORFLOW_KAFKA_STORAGE=memory scripts/kafka.sh start   # the in-memory engine (benchmarks)
 #
 # `start` runs the broker on a free loopback port with the SQLite storage engine, in
 # target/kafka. (Tansu 0.6.0's in-memory engine answers a ListOffsets "latest" with the base
@@ -75,12 +76,19 @@ start)
     rm -rf "$ROOT"
     mkdir -p "$ROOT"
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    case "${ACTORFLOW_KAFKA_STORAGE:-sqlite}" in
+    sqlite) STORAGE="sqlite://broker.db" ;; # relative to the broker's working directory
+    memory) STORAGE="memory://tansu/" ;;
+    *)
+        echo "scripts/kafka.sh: ACTORFLOW_KAFKA_STORAGE is sqlite or memory" >&2
+        exit 2
+        ;;
+    esac
     # setsid: the broker outlives this script, in its own session (so `stop` can end it).
-    # The SQLite path is relative to the broker's working directory.
     (cd "$ROOT" && exec setsid "$BIN" broker \
         --listener-url "tcp://127.0.0.1:$PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-        --storage-engine "sqlite://broker.db" \
+        --storage-engine "$STORAGE" \
         >"$ROOT/broker.log" 2>&1 </dev/null) &
     PID=$!
     echo "$PID" >"$ROOT/pid"

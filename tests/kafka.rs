@@ -931,3 +931,20 @@ async fn the_job_fails_over_and_resumes_when_the_broker_restarts() {
     );
     drop(broker);
 }
+
+/// The `kafka_idle` example shows the stall and its fix (it exits with 1 otherwise).
+#[test]
+fn the_kafka_idle_example_shows_the_stall_and_the_fix() {
+    let Some(b) = brokers() else { return };
+    let out = std::process::Command::new(common::example_binary("kafka_idle"))
+        .args(["--brokers", &b, "--seconds", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("windows fired: 0"), "{text}");
+}

@@ -305,6 +305,11 @@ pub(crate) fn subtask(
         "currentOutputWatermark": s.output_watermark.unwrap_or(NO_WATERMARK),
         "numLateRecordsDropped": s.late_records_dropped,
         "keyed-state-keys": s.keyed_state_keys,
+        "gauges": s
+            .gauges
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(*v)))
+            .collect::<serde_json::Map<String, Value>>(),
     })
 }
 

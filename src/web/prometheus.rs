@@ -22,6 +22,15 @@ struct SubtaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GaugeLabels {
+    job: String,
+    job_id: String,
+    vertex: String,
+    subtask: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     job: String,
     job_id: String,
@@ -43,6 +52,7 @@ struct Families {
     output_watermark: Family<SubtaskLabels, Gauge>,
     late: Family<SubtaskLabels, Counter>,
     keys: Family<SubtaskLabels, Gauge>,
+    gauges: Family<GaugeLabels, Gauge>,
     uptime: Family<JobLabels, Gauge>,
     restarts: Family<JobLabels, Counter>,
     running: Family<JobLabels, Gauge>,
@@ -68,6 +78,7 @@ fn registry() -> (Registry, Families) {
         output_watermark: Family::default(),
         late: Family::default(),
         keys: Family::default(),
+        gauges: Family::default(),
         uptime: Family::default(),
         restarts: Family::default(),
         running: Family::default(),
@@ -138,6 +149,11 @@ fn registry() -> (Registry, Families) {
         "keyed_state_keys",
         "Keys holding keyed state in the subtask's windows, keyed process functions and rolling reduces, as of its last input batch; absent without keyed state",
         f.keys.clone(),
+    );
+    r.register(
+        "operator_gauge",
+        "A gauge a source or operator publishes, by Flink's metric name in the label `name` (a Kafka source's KafkaSourceReader.topic.T.partition.P.currentOffset, .committedOffset and .lag, pendingRecords)",
+        f.gauges.clone(),
     );
     r.register(
         "job_uptime_ms",
@@ -238,6 +254,16 @@ pub(crate) fn render(state: &WebState) -> Result<String, std::fmt::Error> {
                 }
                 if let Some(w) = s.output_watermark {
                     f.output_watermark.get_or_create(&l).set(w);
+                }
+                for (name, value) in &s.gauges {
+                    let g = GaugeLabels {
+                        job: l.job.clone(),
+                        job_id: l.job_id.clone(),
+                        vertex: l.vertex.clone(),
+                        subtask: l.subtask.clone(),
+                        name: name.clone(),
+                    };
+                    f.gauges.get_or_create(&g).set(*value);
                 }
             }
         }

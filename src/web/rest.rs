@@ -63,6 +63,14 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             "/jobs/{jid}/vertices/{vid}/watermarks/explain",
             web::get().to(explain),
         )
+        .route(
+            "/jobs/{jid}/vertices/{vid}/metrics",
+            web::get().to(vertex_metrics),
+        )
+        .route(
+            "/jobs/{jid}/vertices/{vid}/subtasks/{index}/metrics",
+            web::get().to(subtask_metrics),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -576,6 +584,103 @@ async fn watermarks(state: State, path: web::Path<(String, String)>) -> HttpResp
         }));
     }
     ok(Value::Array(out))
+}
+
+/// Flink's `?get=a,b` parameter of the metrics endpoints.
+#[derive(serde::Deserialize)]
+struct MetricsQuery {
+    get: Option<String>,
+}
+
+/// One subtask's metrics by Flink's names: the counters and watermarks, then every gauge
+/// its source and operators publish (a Kafka source's offsets and lag per partition).
+fn subtask_metric_values(s: &actorflow_runtime::SubtaskMetricsSnapshot) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("numRecordsIn".to_string(), s.records_in.to_string()),
+        ("numRecordsOut".to_string(), s.records_out.to_string()),
+        (
+            "currentInputWatermark".to_string(),
+            s.input_watermark.unwrap_or(NO_WATERMARK).to_string(),
+        ),
+        (
+            "currentOutputWatermark".to_string(),
+            s.output_watermark.unwrap_or(NO_WATERMARK).to_string(),
+        ),
+        (
+            "numLateRecordsDropped".to_string(),
+            s.late_records_dropped.to_string(),
+        ),
+    ];
+    out.extend(s.gauges.iter().map(|(k, v)| (k.clone(), v.to_string())));
+    out
+}
+
+/// Flink's answer: without `get`, the ids (`[{"id"}]`); with `get=a,b`, those ids and their
+/// values (`[{"id", "value"}]`), unknown ids left out.
+fn metrics_answer(all: Vec<(String, String)>, query: &MetricsQuery) -> HttpResponse {
+    match &query.get {
+        None => ok(Value::Array(
+            all.into_iter().map(|(id, _)| json!({ "id": id })).collect(),
+        )),
+        Some(wanted) => {
+            let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+            ok(Value::Array(
+                all.into_iter()
+                    .filter(|(id, _)| wanted.contains(&id.as_str()))
+                    .map(|(id, value)| json!({ "id": id, "value": value }))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// `GET /jobs/{jid}/vertices/{vid}/metrics[?get=…]`: every subtask's metrics, ids prefixed
+/// with the subtask index (`0.numRecordsOut`), as Flink.
+async fn vertex_metrics(
+    state: State,
+    path: web::Path<(String, String)>,
+    query: web::Query<MetricsQuery>,
+) -> HttpResponse {
+    let (jid, vid) = path.into_inner();
+    let job = tri!(find_job(&state, &jid));
+    let v = tri!(find_vertex(&job, &vid));
+    let metrics = job.control.metrics();
+    let mut all = Vec::new();
+    for s in vertex_subtasks(job.control.observer().vertices(), v, &metrics.subtasks) {
+        let i = s.subtask_index;
+        all.extend(
+            subtask_metric_values(s)
+                .into_iter()
+                .map(|(k, v)| (format!("{i}.{k}"), v)),
+        );
+    }
+    metrics_answer(all, &query)
+}
+
+/// `GET /jobs/{jid}/vertices/{vid}/subtasks/{index}/metrics[?get=…]`: one subtask's.
+async fn subtask_metrics(
+    state: State,
+    path: web::Path<(String, String, String)>,
+    query: web::Query<MetricsQuery>,
+) -> HttpResponse {
+    let (jid, vid, index) = path.into_inner();
+    let job = tri!(find_job(&state, &jid));
+    let v = tri!(find_vertex(&job, &vid));
+    let Ok(index) = index.parse::<usize>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid subtask index {index:?}"),
+        );
+    };
+    let metrics = job.control.metrics();
+    let subs = vertex_subtasks(job.control.observer().vertices(), v, &metrics.subtasks);
+    let Some(s) = subs.iter().find(|s| s.subtask_index == index) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("subtask {index} not found in vertex {vid}"),
+        );
+    };
+    metrics_answer(subtask_metric_values(s), &query)
 }
 
 /// Why each subtask's watermark is where it is: every input channel's watermark, which

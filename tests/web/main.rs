@@ -898,3 +898,102 @@ async fn exceptions_and_status_history_show_a_restart_from_a_checkpoint() {
     );
     web.stop();
 }
+
+/// A source that publishes a gauge (as the Kafka source publishes its offsets and lag).
+struct Gauged {
+    counters: Option<actorflow_runtime::operators::operator::OperatorCounters>,
+    left: u64,
+}
+
+impl Source for Gauged {
+    type Output = u64;
+    async fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        self.counters = Some(info.counters.clone());
+        Ok(())
+    }
+    async fn next_batch(&mut self, out: &mut Collector<u64>) -> Result<SourceStatus, UserError> {
+        if self.left == 0 {
+            return Ok(SourceStatus::End);
+        }
+        out.collect(self.left);
+        self.left -= 1;
+        if let Some(c) = &self.counters {
+            c.set_gauge("test.remaining", self.left as i64);
+        }
+        Ok(SourceStatus::More)
+    }
+}
+
+/// Flink's metrics endpoints list a vertex's and a subtask's metrics, gauges included, and
+/// `?get=` picks values; `/metrics` has the gauge too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoints_list_counters_and_gauges() {
+    let env = StreamExecutionEnvironment::new();
+    let web = env.enable_web(loopback()).unwrap();
+    let addr = web.local_addr();
+    let _out = env
+        .add_source(
+            "gauged",
+            actorflow::SourceFn::new(|_: &TaskInfo| Gauged {
+                counters: None,
+                left: 100,
+            })
+            .bounded(),
+        )
+        .collect();
+    let handle = env.execute_async("gauges").await.unwrap();
+    let jid = handle.observer().id().to_string();
+    handle.join().await.unwrap();
+    let details: Value =
+        serde_json::from_str(&get(addr, &format!("/jobs/{jid}")).await.body).unwrap();
+    let vid = &vertex_ids(&details)[0];
+    let r = get(addr, &format!("/jobs/{jid}/vertices/{vid}/metrics")).await;
+    assert_eq!(r.status, 200);
+    let ids: Value = serde_json::from_str(&r.body).unwrap();
+    let ids: Vec<&str> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"0.numRecordsOut") && ids.contains(&"0.test.remaining"),
+        "{ids:?}"
+    );
+    let r = get(
+        addr,
+        &format!(
+            "/jobs/{jid}/vertices/{vid}/subtasks/0/metrics?get=numRecordsOut,test.remaining,nope"
+        ),
+    )
+    .await;
+    let got: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        got,
+        json!([
+            {"id": "numRecordsOut", "value": "100"},
+            {"id": "test.remaining", "value": "0"}
+        ])
+    );
+    let r = get(
+        addr,
+        &format!("/jobs/{jid}/vertices/{vid}/subtasks/7/metrics"),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = get(
+        addr,
+        &format!("/jobs/{jid}/vertices/{vid}/subtasks/x/metrics"),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let prom = get(addr, "/metrics").await.body;
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("actorflow_operator_gauge{")
+                && l.contains("name=\"test.remaining\"")
+                && l.ends_with(" 0")),
+        "{prom}"
+    );
+    web.stop();
+}

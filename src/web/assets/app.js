@@ -300,6 +300,17 @@ async function renderOverview(job, r) {
           <th>input lanes</th><th>output lanes</th><th>input watermark</th><th>output watermark</th><th class="num">late dropped</th><th class="num">keys</th></tr>
         ${rows}
       </table>`;
+    // Gauges the source and operators publish: a Kafka source's offset, committed offset
+    // and lag per partition, for example.
+    const gauges = v.subtasks.flatMap(s => Object.entries(s.gauges || {}).map(([k, val]) => [s.subtask, k, val]));
+    if (gauges.length > 0) {
+      detail += `
+      <h3>Gauges <span class="muted">(${gauges.length})</span></h3>
+      <table id="vertex-gauges">
+        <tr><th>#</th><th>name</th><th class="num">value</th></tr>
+        ${gauges.map(([i, k, val]) => `<tr><td>${i}</td><td>${esc(k)}</td><td class="num">${fmtNum(val)}</td></tr>`).join("")}
+      </table>`;
+    }
   }
   return graph(job, plan, pressure, r.vid) + detail;
 }
