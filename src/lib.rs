@@ -150,6 +150,11 @@ struct AsyncIoDoctests;
 #[doc = include_str!("../docs/connectors-guide.md")]
 struct ConnectorsGuideDoctests;
 
+/// The connectors page's code (PostgreSQL and Kafka), compiled as doc tests.
+#[cfg(all(doctest, feature = "postgres", feature = "kafka"))]
+#[doc = include_str!("../docs/connectors.md")]
+struct ConnectorsDoctests;
+
 /// The names most pipelines need: `use actorflow::prelude::*;`.
 pub mod prelude {
     pub use crate::{
