@@ -197,10 +197,23 @@ async fn a_bounded_source_reads_every_partition_once_at_any_parallelism() {
             .build()
             .unwrap();
         let out = env.add_source("kafka", source).collect();
-        common::run(&env).await.unwrap();
+        let result = common::run(&env).await.unwrap();
         let mut got = out.take();
         got.sort();
         assert_same(&got, &expected, &format!("parallelism {parallelism}"));
+        // The offset gauges: each partition read to its end, nothing pending.
+        let gauges: BTreeMap<String, i64> = result
+            .metrics
+            .subtasks
+            .iter()
+            .flat_map(|s| s.gauges.clone())
+            .collect();
+        for p in 0..7 {
+            let last = input.iter().filter(|(q, _)| *q == p).count() as i64 - 1;
+            let name = format!("KafkaSourceReader.topic.{t}.partition.{p}.currentOffset");
+            assert_eq!(gauges.get(&name), Some(&last), "{name}");
+        }
+        assert_eq!(gauges.get("KafkaSourceReader.pendingRecords"), Some(&0));
     }
     // Batch mode takes the bounded source too.
     let env = common::env(3);
@@ -947,4 +960,167 @@ fn the_kafka_idle_example_shows_the_stall_and_the_fix() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("windows fired: 0"), "{text}");
+}
+
+/// The sink's partitioners: fixed (subtask i writes partition i mod n), custom, and a
+/// partition or topic the serializer names; a record without any topic fails the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_partitions_as_told() {
+    let Some(b) = brokers() else { return };
+    let (fixed, custom, named) = (topic("fixed"), topic("custom"), topic("named"));
+    for t in [&fixed, &custom, &named] {
+        create_topic(&b, t, 3).await;
+    }
+    let run = |sink: KafkaSink<String>, parallelism: u32| {
+        let env = common::env(parallelism);
+        env.set_restart_strategy(RestartStrategy::None);
+        env.from_collection((0..30).map(|i| format!("v{i:02}")).collect())
+            .rebalance()
+            .map(|v: String| v)
+            .add_sink("kafka", move |_: &TaskInfo| Ok(sink.clone()));
+        env
+    };
+    // Fixed at parallelism 2: subtasks 0 and 1 write partitions 0 and 1, never 2.
+    let sink = KafkaSink::<String>::builder()
+        .bootstrap_servers(&b)
+        .topic(&fixed)
+        .serializer(ValueString)
+        .partitioner(actorflow::kafka::SinkPartitioner::Fixed)
+        .build()
+        .unwrap();
+    common::run(&run(sink, 2)).await.unwrap();
+    let got = read_all(&b, &fixed, 3);
+    assert_eq!(got.values().map(Vec::len).sum::<usize>(), 30);
+    assert!(!got.contains_key(&2) && got.len() == 2, "{got:?}");
+    // Custom: by the value's last digit.
+    let sink = KafkaSink::<String>::builder()
+        .bootstrap_servers(&b)
+        .topic(&custom)
+        .serializer(ValueString)
+        .partitioner(actorflow::kafka::SinkPartitioner::Custom(Arc::new(
+            |_key: Option<&[u8]>, value: &[u8], n: i32| {
+                i32::from(value.last().copied().unwrap_or(b'0') - b'0') % n
+            },
+        )))
+        .build()
+        .unwrap();
+    common::run(&run(sink, 2)).await.unwrap();
+    for (p, vals) in read_all(&b, &custom, 3) {
+        for v in vals {
+            let digit = i32::from(v.as_bytes()[2] - b'0');
+            assert_eq!(digit % 3, p, "{v} in partition {p}");
+        }
+    }
+    // The serializer names the topic and partition.
+    let named_topic = named.clone();
+    let sink = KafkaSink::<String>::builder()
+        .bootstrap_servers(&b)
+        .serializer(
+            move |v: &String, out: &mut actorflow::kafka::RecordBuilder| {
+                out.topic(&named_topic).partition(1).value(v.as_bytes());
+                Ok(())
+            },
+        )
+        .build()
+        .unwrap();
+    common::run(&run(sink, 1)).await.unwrap();
+    let got = read_all(&b, &named, 3);
+    assert_eq!(got.get(&1).map(Vec::len), Some(30), "{got:?}");
+    // No topic anywhere: the job fails saying so.
+    let sink = KafkaSink::<String>::builder()
+        .bootstrap_servers(&b)
+        .serializer(ValueString)
+        .build()
+        .unwrap();
+    let err = common::run(&run(sink, 1)).await.unwrap_err().to_string();
+    assert!(err.contains("names no topic"), "{err}");
+}
+
+/// Starting offsets by timestamp and explicit offsets, and what a deserializer sees of a
+/// record: key, headers, broker timestamp, offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_offsets_by_time_and_explicit_and_record_metadata() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let Some(b) = brokers() else { return };
+    let t = topic("starts");
+    create_topic(&b, &t, 2).await;
+    let base = 1_700_000_000_000i64;
+    {
+        let p = producer(&b);
+        for i in 0..20i64 {
+            let (k, v) = (format!("k{i}"), format!("v{i}"));
+            let rec = BaseRecord::to(&t)
+                .key(&k)
+                .payload(&v)
+                .partition((i % 2) as i32)
+                .timestamp(base + i * 1000)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "n",
+                    value: Some(&i.to_string()),
+                }));
+            p.send(rec).map_err(|(e, _)| e).unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+    type Seen = (String, String, String, i64, i32, i64);
+    let read = |start: OffsetsInitializer| {
+        let b = b.clone();
+        let t = t.clone();
+        async move {
+            let source = KafkaSource::<Seen>::builder()
+                .bootstrap_servers(&b)
+                .topics(&[&t])
+                .starting_offsets(start)
+                .bounded(OffsetsInitializer::Latest)
+                .deserializer(|r: &KafkaRecord<'_>| {
+                    let s = |x: Option<&[u8]>| {
+                        String::from_utf8_lossy(x.unwrap_or_default()).to_string()
+                    };
+                    Ok(Some((
+                        s(r.key),
+                        s(r.value),
+                        s(r.header("n")),
+                        r.timestamp.unwrap_or(-1),
+                        r.partition,
+                        r.offset,
+                    )))
+                })
+                .build()
+                .unwrap();
+            let env = common::env(2);
+            let out = env.add_source("kafka", source).collect();
+            common::run(&env).await.unwrap();
+            let mut got = out.take();
+            got.sort_by_key(|x| x.3);
+            got
+        }
+    };
+    let all = read(OffsetsInitializer::Earliest).await;
+    assert_eq!(all.len(), 20);
+    for (i, (k, v, h, ts, p, o)) in all.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(
+            (k.as_str(), v.as_str(), h.as_str(), *ts, *p, *o),
+            (
+                format!("k{i}").as_str(),
+                format!("v{i}").as_str(),
+                i.to_string().as_str(),
+                base + i * 1000,
+                (i % 2) as i32,
+                i / 2
+            )
+        );
+    }
+    // From 12.5 s after the first record: records 13..19.
+    let later = read(OffsetsInitializer::Timestamp(base + 12_500)).await;
+    let values: Vec<&str> = later.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(values, ["v13", "v14", "v15", "v16", "v17", "v18", "v19"]);
+    // Partition 0 from offset 8 (record 16), partition 1 from the latest (nothing).
+    let explicit = read(OffsetsInitializer::Explicit {
+        offsets: vec![(t.clone(), 0, 8)],
+        reset: actorflow::kafka::OffsetReset::Latest,
+    })
+    .await;
+    let values: Vec<&str> = explicit.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(values, ["v16", "v18"]);
 }

@@ -442,6 +442,11 @@ impl<T: Data> KafkaSink<T> {
         let config = self.config.clone();
         let partition = {
             let open = self.open_state()?;
+            if !open.builder.has_topic && config.topic.is_none() {
+                return Err(UserError::from(
+                    "Kafka sink: the record names no topic and the sink has no default topic",
+                ));
+            }
             match (open.builder.partition, &config.partitioner) {
                 (Some(p), _) => Some(p),
                 (None, SinkPartitioner::KeyHash) => None,
