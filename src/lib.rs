@@ -69,6 +69,8 @@
 //! * `kafka` (cargo feature `kafka`) — `KafkaSource`: partitions as splits, exactly-once
 //!   offsets in the checkpoint, per-partition watermarks and idleness, partition discovery,
 //!   bounded mode; `KafkaSink`: at least once (`docs/connectors.md`).
+//! * [`nexmark`] — the Nexmark benchmark: its generator as a parallel, replayable source and
+//!   the queries as actorflow programs (the `nexmark` example runs them; `docs/nexmark.md`).
 //! * [`testing`] — a helper that runs a small pipeline and returns its output, used by the
 //!   examples in these docs.
 //!
@@ -91,6 +93,7 @@ pub mod joins;
 pub mod kafka;
 pub mod keyed;
 pub mod multi_input;
+pub mod nexmark;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sinks;

@@ -520,6 +520,34 @@ impl<V: StateValue> ValueState<V> {
         Ok(())
     }
 
+    /// Changes the current key's value in place (starting from `V::default()` if unset or
+    /// expired), without cloning it, and returns what `f` returns. For large values (sets,
+    /// maps) that [`value`](Self::value) and [`update`](Self::update) would copy.
+    ///
+    /// # Errors
+    ///
+    /// If the slot holds another type.
+    pub fn modify<R>(
+        &self,
+        s: &mut StateAccess<'_>,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, UserError>
+    where
+        V: Default,
+    {
+        let ttl = s.ttl(self.ttl);
+        let now = s.now.0;
+        let cell = s.state.slot_or_insert(self.slot, || Stamped {
+            value: V::default(),
+            at: now,
+        })?;
+        if ttl.expired(cell.at) {
+            cell.value = V::default();
+        }
+        cell.at = now;
+        Ok(f(&mut cell.value))
+    }
+
     /// Removes the current key's value.
     pub fn clear(&self, s: &mut StateAccess<'_>) {
         s.state.clear_slot(self.slot);

@@ -1,0 +1,127 @@
+//! q5 — hot items: for each sliding window (10 s, every 2 s), the auction(s) with the most
+//! bids, ties kept:
+//!
+//! ```sql
+//! SELECT AuctionBids.auction, AuctionBids.num FROM (
+//!   SELECT B1.auction, count(*) AS num, HOP_START(..) AS starttime, HOP_END(..) AS endtime
+//!   FROM bid B1 GROUP BY B1.auction, HOP(B1.dateTime, INTERVAL '2' SECOND, INTERVAL '10' SECOND)
+//! ) AuctionBids JOIN (
+//!   SELECT max(CountBids.num) AS maxn, CountBids.starttime, CountBids.endtime FROM (..same..) CountBids
+//!   GROUP BY CountBids.starttime, CountBids.endtime
+//! ) MaxBids ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
+//!   AND AuctionBids.num >= MaxBids.maxn
+//! ```
+//!
+//! API: a keyed sliding event-time window counting bids per auction (`aggregate_with`, the
+//! window's bounds from its context), then a keyed `process` per window that gathers the
+//! counts and, on an event-time timer at the window's end, emits the maximal ones.
+
+use super::bids;
+use crate::datastream::DataStream;
+use crate::nexmark::model::{Bid, Event};
+use crate::window::{SlidingWindows, WindowTime};
+use actorflow_runtime::operators::{
+    AggregateFunction, KeyedContext, KeyedProcessFunction, OpenContext, WindowContext,
+};
+use actorflow_runtime::state::keyed_state::ValueState;
+use actorflow_runtime::time::window::TimeWindow;
+use actorflow_runtime::{Collector, Timestamp, UserError};
+
+/// q5's rows: `auction, num`.
+pub type Q5Row = (u64, u64);
+
+/// Counts records.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Count;
+
+impl<T> AggregateFunction<T> for Count {
+    type Acc = u64;
+    type Out = u64;
+    fn create_accumulator(&mut self) -> u64 {
+        0
+    }
+    #[inline]
+    fn add(&mut self, _: T, acc: &mut u64) {
+        *acc += 1;
+    }
+    fn get_result(&mut self, acc: &u64) -> u64 {
+        *acc
+    }
+    fn merge(&mut self, a: &mut u64, b: u64) {
+        *a += b;
+    }
+}
+
+/// `(window start, window end, auction, bids)`.
+type AuctionCount = (i64, i64, u64, u64);
+
+#[derive(Clone, Default)]
+struct HottestPerWindow {
+    counts: Option<ValueState<Vec<(u64, u64)>>>,
+}
+
+impl KeyedProcessFunction<i64, AuctionCount, Q5Row> for HottestPerWindow {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.counts = Some(ctx.state.value_state("counts", None)?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        (_, end, auction, n): AuctionCount,
+        ctx: &mut KeyedContext<'_, i64>,
+        _: &mut Collector<Q5Row>,
+    ) -> Result<(), UserError> {
+        let Some(counts) = self.counts.as_ref() else {
+            return Err("q5 used before open".into());
+        };
+        counts.modify(ctx.state(), |c| c.push((auction, n)))?;
+        // Every count of this window carries the window's last instant as its time: once
+        // the watermark passes it, all of them have arrived.
+        ctx.register_event_time_timer(Timestamp(end - 1));
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        _: Timestamp,
+        ctx: &mut KeyedContext<'_, i64>,
+        out: &mut Collector<Q5Row>,
+    ) -> Result<(), UserError> {
+        let Some(counts) = self.counts.as_ref() else {
+            return Err("q5 used before open".into());
+        };
+        let all = counts.modify(ctx.state(), std::mem::take)?;
+        counts.clear(ctx.state());
+        let max = all.iter().map(|c| c.1).max().unwrap_or(0);
+        for (auction, n) in all {
+            if n >= max {
+                out.collect((auction, n));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// q5 over `events`.
+pub fn q5(events: &DataStream<Event>) -> Result<DataStream<Q5Row>, UserError> {
+    let counts = bids(events)
+        .key_by(|b: &Bid| b.auction)
+        .window(SlidingWindows::new(10_000, 2_000, 0, WindowTime::Event)?)
+        .aggregate_with(
+            Count,
+            |auction: &u64,
+             ctx: &mut WindowContext<'_, TimeWindow>,
+             n: u64,
+             out: &mut Collector<AuctionCount>| {
+                let w = ctx.window();
+                out.collect((w.start, w.end, *auction, n));
+                Ok(())
+            },
+        )
+        .name("q5 bids per auction and window");
+    Ok(counts
+        .key_by(|c: &AuctionCount| c.0)
+        .process(HottestPerWindow::default())
+        .name("q5"))
+}
