@@ -41,6 +41,11 @@ impl Flags {
             .ok_or_else(|| format!("--{name} is required\n{}", self.usage))
     }
 
+    /// An optional flag.
+    pub(crate) fn opt(&mut self, name: &str) -> Option<String> {
+        self.flags.remove(name)
+    }
+
     /// A required path.
     pub(crate) fn path(&mut self, name: &str) -> Result<PathBuf, String> {
         self.take(name).map(PathBuf::from)

@@ -17,12 +17,15 @@
 mod generator;
 mod model;
 pub mod queries;
+mod runner;
 
 pub use generator::{GeneratorStats, NexmarkConfig, NexmarkReader, NexmarkSource};
 pub use model::{
     Auction, Bid, CHANNELS, Event, HOT_CHANNELS, Person, PoolText, channel_name, channel_url,
     format_day, format_time,
 };
+
+pub use runner::{QUERIES, QueryOptions, Results, UPDATING, add_query};
 
 use crate::datastream::DataStream;
 use crate::env::StreamExecutionEnvironment;

@@ -223,21 +223,24 @@ tuple_row!(A, B, C, D, E);
 tuple_row!(A, B, C, D, E, F);
 tuple_row!(A, B, C, D, E, F, G);
 tuple_row!(A, B, C, D, E, F, G, H);
+tuple_row!(A, B, C, D, E, F, G, H, I);
+tuple_row!(A, B, C, D, E, F, G, H, I, J);
 
 /// The best bid first: highest price, then earliest time; further ties (the SQL leaves them
-/// to arrival order) by bidder, channel and extra, so results do not depend on parallelism.
+/// to arrival order) by bidder, channel name and extra, so results do not depend on
+/// parallelism.
 pub fn better_bid(a: &Bid, b: &Bid) -> bool {
     (
         std::cmp::Reverse(a.price),
         a.date_time,
         a.bidder,
-        a.channel_id,
+        a.channel(),
         a.extra.as_str(),
     ) < (
         std::cmp::Reverse(b.price),
         b.date_time,
         b.bidder,
-        b.channel_id,
+        b.channel(),
         b.extra.as_str(),
     )
 }

@@ -44,7 +44,7 @@ pub struct DistinctCounts {
     bidders: [HashSet<u64>; 4],
     auctions: [HashSet<u64>; 4],
     /// The timer registered last (one per watermark advance).
-    timer_at: i64,
+    timer_at: Option<i64>,
 }
 
 impl DistinctCounts {
@@ -74,8 +74,8 @@ impl DistinctCounts {
     /// caller emits when it fires.
     pub(crate) fn arm(&mut self, ctx: &mut TimerArm) -> Option<Timestamp> {
         let at = ctx.watermark.saturating_add(1);
-        (at > self.timer_at).then(|| {
-            self.timer_at = at;
+        self.timer_at.is_none_or(|t| at > t).then(|| {
+            self.timer_at = Some(at);
             Timestamp(at)
         })
     }

@@ -35,7 +35,7 @@ struct Stats {
     min: u64,
     max: u64,
     sum: u64,
-    timer_at: i64,
+    timer_at: Option<i64>,
 }
 
 #[derive(Clone, Default)]
@@ -68,9 +68,9 @@ impl KeyedProcessFunction<(u64, i64), Bid, Q17Change> for PerAuctionDay {
             s.min = s.min.min(b.price);
             s.max = s.max.max(b.price);
             s.sum += b.price;
-            let arm = at > s.timer_at;
+            let arm = s.timer_at.is_none_or(|t| at > t);
             if arm {
-                s.timer_at = at;
+                s.timer_at = Some(at);
             }
             arm
         })?;

@@ -9,7 +9,7 @@
 //!
 //! An updating query keyed by (bidder, auction) (Flink's deduplicate-keep-last on event
 //! time). Bids with equal `dateTime` the SQL orders by arrival; here the one with the higher
-//! price, then channel, then extra wins, so results do not depend on parallelism. API: a
+//! price, then channel name, then extra wins, so results do not depend on parallelism. API: a
 //! keyed `process` with one value per key.
 
 use super::{Change, bids};
@@ -24,8 +24,8 @@ pub type Q18Change = Change<(u64, u64), Bid>;
 
 /// True if `a` replaces `b` as the last bid.
 pub fn later_bid(a: &Bid, b: &Bid) -> bool {
-    (a.date_time, a.price, a.channel_id, a.extra.as_str())
-        > (b.date_time, b.price, b.channel_id, b.extra.as_str())
+    (a.date_time, a.price, a.channel(), a.extra.as_str())
+        > (b.date_time, b.price, b.channel(), b.extra.as_str())
 }
 
 #[derive(Clone, Default)]

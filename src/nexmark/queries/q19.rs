@@ -12,7 +12,7 @@
 //! ([`super::better_bid`]). API: a keyed `process` holding each auction's top ten; a new bid
 //! that enters it emits the ranks that changed.
 
-use super::{Change, better_bid, bids};
+use super::{Change, CsvField, CsvRow, better_bid, bids};
 use crate::datastream::DataStream;
 use crate::nexmark::model::{Bid, Event};
 use actorflow_runtime::operators::{KeyedContext, KeyedProcessFunction, OpenContext};
@@ -22,8 +22,25 @@ use actorflow_runtime::{Collector, UserError};
 /// How many bids per auction.
 pub const TOP: usize = 10;
 
-/// q19's changes, keyed by (auction, rank from 1): the bid at that rank.
-pub type Q19Change = Change<(u64, u64), Bid>;
+/// q19's row: the bid's columns, then `rank_number`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Q19Row {
+    /// The bid.
+    pub bid: Bid,
+    /// Its rank in its auction, from 1.
+    pub rank: u64,
+}
+
+impl CsvRow for Q19Row {
+    fn write_csv(&self, out: &mut String) {
+        self.bid.write_csv(out);
+        out.push(',');
+        self.rank.write_field(out);
+    }
+}
+
+/// q19's changes, keyed by (auction, rank).
+pub type Q19Change = Change<(u64, u64), Q19Row>;
 
 #[derive(Clone, Default)]
 struct TopBids {
@@ -55,7 +72,8 @@ impl KeyedProcessFunction<u64, Bid, Q19Change> for TopBids {
             t.truncate(TOP);
             // Every rank from the new bid's down moved (or is new).
             for (i, x) in t.iter().enumerate().skip(at) {
-                out.collect(Change::Upsert((auction, i as u64 + 1), *x));
+                let rank = i as u64 + 1;
+                out.collect(Change::Upsert((auction, rank), Q19Row { bid: *x, rank }));
             }
         })?;
         Ok(())
