@@ -553,7 +553,7 @@ fn reference(query: &str) -> Vec<String> {
             let mut out = Vec::new();
             for list in bids_by_auction().values() {
                 let mut l = list.clone();
-                l.sort_by_key(|b| best_key(b));
+                l.sort_by_key(best_key);
                 for (i, b) in l.iter().take(10).enumerate() {
                     out.push(format!("{},{}", bid_row(b), i + 1));
                 }

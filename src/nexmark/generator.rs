@@ -63,13 +63,6 @@ impl Rng {
         s.trim().to_string()
     }
 
-    /// Exactly `len` lowercase letters.
-    fn exact_string(&mut self, len: u64) -> String {
-        (0..len)
-            .map(|_| char::from(b'a' + self.below(26) as u8))
-            .collect()
-    }
-
     /// Beam's `nextExtra`: the length that brings an event of `current` bytes to about
     /// `average` (±20 %).
     fn extra_len(&mut self, current: u64, average: u64) -> u64 {
@@ -81,10 +74,11 @@ impl Rng {
         want - delta + self.below(2 * delta)
     }
 
-    /// Log-uniform price between 100 and 10^8 cents.
+    /// Log-uniform price between 100 and 10^8 cents: `round(10^(6u) * 100)`, with `exp`
+    /// (faster than `powf`) and rounding by adding a half (the value is positive).
     #[inline]
     fn price(&mut self) -> u64 {
-        (10f64.powf(self.unit() * 6.0) * 100.0).round() as u64
+        ((self.unit() * 6.0 * std::f64::consts::LN_10).exp() * 100.0 + 0.5) as u64
     }
 }
 
@@ -164,7 +158,12 @@ impl NexmarkConfig {
     /// Event time of event number `n`, ms.
     #[inline]
     pub fn timestamp(&self, n: u64) -> i64 {
-        let offset = u128::from(self.adjusted(n)) * 1000 / u128::from(self.tps.max(1));
+        let a = self.adjusted(n);
+        let tps = self.tps.max(1);
+        let offset = match a.checked_mul(1000) {
+            Some(x) => x / tps,
+            None => (u128::from(a) * 1000 / u128::from(tps)) as u64,
+        };
         self.base_time
             .saturating_add(i64::try_from(offset).unwrap_or(i64::MAX))
     }
@@ -205,6 +204,7 @@ impl NexmarkConfig {
         let state = STATES[rng.below(STATES.len() as u64) as usize].to_string();
         let size = 8 + name.len() + email_address.len() + credit_card.len() + city.len() + 2 + 8;
         let len = rng.extra_len(size as u64, 200);
+        let at = rng.next() as u32;
         Person {
             id,
             name,
@@ -213,14 +213,15 @@ impl NexmarkConfig {
             city,
             state,
             date_time: ts,
-            extra: rng.exact_string(len),
+            extra: PoolText::new(at, len as usize),
         }
     }
 
     fn auction(&self, n: u64, eid: u64, ts: i64, rng: &mut Rng) -> Auction {
         let id = last_auction(eid) + FIRST_AUCTION_ID;
-        let item_name = rng.delimited_string(20, ' ');
-        let description = rng.delimited_string(100, ' ');
+        // Beam's nextString(20) and nextString(100): 3 to max - 1 characters, trimmed.
+        let item_name = PoolText::spaced(rng.next() as u32, 3 + rng.below(17) as usize);
+        let description = PoolText::spaced(rng.next() as u32, 3 + rng.below(97) as usize);
         let initial_bid = rng.price();
         let reserve = initial_bid + rng.price();
         // Auctions last up to twice the time the next 100 auctions take to appear.
@@ -234,6 +235,7 @@ impl NexmarkConfig {
         let category = FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES);
         let size = 8 + item_name.len() + description.len() + 8 * 5;
         let len = rng.extra_len(size as u64, 500);
+        let at = rng.next() as u32;
         Auction {
             id,
             item_name,
@@ -244,7 +246,7 @@ impl NexmarkConfig {
             expires,
             seller,
             category,
-            extra: rng.exact_string(len),
+            extra: PoolText::new(at, len as usize),
         }
     }
 
@@ -292,7 +294,7 @@ fn last_auction(eid: u64) -> u64 {
     let (epoch, off) = (eid / PROPORTION, eid % PROPORTION);
     if off < 1 {
         (epoch * AUCTIONS).saturating_sub(1)
-    } else if off >= 1 + AUCTIONS {
+    } else if off > AUCTIONS {
         epoch * AUCTIONS + AUCTIONS - 1
     } else {
         epoch * AUCTIONS + off - 1

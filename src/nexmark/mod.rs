@@ -35,15 +35,15 @@ use std::time::Duration;
 /// The watermark delay the suite's DDL declares (`dateTime - INTERVAL '4' SECOND`).
 pub const WATERMARK_DELAY: Duration = Duration::from_secs(4);
 
-/// The events of `source`, stamped with their `dateTime` and with watermarks trailing it by
-/// 4 s (bounded out-of-orderness, periodic), chained to the source at its parallelism.
+/// The events of `source` (which stamps each with its `dateTime`) with watermarks trailing
+/// event time by 4 s (bounded out-of-orderness, periodic), chained to the source at its
+/// parallelism.
 pub fn events(env: &StreamExecutionEnvironment, source: NexmarkSource) -> DataStream<Event> {
     env.add_source("Nexmark", source)
         .uid("nexmark-source")
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::for_bounded_out_of_orderness(WATERMARK_DELAY)
-                .with_timestamp_assigner(|e: &Event, _| e.date_time()),
-        )
+        .assign_timestamps_and_watermarks(WatermarkStrategy::for_bounded_out_of_orderness(
+            WATERMARK_DELAY,
+        ))
         .name("Nexmark watermarks")
         .uid("nexmark-watermarks")
 }

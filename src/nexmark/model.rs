@@ -4,42 +4,73 @@
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-/// Text drawn from a fixed pool of random lowercase letters (a bid's `extra`, about 70
-/// bytes): the generator picks where and how long, the text is the pool's slice. A record
-/// then carries two numbers instead of an allocation, and the text is the same in every
-/// process (the pool comes from a constant seed).
+/// Random text drawn from a fixed pool (the `extra` paddings, an auction's item name and
+/// description): the generator picks where and how long, the text is the pool's slice. A
+/// record then carries three numbers instead of an allocation, and the text is the same in
+/// every process (the pools come from constant seeds). Two pools: lowercase letters
+/// (Beam's `nextExactString`), and letters with a space one time in 13 (Beam's
+/// `nextString`, whose slices are trimmed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PoolText {
     at: u32,
     len: u16,
+    spaced: bool,
 }
 
-/// Size of the text pool (plus the longest slice).
+/// Size of a text pool (plus the longest slice).
 const POOL: usize = 1 << 16;
 const POOL_MAX_SLICE: usize = 1024;
 
-fn pool() -> &'static str {
-    static P: OnceLock<String> = OnceLock::new();
-    P.get_or_init(|| {
-        let mut rng = super::generator::Rng::new(0x6e65_786d_6172_6b00, 1);
+fn pool(spaced: bool) -> &'static str {
+    static LETTERS: OnceLock<String> = OnceLock::new();
+    static SPACED: OnceLock<String> = OnceLock::new();
+    let make = |spaced: bool| {
+        let mut rng = super::generator::Rng::new(0x6e65_786d_6172_6b00, u64::from(spaced));
         (0..POOL + POOL_MAX_SLICE)
-            .map(|_| char::from(b'a' + rng.below(26) as u8))
-            .collect()
-    })
+            .map(|_| {
+                if spaced && rng.below(13) == 0 {
+                    ' '
+                } else {
+                    char::from(b'a' + rng.below(26) as u8)
+                }
+            })
+            .collect::<String>()
+    };
+    if spaced {
+        SPACED.get_or_init(|| make(true))
+    } else {
+        LETTERS.get_or_init(|| make(false))
+    }
 }
 
 impl PoolText {
+    /// `len` letters from position `at` of the letter pool.
     pub(crate) fn new(at: u32, len: usize) -> Self {
         PoolText {
             at: at % POOL as u32,
             len: len.min(POOL_MAX_SLICE) as u16,
+            spaced: false,
+        }
+    }
+
+    /// Up to `len` characters from position `at` of the pool with spaces, trimmed.
+    pub(crate) fn spaced(at: u32, len: usize) -> Self {
+        let at = (at % POOL as u32) as usize;
+        let len = len.min(POOL_MAX_SLICE);
+        let slice = &pool(true)[at..at + len];
+        let start = slice.len() - slice.trim_start().len();
+        let trimmed = slice.trim();
+        PoolText {
+            at: (at + start) as u32,
+            len: trimmed.len() as u16,
+            spaced: true,
         }
     }
 
     /// The text.
     pub fn as_str(&self) -> &'static str {
         let at = self.at as usize % POOL;
-        &pool()[at..at + self.len as usize]
+        &pool(self.spaced)[at..at + self.len as usize]
     }
 
     /// Its length in bytes.
@@ -77,7 +108,7 @@ pub struct Person {
     /// Event time, ms since the epoch.
     pub date_time: i64,
     /// Padding to about 200 bytes.
-    pub extra: String,
+    pub extra: PoolText,
 }
 
 /// An auction opening (Flink's `auction` view).
@@ -86,9 +117,9 @@ pub struct Auction {
     /// Auction id (dense, from 1000).
     pub id: u64,
     /// Item name.
-    pub item_name: String,
+    pub item_name: PoolText,
     /// Description.
-    pub description: String,
+    pub description: PoolText,
     /// Initial bid, cents.
     pub initial_bid: u64,
     /// Reserve price, cents.
@@ -102,7 +133,7 @@ pub struct Auction {
     /// Category, 10 to 14.
     pub category: u64,
     /// Padding to about 500 bytes.
-    pub extra: String,
+    pub extra: PoolText,
 }
 
 /// A bid (Flink's `bid` view). Channel and URL are indexes into the generator's channel
@@ -233,14 +264,14 @@ impl Event {
                 field(out, "city", &p.city);
                 field(out, "state", &p.state);
                 field(out, "dateTime", &format_time(p.date_time));
-                field(out, "extra", &p.extra);
+                field(out, "extra", p.extra.as_str());
                 out.push_str("},\"auction\":null,\"bid\":null}");
             }
             Event::Auction(a) => {
                 out.push_str("\"person\":null,\"auction\":{\"id\":");
                 let _ = write!(out, "{}", a.id);
-                field(out, "itemName", &a.item_name);
-                field(out, "description", &a.description);
+                field(out, "itemName", a.item_name.as_str());
+                field(out, "description", a.description.as_str());
                 let _ = write!(
                     out,
                     ",\"initialBid\":{},\"reserve\":{}",
@@ -249,7 +280,7 @@ impl Event {
                 field(out, "dateTime", &format_time(a.date_time));
                 field(out, "expires", &format_time(a.expires));
                 let _ = write!(out, ",\"seller\":{},\"category\":{}", a.seller, a.category);
-                field(out, "extra", &a.extra);
+                field(out, "extra", a.extra.as_str());
                 out.push_str("},\"bid\":null}");
             }
             Event::Bid(b) => {
@@ -362,7 +393,7 @@ mod tests {
             city: "Bend".into(),
             state: "OR".into(),
             date_time: 0,
-            extra: String::new(),
+            extra: PoolText::new(0, 0),
         }));
         let mut s = String::new();
         e.write_json(&mut s);

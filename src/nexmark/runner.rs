@@ -119,7 +119,7 @@ impl<T: Data> Sink for ResultSink<T> {
                 let now = started.elapsed().as_secs_f64();
                 let mut lat = Vec::new();
                 for (i, t) in ts.iter().enumerate() {
-                    if (self.seen + i as u64) % LATENCY_SAMPLE != 0 || t.0 == i64::MIN {
+                    if !(self.seen + i as u64).is_multiple_of(LATENCY_SAMPLE) || t.0 == i64::MIN {
                         continue;
                     }
                     let n = (t.0 - cfg.base_time).max(0) as f64 * cfg.tps as f64 / 1000.0;
@@ -194,6 +194,8 @@ pub fn add_query(
     let o = Arc::new(options);
     let r = results;
     match name {
+        // The generator alone, into a sink that only counts (its own rate).
+        "gen" => sink_into(events, r, &o, |_, _| {}),
         "q0" => sink_into(&queries::q0(events), r, &o, append),
         "q1" => sink_into(&queries::q1(events), r, &o, append),
         "q2" => sink_into(&queries::q2(events), r, &o, append),
