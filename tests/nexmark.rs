@@ -291,7 +291,7 @@ fn reference(query: &str) -> Vec<String> {
                     .collect(),
             )
         }
-        "q5" => {
+        "q5" | "q5w" => {
             let mut counts: BTreeMap<i64, HashMap<u64, u64>> = BTreeMap::new();
             for b in bids {
                 let last = b.ts.div_euclid(2000) * 2000;
@@ -734,6 +734,7 @@ reference_tests! {
     q3_equals_the_reference => "q3",
     q4_equals_the_reference => "q4",
     q5_equals_the_reference => "q5",
+    q5_as_sliding_windows_equals_the_reference => "q5w",
     q7_equals_the_reference => "q7",
     q8_equals_the_reference => "q8",
     q9_equals_the_reference => "q9",

@@ -202,6 +202,7 @@ pub fn add_query(
         "q3" => sink_into(&queries::q3(events), r, &o, append),
         "q4" => sink_into(&queries::q4(events), r, &o, upsert),
         "q5" => sink_into(&queries::q5(events)?, r, &o, append),
+        "q5w" => sink_into(&queries::q5_windowed(events)?, r, &o, append),
         "q7" => sink_into(&queries::q7(events)?, r, &o, append),
         "q8" => sink_into(&queries::q8(events)?, r, &o, append),
         "q9" => sink_into(&queries::q9(events), r, &o, upsert),

@@ -47,14 +47,31 @@ impl CsvRow for Q22Row {
 /// `SPLIT_INDEX(s, '/', i)` as `(start, len)`: the `i`-th piece (from 0), empty at the end
 /// if there are fewer.
 pub fn split_index(s: &str, i: usize) -> (usize, usize) {
-    let mut start = 0;
-    for (n, piece) in s.split('/').enumerate() {
-        if n == i {
-            return (start, piece.len());
+    let mut out = [(s.len(), 0); 1];
+    split_pieces(s, i, &mut out);
+    out[0]
+}
+
+/// Pieces `first`, `first + 1`, … of `s` split at `/`, as `(start, len)`, in one pass.
+pub fn split_pieces(s: &str, first: usize, out: &mut [(usize, usize)]) {
+    let (mut piece, mut start) = (0usize, 0usize);
+    for (i, b) in s
+        .bytes()
+        .enumerate()
+        .chain(std::iter::once((s.len(), b'/')))
+    {
+        if b != b'/' {
+            continue;
         }
-        start += piece.len() + 1;
+        if let Some(slot) = piece.checked_sub(first).and_then(|k| out.get_mut(k)) {
+            *slot = (start, i - start);
+        }
+        piece += 1;
+        start = i + 1;
+        if piece >= first + out.len() {
+            return;
+        }
     }
-    (s.len(), 0)
 }
 
 /// q22 over `events`.
@@ -62,16 +79,15 @@ pub fn q22(events: &DataStream<Event>) -> DataStream<Q22Row> {
     bids(events)
         .map(|b| {
             let url = b.url();
-            let dir = |i| {
-                let (at, len) = split_index(url, i);
-                UrlPart::new(b.channel_id, at, len)
-            };
+            let mut pieces = [(url.len(), 0); 3];
+            split_pieces(url, 3, &mut pieces);
+            let dir = |(at, len)| UrlPart::new(b.channel_id, at, len);
             Q22Row {
                 auction: b.auction,
                 bidder: b.bidder,
                 price: b.price,
                 channel: b.channel_id,
-                dirs: [dir(3), dir(4), dir(5)],
+                dirs: pieces.map(dir),
             }
         })
         .name("q22")

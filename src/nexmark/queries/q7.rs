@@ -10,73 +10,110 @@
 //! WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '10' SECOND AND B1.dateTime
 //! ```
 //!
-//! (`BETWEEN` includes both ends: a bid at exactly a window's end also matches that
-//! window's maximum, as in Flink.) API: `window_all` over a tumbling event-time window for
-//! the maximum, then an event-time interval join keyed by price.
+//! `BETWEEN` includes both ends, so a window `[s, s + 10 s)` takes its maximum over its own
+//! bids and matches the bids of `[s, s + 10 s]`: one at exactly the end also matches (as in
+//! Flink). API: a keyed `process` per window (keyed by the window's start; a bid at a
+//! window's end goes to both windows), which keeps the maximum so far and only the bids
+//! that reach it, and emits them on an event-time timer at the window's end. A join of all
+//! bids with the maxima (an interval join) would hold every bid of the window in state.
 
 use super::{DateTime, bids};
 use crate::datastream::DataStream;
 use crate::nexmark::model::{Bid, Event, PoolText};
-use crate::window::{TumblingWindows, WindowTime};
-use actorflow_runtime::operators::{AggregateFunction, JoinContext, WindowContext};
-use actorflow_runtime::time::window::TimeWindow;
-use actorflow_runtime::{Collector, UserError};
+use actorflow_runtime::operators::{KeyedContext, KeyedProcessFunction, OpenContext};
+use actorflow_runtime::state::keyed_state::ValueState;
+use actorflow_runtime::{Collector, Timestamp, UserError};
 
 /// q7's rows: `auction, price, bidder, dateTime, extra`.
 pub type Q7Row = (u64, u64, u64, DateTime, PoolText);
 
-/// The highest price.
-#[derive(Clone, Copy, Default)]
-struct MaxPrice;
+/// The window size, ms.
+const SIZE: i64 = 10_000;
 
-impl AggregateFunction<Bid> for MaxPrice {
-    type Acc = u64;
-    type Out = u64;
-    fn create_accumulator(&mut self) -> u64 {
-        0
+/// A bid sent to the window starting at `start`; `own` is false for a bid at that window's
+/// end, which may match its maximum but does not count towards it.
+type Routed = (i64, bool, Bid);
+
+/// Per window: the highest price of its own bids, and the bids (its own or at its end) at
+/// or above it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Highest {
+    max: Option<u64>,
+    candidates: Vec<Bid>,
+}
+
+#[derive(Clone, Default)]
+struct HighestBids {
+    state: Option<ValueState<Highest>>,
+}
+
+impl KeyedProcessFunction<i64, Routed, Q7Row> for HighestBids {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), UserError> {
+        self.state = Some(ctx.state.value_state("highest", None)?);
+        Ok(())
     }
-    #[inline]
-    fn add(&mut self, b: Bid, acc: &mut u64) {
-        *acc = (*acc).max(b.price);
+
+    fn process_element(
+        &mut self,
+        (start, own, b): Routed,
+        ctx: &mut KeyedContext<'_, i64>,
+        _: &mut Collector<Q7Row>,
+    ) -> Result<(), UserError> {
+        let Some(state) = self.state.as_ref() else {
+            return Err("q7 used before open".into());
+        };
+        let first = state.modify(ctx.state(), |h| {
+            let first = h.max.is_none() && h.candidates.is_empty();
+            if own && h.max.is_none_or(|m| b.price > m) {
+                h.max = Some(b.price);
+                h.candidates.retain(|c| c.price >= b.price);
+            }
+            if h.max.is_none_or(|m| b.price >= m) {
+                h.candidates.push(b);
+            }
+            first
+        })?;
+        if first {
+            // Every bid with a time up to the window's end has arrived once the watermark
+            // reaches it.
+            ctx.register_event_time_timer(Timestamp(start + SIZE));
+        }
+        Ok(())
     }
-    fn get_result(&mut self, acc: &u64) -> u64 {
-        *acc
-    }
-    fn merge(&mut self, a: &mut u64, b: u64) {
-        *a = (*a).max(b);
+
+    fn on_timer(
+        &mut self,
+        _: Timestamp,
+        ctx: &mut KeyedContext<'_, i64>,
+        out: &mut Collector<Q7Row>,
+    ) -> Result<(), UserError> {
+        let Some(state) = self.state.as_ref() else {
+            return Err("q7 used before open".into());
+        };
+        let h = state.modify(ctx.state(), std::mem::take)?;
+        state.clear(ctx.state());
+        // A window whose own bids are all missing has no maximum and no result.
+        if let Some(max) = h.max {
+            for b in h.candidates.iter().filter(|b| b.price == max) {
+                out.collect((b.auction, b.price, b.bidder, DateTime(b.date_time), b.extra));
+            }
+        }
+        Ok(())
     }
 }
 
 /// q7 over `events`.
 pub fn q7(events: &DataStream<Event>) -> Result<DataStream<Q7Row>, UserError> {
-    let all = bids(events);
-    // (max price, window end); the record's time is the window's last instant, end - 1.
-    let maxes = all
-        .window_all(TumblingWindows::new(10_000, 0, WindowTime::Event)?)
-        .aggregate_with(
-            MaxPrice,
-            |_: &(),
-             ctx: &mut WindowContext<'_, TimeWindow>,
-             max: u64,
-             out: &mut Collector<(u64, i64)>| {
-                out.collect((max, ctx.window().end));
-                Ok(())
-            },
-        )
-        .name("q7 max per window");
-    // end - 10 s <= bid time <= end, with the max's time end - 1: the max is within
-    // [bid time - 1, bid time + 9 999] of the bid.
-    Ok(all
-        .key_by(|b: &Bid| b.price)
-        .interval_join(&maxes.key_by(|m: &(u64, i64)| m.0))
-        .between(-1, 9_999)
-        .process(
-            |b: Bid, m: (u64, i64), _: &JoinContext, out: &mut Collector<Q7Row>| {
-                if b.date_time >= m.1 - 10_000 && b.date_time <= m.1 {
-                    out.collect((b.auction, b.price, b.bidder, DateTime(b.date_time), b.extra));
-                }
-                Ok(())
-            },
-        )
+    Ok(bids(events)
+        .flat_map(|b: Bid, out: &mut actorflow_runtime::Collector<Routed>| {
+            let start = b.date_time.div_euclid(SIZE) * SIZE;
+            out.collect((start, true, b));
+            if b.date_time == start {
+                // At the previous window's end: a candidate for it too.
+                out.collect((start - SIZE, false, b));
+            }
+        })
+        .key_by(|r: &Routed| r.0)
+        .process(HighestBids::default())
         .name("q7"))
 }
