@@ -11,6 +11,7 @@
 //! cargo bench --bench harness --features postgres -- postgres   # needs ACTORFLOW_POSTGRES_URL
 //! cargo bench --bench harness --features postgres -- postgres-cdc   # the CDC part only
 //! cargo bench --bench harness --features kafka -- kafka   # needs ACTORFLOW_KAFKA_BROKERS
+//! cargo bench --bench harness -- nexmark      # q0, q5, q11 beside hand-written loops
 //! ```
 //!
 //! Each scenario runs `REPEATS` times after one warm-up run; the median wall time is reported
@@ -46,6 +47,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// One result line: `count` items in `d`, and `d` as a multiple of the baseline's time.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "kafka")),
+    allow(dead_code, reason = "the connector scenarios use it")
+)]
 fn rate_line(name: &str, count: f64, unit: &str, d: Duration, base: Duration, base_name: &str) {
     println!(
         "{name:<40} {:>10.0} {unit}/s ({:>7.1} ms)  {:.2}x {base_name}",
@@ -1938,6 +1943,146 @@ fn kafka(rt: &tokio::runtime::Runtime) {
     );
 }
 
+// ----- Nexmark beside hand-written loops -------------------------------------------------------
+
+const NEXMARK_EVENTS: u64 = 10_000_000;
+
+/// The same generator, one thread, no framework: q0 (each bid's row to `black_box`), q5
+/// (bids per auction per 10 s window sliding by 2 s, the hottest per window) and q11 (bids
+/// per bidder and 10 s-gap session). Returns the number of result rows.
+fn nexmark_loop(query: &str) -> u64 {
+    use actorflow::nexmark::{Event, NexmarkConfig};
+    let cfg = NexmarkConfig {
+        events: NEXMARK_EVENTS,
+        ..NexmarkConfig::default()
+    };
+    let mut rows = 0u64;
+    match query {
+        "q0" => {
+            for n in 0..NEXMARK_EVENTS {
+                if let Event::Bid(b) = cfg.event(n) {
+                    black_box((b.auction, b.bidder, b.price, b.date_time, b.extra));
+                    rows += 1;
+                }
+            }
+        }
+        "q5" => {
+            // The job's algorithm: counts per 2 s pane, then each window adds its 5 panes.
+            let mut panes: HashMap<i64, HashMap<u64, u64>> = HashMap::new();
+            for n in 0..NEXMARK_EVENTS {
+                if let Event::Bid(b) = cfg.event(n) {
+                    let pane = b.date_time.div_euclid(2000) * 2000;
+                    *panes.entry(pane).or_default().entry(b.auction).or_default() += 1;
+                }
+            }
+            let mut windows: HashMap<i64, HashMap<u64, u64>> = HashMap::new();
+            for (pane, counts) in &panes {
+                let mut s = *pane;
+                while s > pane - 10_000 {
+                    let w = windows.entry(s).or_default();
+                    for (a, c) in counts {
+                        *w.entry(*a).or_default() += c;
+                    }
+                    s -= 2000;
+                }
+            }
+            for counts in windows.values() {
+                let max = counts.values().copied().max().unwrap_or(0);
+                rows += counts.values().filter(|n| **n >= max).count() as u64;
+            }
+        }
+        "q11" => {
+            // Events come in time order: a bidder's session ends at its first bid 10 s or
+            // more after the session's last.
+            let mut open: HashMap<u64, (i64, i64, u64)> = HashMap::new();
+            for n in 0..NEXMARK_EVENTS {
+                if let Event::Bid(b) = cfg.event(n) {
+                    let s = open
+                        .entry(b.bidder)
+                        .or_insert((b.date_time, b.date_time, 0));
+                    if b.date_time >= s.1 + 10_000 {
+                        black_box(*s);
+                        rows += 1;
+                        *s = (b.date_time, b.date_time, 0);
+                    }
+                    s.1 = b.date_time;
+                    s.2 += 1;
+                }
+            }
+            rows += open.len() as u64;
+        }
+        other => panic!("no loop for {other}"),
+    }
+    rows
+}
+
+/// The query as an actorflow job at `parallelism` into a counting sink; its result rows.
+fn nexmark_job(rt: &tokio::runtime::Runtime, query: &str, parallelism: u32) -> u64 {
+    use actorflow::nexmark::{self, NexmarkConfig, NexmarkSource, QueryOptions, Results};
+    let cfg = NexmarkConfig {
+        events: NEXMARK_EVENTS,
+        ..NexmarkConfig::default()
+    };
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let events = nexmark::events(&env, NexmarkSource::new(cfg));
+    let results = Arc::new(Results::default());
+    nexmark::add_query(
+        query,
+        &events,
+        QueryOptions {
+            side_input: PathBuf::from("data/nexmark-side-input.csv"),
+            keep_rows: false,
+            rate: None,
+            config: cfg,
+        },
+        &results,
+    )
+    .unwrap();
+    rt.block_on(env.execute(query)).unwrap();
+    results.output_rows()
+}
+
+/// Events per second and per CPU-second of q0, q5 and q11: the job at parallelism 1 and 2
+/// beside the hand-written loop (same generator, same session, median of 3).
+fn nexmark_vs_loops(rt: &tokio::runtime::Runtime) {
+    for query in ["q0", "q5", "q11"] {
+        let rows = nexmark_loop(query);
+        let runs = |f: &mut dyn FnMut() -> u64| -> (Duration, f64) {
+            let mut times = Vec::new();
+            let mut cpus = Vec::new();
+            for _ in 0..3 {
+                let (c0, t) = (cpu_time(), Instant::now());
+                assert_eq!(
+                    f(),
+                    rows,
+                    "{query}: the job and the loop agree on the row count"
+                );
+                times.push(t.elapsed());
+                cpus.push((cpu_time() - c0).as_secs_f64());
+            }
+            cpus.sort_by(f64::total_cmp);
+            (median(times), cpus[1])
+        };
+        let (l, lc) = runs(&mut || nexmark_loop(query));
+        let (j1, j1c) = runs(&mut || nexmark_job(rt, query, 1));
+        let (j2, j2c) = runs(&mut || nexmark_job(rt, query, 2));
+        let n = NEXMARK_EVENTS as f64;
+        let line = |name: &str, d: Duration, cpu: f64| {
+            println!(
+                "{name:<34} {:>12.0} events/s {:>12.0} events/CPU-s ({:>7.1} ms)  {:.2}x loop time",
+                n / d.as_secs_f64(),
+                n / cpu.max(1e-9),
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() / l.as_secs_f64()
+            );
+        };
+        line(&format!("{query} hand-written loop (baseline)"), l, lc);
+        line(&format!("{query} actorflow p=1"), j1, j1c);
+        line(&format!("{query} actorflow p=2"), j2, j2c);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
@@ -1994,6 +2139,9 @@ fn main() {
     #[cfg(feature = "postgres")]
     if wanted("postgres-cdc") {
         postgres_cdc(&rt);
+    }
+    if wanted("nexmark") {
+        nexmark_vs_loops(&rt);
     }
     #[cfg(feature = "kafka")]
     if wanted("kafka") {

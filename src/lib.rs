@@ -158,6 +158,11 @@ struct ConnectorsGuideDoctests;
 #[doc = include_str!("../docs/connectors.md")]
 struct ConnectorsDoctests;
 
+/// The Nexmark page's code, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/nexmark.md")]
+struct NexmarkDoctests;
+
 /// The names most pipelines need: `use actorflow::prelude::*;`.
 pub mod prelude {
     pub use crate::{

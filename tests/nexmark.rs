@@ -791,7 +791,8 @@ async fn updating_queries_through_failures_equal_the_reference() {
         ("q19", "panic@q19#0:records=20000"),
         ("q18", "panic@Nexmark#1:records=30000"),
     ] {
-        let (env, events) = common::checkpointed_env(2, std::time::Duration::from_millis(20), fault);
+        let (env, events) =
+            common::checkpointed_env(2, std::time::Duration::from_millis(20), fault);
         // Slow enough that checkpoints complete before the failure.
         let source = NexmarkSource::new(config()).with_rate(50_000.0);
         let stream = nexmark::events(&env, source);
@@ -832,7 +833,10 @@ async fn a_savepoint_restores_the_generator_at_another_parallelism() {
     let savepoint = handle.control().stop_with_savepoint().await.unwrap();
     handle.join().await.unwrap();
     let first = stats.emitted.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(first > 0 && first < EVENTS, "stopped in the middle: {first}");
+    assert!(
+        first > 0 && first < EVENTS,
+        "stopped in the middle: {first}"
+    );
     let env = common::env(3);
     env.enable_checkpointing(std::time::Duration::from_millis(30))
         .set_checkpoint_storage(store.clone())
@@ -846,6 +850,93 @@ async fn a_savepoint_restores_the_generator_at_another_parallelism() {
     // The second run emitted the rest, not everything: what the savepoint counts as emitted
     // is skipped (the first run may have emitted more after the savepoint's barrier, which
     // the second run emits again).
-    assert!(second < EVENTS && first + second >= EVENTS, "{first} + {second}");
-    assert_rows(&results.sorted_rows(), &reference("q18"), "q18 across a rescale");
+    assert!(
+        second < EVENTS && first + second >= EVENTS,
+        "{first} + {second}"
+    );
+    assert_rows(
+        &results.sorted_rows(),
+        &reference("q18"),
+        "q18 across a rescale",
+    );
+}
+
+/// The runner: several queries in child processes with one line each and a report; one
+/// query's `--output` equals the reference; `--dump-events` writes every event.
+#[test]
+fn the_runner_prints_a_line_per_query_and_writes_what_it_is_asked() {
+    let exe = common::example_binary("nexmark");
+    let dir = std::env::temp_dir().join(format!("actorflow-nexmark-runner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.md");
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--query",
+            "q0,q11",
+            "--events",
+            "20000",
+            "--parallelism",
+            "2",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("query=q0 events=20000 seconds="),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("output_rows=18400"),
+        "46 bids in 50 events: {text}"
+    );
+    assert!(lines[1].starts_with("query=q11 "), "{text}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("| q0 |") && md.contains("| q11 |"), "{md}");
+    let json = std::fs::read_to_string(dir.join("report.md.json")).unwrap();
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[1]["query"], "q11");
+
+    let rows = dir.join("q2.csv");
+    let events = dir.join("events.json");
+    let status = std::process::Command::new(&exe)
+        .args([
+            "--query", "q2", "--events", "100000", "--tps", "2000", "--seed", "42",
+        ])
+        .args(["--parallelism", "3"])
+        .arg("--output")
+        .arg(&rows)
+        .arg("--dump-events")
+        .arg(&events)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got: Vec<String> = std::fs::read_to_string(&rows)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_rows(&got, &reference("q2"), "the runner's q2 output");
+    let dumped = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(dumped.lines().count(), 100_000);
+    let first: Value = serde_json::from_str(dumped.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event_type"], 0);
+    assert_eq!(first["person"]["id"], 1000);
+    // Unknown and unbuilt queries are refused with a reason.
+    let bad = std::process::Command::new(&exe)
+        .args(["--query", "q6"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not built"));
 }
