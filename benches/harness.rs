@@ -2035,6 +2035,7 @@ fn nexmark_job(rt: &tokio::runtime::Runtime, query: &str, parallelism: u32) -> u
             keep_rows: false,
             rate: None,
             config: cfg,
+            files: None,
         },
         &results,
     )

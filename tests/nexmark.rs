@@ -422,6 +422,22 @@ fn reference(query: &str) -> Vec<String> {
             }
             sorted(out)
         }
+        "q10" => sorted(
+            bids.iter()
+                .map(|b| {
+                    format!(
+                        "dt={}/hm={},{},{},{},{},{}",
+                        &b.dt[..10],
+                        &b.dt[11..16],
+                        b.auction,
+                        b.bidder,
+                        b.price,
+                        b.dt,
+                        b.extra
+                    )
+                })
+                .collect(),
+        ),
         "q13" => {
             let side = side_table();
             sorted(
@@ -680,6 +696,7 @@ async fn run(query: &str, parallelism: u32, mode: RuntimeMode) -> Arc<Results> {
             keep_rows: true,
             rate: None,
             config: config(),
+            files: None,
         },
         &results,
     )
@@ -738,6 +755,7 @@ reference_tests! {
     q7_equals_the_reference => "q7",
     q8_equals_the_reference => "q8",
     q9_equals_the_reference => "q9",
+    q10_equals_the_reference => "q10",
     q11_equals_the_reference => "q11",
     q13_equals_the_reference => "q13",
     q14_equals_the_reference => "q14",
@@ -779,14 +797,18 @@ fn options() -> QueryOptions {
         keep_rows: true,
         rate: None,
         config: config(),
+        files: None,
     }
 }
 
-/// Updating queries through injected failures: the generator replays from its checkpointed
-/// position and the operators from their state, and the final table equals the reference.
+/// Updating queries (and q10's exactly-once files) through injected failures: the generator
+/// replays from its checkpointed position and the operators from their state, and the final
+/// table (the committed files) equals the reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updating_queries_through_failures_equal_the_reference() {
     for (query, fault) in [
+        // Exactly once into partitioned files.
+        ("q10", "panic@q10#1:records=20000"),
         ("q4", "panic@q4#1:records=3000"),
         ("q19", "panic@q19#0:records=20000"),
         ("q18", "panic@Nexmark#1:records=30000"),

@@ -460,3 +460,268 @@ impl<T: Data + Display> TwoPhaseCommitSink for FileSink<T> {
         Ok(())
     }
 }
+
+/// How a [`PartitionedFileSink`] picks a record's partition: a relative directory such as
+/// `dt=2025-01-01/hm=00:00`.
+pub type PartitionFn<T> = std::sync::Arc<dyn Fn(&T) -> String + Send + Sync>;
+
+/// A transaction of a [`PartitionedFileSink`]: one part file in each partition it wrote.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PartitionedParts {
+    /// The part files' name (the same in every partition).
+    pub name: String,
+    /// The partitions (relative directories) written, filled at pre-commit.
+    pub partitions: Vec<String>,
+}
+
+/// A [`FileSink`] whose records go into partition directories chosen per record (Flink's
+/// `FileSink` with a bucket assigner, or a partitioned filesystem table): each transaction
+/// writes one part file per partition it touches, `.NAME.inprogress`, `.NAME.pending` once
+/// pre-committed and `NAME` once committed, exactly once as [`FileSink`]. Partitions are
+/// relative paths without `..` (a record naming another fails the subtask).
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::operators::transactional::{PartitionedFileSink, committed_parts_under};
+/// let dir = std::env::temp_dir().join(format!("pfs-doc-{}", std::process::id()));
+/// let sink = PartitionedFileSink::<String>::new(&dir, |line: &String| {
+///     format!("first={}", &line[..1])
+/// });
+/// # let _ = sink;
+/// # let _ = committed_parts_under(&std::env::temp_dir().join("surely-missing-pfs-dir"));
+/// ```
+pub struct PartitionedFileSink<T> {
+    dir: PathBuf,
+    partition: PartitionFn<T>,
+    prefix: String,
+    counter: u64,
+    discard_existing: bool,
+    files: std::collections::HashMap<String, std::io::BufWriter<std::fs::File>>,
+}
+
+impl<T> Clone for PartitionedFileSink<T> {
+    /// A new, unopened sink with the same directory and partitions.
+    fn clone(&self) -> Self {
+        PartitionedFileSink {
+            dir: self.dir.clone(),
+            partition: self.partition.clone(),
+            prefix: String::new(),
+            counter: 0,
+            discard_existing: self.discard_existing,
+            files: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<T> PartitionedFileSink<T> {
+    /// A sink writing under `dir`, into the partition `partition(record)` of each record.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        partition: impl Fn(&T) -> String + Send + Sync + 'static,
+    ) -> Self {
+        PartitionedFileSink {
+            dir: dir.into(),
+            partition: std::sync::Arc::new(partition),
+            prefix: String::new(),
+            counter: 0,
+            discard_existing: false,
+            files: std::collections::HashMap::new(),
+        }
+    }
+
+    /// On a fresh start, delete the committed parts of earlier attempts instead of refusing
+    /// the directory.
+    pub fn discard_existing(mut self, discard: bool) -> Self {
+        self.discard_existing = discard;
+        self
+    }
+
+    fn path(&self, partition: &str, name: &str, state: &str) -> PathBuf {
+        let d = self.dir.join(partition);
+        match state {
+            "" => d.join(name),
+            s => d.join(format!(".{name}.{s}")),
+        }
+    }
+}
+
+/// The committed part files under a directory and its subdirectories (a
+/// [`PartitionedFileSink`]'s output), sorted by path.
+///
+/// # Errors
+///
+/// If a directory cannot be listed.
+pub fn committed_parts_under(dir: &Path) -> Result<Vec<PathBuf>, UserError> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| io_err("list", &d, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("list", &d, e))?;
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("part-"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every directory under `dir` (itself included).
+fn dirs_under(dir: &Path) -> Result<Vec<PathBuf>, UserError> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while let Some(d) = out.get(i).cloned() {
+        i += 1;
+        let entries = std::fs::read_dir(&d).map_err(|e| io_err("list", &d, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| io_err("list", &d, e))?.path();
+            if path.is_dir() {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl<T: Data + Display> TwoPhaseCommitSink for PartitionedFileSink<T> {
+    type Input = T;
+    type Txn = PartitionedParts;
+
+    fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err("create", &self.dir, e))?;
+        if info.restored_from.is_none() {
+            let parts = committed_parts_under(&self.dir)?;
+            if let Some(first) = parts.first() {
+                if !self.discard_existing {
+                    return Err(format!(
+                        "the output directory '{}' holds {} committed part file(s) of an \
+                         earlier attempt (for example '{}'), and this attempt starts fresh: \
+                         adding to them would repeat their output. Restore the earlier \
+                         attempt's checkpoint to continue it, or discard the old output \
+                         (PartitionedFileSink::discard_existing)",
+                        self.dir.display(),
+                        parts.len(),
+                        first.display()
+                    )
+                    .into());
+                }
+                for p in &parts {
+                    match std::fs::remove_file(p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err("delete", p, e)),
+                    }
+                }
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        self.prefix = format!(
+            "part-{}-{}-{:x}-g{}",
+            info.subtask_index,
+            std::process::id(),
+            nanos,
+            info.generation.get()
+        );
+        for d in dirs_under(&self.dir)? {
+            remove_stale_in_progress(&d, std::process::id(), info.generation.get())?;
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<PartitionedParts, UserError> {
+        self.counter += 1;
+        self.files.clear();
+        Ok(PartitionedParts {
+            name: format!("{}-{:06}", self.prefix, self.counter),
+            partitions: Vec::new(),
+        })
+    }
+
+    fn write(&mut self, txn: &mut PartitionedParts, batch: Batch<T>) -> Result<(), UserError> {
+        for v in batch {
+            let partition = (self.partition)(&v);
+            let relative = Path::new(&partition);
+            if relative.is_absolute()
+                || relative
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(format!(
+                    "the partition {partition:?} is not a relative path inside the output \
+                     directory"
+                )
+                .into());
+            }
+            if !self.files.contains_key(&partition) {
+                let dir = self.dir.join(&partition);
+                std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+                let path = self.path(&partition, &txn.name, "inprogress");
+                let f = std::fs::File::create(&path).map_err(|e| io_err("create", &path, e))?;
+                self.files
+                    .insert(partition.clone(), std::io::BufWriter::new(f));
+            }
+            let path_of = |p: &str| self.dir.join(p);
+            let f = self.files.get_mut(&partition).ok_or_else(|| {
+                format!("no open part file in '{}'", path_of(&partition).display())
+            })?;
+            writeln!(f, "{v}").map_err(|e| io_err("write", &self.dir.join(&partition), e))?;
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, txn: &mut PartitionedParts) -> Result<(), UserError> {
+        let mut files: Vec<(String, std::io::BufWriter<std::fs::File>)> =
+            self.files.drain().collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        for (partition, f) in files {
+            let from = self.path(&partition, &txn.name, "inprogress");
+            let f = f
+                .into_inner()
+                .map_err(|e| io_err("flush", &from, e.into_error()))?;
+            f.sync_all().map_err(|e| io_err("sync", &from, e))?;
+            let to = self.path(&partition, &txn.name, "pending");
+            std::fs::rename(&from, &to).map_err(|e| io_err("rename", &from, e))?;
+            txn.partitions.push(partition);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, txn: PartitionedParts) -> Result<(), UserError> {
+        for partition in &txn.partitions {
+            let from = self.path(partition, &txn.name, "pending");
+            let to = self.path(partition, &txn.name, "");
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                // Already committed (a commit repeated after a restore).
+                Err(_) if to.exists() => {}
+                Err(e) => return Err(io_err("commit", &from, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, txn: PartitionedParts) -> Result<(), UserError> {
+        let open: Vec<String> = self.files.drain().map(|(p, _)| p).collect();
+        for partition in open.iter().chain(txn.partitions.iter()) {
+            for state in ["inprogress", "pending"] {
+                let _ = std::fs::remove_file(self.path(partition, &txn.name, state));
+            }
+        }
+        Ok(())
+    }
+}

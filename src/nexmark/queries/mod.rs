@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 mod q0;
 mod q1;
+mod q10;
 mod q11;
 mod q12;
 mod q13;
@@ -44,6 +45,7 @@ pub use q5::*;
 pub use q7::*;
 pub use q8::*;
 pub use q9::*;
+pub use q10::*;
 pub use q11::*;
 pub use q12::*;
 pub use q13::*;
