@@ -725,3 +725,84 @@ impl<T: Data + Display> TwoPhaseCommitSink for PartitionedFileSink<T> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod partitioned_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pfs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn sink(d: &Path) -> PartitionedFileSink<String> {
+        PartitionedFileSink::new(d, |l: &String| format!("k={}", &l[..1]))
+    }
+
+    fn lines(d: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in committed_parts_under(d).unwrap() {
+            let part = p
+                .parent()
+                .unwrap()
+                .strip_prefix(d)
+                .unwrap()
+                .display()
+                .to_string();
+            for l in std::fs::read_to_string(&p).unwrap().lines() {
+                out.push(format!("{part}:{l}"));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn records_become_visible_per_partition_only_when_committed() {
+        let d = dir("commit");
+        let mut s = sink(&d);
+        s.open(&TaskInfo::standalone("t", 0, 1, 128)).unwrap();
+        let mut txn = s.begin().unwrap();
+        let batch: Batch<String> = ["a1", "b1", "a2"].iter().map(|x| x.to_string()).collect();
+        s.write(&mut txn, batch).unwrap();
+        assert!(lines(&d).is_empty());
+        s.pre_commit(&mut txn).unwrap();
+        assert!(lines(&d).is_empty(), "pre-committed is not visible");
+        assert_eq!(txn.partitions, vec!["k=a", "k=b"]);
+        s.commit(txn.clone()).unwrap();
+        s.commit(txn).unwrap(); // again, after a restore: idempotent
+        assert_eq!(lines(&d), vec!["k=a:a1", "k=a:a2", "k=b:b1"]);
+        // A fresh start refuses the directory, unless told to discard it.
+        let mut again = sink(&d);
+        let e = again
+            .open(&TaskInfo::standalone("t", 0, 1, 128))
+            .unwrap_err();
+        assert!(e.to_string().contains("earlier attempt"), "{e}");
+        let mut discard = sink(&d).discard_existing(true);
+        discard.open(&TaskInfo::standalone("t", 0, 1, 128)).unwrap();
+        assert!(lines(&d).is_empty());
+    }
+
+    #[test]
+    fn a_partition_outside_the_directory_is_refused_and_aborts_clean_up() {
+        let d = dir("escape");
+        let mut s = PartitionedFileSink::new(&d, |l: &String| l.clone());
+        s.open(&TaskInfo::standalone("t", 0, 1, 128)).unwrap();
+        let mut txn = s.begin().unwrap();
+        let bad: Batch<String> = ["../up".to_string()].into_iter().collect();
+        assert!(
+            s.write(&mut txn, bad)
+                .unwrap_err()
+                .to_string()
+                .contains("relative")
+        );
+        let ok: Batch<String> = ["x/y".to_string()].into_iter().collect();
+        s.write(&mut txn, ok).unwrap();
+        s.abort(txn).unwrap();
+        assert!(lines(&d).is_empty());
+        let left: Vec<_> = std::fs::read_dir(d.join("x/y")).unwrap().collect();
+        assert!(left.is_empty(), "aborted files are removed");
+    }
+}
