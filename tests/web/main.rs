@@ -997,3 +997,62 @@ async fn the_metrics_endpoints_list_counters_and_gauges() {
     );
     web.stop();
 }
+
+/// A Kafka source's gauges on the dashboard: the source vertex lists each partition's
+/// offset and lag (`kafka_idle`, cargo features `web` and `kafka`, a broker from
+/// `scripts/kafka.sh`). `ACTORFLOW_SCREENSHOT_KAFKA=path` also saves a screenshot (how
+/// `docs/img/dashboard-kafka.png` is made).
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_a_kafka_sources_offsets_and_lag() {
+    let brokers = match std::env::var("ACTORFLOW_KAFKA_BROKERS") {
+        Ok(b) => b,
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("ACTORFLOW_KAFKA_BROKERS is not set: `eval \"$(scripts/kafka.sh start)\"`")
+        }
+        Err(_) => {
+            eprintln!("NOT RUN: needs a Kafka broker (`eval \"$(scripts/kafka.sh start)\"`)");
+            return;
+        }
+    };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let example = Example::start("kafka_idle", &["--brokers", &brokers, "--seconds", "60"]);
+    let jid = example.job().await;
+    let details = get(example.addr, &format!("/jobs/{jid}")).await.json();
+    let source = details["vertices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str().unwrap_or("").contains("kafka"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser
+        .goto(&format!(
+            "http://{}/#/jobs/{jid}/vertices/{source}",
+            example.addr
+        ))
+        .await;
+    let text = browser
+        .wait_for(
+            "the source's partition gauges",
+            "const t = document.querySelector('#vertex-gauges'); \
+             return t && t.innerText.includes('.lag') && t.innerText.includes('currentOffset') ? t.innerText : null",
+        )
+        .await;
+    let text = text.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.contains("KafkaSourceReader.topic.kafka-idle-"),
+        "{text}"
+    );
+    assert!(
+        text.contains(".partition.3.lag"),
+        "the empty partition too: {text}"
+    );
+    if let Some(path) = std::env::var_os("ACTORFLOW_SCREENSHOT_KAFKA") {
+        browser.screenshot(std::path::Path::new(&path)).await;
+    }
+}
