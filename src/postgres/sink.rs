@@ -25,6 +25,7 @@ use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
 use actorflow_runtime::{Batch, CheckpointId, Data, Sink, TaskInfo, UserError};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
@@ -261,8 +262,9 @@ impl<T: Data> PostgresSinkBuilder<T> {
 /// ```
 pub struct PostgresSink<T> {
     config: Arc<Config<T>>,
-    /// The connection that writes rows, one transaction between checkpoints.
-    client: Option<Client>,
+    /// The connection that writes rows, one transaction between checkpoints (shared with
+    /// the task running an in-flight `COPY`).
+    client: Option<Arc<Client>>,
     /// A second connection for `COMMIT PREPARED` / `ROLLBACK PREPARED`, which cannot run
     /// inside the writer's open transaction.
     control: Option<Client>,
@@ -277,9 +279,18 @@ pub struct PostgresSink<T> {
     pending: Vec<(CheckpointId, String)>,
     checkpointing: bool,
     /// Exactly-once mode: rows not yet sent, written with one `COPY` when there are
-    /// `flush_rows` of them or at the checkpoint (bounded: the sink is busy while it flushes,
-    /// so backpressure holds).
+    /// `flush_rows` of them or at the checkpoint (bounded: at most one `COPY` is in flight
+    /// and the next flush waits for it, so backpressure holds).
     buffer: Vec<Vec<SqlValue>>,
+    /// Exactly-once mode: the `COPY` the server is ingesting while the sink gathers the next
+    /// rows, and those rows (kept to find the bad ones if the server refuses them).
+    in_flight: Option<InFlightCopy>,
+}
+
+/// A `COPY` running on the writer connection, under the savepoint `actorflow_copy`.
+struct InFlightCopy {
+    task: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    rows: Vec<Vec<SqlValue>>,
 }
 
 impl<T> Clone for PostgresSink<T> {
@@ -369,6 +380,7 @@ impl<T> PostgresSink<T> {
             pending: Vec::new(),
             checkpointing: false,
             buffer: Vec::new(),
+            in_flight: None,
         }
     }
 
@@ -399,7 +411,7 @@ impl<T> PostgresSink<T> {
 
     fn client(&self) -> Result<&Client, UserError> {
         self.client
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| UserError::from("PostgreSQL sink used before open()"))
     }
 
@@ -732,16 +744,28 @@ impl<T> PostgresSink<T> {
                             out.push_str(if *b { "true" } else { "false" });
                         }
                     }
-                    SqlValue::Int(i) => out.push_str(&i.to_string()),
-                    SqlValue::Float(x) => out.push_str(&x.to_string()),
+                    SqlValue::Int(i) => {
+                        let _ = write!(out, "{i}");
+                    }
+                    SqlValue::Float(x) => {
+                        let _ = write!(out, "{x}");
+                    }
                     SqlValue::Text(t) => {
-                        for c in t.chars() {
-                            match c {
-                                '\\' => out.push_str("\\\\"),
-                                '\t' => out.push_str("\\t"),
-                                '\n' => out.push_str("\\n"),
-                                '\r' => out.push_str("\\r"),
-                                c => out.push(c),
+                        if !t
+                            .bytes()
+                            .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+                        {
+                            // Most text needs no escaping: copied whole.
+                            out.push_str(t);
+                        } else {
+                            for c in t.chars() {
+                                match c {
+                                    '\\' => out.push_str("\\\\"),
+                                    '\t' => out.push_str("\\t"),
+                                    '\n' => out.push_str("\\n"),
+                                    '\r' => out.push_str("\\r"),
+                                    c => out.push(c),
+                                }
                             }
                         }
                     }
@@ -752,24 +776,66 @@ impl<T> PostgresSink<T> {
         Some(out)
     }
 
-    /// `COPY table (columns) FROM STDIN` of `text`; the inner result is the database's answer.
-    async fn copy(&self, text: String) -> Result<Result<(), tokio_postgres::Error>, UserError> {
-        use futures_util::SinkExt;
+    /// `COPY table (columns) FROM STDIN`.
+    fn copy_sql(&self) -> String {
         let cols: Vec<String> = self.config.columns.iter().map(|n| quote_ident(n)).collect();
-        let sql = format!(
+        format!(
             "COPY {} ({}) FROM STDIN",
             quote_ident(&self.config.table),
             cols.join(", ")
-        );
-        let client = self.client()?;
-        let result = async {
-            let sink = client.copy_in::<_, bytes::Bytes>(&sql).await?;
-            futures_util::pin_mut!(sink);
-            sink.send(bytes::Bytes::from(text)).await?;
-            sink.finish().await.map(|_| ())
+        )
+    }
+
+    /// Sends `text` with `COPY` on `client`; the database's answer.
+    async fn copy_on(
+        client: &Client,
+        sql: &str,
+        text: String,
+    ) -> Result<(), tokio_postgres::Error> {
+        use futures_util::SinkExt;
+        let sink = client.copy_in::<_, bytes::Bytes>(sql).await?;
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(text)).await?;
+        sink.finish().await.map(|_| ())
+    }
+
+    /// `COPY` of `text` into the table; the inner result is the database's answer.
+    async fn copy(&self, text: String) -> Result<Result<(), tokio_postgres::Error>, UserError> {
+        let sql = self.copy_sql();
+        Ok(Self::copy_on(self.client()?, &sql, text).await)
+    }
+
+    /// Waits for the in-flight `COPY` (exactly-once mode): on success its savepoint is
+    /// released; if the server refused a row, the batch is rolled back to its savepoint
+    /// and written row by row, which names (or sets aside) the bad rows.
+    async fn settle_copy(&mut self) -> Result<(), UserError> {
+        let Some(InFlightCopy { task, rows }) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let result = task
+            .await
+            .map_err(|e| UserError::from(format!("PostgreSQL sink: the COPY task failed: {e}")))?;
+        match result {
+            Ok(()) => {
+                self.execute(
+                    "RELEASE SAVEPOINT actorflow_copy",
+                    "cannot release a savepoint",
+                )
+                .await
+            }
+            Err(e) if e.as_db_error().is_some() => {
+                self.execute(
+                    "ROLLBACK TO SAVEPOINT actorflow_copy",
+                    "cannot roll back to a savepoint",
+                )
+                .await?;
+                for row in &rows {
+                    self.write_one(row).await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.err("cannot COPY", &e)),
         }
-        .await;
-        Ok(result)
     }
 
     /// Writes `rows` inside the open transaction: with `COPY` (plain and exactly-once modes)
@@ -921,7 +987,7 @@ impl<T: Data> Sink for PostgresSink<T> {
     async fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
         self.info = Some(info.clone());
         self.checkpointing = info.checkpointing;
-        self.client = Some(self.connect().await?);
+        self.client = Some(Arc::new(self.connect().await?));
         self.control = Some(self.connect().await?);
         if let Some(ddl) = self.config.create.clone() {
             self.create(&ddl).await?;
@@ -987,6 +1053,7 @@ impl<T: Data> Sink for PostgresSink<T> {
         state: &mut OperatorState,
     ) -> Result<(), UserError> {
         self.flush().await?;
+        self.settle_copy().await?;
         if self.exactly_once() && self.in_txn {
             let gid = self.gid(checkpoint);
             self.client()?
@@ -1051,17 +1118,34 @@ impl<T: Data> Sink for PostgresSink<T> {
 }
 
 impl<T> PostgresSink<T> {
-    /// Sends the buffered rows (exactly-once mode) into the open transaction.
+    /// Sends the buffered rows (exactly-once mode) into the open transaction: waits for
+    /// the previous `COPY`, then starts one for these rows that runs on the server while the
+    /// sink gathers the next ones. Call [`settle_copy`](Self::settle_copy) before anything
+    /// else uses the connection.
     async fn flush(&mut self) -> Result<(), UserError>
     where
         T: Data,
     {
+        self.settle_copy().await?;
         if self.buffer.is_empty() {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.buffer);
         self.begin_if_needed().await?;
-        self.write_rows(rows).await
+        let Some(text) = self.copy_text(&rows) else {
+            // A value that does not fit its column: row by row names it.
+            return self.write_rows(rows).await;
+        };
+        self.execute("SAVEPOINT actorflow_copy", "cannot set a savepoint")
+            .await?;
+        let client = self
+            .client
+            .clone()
+            .ok_or_else(|| UserError::from("PostgreSQL sink used before open()"))?;
+        let sql = self.copy_sql();
+        let task = tokio::spawn(async move { Self::copy_on(&client, &sql, text).await });
+        self.in_flight = Some(InFlightCopy { task, rows });
+        Ok(())
     }
 
     /// Two-phase commit: checkpointing on and no upsert.
