@@ -293,32 +293,12 @@ impl<T> FileSink<T> {
 
     /// A fresh start: refuse (or, if asked, delete) committed parts of earlier attempts.
     fn check_fresh_start(&self) -> Result<(), UserError> {
-        let parts = committed_parts(&self.dir)?;
-        let Some(first) = parts.first() else {
-            return Ok(());
-        };
-        if !self.discard_existing {
-            return Err(format!(
-                "the output directory '{}' holds {} committed part file(s) of an earlier attempt \
-                 (for example '{}'), and this attempt starts fresh: adding to them would repeat \
-                 their output. Restore the earlier attempt's checkpoint to continue it, or \
-                 discard the old output (FileSink::discard_existing, --discard-output)",
-                self.dir.display(),
-                parts.len(),
-                first.display()
-            )
-            .into());
-        }
-        for p in &parts {
-            match std::fs::remove_file(p) {
-                Ok(()) => {}
-                // Another subtask of this attempt removed it first.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("delete", p, e)),
-            }
-        }
-        tracing::warn!(dir = %self.dir.display(), parts = parts.len(), "discarded the committed output of an earlier attempt (fresh start)");
-        Ok(())
+        refuse_or_discard(
+            &self.dir,
+            committed_parts(&self.dir)?,
+            self.discard_existing,
+            "FileSink::discard_existing, --discard-output",
+        )
     }
 
     fn path(&self, name: &str, state: &str) -> PathBuf {
@@ -331,6 +311,42 @@ impl<T> FileSink<T> {
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> UserError {
     format!("cannot {what} '{}': {e}", path.display()).into()
+}
+
+/// A fresh start of a file sink over `dir`, which holds the committed `parts` of earlier
+/// attempts: refused (adding to them would repeat their output), or, if `discard`, they
+/// are deleted first. `how` names the option that discards.
+fn refuse_or_discard(
+    dir: &Path,
+    parts: Vec<PathBuf>,
+    discard: bool,
+    how: &str,
+) -> Result<(), UserError> {
+    let Some(first) = parts.first() else {
+        return Ok(());
+    };
+    if !discard {
+        return Err(format!(
+            "the output directory '{}' holds {} committed part file(s) of an earlier attempt \
+             (for example '{}'), and this attempt starts fresh: adding to them would repeat \
+             their output. Restore the earlier attempt's checkpoint to continue it, or \
+             discard the old output ({how})",
+            dir.display(),
+            parts.len(),
+            first.display()
+        )
+        .into());
+    }
+    for p in &parts {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            // Another subtask of this attempt removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("delete", p, e)),
+        }
+    }
+    tracing::warn!(dir = %dir.display(), parts = parts.len(), "discarded the committed output of an earlier attempt (fresh start)");
+    Ok(())
 }
 
 /// Deletes the `.inprogress` part files that no live writer owns: those of another process
@@ -602,29 +618,12 @@ impl<T: Data + Display> TwoPhaseCommitSink for PartitionedFileSink<T> {
     fn open(&mut self, info: &TaskInfo) -> Result<(), UserError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err("create", &self.dir, e))?;
         if info.restored_from.is_none() {
-            let parts = committed_parts_under(&self.dir)?;
-            if let Some(first) = parts.first() {
-                if !self.discard_existing {
-                    return Err(format!(
-                        "the output directory '{}' holds {} committed part file(s) of an \
-                         earlier attempt (for example '{}'), and this attempt starts fresh: \
-                         adding to them would repeat their output. Restore the earlier \
-                         attempt's checkpoint to continue it, or discard the old output \
-                         (PartitionedFileSink::discard_existing)",
-                        self.dir.display(),
-                        parts.len(),
-                        first.display()
-                    )
-                    .into());
-                }
-                for p in &parts {
-                    match std::fs::remove_file(p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_err("delete", p, e)),
-                    }
-                }
-            }
+            refuse_or_discard(
+                &self.dir,
+                committed_parts_under(&self.dir)?,
+                self.discard_existing,
+                "PartitionedFileSink::discard_existing",
+            )?;
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

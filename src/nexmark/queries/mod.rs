@@ -187,6 +187,16 @@ impl<T: CsvField> CsvField for Option<T> {
     }
 }
 
+/// Writes `fields` separated by commas (rows too wide for a tuple).
+pub fn write_fields(fields: &[&dyn CsvField], out: &mut String) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        f.write_field(out);
+    }
+}
+
 /// A result row as one CSV line, columns in the SQL's order.
 pub trait CsvRow {
     /// Appends the row (without a line break).

@@ -11,7 +11,7 @@
 //! and bids that came before it; bids of other categories are dropped once their auction
 //! is known).
 
-use super::{CsvField, CsvRow, DateTime, auctions, bids};
+use super::{CsvRow, DateTime, auctions, bids, write_fields};
 use crate::datastream::DataStream;
 use crate::nexmark::model::{Auction, Bid, Event};
 use actorflow_runtime::operators::{KeyedCoProcessFunction, KeyedContext, OpenContext};
@@ -31,30 +31,27 @@ pub struct Q20Row {
 impl CsvRow for Q20Row {
     fn write_csv(&self, out: &mut String) {
         let (b, a) = (&self.bid, &*self.auction);
-        let fields: [&dyn CsvField; 16] = [
-            &b.auction,
-            &b.bidder,
-            &b.price,
-            &b.channel(),
-            &b.url(),
-            &DateTime(b.date_time),
-            &b.extra,
-            &a.item_name,
-            &a.description,
-            &a.initial_bid,
-            &a.reserve,
-            &DateTime(a.date_time),
-            &DateTime(a.expires),
-            &a.seller,
-            &a.category,
-            &a.extra,
-        ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            f.write_field(out);
-        }
+        write_fields(
+            &[
+                &b.auction,
+                &b.bidder,
+                &b.price,
+                &b.channel(),
+                &b.url(),
+                &DateTime(b.date_time),
+                &b.extra,
+                &a.item_name,
+                &a.description,
+                &a.initial_bid,
+                &a.reserve,
+                &DateTime(a.date_time),
+                &DateTime(a.expires),
+                &a.seller,
+                &a.category,
+                &a.extra,
+            ],
+            out,
+        );
     }
 }
 

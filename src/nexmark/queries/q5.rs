@@ -63,6 +63,17 @@ impl<T> AggregateFunction<T> for Count {
     }
 }
 
+/// Emits the auctions with the most bids of one window (all of them on a tie).
+fn emit_hottest(counts: impl IntoIterator<Item = (u64, u64)>, out: &mut Collector<Q5Row>) {
+    let all: Vec<(u64, u64)> = counts.into_iter().collect();
+    let max = all.iter().map(|c| c.1).max().unwrap_or(0);
+    for (auction, n) in all {
+        if n >= max {
+            out.collect((auction, n));
+        }
+    }
+}
+
 /// `(window start, window end, auction, bids)`.
 type AuctionCount = (i64, i64, u64, u64);
 
@@ -104,12 +115,7 @@ impl KeyedProcessFunction<i64, AuctionCount, Q5Row> for HottestPerWindow {
         };
         let all = counts.modify(ctx.state(), std::mem::take)?;
         counts.clear(ctx.state());
-        let max = all.iter().map(|c| c.1).max().unwrap_or(0);
-        for (auction, n) in all {
-            if n >= max {
-                out.collect((auction, n));
-            }
-        }
+        emit_hottest(all, out);
         Ok(())
     }
 }
@@ -218,12 +224,7 @@ impl KeyedProcessFunction<i64, (i64, Arc<Counts>), Q5Row> for HottestOfPanes {
         };
         let all = counts.modify(ctx.state(), std::mem::take)?;
         counts.clear(ctx.state());
-        let max = all.values().copied().max().unwrap_or(0);
-        for (auction, n) in all {
-            if n >= max {
-                out.collect((auction, n));
-            }
-        }
+        emit_hottest(all, out);
         Ok(())
     }
 }

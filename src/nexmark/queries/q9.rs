@@ -16,7 +16,7 @@
 //! leaves to arrival order are broken by bidder, channel and extra ([`super::better_bid`]).
 //! API: `connect` of auctions and bids keyed by auction id, a `KeyedCoProcessFunction`.
 
-use super::{Change, CsvField, CsvRow, DateTime, auctions, better_bid, bids};
+use super::{Change, CsvRow, DateTime, auctions, better_bid, bids, write_fields};
 use crate::datastream::DataStream;
 use crate::nexmark::model::{Auction, Bid, Event};
 use actorflow_runtime::operators::{KeyedCoProcessFunction, KeyedContext, OpenContext};
@@ -36,29 +36,26 @@ impl CsvRow for Q9Row {
     fn write_csv(&self, out: &mut String) {
         let a = &self.auction;
         let b = &self.bid;
-        let fields: [&dyn CsvField; 15] = [
-            &a.id,
-            &a.item_name,
-            &a.description,
-            &a.initial_bid,
-            &a.reserve,
-            &DateTime(a.date_time),
-            &DateTime(a.expires),
-            &a.seller,
-            &a.category,
-            &a.extra,
-            &b.auction,
-            &b.bidder,
-            &b.price,
-            &DateTime(b.date_time),
-            &b.extra,
-        ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            f.write_field(out);
-        }
+        write_fields(
+            &[
+                &a.id,
+                &a.item_name,
+                &a.description,
+                &a.initial_bid,
+                &a.reserve,
+                &DateTime(a.date_time),
+                &DateTime(a.expires),
+                &a.seller,
+                &a.category,
+                &a.extra,
+                &b.auction,
+                &b.bidder,
+                &b.price,
+                &DateTime(b.date_time),
+                &b.extra,
+            ],
+            out,
+        );
     }
 }
 
