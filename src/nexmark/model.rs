@@ -70,7 +70,9 @@ impl PoolText {
     /// The text.
     pub fn as_str(&self) -> &'static str {
         let at = self.at as usize % POOL;
-        &pool(self.spaced)[at..at + self.len as usize]
+        // Clamped: a value decoded from damaged bytes must not slice out of the pool.
+        let len = (self.len as usize).min(POOL_MAX_SLICE);
+        &pool(self.spaced)[at..at + len]
     }
 
     /// Its length in bytes.
