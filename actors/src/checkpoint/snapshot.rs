@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The snapshot format written by this version. A manifest of another version is refused with
 /// an error naming both.
@@ -768,27 +769,56 @@ fn read_head(dir: &Path) -> Result<Option<HeadRecord>, StoreError> {
     }
 }
 
+/// Whether sled failed to open only because the directory's lock is held (by another
+/// process, or by this one's I/O threads still closing a dropped handle). sled 0.34 reports it
+/// as `ErrorKind::Other` with this message, so the message is what we can match.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 impl SledStore {
     /// Opens (or creates) the store at `path`.
     ///
     /// # Errors
     ///
     /// [`StoreError::Io`] naming the path, if sled cannot open it (for example another
-    /// process has it open).
+    /// process has it open: the store waits up to [`LOCK_WAIT`](Self::LOCK_WAIT) for the
+    /// directory's lock, then gives up). While it waits it blocks the calling thread; from
+    /// async code that must not stall, open it in `tokio::task::spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_waiting(path.as_ref(), Self::LOCK_WAIT)
+    }
+
+    /// How long [`open`](Self::open) waits for the directory's lock. sled 0.34 releases it
+    /// from its I/O threads shortly *after* the last handle is dropped (sled issues #1234,
+    /// #1289), so a store dropped and reopened at once (a job restarted in the same process)
+    /// can find it still held for a few milliseconds.
+    pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+    fn open_waiting(path: &Path, lock_wait: Duration) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
         let io = |e: sled::Error| StoreError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
         };
         // No background flusher: `commit` and `remove` flush explicitly, and without the
         // flusher thread (which holds the database for up to its period) dropping the store
-        // releases the directory at once, so it can be reopened right away.
-        let db = sled::Config::new()
-            .path(&path)
-            .flush_every_ms(None)
-            .open()
-            .map_err(io)?;
+        // releases the directory sooner.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let db = loop {
+            match sled::Config::new().path(&path).flush_every_ms(None).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_contention(&e) && started.elapsed() + pause <= lock_wait => {
+                    // Opening is synchronous and rare (once per job, before it runs); the
+                    // wait is bounded and happens only while the lock is held.
+                    #[allow(clippy::disallowed_methods)]
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(io(e)),
+            }
+        };
         let blobs = db.open_tree("blobs").map_err(io)?;
         let manifests = db.open_tree("manifests").map_err(io)?;
         if manifests.is_empty() && read_head(&path)?.is_none() {
@@ -1034,6 +1064,33 @@ mod tests {
     fn shared_blobs_in_memory() {
         let mem = MemoryStore::new();
         shared_blobs_live_as_long_as_a_manifest_lists_them(&mem, &|| mem.lock().blobs.len());
+    }
+
+    /// A directory whose lock stays held (another handle open) is an error naming the path
+    /// once the wait is over; one whose holder lets go during the wait opens.
+    #[test]
+    fn a_held_sled_directory_is_waited_for_then_refused() {
+        let dir = temp_dir("sled-lock");
+        let held = SledStore::open_without_fsync(&dir).unwrap();
+        let Err(e) = SledStore::open_waiting(&dir, Duration::from_millis(30)) else {
+            panic!("a second handle on a held directory opened");
+        };
+        let e = e.to_string();
+        assert!(e.contains("could not acquire lock"), "{e}");
+        assert!(e.contains("actorflow-sled-lock"), "{e}");
+
+        // The holder lets go while we wait (the outcome does not depend on when, as long as
+        // it is within the wait).
+        let holder = std::thread::spawn(move || {
+            #[allow(clippy::disallowed_methods)] // a plain thread, not a runtime worker
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        let store = SledStore::open_waiting(&dir, Duration::from_secs(10)).unwrap();
+        assert_eq!(store.head().unwrap(), Some(HeadRecord::NONE_YET));
+        holder.join().unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
