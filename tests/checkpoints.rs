@@ -1364,3 +1364,72 @@ fn a_custom_keyed_operator_checkpoints_and_restores_its_state() {
     let expected: Vec<(u64, u64)> = (0..17).map(|k| (k, (N - k).div_ceil(17))).collect();
     assert_eq!(got, expected);
 }
+
+/// A failed subtask's operators (with all their state) are freed only after the failure was
+/// reported: the restart does not wait for a large state to be dropped. The operator that
+/// failed blocks in its `Drop` until the job's `Restart` event; were it dropped before the
+/// report, the restart could not happen and the wait would time out.
+#[test]
+fn a_failed_chain_is_freed_while_the_job_restarts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    static RESTARTED: AtomicBool = AtomicBool::new(false);
+    static DROP_SAW_RESTART: Mutex<Option<bool>> = Mutex::new(None);
+
+    /// Each copy of the map function starts unarmed; the copy that fails arms itself.
+    struct Probe(AtomicBool);
+    impl Clone for Probe {
+        fn clone(&self) -> Self {
+            Probe(AtomicBool::new(false))
+        }
+    }
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            if !self.0.load(Ordering::SeqCst) {
+                return;
+            }
+            let until = Instant::now() + Duration::from_secs(20);
+            while !RESTARTED.load(Ordering::SeqCst) && Instant::now() < until {
+                #[allow(clippy::disallowed_methods)] // the dropping thread waits on purpose
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            *DROP_SAW_RESTART.lock().unwrap() = Some(RESTARTED.load(Ordering::SeqCst));
+        }
+    }
+
+    let env = StreamExecutionEnvironment::new();
+    env.enable_checkpointing(Duration::from_millis(20))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 1,
+            delay: Duration::ZERO,
+        })
+        .set_job_listener(Arc::new(|e| {
+            if matches!(e, JobEvent::Restart { .. }) {
+                RESTARTED.store(true, Ordering::SeqCst);
+            }
+        }))
+        .set_parallelism(1);
+    let probe = Probe(AtomicBool::new(false));
+    let out = env
+        .from_generator(GeneratorSource::new(N, |i| i).with_rate_limit(200_000.0))
+        .map(move |x: u64| {
+            if x == N / 2 && !FIRED.swap(true, Ordering::SeqCst) {
+                probe.0.store(true, Ordering::SeqCst);
+                panic!("injected failure at {x}");
+            }
+            x
+        })
+        .collect();
+    let result = env.execute_blocking("freed-while-restarting").unwrap();
+    assert_eq!(result.metrics.restarts, 1);
+    assert_eq!(
+        *DROP_SAW_RESTART.lock().unwrap(),
+        Some(true),
+        "the failed operator was dropped before the restart began"
+    );
+    // Exactly once into `collect` across the restart.
+    let mut got = out.take();
+    got.sort_unstable();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+}

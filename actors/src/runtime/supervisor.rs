@@ -31,7 +31,7 @@ use crate::runtime::metrics::{ExceptionRecord, RecoveryAction, SubtaskStatus};
 use crate::runtime::observer::JobStatus;
 use crate::runtime::plan::ExecutionPlan;
 use crate::runtime::result::{JobMetrics, JobResult};
-use crate::runtime::subtask::Subtask;
+use crate::runtime::subtask::{Remains, Subtask};
 use crate::time::clock::ProcessingClock;
 use crate::types::{CheckpointId, NodeId};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -51,9 +51,35 @@ pub(crate) enum SubtaskCommand {
 /// Runs one subtask. Its state is the subtask until `Run` takes it.
 pub(crate) struct SubtaskActor;
 
+/// A subtask actor's state: the subtask until it runs, then, if it failed, what is left of
+/// it. ractor reports a failure to the supervisor before it drops the actor's state, so the
+/// chain kept here is freed while the supervisor already prepares the restart.
+pub(crate) struct SubtaskSlot {
+    subtask: Option<Subtask>,
+    remains: Option<Remains>,
+}
+
+impl Drop for SubtaskSlot {
+    fn drop(&mut self) {
+        let Some(remains) = self.remains.take() else {
+            return;
+        };
+        // Freeing takes long enough that the tasks queued on this worker (the supervisor,
+        // woken by the failure report, among them) must not wait for it: on a multi-threaded
+        // runtime the worker's queue moves to another thread while this one frees.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| drop(remains));
+        } else {
+            drop(remains);
+        }
+    }
+}
+
 impl Actor for SubtaskActor {
     type Msg = SubtaskCommand;
-    type State = Option<Subtask>;
+    type State = SubtaskSlot;
     type Arguments = Subtask;
 
     async fn pre_start(
@@ -61,7 +87,10 @@ impl Actor for SubtaskActor {
         _myself: ActorRef<Self::Msg>,
         args: Subtask,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(Some(args))
+        Ok(SubtaskSlot {
+            subtask: Some(args),
+            remains: None,
+        })
     }
 
     async fn post_start(
@@ -82,11 +111,13 @@ impl Actor for SubtaskActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SubtaskCommand::Run => {
-                let Some(subtask) = state.take() else {
+                let Some(subtask) = state.subtask.take() else {
                     return Ok(());
                 };
                 let span = subtask.span();
-                match subtask.run().instrument(span).await {
+                let (result, remains) = subtask.run().instrument(span).await;
+                state.remains = remains;
+                match result {
                     Ok(_) => {
                         myself.stop(None);
                         Ok(())
