@@ -1433,3 +1433,105 @@ fn a_failed_chain_is_freed_while_the_job_restarts() {
     got.sort_unstable();
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
+
+/// A store whose commits take a while, and which says whether one is under way.
+struct SlowCommitStore {
+    inner: MemoryStore,
+    committing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SnapshotStore for SlowCommitStore {
+    fn put_blob(
+        &self,
+        id: actorflow_runtime::CheckpointId,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<actorflow_runtime::checkpoint::snapshot::BlobEntry, StoreError> {
+        self.inner.put_blob(id, name, bytes)
+    }
+    fn commit(
+        &self,
+        manifest: &actorflow_runtime::checkpoint::snapshot::Manifest,
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        self.committing.store(true, Ordering::SeqCst);
+        #[allow(clippy::disallowed_methods)] // a slow disk, on the store's blocking thread
+        std::thread::sleep(Duration::from_millis(100));
+        let r = self.inner.commit(manifest);
+        self.committing.store(false, Ordering::SeqCst);
+        r
+    }
+    fn head(
+        &self,
+    ) -> Result<Option<actorflow_runtime::checkpoint::snapshot::HeadRecord>, StoreError> {
+        self.inner.head()
+    }
+    fn list(&self) -> Result<Vec<actorflow_runtime::CheckpointId>, StoreError> {
+        self.inner.list()
+    }
+    fn load(
+        &self,
+        id: actorflow_runtime::CheckpointId,
+    ) -> Result<actorflow_runtime::checkpoint::snapshot::Snapshot, StoreError> {
+        self.inner.load(id)
+    }
+    fn remove(&self, id: actorflow_runtime::CheckpointId) -> Result<(), StoreError> {
+        self.inner.remove(id)
+    }
+}
+
+/// `execute` returns only after the checkpoint coordinator is done: a checkpoint being
+/// written when the last subtask ended is finished, the job's final checkpoint is published,
+/// and nothing is written or reported afterwards — even for a job without transactional
+/// sinks, whose subtasks do not wait for the final checkpoint, on a runtime that outlives
+/// the job. (A benchmark saw a previous job's checkpoint reported while the next one ran.)
+#[test]
+fn execute_returns_after_the_final_checkpoint_is_published() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        let committing = Arc::new(AtomicBool::new(false));
+        let store = Arc::new(SlowCommitStore {
+            inner: MemoryStore::new(),
+            committing: committing.clone(),
+        });
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let returned = Arc::new(AtomicBool::new(false));
+        let (sink, after) = (events.clone(), returned.clone());
+        let env = StreamExecutionEnvironment::new();
+        env.enable_checkpointing(Duration::from_millis(10))
+            .set_checkpoint_storage(store.clone())
+            .set_parallelism(1)
+            .set_job_listener(Arc::new(move |e| {
+                if let JobEvent::CheckpointCompleted { id, is_final, .. } = e {
+                    sink.lock()
+                        .unwrap()
+                        .push((id.0, *is_final, after.load(Ordering::SeqCst)));
+                }
+            }));
+        env.from_generator(GeneratorSource::new(20_000, |i| i).with_rate_limit(100_000.0))
+            .map(|x: u64| x + 1)
+            .discard();
+        rt.block_on(env.execute("slow store")).unwrap();
+        returned.store(true, Ordering::SeqCst);
+        assert!(
+            !committing.load(Ordering::SeqCst),
+            "round {round}: a checkpoint was still being written after the job returned"
+        );
+        let seen = events.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|&(_, is_final, _)| is_final),
+            "round {round}: the job returned before its final checkpoint: {seen:?}"
+        );
+        let newest = store.list().unwrap().into_iter().max().unwrap();
+        assert_eq!(
+            Some(newest.0),
+            seen.iter().find(|e| e.1).map(|e| e.0),
+            "round {round}: the final checkpoint is the newest in the store"
+        );
+    }
+}

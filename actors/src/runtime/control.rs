@@ -66,6 +66,9 @@ pub(crate) enum CoordinatorMsg {
     },
     /// The job supervisor, told once it runs.
     Attach(ActorRef<SupervisorMsg>),
+    /// The job ended: answered once every message sent before it was handled (the final
+    /// checkpoint published, an acknowledgement in flight written).
+    Drain(RpcReplyPort<()>),
 }
 
 /// Requests to the job supervisor.

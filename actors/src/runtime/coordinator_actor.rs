@@ -669,6 +669,9 @@ impl Actor for CoordinatorActor {
                 state.apply(d).await;
             }
             CoordinatorMsg::Attach(s) => state.supervisor = Some(s),
+            CoordinatorMsg::Drain(reply) => {
+                let _ = reply.send(());
+            }
             CoordinatorMsg::Stopping { tasks } => {
                 for task in tasks {
                     state.priority.remove(&task);

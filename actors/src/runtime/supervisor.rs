@@ -598,14 +598,18 @@ impl SupervisorState {
             for s in self.metrics.snapshot().subtasks {
                 debug!(target: "actorflow::metrics", job = %self.job, "final: {s}");
             }
-            // The job's result waits for the coordinator to stop: a checkpoint it is still
-            // writing (an acknowledgement in flight) is done with before `execute` returns, so
-            // nothing writes the store, or reports a checkpoint, after the job ended.
+            // The job's result waits for the coordinator: first for what the subtasks sent it
+            // before they ended (an acknowledgement, a final state: the job's final checkpoint
+            // is published), then for it to stop, so nothing writes the store, or reports a
+            // checkpoint, after `execute` returned. (Its stop port is taken by the first
+            // `stop`, so this is the only place that stops it once the job has a result.)
             let coordinator = self.recovery.as_ref().map(|r| r.coordinator.clone());
             let observer = self.metrics.observer.clone();
             tokio::spawn(async move {
                 if let Some(c) = coordinator {
-                    let _ = c.stop_and_wait(None, None).await;
+                    let _ = c.call(CoordinatorMsg::Drain, None).await;
+                    c.stop(None);
+                    let _ = c.wait(None).await;
                 }
                 observer.set_status(match &outcome {
                     Ok(_) => JobStatus::Finished,
@@ -614,9 +618,6 @@ impl SupervisorState {
                 });
                 let _ = tx.send(outcome);
             });
-        }
-        if let Some(r) = &self.recovery {
-            r.coordinator.stop(None);
         }
         myself.stop(None);
     }
@@ -696,7 +697,10 @@ impl Actor for JobSupervisor {
         if let Some(t) = state.ticker.take() {
             t.abort();
         }
-        if let Some(r) = &state.recovery {
+        // Stopped without a result (`finish` stops the coordinator itself, after draining it).
+        if state.result.is_some()
+            && let Some(r) = &state.recovery
+        {
             r.coordinator.stop(None);
         }
         Ok(())
