@@ -578,6 +578,8 @@ where
     /// Merging windows: reused buffers.
     merge_all: Vec<A::W>,
     merge_groups: Vec<(A::W, Vec<usize>)>,
+    /// Incremental checkpoints: the chains of key groups later checkpoints build on.
+    incremental: crate::checkpoint::incremental::Incremental,
     _out: PhantomData<fn() -> O>,
 }
 
@@ -615,6 +617,7 @@ where
             firing: Firing::default(),
             merge_all: Vec::new(),
             merge_groups: Vec::new(),
+            incremental: Default::default(),
             _out: PhantomData,
         }
     }
@@ -1322,16 +1325,30 @@ where
         Ok(())
     }
 
+    /// Per key group, each key's windows, contents, window state and timers. With incremental
+    /// checkpoints the timers are written whole (as the keyed process function's) and the
+    /// rest of each group as a chain of a base and deltas of the keys touched since the
+    /// checkpoint before (see [`incremental`](crate::checkpoint::incremental)).
     #[allow(clippy::type_complexity)] // the snapshot's types are the operator's parameters
     fn snapshot_state(
         &mut self,
-        _: crate::types::CheckpointId,
+        id: crate::types::CheckpointId,
         state: &mut crate::checkpoint::types::OperatorState,
     ) -> Result<(), UserError> {
         let info = self.info.as_ref().ok_or_else(not_open)?;
         let index = info.subtask_index;
         let max_parallelism = info.max_parallelism;
         let table = self.table.as_mut().ok_or_else(not_open)?;
+        let plan = self.incremental.plan(id, state.context());
+        if plan.is_incremental() {
+            // From the first incremental checkpoint on (it writes every group whole).
+            table.track_changes();
+        }
+        let changes: std::collections::HashMap<_, _> = if plan.is_incremental() {
+            table.take_changes().into_iter().collect()
+        } else {
+            Default::default()
+        };
         // The pause at the barrier: share the key groups, copy the timers. Windows, their
         // contents and state are encoded later, off the subtask.
         let frozen = table.freeze();
@@ -1347,9 +1364,9 @@ where
             .iter()
             .map(|(t, k, w)| (t.0, k.clone(), w.clone()))
             .collect();
-        state.put_groups_later(move || {
-            let mut snap: KeyedSnapshot<S::Key, KeySnap<A::W, Ag::Acc, Tr::State>> =
-                KeyedSnapshot::new(max_parallelism);
+        state.put_parts_later(move || {
+            use crate::checkpoint::incremental::{Delta, GroupWrite};
+            use crate::checkpoint::types::encode;
             let empty = || KeySnap {
                 slots: Vec::new(),
                 global: Vec::new(),
@@ -1357,23 +1374,33 @@ where
                 event_timers: Vec::new(),
                 processing_timers: Vec::new(),
             };
-            for (key, kw) in frozen.iter() {
-                let entry = snap.entry(key, empty);
-                entry.global = kw.global.encode()?;
-                entry.slots = kw
-                    .slots
-                    .iter()
-                    .map(|s| {
-                        Ok(SlotSnap {
-                            window: s.window.clone(),
-                            acc: s.acc.clone(),
-                            trigger: s.trigger.clone(),
-                            timers: s.timers.clone(),
-                            state: s.state.encode()?,
+            let contents = |kw: &KeyWindows<A::W, Ag::Acc, Tr::State>| -> Result<KeySnap<A::W, Ag::Acc, Tr::State>, UserError> {
+                Ok(KeySnap {
+                    global: kw.global.encode()?,
+                    slots: kw
+                        .slots
+                        .iter()
+                        .map(|s| {
+                            Ok(SlotSnap {
+                                window: s.window.clone(),
+                                acc: s.acc.clone(),
+                                trigger: s.trigger.clone(),
+                                timers: s.timers.clone(),
+                                state: s.state.encode()?,
+                            })
                         })
-                    })
-                    .collect::<Result<_, UserError>>()?;
-                entry.panes = kw.panes.clone();
+                        .collect::<Result<_, UserError>>()?,
+                    panes: kw.panes.clone(),
+                    ..empty()
+                })
+            };
+            // Whole: every key's contents and timers. Incremental: the timers only.
+            let mut snap: KeyedSnapshot<S::Key, KeySnap<A::W, Ag::Acc, Tr::State>> =
+                KeyedSnapshot::new(max_parallelism);
+            if !plan.is_incremental() {
+                for (key, kw) in frozen.iter() {
+                    *snap.entry(key, empty) = contents(kw)?;
+                }
             }
             for (t, key, w) in event {
                 snap.entry(&key, empty).event_timers.push((t, w));
@@ -1381,7 +1408,45 @@ where
             for (t, key, w) in processing {
                 snap.entry(&key, empty).processing_timers.push((t, w));
             }
-            snap.into_groups()
+            let whole = snap.into_groups()?;
+            if !plan.is_incremental() {
+                return plan.finish(whole, Vec::new(), Vec::new());
+            }
+            let mut chunks = Vec::new();
+            let mut unchanged = Vec::new();
+            for (kg, group) in frozen.groups() {
+                let changed = changes.get(&kg);
+                let write = plan.write_of(kg, changed.is_some(), group.is_empty());
+                let bytes = match write {
+                    GroupWrite::Unchanged => {
+                        unchanged.push(kg);
+                        continue;
+                    }
+                    _ if group.is_empty() => continue,
+                    GroupWrite::Delta => {
+                        let mut delta: Delta<&S::Key, KeySnap<A::W, Ag::Acc, Tr::State>> = Delta {
+                            removed: Vec::new(),
+                            changed: Vec::new(),
+                        };
+                        for k in changed.into_iter().flat_map(|c| c.iter()) {
+                            match frozen.get_in(kg, k) {
+                                Some(kw) => delta.changed.push((k, contents(kw)?)),
+                                None => delta.removed.push(k),
+                            }
+                        }
+                        encode(&delta)?
+                    }
+                    GroupWrite::Base | GroupWrite::Whole => {
+                        let list = group
+                            .iter()
+                            .map(|(k, kw)| Ok((k, contents(kw)?)))
+                            .collect::<Result<Vec<_>, UserError>>()?;
+                        encode(&list)?
+                    }
+                };
+                chunks.push((kg, write, bytes));
+            }
+            plan.finish(whole, chunks, unchanged)
         });
         state.push_union(index, &self.watermark.0)
     }
@@ -1394,8 +1459,18 @@ where
         if let Some(wm) = restored.own_union::<i64>(|all| all.into_iter().min())? {
             self.watermark = Watermark(wm);
         }
-        let keys =
+        restored.state.check_resolved()?;
+        // The next checkpoint writes every group whole (a new chain).
+        self.incremental.reset();
+        // Whole groups (or, incremental, the timers), then the chains of window contents.
+        let mut keys =
             KeyedSnapshot::<S::Key, KeySnap<A::W, Ag::Acc, Tr::State>>::read(&restored.state)?;
+        for (kg, layers) in &restored.state.layers {
+            keys.extend(crate::checkpoint::incremental::merge_chain::<
+                S::Key,
+                KeySnap<A::W, Ag::Acc, Tr::State>,
+            >(*kg, layers)?);
+        }
         let table = self.table.as_mut().ok_or_else(not_open)?;
         for (key, snap) in keys {
             for (t, w) in &snap.event_timers {
@@ -1424,6 +1499,15 @@ where
                 })
                 .collect();
         }
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` completed: later incremental checkpoints build on its chains.
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: crate::types::CheckpointId,
+    ) -> Result<(), UserError> {
+        self.incremental.confirm(checkpoint);
         Ok(())
     }
 
