@@ -145,6 +145,82 @@ async fn exactly_once_through_injected_failures_at_parallelism_1_and_3() {
     }
 }
 
+/// Commit markers older than the retention are deleted (those of this sink only); newer ones,
+/// and the markers of the run itself, stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_commit_markers_are_pruned() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("prune");
+    let pre = prefix("prune");
+    let other = prefix("pruneother");
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS actorflow_commits (gid text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for (gid, age) in [
+        (format!("{pre}:pg-sink:0:old:1"), "8 days"),
+        (format!("{pre}:pg-sink:1:old:1"), "8 days"),
+        (format!("{pre}:pg-sink:0:recent:1"), "1 day"),
+        (format!("{other}:pg-sink:0:old:1"), "8 days"),
+    ] {
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO actorflow_commits (gid, at) VALUES ($1, now() - interval '{age}')"
+                ),
+                &[&gid],
+            )
+            .await
+            .unwrap();
+    }
+    let env = common::env(2);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()));
+    pipeline(&env, 5_000, 40_000.0, sink(&url, &t, &pre));
+    common::run(&env).await.unwrap();
+    let markers = |like: String| {
+        let client = &client;
+        async move {
+            let rows = client
+                .query(
+                    "SELECT gid FROM actorflow_commits WHERE gid LIKE $1",
+                    &[&like],
+                )
+                .await
+                .unwrap();
+            let mut gids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            gids.sort();
+            gids
+        }
+    };
+    let ours = markers(format!("{pre}:%")).await;
+    assert!(!ours.iter().any(|g| g.contains(":old:")), "{ours:?}");
+    assert!(
+        ours.contains(&format!("{pre}:pg-sink:0:recent:1")),
+        "{ours:?}"
+    );
+    assert!(
+        ours.len() > 2,
+        "the run's own markers (both subtasks) stay: {ours:?}"
+    );
+    assert_eq!(
+        markers(format!("{other}:%")).await,
+        vec![format!("{other}:pg-sink:0:old:1")],
+        "another sink's markers are left alone"
+    );
+    assert_eq!(ids(&client, &t).await, (5_000, 5_000, Some(0), Some(4_999)));
+    client
+        .execute(
+            "DELETE FROM actorflow_commits WHERE gid LIKE $1",
+            &[&format!("{other}:%")],
+        )
+        .await
+        .unwrap();
+}
+
 /// A checkpoint's prepared transaction that was never committed (the process died between
 /// the checkpoint's completion and the commit) is committed on restore; a transaction
 /// prepared after that checkpoint is rolled back; so is one of a subtask beyond the new

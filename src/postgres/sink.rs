@@ -116,6 +116,7 @@ struct Config<T> {
     bad_rows: BadRows,
     batch_rows: usize,
     flush_rows: usize,
+    marker_retention: std::time::Duration,
 }
 
 /// Builds a [`PostgresSink`]. See [`PostgresSink::builder`].
@@ -129,6 +130,7 @@ pub struct PostgresSinkBuilder<T> {
     bad_rows: BadRows,
     batch_rows: usize,
     flush_rows: usize,
+    marker_retention: std::time::Duration,
 }
 
 impl<T: Data> PostgresSinkBuilder<T> {
@@ -183,6 +185,17 @@ impl<T: Data> PostgresSinkBuilder<T> {
         self
     }
 
+    /// How long the commit marker of a committed transaction stays in `actorflow_commits`
+    /// (default 7 days). A marker is what proves, when a restore commits a transaction
+    /// again, that the server committed it already; subtask 0 deletes this sink's markers
+    /// older than this, at most once a minute. Restoring a checkpoint or savepoint older than
+    /// the retention, whose transaction committed, fails with an error that says so: keep
+    /// savepoints you mean to restore within it, or raise it.
+    pub fn commit_marker_retention(mut self, retention: std::time::Duration) -> Self {
+        self.marker_retention = retention;
+        self
+    }
+
     /// Rows per `INSERT` statement (upserts, and the retry of a refused batch; default
     /// 1 000; fewer if the columns would exceed PostgreSQL's 65 535 parameters).
     pub fn batch_rows(mut self, rows: usize) -> Self {
@@ -231,6 +244,7 @@ impl<T: Data> PostgresSinkBuilder<T> {
             bad_rows: self.bad_rows,
             batch_rows,
             flush_rows: self.flush_rows,
+            marker_retention: self.marker_retention,
         }))
     }
 }
@@ -285,6 +299,8 @@ pub struct PostgresSink<T> {
     /// Exactly-once mode: the `COPY` the server is ingesting while the sink gathers the next
     /// rows, and those rows (kept to find the bad ones if the server refuses them).
     in_flight: Option<InFlightCopy>,
+    /// When subtask 0 last deleted expired commit markers.
+    pruned: Option<std::time::Instant>,
 }
 
 /// A `COPY` running on the writer connection, under the savepoint `actorflow_copy`.
@@ -381,6 +397,7 @@ impl<T> PostgresSink<T> {
             checkpointing: false,
             buffer: Vec::new(),
             in_flight: None,
+            pruned: None,
         }
     }
 
@@ -397,6 +414,7 @@ impl<T> PostgresSink<T> {
             bad_rows: BadRows::Fail,
             batch_rows: 1000,
             flush_rows: 50_000,
+            marker_retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -505,8 +523,8 @@ impl<T> PostgresSink<T> {
                     Ok(())
                 } else {
                     Err(UserError::from(format!(
-                        "PostgreSQL sink (table {}): transaction {gid} of a completed checkpoint is neither prepared nor committed: its rows are lost (rolled back by hand, or by another job with the same transaction prefix and sink uid)",
-                        self.config.table
+                        "PostgreSQL sink (table {}): transaction {gid} of a completed checkpoint is neither prepared nor committed: its rows are lost (rolled back by hand, or by another job with the same transaction prefix and sink uid), or the checkpoint is older than the commit marker retention ({:?}) and its marker was deleted",
+                        self.config.table, self.config.marker_retention
                     )))
                 }
             }
@@ -1109,7 +1127,7 @@ impl<T: Data> Sink for PostgresSink<T> {
         for (_, gid) in ready {
             self.commit_prepared(&gid).await?;
         }
-        Ok(())
+        self.prune_markers().await
     }
 
     fn is_transactional(&self) -> bool {
@@ -1145,6 +1163,35 @@ impl<T> PostgresSink<T> {
         let sql = self.copy_sql();
         let task = tokio::spawn(async move { Self::copy_on(&client, &sql, text).await });
         self.in_flight = Some(InFlightCopy { task, rows });
+        Ok(())
+    }
+
+    /// Subtask 0 deletes this sink's commit markers older than the retention, at most once
+    /// a minute (after a commit).
+    async fn prune_markers(&mut self) -> Result<(), UserError> {
+        if self.info.as_ref().is_none_or(|i| i.subtask_index != 0)
+            || self
+                .pruned
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60))
+        {
+            return Ok(());
+        }
+        self.pruned = Some(std::time::Instant::now());
+        let like = format!("{}%", self.gid_prefix());
+        let secs = self.config.marker_retention.as_secs_f64();
+        let deleted = self
+            .control()?
+            .execute(
+                &format!(
+                    "DELETE FROM {MARKERS} WHERE gid LIKE $1 AND at < now() - make_interval(secs => $2)"
+                ),
+                &[&like, &secs],
+            )
+            .await
+            .map_err(|e| self.err("cannot delete expired commit markers", &e))?;
+        if deleted > 0 {
+            tracing::debug!(deleted, table = %self.config.table, "expired commit markers deleted");
+        }
         Ok(())
     }
 
