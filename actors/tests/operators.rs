@@ -1036,7 +1036,7 @@ fn a_large_restore_on_several_threads_holds_the_same_state() {
     assert!(expected == got, "the restored state differs");
 }
 
-fn sessions_of_sums() -> WindowOperator<
+type SessionSums = WindowOperator<
     Kv,
     KvKey,
     SessionWindows<Kv>,
@@ -1044,7 +1044,9 @@ fn sessions_of_sums() -> WindowOperator<
     ReduceAgg<fn(Kv, Kv) -> Kv>,
     PassThrough,
     Kv,
-> {
+>;
+
+fn sessions_of_sums() -> SessionSums {
     WindowOperator::new(
         OwnedKey::new((|e: &Kv| e.0) as fn(&Kv) -> u64),
         SessionWindows::event_time(10).unwrap(),
