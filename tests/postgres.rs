@@ -416,6 +416,55 @@ async fn bad_rows_fail_the_job_with_the_row_or_go_to_the_dead_letter_table() {
     assert!(bad.contains(&"1007, 0".to_string()), "{bad:?}");
 }
 
+/// A value its column cannot take (out of `integer` range) is found before the server sees
+/// it: that record's rows go row by row, the bad one to the dead-letter table, the others in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_does_not_fit_its_column_goes_to_the_dead_letter_table() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("misfit");
+    let dead = format!("{t}_bad");
+    let s = PostgresSink::<u64>::builder(&url)
+        .create_table(&format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id bigint NOT NULL, small integer)"
+        ))
+        .table(&t, &["id", "small"])
+        .row(|i| {
+            let small = if *i == 13 { 1i64 << 40 } else { *i as i64 };
+            vec![SqlValue::Int(*i as i64), SqlValue::Int(small)]
+        })
+        .transaction_prefix(&prefix("misfit"))
+        .bad_rows(BadRows::DeadLetter(dead.clone()))
+        .build()
+        .unwrap();
+    let env = common::env(1);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()));
+    env.from_sequence(0, 999)
+        .add_sink("pg", move |_: &TaskInfo| Ok(s.clone()));
+    common::run(&env).await.unwrap();
+    let r = client
+        .query_one(
+            &format!("SELECT count(*), count(DISTINCT id), bool_or(id = 13) FROM {t}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, bool>(2)),
+        (999, 999, false)
+    );
+    let bad: Vec<(String, String)> = client
+        .query(&format!("SELECT row, error FROM {dead}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].0, "13, 1099511627776");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_is_a_failure_the_job_recovers_from() {
     let Some(url) = url() else { return };

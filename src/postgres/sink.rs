@@ -25,7 +25,6 @@ use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
 use actorflow_runtime::{Batch, CheckpointId, Data, Sink, TaskInfo, UserError};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
@@ -288,25 +287,33 @@ pub struct PostgresSink<T> {
     attempt: String,
     in_txn: bool,
     param_types: Vec<Type>,
+    /// What each column takes (from `param_types`).
+    columns: Vec<Column>,
     statements: HashMap<usize, Statement>,
     /// Prepared transactions waiting for their checkpoint, oldest first.
     pending: Vec<(CheckpointId, String)>,
     checkpointing: bool,
-    /// Exactly-once mode: rows not yet sent, written with one `COPY` when there are
+    /// Exactly-once mode: records not yet sent, written with one `COPY` when there are
     /// `flush_rows` of them or at the checkpoint (bounded: at most one `COPY` is in flight
-    /// and the next flush waits for it, so backpressure holds).
-    buffer: Vec<Vec<SqlValue>>,
+    /// and the next flush waits for it, so backpressure holds). Kept as the batches they
+    /// came in (no copy per record) to find the bad rows if the server refuses the `COPY`.
+    records: Vec<Batch<T>>,
+    /// How many records `records` holds.
+    buffered: usize,
+    /// Their rows in `COPY`'s text format, encoded as they arrive; `None` once a value did
+    /// not fit its column (those records then go row by row, which names the value).
+    text: Option<Vec<u8>>,
     /// Exactly-once mode: the `COPY` the server is ingesting while the sink gathers the next
-    /// rows, and those rows (kept to find the bad ones if the server refuses them).
-    in_flight: Option<InFlightCopy>,
+    /// rows, and its records.
+    in_flight: Option<InFlightCopy<T>>,
     /// When subtask 0 last deleted expired commit markers.
     pruned: Option<std::time::Instant>,
 }
 
 /// A `COPY` running on the writer connection, under the savepoint `actorflow_copy`.
-struct InFlightCopy {
+struct InFlightCopy<T> {
     task: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-    rows: Vec<Vec<SqlValue>>,
+    records: Vec<Batch<T>>,
 }
 
 impl<T> Clone for PostgresSink<T> {
@@ -341,24 +348,129 @@ fn random_token() -> String {
     actorflow_runtime::JobId::generate().to_string()[..16].to_string()
 }
 
-/// True if `v` can go into a column of type `ty` (what [`PostgresSink::param`] accepts),
+/// What a column takes, decided once from its type, so the per-row checks compare no
+/// [`Type`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float,
+    /// `text`, `varchar`, `char`.
+    Text,
+    /// `name`: text only.
+    Name,
+    /// Anything else: only `NULL` fits.
+    Other,
+}
+
+impl Column {
+    fn of(ty: &Type) -> Self {
+        match *ty {
+            Type::BOOL => Column::Bool,
+            Type::INT2 => Column::Int2,
+            Type::INT4 => Column::Int4,
+            Type::INT8 => Column::Int8,
+            Type::FLOAT4 | Type::FLOAT8 => Column::Float,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR => Column::Text,
+            Type::NAME => Column::Name,
+            _ => Column::Other,
+        }
+    }
+}
+
+/// True if `v` can go into a column of kind `c` (what [`PostgresSink::param`] accepts),
 /// without allocating.
-fn fits(ty: &Type, v: &SqlValue) -> bool {
-    let text = matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME);
+fn fits_column(c: Column, v: &SqlValue) -> bool {
     match v {
         SqlValue::Null => true,
-        SqlValue::Bool(_) => *ty == Type::BOOL || (text && *ty != Type::NAME),
-        SqlValue::Int(i) => match *ty {
-            Type::INT2 => i16::try_from(*i).is_ok(),
-            Type::INT4 => i32::try_from(*i).is_ok(),
-            Type::INT8 | Type::FLOAT4 | Type::FLOAT8 => true,
-            _ => text,
+        SqlValue::Bool(_) => matches!(c, Column::Bool | Column::Text),
+        SqlValue::Int(i) => match c {
+            Column::Int2 => i16::try_from(*i).is_ok(),
+            Column::Int4 => i32::try_from(*i).is_ok(),
+            Column::Int8 | Column::Float | Column::Text | Column::Name => true,
+            Column::Bool | Column::Other => false,
         },
-        SqlValue::Float(_) => {
-            matches!(*ty, Type::FLOAT4 | Type::FLOAT8) || (text && *ty != Type::NAME)
-        }
-        SqlValue::Text(_) => text,
+        SqlValue::Float(_) => matches!(c, Column::Float | Column::Text),
+        SqlValue::Text(_) => matches!(c, Column::Text | Column::Name),
     }
+}
+
+/// Appends `row` to `out` in `COPY`'s text format (one line). Returns false, leaving `out`
+/// as it was, if the row has the wrong number of values or a value does not fit its column
+/// (the same checks as for bound parameters: types, ranges).
+fn encode_row(out: &mut Vec<u8>, row: &[SqlValue], columns: &[Column]) -> bool {
+    if row.len() != columns.len() {
+        return false;
+    }
+    let start = out.len();
+    for (k, (v, &c)) in row.iter().zip(columns).enumerate() {
+        if !fits_column(c, v) {
+            out.truncate(start);
+            return false;
+        }
+        if k > 0 {
+            out.push(b'\t');
+        }
+        match v {
+            SqlValue::Null => out.extend_from_slice(b"\\N"),
+            SqlValue::Bool(b) => out.extend_from_slice(match (c == Column::Bool, *b) {
+                (true, true) => b"t",
+                (true, false) => b"f",
+                (false, true) => b"true",
+                (false, false) => b"false",
+            }),
+            SqlValue::Int(i) => push_int(out, *i),
+            SqlValue::Float(x) => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{x}"));
+            }
+            SqlValue::Text(t) => push_text(out, t.as_bytes()),
+        }
+    }
+    out.push(b'\n');
+    true
+}
+
+/// Appends `t` with `COPY`'s escapes for backslash, tab, newline and carriage return.
+fn push_text(out: &mut Vec<u8>, t: &[u8]) {
+    // No early exit, so the check vectorises; a control character that needs no escape
+    // only sends the text the slow way.
+    let plain = !t
+        .iter()
+        .fold(false, |any, &b| any | (b <= b'\r') | (b == b'\\'));
+    if plain {
+        out.extend_from_slice(t);
+        return;
+    }
+    for &b in t {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b => out.push(b),
+        }
+    }
+}
+
+/// Appends `i` in decimal, without the formatting machinery (the sink's hot path).
+fn push_int(out: &mut Vec<u8>, i: i64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut n = i.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[at..]);
 }
 
 /// A database error with its message, detail and SQLSTATE.
@@ -392,10 +504,13 @@ impl<T> PostgresSink<T> {
             attempt: random_token(),
             in_txn: false,
             param_types: Vec::new(),
+            columns: Vec::new(),
             statements: HashMap::new(),
             pending: Vec::new(),
             checkpointing: false,
-            buffer: Vec::new(),
+            records: Vec::new(),
+            buffered: 0,
+            text: Some(Vec::new()),
             in_flight: None,
             pruned: None,
         }
@@ -739,59 +854,22 @@ impl<T> PostgresSink<T> {
 
     /// `rows` in `COPY`'s text format, or `None` if a value does not fit its column (the
     /// row-by-row path then names it).
-    fn copy_text(&self, rows: &[Vec<SqlValue>]) -> Option<String> {
-        let mut out = String::with_capacity(rows.len() * 16 * self.config.columns.len());
+    fn copy_text(&self, rows: &[Vec<SqlValue>]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(rows.len() * 16 * self.config.columns.len());
         for row in rows {
-            if row.len() != self.config.columns.len() {
+            if !encode_row(&mut out, row, &self.columns) {
                 return None;
             }
-            for (k, v) in row.iter().enumerate() {
-                // The same checks as for bound parameters (types, ranges).
-                if !fits(&self.param_types[k], v) {
-                    return None;
-                }
-                if k > 0 {
-                    out.push('\t');
-                }
-                match v {
-                    SqlValue::Null => out.push_str("\\N"),
-                    SqlValue::Bool(b) => {
-                        if self.param_types[k] == Type::BOOL {
-                            out.push(if *b { 't' } else { 'f' });
-                        } else {
-                            out.push_str(if *b { "true" } else { "false" });
-                        }
-                    }
-                    SqlValue::Int(i) => {
-                        let _ = write!(out, "{i}");
-                    }
-                    SqlValue::Float(x) => {
-                        let _ = write!(out, "{x}");
-                    }
-                    SqlValue::Text(t) => {
-                        if !t
-                            .bytes()
-                            .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
-                        {
-                            // Most text needs no escaping: copied whole.
-                            out.push_str(t);
-                        } else {
-                            for c in t.chars() {
-                                match c {
-                                    '\\' => out.push_str("\\\\"),
-                                    '\t' => out.push_str("\\t"),
-                                    '\n' => out.push_str("\\n"),
-                                    '\r' => out.push_str("\\r"),
-                                    c => out.push(c),
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            out.push('\n');
         }
         Some(out)
+    }
+
+    /// The rows of `records`, from the user's row function.
+    fn rows_of(&self, records: &[Batch<T>]) -> Vec<Vec<SqlValue>> {
+        records
+            .iter()
+            .flat_map(|b| b.values().iter().map(|r| (self.config.row)(r)))
+            .collect()
     }
 
     /// `COPY table (columns) FROM STDIN`.
@@ -808,7 +886,7 @@ impl<T> PostgresSink<T> {
     async fn copy_on(
         client: &Client,
         sql: &str,
-        text: String,
+        text: Vec<u8>,
     ) -> Result<(), tokio_postgres::Error> {
         use futures_util::SinkExt;
         let sink = client.copy_in::<_, bytes::Bytes>(sql).await?;
@@ -818,7 +896,7 @@ impl<T> PostgresSink<T> {
     }
 
     /// `COPY` of `text` into the table; the inner result is the database's answer.
-    async fn copy(&self, text: String) -> Result<Result<(), tokio_postgres::Error>, UserError> {
+    async fn copy(&self, text: Vec<u8>) -> Result<Result<(), tokio_postgres::Error>, UserError> {
         let sql = self.copy_sql();
         Ok(Self::copy_on(self.client()?, &sql, text).await)
     }
@@ -827,7 +905,7 @@ impl<T> PostgresSink<T> {
     /// released; if the server refused a row, the batch is rolled back to its savepoint
     /// and written row by row, which names (or sets aside) the bad rows.
     async fn settle_copy(&mut self) -> Result<(), UserError> {
-        let Some(InFlightCopy { task, rows }) = self.in_flight.take() else {
+        let Some(InFlightCopy { task, records }) = self.in_flight.take() else {
             return Ok(());
         };
         let result = task
@@ -847,7 +925,7 @@ impl<T> PostgresSink<T> {
                     "cannot roll back to a savepoint",
                 )
                 .await?;
-                for row in &rows {
+                for row in &self.rows_of(&records) {
                     self.write_one(row).await?;
                 }
                 Ok(())
@@ -1027,6 +1105,7 @@ impl<T: Data> Sink for PostgresSink<T> {
         }
         let stmt = self.statement(1).await?;
         self.param_types = stmt.params().to_vec();
+        self.columns = self.param_types.iter().map(Column::of).collect();
         if self.exactly_once() && info.restored_from.is_none() {
             // A fresh start: nothing prepared by an earlier run was part of a checkpoint we
             // continue from.
@@ -1037,9 +1116,17 @@ impl<T: Data> Sink for PostgresSink<T> {
 
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
         if self.exactly_once() {
-            self.buffer
-                .extend(batch.into_iter().map(|r| (self.config.row)(&r)));
-            if self.buffer.len() >= self.config.flush_rows {
+            if let Some(text) = &mut self.text {
+                for r in batch.values() {
+                    if !encode_row(text, &(self.config.row)(r), &self.columns) {
+                        self.text = None;
+                        break;
+                    }
+                }
+            }
+            self.buffered += batch.len();
+            self.records.push(batch);
+            if self.buffered >= self.config.flush_rows {
                 self.flush().await?;
             }
             return Ok(());
@@ -1145,13 +1232,17 @@ impl<T> PostgresSink<T> {
         T: Data,
     {
         self.settle_copy().await?;
-        if self.buffer.is_empty() {
+        if self.buffered == 0 {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.buffer);
+        let records = std::mem::take(&mut self.records);
+        let capacity = self.text.as_ref().map_or(0, Vec::len);
+        let text = self.text.replace(Vec::with_capacity(capacity));
+        self.buffered = 0;
         self.begin_if_needed().await?;
-        let Some(text) = self.copy_text(&rows) else {
+        let Some(text) = text else {
             // A value that does not fit its column: row by row names it.
+            let rows = self.rows_of(&records);
             return self.write_rows(rows).await;
         };
         self.execute("SAVEPOINT actorflow_copy", "cannot set a savepoint")
@@ -1162,7 +1253,7 @@ impl<T> PostgresSink<T> {
             .ok_or_else(|| UserError::from("PostgreSQL sink used before open()"))?;
         let sql = self.copy_sql();
         let task = tokio::spawn(async move { Self::copy_on(&client, &sql, text).await });
-        self.in_flight = Some(InFlightCopy { task, rows });
+        self.in_flight = Some(InFlightCopy { task, records });
         Ok(())
     }
 
@@ -1235,6 +1326,62 @@ impl<T> Drop for PostgresSink<T> {
     fn drop(&mut self) {
         for d in self.drivers.drain(..) {
             d.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_written_as_decimal_text() {
+        for i in [0, 7, -7, 10, -10, 1_234_567_890_123, i64::MAX, i64::MIN] {
+            let mut s = b"x".to_vec();
+            push_int(&mut s, i);
+            assert_eq!(s, format!("x{i}").into_bytes());
+        }
+    }
+
+    #[test]
+    fn a_row_that_does_not_fit_leaves_the_text_as_it_was() {
+        let types = [Column::Int4, Column::Text, Column::Bool];
+        let mut out = Vec::new();
+        assert!(encode_row(
+            &mut out,
+            &[
+                SqlValue::Int(-3),
+                SqlValue::Text("a\tb\\c\nd".into()),
+                SqlValue::Bool(true)
+            ],
+            &types
+        ));
+        assert!(encode_row(
+            &mut out,
+            &[
+                SqlValue::Null,
+                SqlValue::Text("plain".into()),
+                SqlValue::Null
+            ],
+            &types
+        ));
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "-3\ta\\tb\\\\c\\nd\tt\n\\N\tplain\t\\N\n"
+        );
+        let before = out.clone();
+        // Out of `integer` range; text for an integer column; too few values.
+        for row in [
+            vec![SqlValue::Int(1 << 40), SqlValue::Null, SqlValue::Null],
+            vec![
+                SqlValue::Int(1),
+                SqlValue::Int(2),
+                SqlValue::Text("x".into()),
+            ],
+            vec![SqlValue::Int(1)],
+        ] {
+            assert!(!encode_row(&mut out, &row, &types), "{row:?}");
+            assert_eq!(out, before);
         }
     }
 }
