@@ -996,9 +996,13 @@ impl SnapshotStore for SledStore {
                 doomed.push(blob_key(e.owner, &e.name));
             }
         }
+        // One batch: `Tree::remove` returns the old value, which for a large blob means
+        // reading it back from disk (130 chunk blobs of ~1 MB took 0.95 s that way).
+        let mut batch = sled::Batch::default();
         for k in doomed {
-            self.blobs.remove(k).map_err(|e| self.io(e))?;
+            batch.remove(k);
         }
+        self.blobs.apply_batch(batch).map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(())
     }
