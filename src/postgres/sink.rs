@@ -143,7 +143,9 @@ impl<T: Data> PostgresSinkBuilder<T> {
         self
     }
 
-    /// The values of one record's row, one per column.
+    /// The values of one record's row, one per column. It may be called more than once for
+    /// a record (when the server refuses a batch, its rows are made again and retried one by
+    /// one), so it should not have side effects.
     pub fn row(mut self, f: impl Fn(&T) -> Vec<SqlValue> + Send + Sync + 'static) -> Self {
         self.row = Some(Arc::new(f));
         self
@@ -1278,10 +1280,16 @@ impl<T> PostgresSink<T> {
                 ),
                 &[&like, &secs],
             )
-            .await
-            .map_err(|e| self.err("cannot delete expired commit markers", &e))?;
-        if deleted > 0 {
-            tracing::debug!(deleted, table = %self.config.table, "expired commit markers deleted");
+            .await;
+        // Housekeeping: a failure is worth a warning, not a restart.
+        match deleted {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(deleted = n, table = %self.config.table, "expired commit markers deleted");
+            }
+            Err(e) => {
+                tracing::warn!(table = %self.config.table, error = %describe(&e), "cannot delete expired commit markers");
+            }
         }
         Ok(())
     }
