@@ -145,6 +145,8 @@ struct Scenario {
     parallelism: u32,
     mode: Mode,
     interval_ms: u64,
+    /// Incremental checkpoints (keyed state and window contents in chains).
+    incremental: bool,
     faults: String,
 }
 
@@ -178,10 +180,14 @@ fn draw(rng: &mut Rng, records: u64) -> Scenario {
             rng.below(u64::from(subtasks))
         ));
     }
+    let interval_ms = 20 + rng.below(61);
     Scenario {
         parallelism,
         mode,
-        interval_ms: 20 + rng.below(61),
+        interval_ms,
+        // From a value already drawn, so a seed gives the same scenarios as before this
+        // setting existed, half of them incremental.
+        incremental: interval_ms % 2 == 1,
         faults: faults.join(","),
     }
 }
@@ -193,10 +199,15 @@ fn run(s: &Scenario, records: u64) -> Result<(Sorted, usize), String> {
     let restarts = Arc::new(Mutex::new(0usize));
     let counter = restarts.clone();
     env.enable_checkpointing(Duration::from_millis(s.interval_ms))
-        .checkpointing(|c| match s.mode {
-            Mode::Aligned => {}
-            Mode::Unaligned => c.settings.unaligned = true,
-            Mode::AlignmentTimeout => c.settings.aligned_timeout = Some(Duration::from_millis(5)),
+        .checkpointing(|c| {
+            c.settings.incremental = s.incremental;
+            match s.mode {
+                Mode::Aligned => {}
+                Mode::Unaligned => c.settings.unaligned = true,
+                Mode::AlignmentTimeout => {
+                    c.settings.aligned_timeout = Some(Duration::from_millis(5))
+                }
+            }
         })
         .set_restart_strategy(RestartStrategy::FixedDelay {
             attempts: 10,
@@ -279,9 +290,10 @@ fn main() -> ExitCode {
             }
         };
         println!(
-            "run {i:>3}: p={} {:?} every {} ms, faults {} -> {verdict} in {:.2} s",
+            "run {i:>3}: p={} {:?}{} every {} ms, faults {} -> {verdict} in {:.2} s",
             s.parallelism,
             s.mode,
+            if s.incremental { " incremental" } else { "" },
             s.interval_ms,
             s.faults,
             t.elapsed().as_secs_f64()
