@@ -33,8 +33,9 @@
 //! the chains: operators write them whole with every checkpoint.
 
 use crate::checkpoint::snapshot::BlobEntry;
-use crate::checkpoint::types::{KeyedParts, SnapshotContext};
+use crate::checkpoint::types::{KeyedParts, SnapshotContext, encode};
 use crate::error::UserError;
+use crate::state::table::{ChangedKeys, FrozenTable, KeyedTable};
 use crate::types::{CheckpointId, KeyGroup};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -284,6 +285,88 @@ impl Plan {
         }
         Ok(out)
     }
+}
+
+/// The keys each key group changed since the last [`KeyedTable::take_changes`], by group.
+pub type Changes<K> = HashMap<KeyGroup, ChangedKeys<K>>;
+
+impl Incremental {
+    /// [`plan`](Self::plan) for an operator whose keyed state is `table`: an incremental plan
+    /// starts (or goes on) recording the table's changes and takes those made since the last
+    /// checkpoint; a whole snapshot leaves them for the next one.
+    pub fn plan_table<K: Hash + Eq + Clone, V: Clone>(
+        &mut self,
+        id: CheckpointId,
+        context: &SnapshotContext,
+        table: &mut KeyedTable<K, V>,
+    ) -> (Plan, Changes<K>) {
+        let plan = self.plan(id, context);
+        if !plan.is_incremental() {
+            return (plan, Changes::new());
+        }
+        // From the first incremental checkpoint on (it writes every group whole).
+        table.track_changes();
+        (plan, table.take_changes().into_iter().collect())
+    }
+}
+
+/// Each key group of a frozen table as `plan` asks: whole, a base (`Vec<(K, X)>` of every
+/// key that holds something) or a [`Delta`] of the keys in `changes`, with what it is;
+/// unchanged groups are listed apart, groups that hold nothing get no bytes. `holds` says
+/// whether an entry holds anything, `value` is what a held entry is written as.
+///
+/// # Errors
+///
+/// The first error of `value`, or of encoding.
+#[allow(clippy::type_complexity)] // (group, write, bytes) and the unchanged groups
+pub fn table_groups<'f, K, V, X>(
+    frozen: &'f FrozenTable<K, V>,
+    changes: &Changes<K>,
+    plan: &Plan,
+    holds: impl Fn(&V) -> bool,
+    value: impl Fn(&'f V) -> Result<X, UserError>,
+) -> Result<(Vec<(KeyGroup, GroupWrite, Vec<u8>)>, Vec<KeyGroup>), UserError>
+where
+    K: Hash + Eq + Serialize,
+    X: Serialize,
+{
+    let mut written = Vec::new();
+    let mut unchanged = Vec::new();
+    for (kg, table) in frozen.groups() {
+        let changed = changes.get(&kg);
+        let empty = !table.iter().any(|(_, v)| holds(v));
+        let write = plan.write_of(kg, changed.is_some(), empty);
+        let bytes = match write {
+            GroupWrite::Unchanged => {
+                unchanged.push(kg);
+                continue;
+            }
+            _ if empty => continue,
+            GroupWrite::Delta => {
+                let mut delta: Delta<&K, X> = Delta {
+                    removed: Vec::new(),
+                    changed: Vec::new(),
+                };
+                for k in changed.into_iter().flat_map(|c| c.iter()) {
+                    match frozen.get_in(kg, k) {
+                        Some(v) if holds(v) => delta.changed.push((k, value(v)?)),
+                        _ => delta.removed.push(k),
+                    }
+                }
+                encode(&delta)?
+            }
+            GroupWrite::Base | GroupWrite::Whole => {
+                let list = table
+                    .iter()
+                    .filter(|(_, v)| holds(v))
+                    .map(|(k, v)| Ok((k, value(v)?)))
+                    .collect::<Result<Vec<_>, UserError>>()?;
+                encode(&list)?
+            }
+        };
+        written.push((kg, write, bytes));
+    }
+    Ok((written, unchanged))
 }
 
 /// Reads a key group's chain back (base, then deltas in order) into its `(key, value)`

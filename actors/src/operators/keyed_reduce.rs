@@ -203,63 +203,28 @@ where
             .table
             .as_mut()
             .ok_or("keyed reduce snapshot before open()")?;
-        let plan = self.incremental.plan(id, state.context());
-        if plan.is_incremental() {
-            table.track_changes();
-        }
-        let changes: std::collections::HashMap<_, _> = if plan.is_incremental() {
-            table.take_changes().into_iter().collect()
-        } else {
-            Default::default()
-        };
+        let (plan, changes) = self.incremental.plan_table(id, state.context(), table);
         // Shared now, encoded off the subtask.
         let frozen = table.freeze();
         // Each key once per group, as `KeyedSnapshot` writes it (`Vec<(K, T)>`), without
         // building one; incremental: as a base chunk of that form, or a delta of the changed
         // keys.
         state.put_parts_later(move || {
-            use crate::checkpoint::incremental::{Delta, GroupWrite};
-            use crate::checkpoint::types::encode;
-            let mut whole = Vec::new();
-            let mut chunks = Vec::new();
-            let mut unchanged = Vec::new();
-            for (kg, table) in frozen.groups() {
-                let changed = changes.get(&kg);
-                let empty = !table.iter().any(|(_, v)| v.is_some());
-                let write = plan.write_of(kg, changed.is_some(), empty);
-                let bytes = match write {
-                    GroupWrite::Unchanged => {
-                        unchanged.push(kg);
-                        continue;
-                    }
-                    _ if empty => continue,
-                    GroupWrite::Delta => {
-                        let mut delta: Delta<&S::Key, &T> = Delta {
-                            removed: Vec::new(),
-                            changed: Vec::new(),
-                        };
-                        for k in changed.into_iter().flat_map(|c| c.iter()) {
-                            match frozen.get_in(kg, k) {
-                                Some(Some(v)) => delta.changed.push((k, v)),
-                                _ => delta.removed.push(k),
-                            }
-                        }
-                        encode(&delta)?
-                    }
-                    GroupWrite::Base | GroupWrite::Whole => {
-                        let list: Vec<(&S::Key, &T)> = table
-                            .iter()
-                            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-                            .collect();
-                        encode(&list)?
-                    }
-                };
-                if write == GroupWrite::Whole {
-                    whole.push((kg, bytes));
-                } else {
-                    chunks.push((kg, write, bytes));
-                }
-            }
+            use crate::checkpoint::incremental::{GroupWrite, table_groups};
+            let (written, unchanged) = table_groups(
+                &frozen,
+                &changes,
+                &plan,
+                Option::is_some,
+                |v: &Option<T>| v.as_ref().ok_or_else(|| "a key without a value".into()),
+            )?;
+            let (whole, chunks): (Vec<_>, Vec<_>) = written
+                .into_iter()
+                .partition(|(_, write, _)| *write == GroupWrite::Whole);
+            let whole = whole
+                .into_iter()
+                .map(|(kg, _, bytes)| (kg, bytes))
+                .collect();
             plan.finish(whole, chunks, unchanged)
         });
         Ok(())

@@ -218,7 +218,7 @@ fn encode_process_chains<K: crate::state::key::Key>(
     processing: Vec<(i64, K)>,
     max_parallelism: u32,
     plan: crate::checkpoint::incremental::Plan,
-    changes: Vec<(crate::types::KeyGroup, crate::state::table::ChangedKeys<K>)>,
+    changes: crate::checkpoint::incremental::Changes<K>,
 ) -> Result<crate::checkpoint::types::KeyedParts, UserError> {
     use crate::checkpoint::incremental::GroupWrite;
     let empty_table = hashbrown::HashTable::new();
@@ -230,7 +230,6 @@ fn encode_process_chains<K: crate::state::key::Key>(
         processing,
         max_parallelism,
     )?;
-    let changes: std::collections::HashMap<_, _> = changes.into_iter().collect();
     let mut chunks = Vec::new();
     let mut unchanged = Vec::new();
     for (kg, table) in frozen.groups() {
@@ -960,16 +959,7 @@ impl<K: crate::state::key::Key> KeyedCore<K> {
         let info = self.info.as_ref().ok_or_else(missing_open)?;
         let max_parallelism = info.max_parallelism;
         let table = self.states.as_mut().ok_or_else(missing_open)?;
-        let plan = self.incremental.plan(id, state.context());
-        if plan.is_incremental() {
-            // From the first incremental checkpoint on (it writes every group whole).
-            table.track_changes();
-        }
-        let changes = if plan.is_incremental() {
-            table.take_changes()
-        } else {
-            Vec::new()
-        };
+        let (plan, changes) = self.incremental.plan_table(id, state.context(), table);
         // The pause at the barrier: share the key groups, copy the timers (as Flink's heap
         // timers are copied synchronously). Encoding runs later, off the subtask.
         let frozen = table.freeze();

@@ -1339,16 +1339,7 @@ where
         let index = info.subtask_index;
         let max_parallelism = info.max_parallelism;
         let table = self.table.as_mut().ok_or_else(not_open)?;
-        let plan = self.incremental.plan(id, state.context());
-        if plan.is_incremental() {
-            // From the first incremental checkpoint on (it writes every group whole).
-            table.track_changes();
-        }
-        let changes: std::collections::HashMap<_, _> = if plan.is_incremental() {
-            table.take_changes().into_iter().collect()
-        } else {
-            Default::default()
-        };
+        let (plan, changes) = self.incremental.plan_table(id, state.context(), table);
         // The pause at the barrier: share the key groups, copy the timers. Windows, their
         // contents and state are encoded later, off the subtask.
         let frozen = table.freeze();
@@ -1365,8 +1356,6 @@ where
             .map(|(t, k, w)| (t.0, k.clone(), w.clone()))
             .collect();
         state.put_parts_later(move || {
-            use crate::checkpoint::incremental::{Delta, GroupWrite};
-            use crate::checkpoint::types::encode;
             let empty = || KeySnap {
                 slots: Vec::new(),
                 global: Vec::new(),
@@ -1412,40 +1401,13 @@ where
             if !plan.is_incremental() {
                 return plan.finish(whole, Vec::new(), Vec::new());
             }
-            let mut chunks = Vec::new();
-            let mut unchanged = Vec::new();
-            for (kg, group) in frozen.groups() {
-                let changed = changes.get(&kg);
-                let write = plan.write_of(kg, changed.is_some(), group.is_empty());
-                let bytes = match write {
-                    GroupWrite::Unchanged => {
-                        unchanged.push(kg);
-                        continue;
-                    }
-                    _ if group.is_empty() => continue,
-                    GroupWrite::Delta => {
-                        let mut delta: Delta<&S::Key, KeySnap<A::W, Ag::Acc, Tr::State>> = Delta {
-                            removed: Vec::new(),
-                            changed: Vec::new(),
-                        };
-                        for k in changed.into_iter().flat_map(|c| c.iter()) {
-                            match frozen.get_in(kg, k) {
-                                Some(kw) => delta.changed.push((k, contents(kw)?)),
-                                None => delta.removed.push(k),
-                            }
-                        }
-                        encode(&delta)?
-                    }
-                    GroupWrite::Base | GroupWrite::Whole => {
-                        let list = group
-                            .iter()
-                            .map(|(k, kw)| Ok((k, contents(kw)?)))
-                            .collect::<Result<Vec<_>, UserError>>()?;
-                        encode(&list)?
-                    }
-                };
-                chunks.push((kg, write, bytes));
-            }
+            let (chunks, unchanged) = crate::checkpoint::incremental::table_groups(
+                &frozen,
+                &changes,
+                &plan,
+                |_| true,
+                contents,
+            )?;
             plan.finish(whole, chunks, unchanged)
         });
         state.push_union(index, &self.watermark.0)
