@@ -1186,14 +1186,28 @@ fn a_finished_sink_commits_at_the_next_checkpoint() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A store that loses everything a power cut would: only what a returned `commit` made
-/// durable survives. It records the newest durable checkpoint.
-struct PowerLossStore {
+/// A store double over a `MemoryStore` that records what a power cut would keep (the newest
+/// checkpoint a returned `commit` made durable) and whether a commit is under way, and can
+/// make commits slow.
+struct WatchedStore {
     inner: MemoryStore,
     durable: Arc<std::sync::atomic::AtomicU64>,
+    committing: Arc<std::sync::atomic::AtomicBool>,
+    commit_delay: Duration,
 }
 
-impl SnapshotStore for PowerLossStore {
+impl WatchedStore {
+    fn new(commit_delay: Duration) -> Self {
+        WatchedStore {
+            inner: MemoryStore::new(),
+            durable: Default::default(),
+            committing: Default::default(),
+            commit_delay,
+        }
+    }
+}
+
+impl SnapshotStore for WatchedStore {
     fn put_blob(
         &self,
         id: actorflow_runtime::CheckpointId,
@@ -1206,10 +1220,18 @@ impl SnapshotStore for PowerLossStore {
         &self,
         manifest: &actorflow_runtime::checkpoint::snapshot::Manifest,
     ) -> Result<(), StoreError> {
-        self.inner.commit(manifest)?;
-        self.durable
-            .fetch_max(manifest.id.0, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        use std::sync::atomic::Ordering;
+        self.committing.store(true, Ordering::SeqCst);
+        if !self.commit_delay.is_zero() {
+            #[allow(clippy::disallowed_methods)] // a slow disk, on the store's blocking thread
+            std::thread::sleep(self.commit_delay);
+        }
+        let r = self.inner.commit(manifest);
+        if r.is_ok() {
+            self.durable.fetch_max(manifest.id.0, Ordering::SeqCst);
+        }
+        self.committing.store(false, Ordering::SeqCst);
+        r
     }
     fn head(
         &self,
@@ -1257,11 +1279,8 @@ impl actorflow_runtime::Sink for DurabilityProbe {
 /// be lost (the final checkpoint's notification included).
 #[test]
 fn sinks_commit_only_checkpoints_that_are_already_durable() {
-    let durable = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let store = Arc::new(PowerLossStore {
-        inner: MemoryStore::new(),
-        durable: durable.clone(),
-    });
+    let store = Arc::new(WatchedStore::new(Duration::ZERO));
+    let durable = store.durable.clone();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let env = StreamExecutionEnvironment::new();
     env.enable_checkpointing(Duration::from_millis(20))
@@ -1511,10 +1530,11 @@ fn a_custom_keyed_operator_checkpoints_and_restores_its_state() {
 /// report, the restart could not happen and the wait would time out.
 #[test]
 fn a_failed_chain_is_freed_while_the_job_restarts() {
+    use std::sync::Condvar;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Instant;
     static FIRED: AtomicBool = AtomicBool::new(false);
-    static RESTARTED: AtomicBool = AtomicBool::new(false);
+    /// Set (and signalled) by the job's `Restart` event.
+    static RESTARTED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
     static DROP_SAW_RESTART: Mutex<Option<bool>> = Mutex::new(None);
 
     /// Each copy of the map function starts unarmed; the copy that fails arms itself.
@@ -1529,12 +1549,13 @@ fn a_failed_chain_is_freed_while_the_job_restarts() {
             if !self.0.load(Ordering::SeqCst) {
                 return;
             }
-            let until = Instant::now() + Duration::from_secs(20);
-            while !RESTARTED.load(Ordering::SeqCst) && Instant::now() < until {
-                #[allow(clippy::disallowed_methods)] // the dropping thread waits on purpose
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            *DROP_SAW_RESTART.lock().unwrap() = Some(RESTARTED.load(Ordering::SeqCst));
+            // The dropping thread waits on purpose: for the restart, at most 20 s.
+            let (lock, signal) = &RESTARTED;
+            let restarted = signal
+                .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(20), |r| !*r)
+                .unwrap()
+                .0;
+            *DROP_SAW_RESTART.lock().unwrap() = Some(*restarted);
         }
     }
 
@@ -1546,7 +1567,8 @@ fn a_failed_chain_is_freed_while_the_job_restarts() {
         })
         .set_job_listener(Arc::new(|e| {
             if matches!(e, JobEvent::Restart { .. }) {
-                RESTARTED.store(true, Ordering::SeqCst);
+                *RESTARTED.0.lock().unwrap() = true;
+                RESTARTED.1.notify_all();
             }
         }))
         .set_parallelism(1);
@@ -1574,52 +1596,6 @@ fn a_failed_chain_is_freed_while_the_job_restarts() {
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
 
-/// A store whose commits take a while, and which says whether one is under way.
-struct SlowCommitStore {
-    inner: MemoryStore,
-    committing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl SnapshotStore for SlowCommitStore {
-    fn put_blob(
-        &self,
-        id: actorflow_runtime::CheckpointId,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<actorflow_runtime::checkpoint::snapshot::BlobEntry, StoreError> {
-        self.inner.put_blob(id, name, bytes)
-    }
-    fn commit(
-        &self,
-        manifest: &actorflow_runtime::checkpoint::snapshot::Manifest,
-    ) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        self.committing.store(true, Ordering::SeqCst);
-        #[allow(clippy::disallowed_methods)] // a slow disk, on the store's blocking thread
-        std::thread::sleep(Duration::from_millis(100));
-        let r = self.inner.commit(manifest);
-        self.committing.store(false, Ordering::SeqCst);
-        r
-    }
-    fn head(
-        &self,
-    ) -> Result<Option<actorflow_runtime::checkpoint::snapshot::HeadRecord>, StoreError> {
-        self.inner.head()
-    }
-    fn list(&self) -> Result<Vec<actorflow_runtime::CheckpointId>, StoreError> {
-        self.inner.list()
-    }
-    fn load(
-        &self,
-        id: actorflow_runtime::CheckpointId,
-    ) -> Result<actorflow_runtime::checkpoint::snapshot::Snapshot, StoreError> {
-        self.inner.load(id)
-    }
-    fn remove(&self, id: actorflow_runtime::CheckpointId) -> Result<(), StoreError> {
-        self.inner.remove(id)
-    }
-}
-
 /// `execute` returns only after the checkpoint coordinator is done: a checkpoint being
 /// written when the last subtask ended is finished, the job's final checkpoint is published,
 /// and nothing is written or reported afterwards — even for a job without transactional
@@ -1634,11 +1610,8 @@ fn execute_returns_after_the_final_checkpoint_is_published() {
         .build()
         .unwrap();
     for round in 0..3 {
-        let committing = Arc::new(AtomicBool::new(false));
-        let store = Arc::new(SlowCommitStore {
-            inner: MemoryStore::new(),
-            committing: committing.clone(),
-        });
+        let store = Arc::new(WatchedStore::new(Duration::from_millis(100)));
+        let committing = store.committing.clone();
         let events = Arc::new(Mutex::new(Vec::new()));
         let returned = Arc::new(AtomicBool::new(false));
         let (sink, after) = (events.clone(), returned.clone());

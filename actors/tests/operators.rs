@@ -858,6 +858,20 @@ fn latest() -> KeyedProcessOperator<Kv, String, KvKey, Latest> {
     )
 }
 
+/// Moves the chunks a snapshot wrote into `store` (every chunk written so far, for
+/// resolving chains); the bytes written.
+fn keep_new_chunks(
+    store: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    state: &mut actorflow_runtime::checkpoint::types::OperatorState,
+) -> u64 {
+    let chunks = state.take_new_chunks();
+    let written = chunks.iter().map(|(_, b)| b.len() as u64).sum();
+    for (e, b) in chunks {
+        store.insert(e.name, b);
+    }
+    written
+}
+
 /// An incremental checkpoint after 1 % of the keys changed writes a small fraction of a full
 /// one (reads are not changes), one with no change writes nothing, and restoring the chain of
 /// base and deltas gives the state and timers of the operator that took it.
@@ -866,13 +880,8 @@ fn incremental_checkpoints_write_what_changed_and_restore_exactly() {
     use actorflow_runtime::checkpoint::types::RestoredState;
     use std::collections::BTreeMap;
     let mut store: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut keep = |state: &mut actorflow_runtime::checkpoint::types::OperatorState| -> u64 {
-        let chunks = state.take_new_chunks();
-        let written = chunks.iter().map(|(_, b)| b.len() as u64).sum();
-        for (e, b) in chunks {
-            store.insert(e.name, b);
-        }
-        written
+    let mut keep = |state: &mut actorflow_runtime::checkpoint::types::OperatorState| {
+        keep_new_chunks(&mut store, state)
     };
     let mut h = OperatorHarness::new(latest()).unwrap();
     for k in 0..2_000u64 {
@@ -1065,13 +1074,8 @@ fn incremental_checkpoints_cover_window_contents() {
     use actorflow_runtime::checkpoint::types::RestoredState;
     use std::collections::BTreeMap;
     let mut store: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut keep = |state: &mut actorflow_runtime::checkpoint::types::OperatorState| -> u64 {
-        let chunks = state.take_new_chunks();
-        let written = chunks.iter().map(|(_, b)| b.len() as u64).sum();
-        for (e, b) in chunks {
-            store.insert(e.name, b);
-        }
-        written
+    let mut keep = |state: &mut actorflow_runtime::checkpoint::types::OperatorState| {
+        keep_new_chunks(&mut store, state)
     };
     let mut h = OperatorHarness::new(sessions_of_sums()).unwrap();
     // Keys 0..10 have a session at 1..; the others at 1 000.
