@@ -730,6 +730,7 @@ impl<T: Data> DataStream<T> {
         DataStreamSink {
             env: self.env.clone(),
             node,
+            generation: self.generation,
         }
     }
 
@@ -918,6 +919,73 @@ operator_settings!(impl [] DataStreamSink);
 pub struct DataStreamSink {
     env: StreamExecutionEnvironment,
     node: Option<NodeId>,
+    generation: u64,
+}
+
+impl DataStreamSink {
+    /// The records the sink emitted to side output `tag` (see
+    /// [`Sink::side_outputs`](crate::Sink::side_outputs)), for example the rows a database
+    /// refused. They travel in order with the sink's input: what the sink set aside before a
+    /// checkpoint's barrier reaches the stream before that barrier, so a transactional sink's
+    /// side output is exactly once when it ends in an exactly-once sink. The stream leaves
+    /// the sink's subtask through the network (it is never chained to the sink).
+    ///
+    /// A sink that emits to a tag nobody reads fails: its records would be lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::prelude::*;
+    /// use actorflow::SideOutputs;
+    /// /// Accepts even numbers, refuses the odd ones.
+    /// struct Evens {
+    ///     refused: OutputTag<u64>,
+    ///     side: SideOutputs,
+    /// }
+    /// impl Sink for Evens {
+    ///     type Input = u64;
+    ///     async fn write_batch(&mut self, batch: Batch<u64>) -> Result<(), UserError> {
+    ///         for v in batch.values().iter().filter(|v| *v % 2 == 1) {
+    ///             self.side.output(&self.refused, *v);
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn side_outputs(&mut self) -> Option<&mut SideOutputs> {
+    ///         Some(&mut self.side)
+    ///     }
+    /// }
+    /// let refused: OutputTag<u64> = OutputTag::new("refused");
+    /// let tag = refused.clone();
+    /// let out = actorflow::testing::example(move |env| {
+    ///     let sink = env.from_collection(vec![1u64, 2, 3, 4]).add_sink("evens", move |_: &TaskInfo| {
+    ///         Ok(Evens { refused: tag.clone(), side: SideOutputs::new() })
+    ///     });
+    ///     sink.get_side_output(&refused)
+    /// });
+    /// assert_eq!(out, vec![1, 3]);
+    /// ```
+    #[track_caller]
+    pub fn get_side_output<X: Data>(&self, tag: &OutputTag<X>) -> DataStream<X> {
+        let ports = match self.node {
+            Some(node) => vec![Port {
+                node,
+                partitioning: None,
+                writer: Arc::new(TypedWriterFactory::<X, _>::basic()),
+                tag: Some(tag.id().clone()),
+            }],
+            None => {
+                self.env.lock().errors.push(BuildError::Api {
+                    message: "get_side_output on a sink that was not added (its stream \
+                              belongs to a pipeline already executed)"
+                        .into(),
+                    location: Location::caller(),
+                });
+                Vec::new()
+            }
+        };
+        // The stream's settings (name, parallelism) apply to operators added after it.
+        DataStream::new(self.env.clone(), ports, None, self.generation)
+    }
 }
 
 impl Debug for DataStreamSink {

@@ -118,9 +118,9 @@ pub use actorflow_runtime::state::keyed_state;
 pub use actorflow_runtime::time::{clock, timer, watermark};
 pub use actorflow_runtime::{
     Batch, BuildError, Collector, Data, FailureCause, JobConfig, JobControl, JobError, JobHandle,
-    JobMetricsSnapshot, JobResult, Operator, Partitioning, RuntimeMode, Sink, Source, SourceStatus,
-    SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp, UserError,
-    Watermark,
+    JobMetricsSnapshot, JobResult, Operator, Partitioning, RuntimeMode, SideOutputs, Sink, Source,
+    SourceStatus, SubtaskFailure, SubtaskMetricsSnapshot, SubtaskStatus, TaskInfo, Timestamp,
+    UserError, Watermark,
 };
 pub use datastream::{DataStream, DataStreamSink};
 pub use env::{ParallelSource, SourceFn, StreamExecutionEnvironment};

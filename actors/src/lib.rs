@@ -61,7 +61,7 @@ pub mod state;
 pub mod time;
 pub mod types;
 
-pub use dataplane::data::{Batch, Collector, Data, DataBatch, Emission, OutputTag};
+pub use dataplane::data::{Batch, Collector, Data, DataBatch, Emission, OutputTag, SideOutputs};
 pub use dataplane::message::{
     BarrierAlignment, CheckpointBarrier, CheckpointKind, PriorityMessage, StreamMessage,
     WatermarkStatus,

@@ -454,7 +454,7 @@ impl<T> fmt::Debug for OutputTag<T> {
 }
 
 /// A side output's pending records, typed inside.
-trait SideBuffer: Send {
+trait SideBuffer: Send + Sync {
     fn as_any(&mut self) -> &mut dyn Any;
     fn seal(&mut self) -> Option<DataBatch>;
 }
@@ -488,12 +488,119 @@ impl fmt::Debug for Extra {
 }
 
 impl Extra {
+    /// Appends a record to the pending batch of side output `tag`.
+    fn push_side<X: Data>(&mut self, tag: &OutputTag<X>, value: X, ts: Option<Timestamp>) {
+        let pos = match self.sides.iter().position(|(id, _)| *id == tag.id) {
+            Some(p) => p,
+            None => {
+                self.sides
+                    .push((tag.id.clone(), Box::new(Batch::<X>::new())));
+                self.sides.len() - 1
+            }
+        };
+        if let Some(batch) = self.sides[pos].1.as_any().downcast_mut::<Batch<X>>() {
+            batch.push_opt(value, ts);
+        } else {
+            // Two tags with one id but different types: keep the record apart rather than
+            // mixing types in one batch; the runtime reports the type mismatch downstream.
+            let mut b = Batch::new();
+            b.push_opt(value, ts);
+            self.sealed
+                .push(Emission::Side(tag.id.clone(), DataBatch::new(b)));
+        }
+    }
+
     fn seal_sides(&mut self) {
         for (tag, buf) in &mut self.sides {
             if let Some(b) = buf.seal() {
                 self.sealed.push(Emission::Side(tag.clone(), b));
             }
         }
+    }
+}
+
+/// Side-output records of code that has no [`Collector`], such as a [`Sink`](crate::Sink)
+/// that sets aside the records an external system refused: the runtime takes them after each
+/// call into that code and sends them to the readers of each tag, in order with the call.
+///
+/// # Examples
+///
+/// ```
+/// use actorflow_runtime::{OutputTag, SideOutputs};
+/// let refused: OutputTag<String> = OutputTag::new("refused");
+/// let mut side = SideOutputs::new();
+/// side.output(&refused, "bad row".to_string());
+/// assert_eq!(side.len(), 1);
+/// ```
+#[derive(Default)]
+pub struct SideOutputs {
+    /// Per tag (and type: two tags may share an id with different types, which the
+    /// runtime reports), its pending records, in the order the tags were first used.
+    sides: Vec<(Arc<str>, Box<dyn SideBuffer>)>,
+    len: usize,
+}
+
+impl fmt::Debug for SideOutputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SideOutputs")
+            .field("records", &self.len)
+            .finish()
+    }
+}
+
+impl SideOutputs {
+    /// No records yet.
+    pub fn new() -> Self {
+        SideOutputs::default()
+    }
+
+    /// Emits a record without a timestamp to the side output `tag`.
+    pub fn output<X: Data>(&mut self, tag: &OutputTag<X>, value: X) {
+        self.output_with_timestamp(tag, value, None);
+    }
+
+    /// Emits a record to the side output `tag` with a timestamp (or none).
+    pub fn output_with_timestamp<X: Data>(
+        &mut self,
+        tag: &OutputTag<X>,
+        value: X,
+        ts: Option<Timestamp>,
+    ) {
+        let found = self
+            .sides
+            .iter_mut()
+            .filter(|(id, _)| *id == tag.id)
+            .find_map(|(_, buf)| buf.as_any().downcast_mut::<Batch<X>>());
+        match found {
+            Some(batch) => batch.push_opt(value, ts),
+            None => {
+                let mut batch = Batch::<X>::new();
+                batch.push_opt(value, ts);
+                self.sides.push((tag.id.clone(), Box::new(batch)));
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Records emitted and not yet taken.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if nothing was emitted since the records were last taken.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Moves the emitted records, one batch per tag in the order the tags were first used,
+    /// into `into`.
+    pub fn take_emissions(&mut self, into: &mut Vec<Emission>) {
+        for (tag, buf) in &mut self.sides {
+            if let Some(b) = buf.seal() {
+                into.push(Emission::Side(tag.clone(), b));
+            }
+        }
+        self.len = 0;
     }
 }
 
@@ -582,27 +689,9 @@ impl<T: Data> Collector<T> {
         value: X,
         ts: Option<Timestamp>,
     ) {
-        let extra = self.extra.get_or_insert_with(Box::default);
-        let pos = match extra.sides.iter().position(|(id, _)| *id == tag.id) {
-            Some(p) => p,
-            None => {
-                extra
-                    .sides
-                    .push((tag.id.clone(), Box::new(Batch::<X>::new())));
-                extra.sides.len() - 1
-            }
-        };
-        if let Some(batch) = extra.sides[pos].1.as_any().downcast_mut::<Batch<X>>() {
-            batch.push_opt(value, ts);
-        } else {
-            // Two tags with one id but different types: keep the record apart rather than
-            // mixing types in one batch; the runtime reports the type mismatch downstream.
-            let mut b = Batch::new();
-            b.push_opt(value, ts);
-            extra
-                .sealed
-                .push(Emission::Side(tag.id.clone(), DataBatch::new(b)));
-        }
+        self.extra
+            .get_or_insert_with(Box::default)
+            .push_side(tag, value, ts);
     }
 
     /// Emits a watermark after every record emitted so far (operators that generate

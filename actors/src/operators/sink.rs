@@ -4,7 +4,7 @@
 //! bounded lanes carry that backpressure to the sources.
 
 use crate::checkpoint::types::{OperatorState, RestoredState};
-use crate::dataplane::data::{Batch, Data, DataBatch};
+use crate::dataplane::data::{Batch, Data, DataBatch, Emission, SideOutputs};
 use crate::dataplane::partition::BoxFuture;
 use crate::error::UserError;
 use crate::operators::operator::{OperatorFault, TaskInfo};
@@ -109,6 +109,44 @@ pub trait Sink: Send + 'static {
     fn is_transactional(&self) -> bool {
         false
     }
+
+    /// Where the sink puts side-output records (records an external system refused, for
+    /// example), if it has any: the runtime takes them after every call into the sink and
+    /// sends them to the streams of `DataStreamSink::get_side_output`, in order with the
+    /// sink's input — records set aside before a checkpoint's barrier travel before that
+    /// barrier, so a transactional sink's side output is exactly once too.
+    ///
+    /// A sink's side output must be read: records for a tag nobody reads fail the subtask
+    /// (they would be lost), as do records emitted after [`finish`](Self::finish) has
+    /// returned (the side output has ended).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow_runtime::{Batch, OutputTag, SideOutputs, Sink, UserError};
+    /// /// Keeps even numbers, sets the odd ones aside.
+    /// struct Evens {
+    ///     odd: OutputTag<u64>,
+    ///     side: SideOutputs,
+    /// }
+    /// impl Sink for Evens {
+    ///     type Input = u64;
+    ///     async fn write_batch(&mut self, batch: Batch<u64>) -> Result<(), UserError> {
+    ///         for v in batch.values() {
+    ///             if v % 2 == 1 {
+    ///                 self.side.output(&self.odd, *v);
+    ///             }
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn side_outputs(&mut self) -> Option<&mut SideOutputs> {
+    ///         Some(&mut self.side)
+    ///     }
+    /// }
+    /// ```
+    fn side_outputs(&mut self) -> Option<&mut SideOutputs> {
+        None
+    }
 }
 
 /// The object-safe form of a sink. Implement [`Sink`] and use [`erase_sink`].
@@ -134,6 +172,8 @@ pub trait ErasedSink: Send {
     ) -> BoxFuture<'_, Result<(), UserError>>;
     /// See [`Sink::is_transactional`].
     fn is_transactional(&self) -> bool;
+    /// Moves the side-output records of [`Sink::side_outputs`] into `into`.
+    fn take_side_outputs(&mut self, into: &mut Vec<Emission>);
 }
 
 struct ErasedSinkImpl<S>(S);
@@ -175,6 +215,14 @@ impl<S: Sink> ErasedSink for ErasedSinkImpl<S> {
 
     fn is_transactional(&self) -> bool {
         self.0.is_transactional()
+    }
+
+    fn take_side_outputs(&mut self, into: &mut Vec<Emission>) {
+        if let Some(side) = self.0.side_outputs()
+            && !side.is_empty()
+        {
+            side.take_emissions(into);
+        }
     }
 }
 

@@ -615,11 +615,144 @@ pub(crate) fn signal_outputs(
     for o in outputs {
         match &mut o.to {
             Output::Operator(node, _) => node.signal(signal, tails)?,
-            Output::Tail(t) => {
-                if let Some(tail) = tails.get_mut(*t) {
-                    tail.signal(signal);
-                }
+            Output::Tail(t) => signal_tail(tails, *t, signal)?,
+        }
+    }
+    Ok(())
+}
+
+/// Passes a control signal to tail `t`. A sink with side outputs passes it on to them after
+/// the work queued before it, so its side records stay in order with the signal.
+fn signal_tail(tails: &mut [Tail], t: usize, signal: Signal) -> Result<(), Fault> {
+    let Some(tail) = tails.get_mut(t) else {
+        return Ok(());
+    };
+    tail.signal(signal);
+    if let Tail::Sink(s) = tail
+        && !s.sides.is_empty()
+    {
+        if s.work.is_empty() {
+            // A checkpoint's barrier always takes this way (the sink's queue was run for
+            // its snapshot), so an unaligned barrier overtakes the side output at once.
+            return forward_sink_signal(tails, t, signal);
+        }
+        s.work.push_back(SinkWork::Signal(signal));
+    }
+    Ok(())
+}
+
+/// Passes `signal` from sink tail `t` to the readers of its side outputs.
+fn forward_sink_signal(tails: &mut [Tail], t: usize, signal: Signal) -> Result<(), Fault> {
+    let Some(Tail::Sink(s)) = tails.get_mut(t) else {
+        return Ok(());
+    };
+    if matches!(signal, Signal::EndOfInput) {
+        s.sides_ended = true;
+    }
+    let mut sides = std::mem::take(&mut s.sides);
+    let result = signal_outputs(&mut sides, signal, tails);
+    if let Some(Tail::Sink(s)) = tails.get_mut(t) {
+        s.sides = sides;
+    }
+    result
+}
+
+/// Sends the side-output records sink tail `t` emitted during its last call to their
+/// readers. Records nobody reads, or emitted after the side outputs ended, fail the sink:
+/// they would be lost.
+pub(crate) fn route_sink_side_outputs(tails: &mut [Tail], t: usize) -> Result<(), Fault> {
+    let Some(Tail::Sink(s)) = tails.get_mut(t) else {
+        return Ok(());
+    };
+    let mut emitted = std::mem::take(&mut s.side_scratch);
+    s.sink.take_side_outputs(&mut emitted);
+    if emitted.is_empty() {
+        s.side_scratch = emitted;
+        return Ok(());
+    }
+    let label = s.label.clone();
+    let fail = |message: String| Fault {
+        operator: label.clone(),
+        cause: FailureCause::Error(Arc::from(crate::error::UserError::from(message))),
+    };
+    let ended = s.sides_ended;
+    let mut sides = std::mem::take(&mut s.sides);
+    let mut result = Ok(());
+    for e in emitted.drain(..) {
+        let Emission::Side(tag, batch) = e else {
+            continue;
+        };
+        if ended {
+            result = Err(fail(format!(
+                "the sink emitted {} record(s) to side output '{tag}' after that output \
+                 ended: they cannot be delivered",
+                batch.len()
+            )));
+            break;
+        }
+        if !sides.iter().any(|r| r.tag.as_ref() == Some(&tag)) {
+            result = Err(fail(format!(
+                "the sink emitted {} record(s) to side output '{tag}', which nobody reads: \
+                 they would be lost; read it with get_side_output on the sink",
+                batch.len()
+            )));
+            break;
+        }
+        if let Some(cause) = side_type_mismatch(&sides, &tag, batch.type_name()) {
+            result = Err(Fault {
+                operator: label.clone(),
+                cause,
+            });
+            break;
+        }
+        result = emit_side(&mut sides, &tag, batch, tails);
+        if result.is_err() {
+            break;
+        }
+    }
+    if let Some(Tail::Sink(s)) = tails.get_mut(t) {
+        s.sides = sides;
+        s.side_scratch = emitted;
+    }
+    result
+}
+
+/// Runs the work queued for sink tail `t`, routing its side outputs after each call. Only
+/// cancellation interrupts it (the in-flight write is then abandoned with the job).
+pub(crate) async fn run_sink(tails: &mut [Tail], t: usize) -> Result<(), Fault> {
+    loop {
+        let Some(Tail::Sink(s)) = tails.get_mut(t) else {
+            return Ok(());
+        };
+        let Some(work) = s.work.pop_front() else {
+            return Ok(());
+        };
+        match work {
+            SinkWork::Write(batch) => guard_async(&s.label, s.sink.write(batch)).await?,
+            SinkWork::Finish => guard_async(&s.label, s.sink.finish()).await?,
+            SinkWork::Signal(Signal::EndOfInput) if s.hold_end => {
+                // The final snapshot may still set records aside (a sink that flushes at
+                // checkpoints): end of input follows it (`release_sink_ends`).
+                s.end_held = true;
+                continue;
             }
+            SinkWork::Signal(signal) => {
+                forward_sink_signal(tails, t, signal)?;
+                continue;
+            }
+        }
+        route_sink_side_outputs(tails, t)?;
+    }
+}
+
+/// Passes the end of input held back by sinks (see `SinkTail::hold_end`) to their side
+/// outputs: called after the subtask's final snapshot.
+pub(crate) fn release_sink_ends(tails: &mut [Tail]) -> Result<(), Fault> {
+    for t in 0..tails.len() {
+        if let Tail::Sink(s) = &mut tails[t]
+            && std::mem::take(&mut s.end_held)
+        {
+            forward_sink_signal(tails, t, Signal::EndOfInput)?;
         }
     }
     Ok(())
@@ -629,6 +762,8 @@ pub(crate) fn signal_outputs(
 pub(crate) enum SinkWork {
     Write(DataBatch),
     Finish,
+    /// A signal for the sink's side outputs, passed on once the work before it is done.
+    Signal(Signal),
 }
 
 /// A sink at the end of a chain.
@@ -643,23 +778,23 @@ pub(crate) struct SinkTail {
     pub(crate) restored: Option<RestoredState>,
     /// The subtask's output watermark (metrics), raised by every watermark reaching the sink.
     pub(crate) output_watermark: Arc<AtomicI64>,
+    /// The sink's side outputs (network tails of this subtask: a sink has no chained
+    /// successors).
+    pub(crate) sides: Vec<Route>,
+    /// End of input was passed to the side outputs.
+    pub(crate) sides_ended: bool,
+    /// The subtask takes a final snapshot after end of input (checkpointing is on): end of
+    /// input reaches the side outputs after it, with what the sink set aside in it.
+    pub(crate) hold_end: bool,
+    /// End of input reached the sink and waits for the final snapshot (see `hold_end`).
+    pub(crate) end_held: bool,
+    /// Reused buffer for the side records taken from the sink.
+    pub(crate) side_scratch: Vec<Emission>,
 }
 
 impl SinkTail {
     pub(crate) async fn open(&mut self) -> Result<(), Fault> {
         guard_async(&self.label, self.sink.open(&self.info)).await
-    }
-
-    /// Runs the queued work. Only cancellation interrupts it (the in-flight write is then
-    /// abandoned with the job).
-    pub(crate) async fn run(&mut self) -> Result<(), Fault> {
-        while let Some(work) = self.work.pop_front() {
-            match work {
-                SinkWork::Write(batch) => guard_async(&self.label, self.sink.write(batch)).await?,
-                SinkWork::Finish => guard_async(&self.label, self.sink.finish()).await?,
-            }
-        }
-        Ok(())
     }
 }
 

@@ -191,8 +191,19 @@ impl ChainBuilder<'_> {
                     key: state_key(node),
                     restored,
                     output_watermark: self.output_watermark.clone(),
+                    sides: Vec::new(),
+                    sides_ended: false,
+                    hold_end: self.config.checkpointing.is_some(),
+                    end_held: false,
+                    side_scratch: Vec::new(),
                 }));
-                Ok(Output::Tail(self.tails.len() - 1))
+                let at = self.tails.len() - 1;
+                // Its side outputs: never chained (see `plan`), so network tails after it.
+                let sides = self.outputs(id)?;
+                if let Some(Tail::Sink(s)) = self.tails.get_mut(at) {
+                    s.sides = sides;
+                }
+                Ok(Output::Tail(at))
             }
             NodeKind::Source(_) => Err(BuildError::InvalidConfig(format!(
                 "{} is a source and cannot have inputs",

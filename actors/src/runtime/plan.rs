@@ -5,7 +5,7 @@
 //! call, not through a lane) when, as in Flink's `isChainable`:
 //! chaining is enabled; the partitioning is forward; both sides have the same parallelism; the
 //! target has exactly one input edge; the target's strategy is `Always`; the source's strategy
-//! is not `Never`.
+//! is not `Never`. An edge out of a sink (its side output) is never chained.
 
 use crate::dataplane::partition::Partitioning;
 use crate::error::BuildError;
@@ -264,6 +264,13 @@ impl Adjacency {
                     e.id.0
                 )));
             }
+            if graph.nodes[e.source.0].is_sink() && e.output_tag.is_none() {
+                return Err(BuildError::InvalidConfig(format!(
+                    "{} is a sink: only its side outputs (get_side_output) can feed other \
+                     operators",
+                    graph.nodes[e.source.0].label()
+                )));
+            }
             outputs[e.source.0].push(e.id);
             inputs[e.target.0].push(e.id);
         }
@@ -334,7 +341,7 @@ fn resolve_partitionings(
 
 /// Whether each edge is chained (its two operators fused into one subtask), as Flink decides:
 /// chaining enabled, a forward edge (so equal parallelism), the target's only input, the
-/// target chaining `Always` and not a source, the source not `Never`.
+/// target chaining `Always` and not a source, the source not `Never` and not a sink.
 fn decide_chaining(
     graph: &StreamGraph,
     config: &JobConfig,
@@ -353,6 +360,9 @@ fn decide_chaining(
                 && dst.chaining == ChainingStrategy::Always
                 && src.chaining != ChainingStrategy::Never
                 && !dst.is_source()
+                // A sink's side output leaves through the network: its records come from
+                // the sink's asynchronous writes, not from a call a successor could chain to.
+                && !src.is_sink()
         })
         .collect()
 }
@@ -552,6 +562,36 @@ mod tests {
         assert_eq!((of(a), of(b), of(k)), (0, 0, 0));
         assert_eq!((of(c), of(m)), (1, 1));
         assert_eq!(regions.iter().max(), Some(&1));
+    }
+
+    #[test]
+    fn a_sinks_side_output_is_never_chained_and_its_main_output_does_not_exist() {
+        let mut g = G::new();
+        let s = g.source(2);
+        let sink = g.sink(2, &[(s, None)]);
+        let m = g.op("Rejected", 2, &[]);
+        let e = g.0.add_edge(
+            sink,
+            m,
+            0,
+            None,
+            Arc::new(TypedWriterFactory::<u64, _>::basic()),
+        );
+        g.sink(2, &[(m, None)]);
+        // Without a tag the edge would be the sink's main output, which a sink has not.
+        let err = g.plan().unwrap_err().to_string();
+        assert!(err.contains("only its side outputs"), "{err}");
+        g.0.edges[e.0].output_tag = Some("rejected".into());
+        let p = g.plan().unwrap();
+        assert!(
+            !p.chained[e.0],
+            "forward, equal parallelism, and still not chained"
+        );
+        let names: Vec<&str> = p.vertices.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["Source: src -> Sink: out", "Rejected -> Sink: out"]
+        );
     }
 
     #[test]

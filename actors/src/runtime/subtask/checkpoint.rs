@@ -11,7 +11,9 @@ use crate::checkpoint::capture::{
 use crate::checkpoint::types::OperatorState;
 use crate::dataplane::message::CheckpointKind;
 use crate::dataplane::message::{BarrierAlignment, CheckpointBarrier};
-use crate::runtime::chain::{Signal, Tail, guard, guard_async, signal_outputs, snapshot_chain};
+use crate::runtime::chain::{
+    Signal, Tail, guard, guard_async, route_sink_side_outputs, signal_outputs, snapshot_chain,
+};
 use crate::runtime::control::{CoordinatorLink, CoordinatorMsg};
 use crate::time::valve::WatermarkValve;
 use crate::types::CheckpointId;
@@ -167,8 +169,8 @@ impl Subtask {
         if let Err(f) = snapshot_chain(&mut self.root, id, incremental, &mut operators) {
             declined = Some(format!("{}: {}", f.operator, f.cause));
         }
-        for t in &mut self.tails {
-            if let Tail::Sink(s) = t {
+        for t in 0..self.tails.len() {
+            if let Tail::Sink(s) = &mut self.tails[t] {
                 let mut state = OperatorState::default();
                 match guard_async(&s.label, s.sink.snapshot_state(id, &mut state)).await {
                     Ok(()) => operators.push(OperatorEntry {
@@ -178,6 +180,8 @@ impl Subtask {
                     }),
                     Err(f) => declined = Some(format!("{}: {}", f.operator, f.cause)),
                 }
+                // What it set aside while pre-committing goes before the barrier.
+                route_sink_side_outputs(&mut self.tails, t)?;
             }
         }
         if let Some(d) = declined {

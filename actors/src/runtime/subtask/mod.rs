@@ -20,8 +20,8 @@ use crate::operators::source::{ErasedSource, SourceStatus};
 use crate::runtime::chain::{
     CatchUnwind, Caught, Fault, Output, Route, Signal, Tail, close_chain, decode_input, emit,
     emit_side, fire_processing_time, guard, guard_async, has_more, is_blocked, key_count,
-    next_processing_time, notify_chain, restore_chain, resume, settle, side_type_mismatch,
-    signal_outputs,
+    next_processing_time, notify_chain, release_sink_ends, restore_chain, resume,
+    route_sink_side_outputs, run_sink, settle, side_type_mismatch, signal_outputs,
 };
 use crate::runtime::control::CoordinatorMsg;
 use crate::runtime::metrics::{Phase, SubtaskMetrics, SubtaskStatus};
@@ -258,11 +258,12 @@ impl Subtask {
             }
         }
         restore_chain(&mut self.root)?;
-        for t in &mut self.tails {
-            if let Tail::Sink(s) = t
+        for t in 0..self.tails.len() {
+            if let Tail::Sink(s) = &mut self.tails[t]
                 && let Some(r) = s.restored.take()
             {
                 guard_async(&s.label, s.sink.restore_state(r)).await?;
+                route_sink_side_outputs(&mut self.tails, t)?;
             }
         }
         let mut source = self.source.take();
@@ -451,11 +452,7 @@ impl Subtask {
                     guard_async(&h.label, h.source.notify_checkpoint_complete(id)).await?;
                 }
                 notify_chain(&mut self.root, id)?;
-                for t in &mut self.tails {
-                    if let Tail::Sink(s) = t {
-                        guard_async(&s.label, s.sink.notify_checkpoint_complete(id)).await?;
-                    }
-                }
+                self.notify_sinks(id).await?;
             }
             PriorityMessage::Abort(id) => {
                 let out = self.aligner.abort(id);
@@ -498,7 +495,10 @@ impl Subtask {
         mut head: Option<&mut SourceHead>,
     ) -> Result<(), Stop> {
         if self.checkpointing.is_none() {
-            return Ok(());
+            // No final snapshot: nothing more for the sinks' side outputs.
+            release_sink_ends(&mut self.tails)?;
+            self.flush_all();
+            return self.drain().await;
         }
         let state = match self
             .snapshot(
@@ -513,6 +513,10 @@ impl Subtask {
                 return Err(self.internal(format!("cannot take the final snapshot: {reason}")));
             }
         };
+        // Sinks' side outputs end now, after what the final snapshot set aside.
+        release_sink_ends(&mut self.tails)?;
+        self.flush_all();
+        self.drain().await?;
         // The final state stands alone (not incremental): it has no chunks.
         let bytes = tokio::task::spawn_blocking(move || {
             checkpoint::encode_subtask_state(CheckpointId::FINAL, state)
@@ -561,11 +565,7 @@ impl Subtask {
                     if let Some(h) = head.as_deref_mut() {
                         guard_async(&h.label, h.source.notify_checkpoint_complete(id)).await?;
                     }
-                    for t in &mut self.tails {
-                        if let Tail::Sink(s) = t {
-                            guard_async(&s.label, s.sink.notify_checkpoint_complete(id)).await?;
-                        }
-                    }
+                    self.notify_sinks(id).await?;
                     if id == CheckpointId::FINAL {
                         return Ok(());
                     }
@@ -1006,6 +1006,18 @@ impl Subtask {
         }
     }
 
+    /// Tells every sink that checkpoint `id` completed (they commit), routing what they
+    /// emit to their side outputs.
+    async fn notify_sinks(&mut self, id: CheckpointId) -> Result<(), Stop> {
+        for t in 0..self.tails.len() {
+            if let Tail::Sink(s) = &mut self.tails[t] {
+                guard_async(&s.label, s.sink.notify_checkpoint_complete(id)).await?;
+                route_sink_side_outputs(&mut self.tails, t)?;
+            }
+        }
+        Ok(())
+    }
+
     // ----- outputs --------------------------------------------------------------------
 
     fn flush_deadline(&self) -> Option<Instant> {
@@ -1062,8 +1074,9 @@ impl Subtask {
             deferred,
             ..
         } = self;
-        for tail in tails.iter_mut() {
-            match tail {
+        // By index: a sink's run routes its side outputs into the network tails after it.
+        for t in 0..tails.len() {
+            match &mut tails[t] {
                 Tail::Network { writer, .. } => {
                     if mode == Drain::SinksOnly || !writer.has_pending() {
                         continue;
@@ -1105,8 +1118,9 @@ impl Subtask {
                     if sink.work.is_empty() {
                         continue;
                     }
-                    // A slow sink is busy, not backpressured (as in Flink).
-                    let run = sink.run();
+                    // A slow sink is busy, not backpressured (as in Flink). Its side outputs
+                    // are network tails after it, drained next.
+                    let run = run_sink(tails, t);
                     tokio::pin!(run);
                     loop {
                         tokio::select! {
