@@ -8,7 +8,7 @@ mod replication;
 mod sink;
 
 pub use cdc::{ChangeEvent, ChangeOp, PostgresCdcSource, PostgresCdcSourceBuilder, format_lsn};
-pub use sink::{BadRows, PostgresSink, PostgresSinkBuilder, SqlValue};
+pub use sink::{BadRows, PostgresSink, PostgresSinkBuilder, RejectedRow, SqlValue};
 
 /// Why a PostgreSQL connector could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,10 @@
 
 use super::PostgresError;
 use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
-use actorflow_runtime::{Batch, CheckpointId, Data, Sink, TaskInfo, UserError};
+use actorflow_runtime::{
+    Batch, CheckpointId, Data, OutputTag, SideOutputs, Sink, TaskInfo, Timestamp, UserError,
+};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -90,7 +93,8 @@ impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
 }
 
 /// What the sink does with a row the database refuses (a constraint violation, a value out of
-/// range).
+/// range). To send such rows to a side output instead, see
+/// [`PostgresSinkBuilder::bad_rows_to`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadRows {
     /// Fail the subtask with the row and the database's message (the default). The job
@@ -102,7 +106,61 @@ pub enum BadRows {
     DeadLetter(String),
 }
 
+/// A record whose row the database (or the column mapping) refused, as the sink's side
+/// output carries it (see [`PostgresSinkBuilder::bad_rows_to`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedRow<T> {
+    /// The record.
+    pub record: T,
+    /// Its row's values as text, comma-separated (as the dead-letter table stores them).
+    pub row: String,
+    /// Why it was refused: the database's message (with its SQLSTATE code), or the value
+    /// that does not fit its column.
+    pub error: String,
+}
+
+/// The bad-row policy with its side output, if chosen.
+enum BadRowPolicy<T> {
+    Fail,
+    DeadLetter(String),
+    SideOutput(OutputTag<RejectedRow<T>>),
+}
+
+impl<T> Clone for BadRowPolicy<T> {
+    fn clone(&self) -> Self {
+        match self {
+            BadRowPolicy::Fail => BadRowPolicy::Fail,
+            BadRowPolicy::DeadLetter(t) => BadRowPolicy::DeadLetter(t.clone()),
+            BadRowPolicy::SideOutput(tag) => BadRowPolicy::SideOutput(tag.clone()),
+        }
+    }
+}
+
+impl<T> From<BadRows> for BadRowPolicy<T> {
+    fn from(b: BadRows) -> Self {
+        match b {
+            BadRows::Fail => BadRowPolicy::Fail,
+            BadRows::DeadLetter(t) => BadRowPolicy::DeadLetter(t),
+        }
+    }
+}
+
 type RowFn<T> = dyn Fn(&T) -> Vec<SqlValue> + Send + Sync;
+
+/// A record and its timestamp, as the sink received it.
+type Rec<'a, T> = (&'a T, Option<Timestamp>);
+
+/// The records of `batches`, in order.
+fn recs_of<T>(batches: &[Batch<T>]) -> Vec<Rec<'_, T>> {
+    let mut out = Vec::with_capacity(batches.iter().map(Batch::len).sum());
+    for b in batches {
+        match b.timestamps() {
+            Some(ts) => out.extend(b.values().iter().zip(ts.iter().map(|t| Some(*t)))),
+            None => out.extend(b.values().iter().map(|v| (v, None))),
+        }
+    }
+    out
+}
 
 struct Config<T> {
     url: String,
@@ -112,7 +170,7 @@ struct Config<T> {
     upsert: Option<Vec<String>>,
     create: Option<String>,
     prefix: String,
-    bad_rows: BadRows,
+    bad_rows: BadRowPolicy<T>,
     batch_rows: usize,
     flush_rows: usize,
     marker_retention: std::time::Duration,
@@ -126,7 +184,7 @@ pub struct PostgresSinkBuilder<T> {
     upsert: Option<Vec<String>>,
     create: Option<String>,
     prefix: String,
-    bad_rows: BadRows,
+    bad_rows: BadRowPolicy<T>,
     batch_rows: usize,
     flush_rows: usize,
     marker_retention: std::time::Duration,
@@ -173,9 +231,50 @@ impl<T: Data> PostgresSinkBuilder<T> {
         self
     }
 
-    /// What to do with rows the database refuses (default [`BadRows::Fail`]).
+    /// What to do with rows the database refuses (default [`BadRows::Fail`]). Replaces an
+    /// earlier [`bad_rows_to`](Self::bad_rows_to).
     pub fn bad_rows(mut self, policy: BadRows) -> Self {
-        self.bad_rows = policy;
+        self.bad_rows = policy.into();
+        self
+    }
+
+    /// Sends the records whose rows the database refuses to the side output `tag`, with the
+    /// row and the database's message ([`RejectedRow`]), instead of failing; read it with
+    /// `get_side_output(&tag)` on the sink's `DataStreamSink`. Replaces an earlier
+    /// [`bad_rows`](Self::bad_rows).
+    ///
+    /// A rejected record leaves the sink before the barrier of the checkpoint whose
+    /// transaction it was refused from: written to an exactly-once sink, the side output
+    /// holds each rejected record once, as the table holds each good row once. The side
+    /// output must be read (the job fails otherwise, rather than losing the records).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use actorflow::prelude::*;
+    /// use actorflow::postgres::{PostgresSink, RejectedRow, SqlValue};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rejected: OutputTag<RejectedRow<i64>> = OutputTag::new("rejected");
+    /// let sink = PostgresSink::<i64>::builder("postgresql://postgres@127.0.0.1:5432/postgres")
+    ///     .table("positive", &["n"])
+    ///     .row(|n| vec![SqlValue::Int(*n)])
+    ///     .bad_rows_to(&rejected)
+    ///     .build()?;
+    /// let env = StreamExecutionEnvironment::new();
+    /// env.enable_checkpointing(std::time::Duration::from_secs(1));
+    /// env.from_collection(vec![1i64, -2, 3])
+    ///     .add_sink("positive", move |_: &TaskInfo| Ok(sink.clone()))
+    ///     .uid("positive-sink")
+    ///     .get_side_output(&rejected)
+    ///     .map(|r: RejectedRow<i64>| format!("{}: {}", r.record, r.error))
+    ///     .print();
+    /// env.execute_blocking("positive numbers")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bad_rows_to(mut self, tag: &OutputTag<RejectedRow<T>>) -> Self {
+        self.bad_rows = BadRowPolicy::SideOutput(tag.clone());
         self
     }
 
@@ -226,7 +325,7 @@ impl<T: Data> PostgresSinkBuilder<T> {
                 self.prefix
             )));
         }
-        if let BadRows::DeadLetter(t) = &self.bad_rows
+        if let BadRowPolicy::DeadLetter(t) = &self.bad_rows
             && t.is_empty()
         {
             return Err(PostgresError::Config(
@@ -310,6 +409,8 @@ pub struct PostgresSink<T> {
     in_flight: Option<InFlightCopy<T>>,
     /// When subtask 0 last deleted expired commit markers.
     pruned: Option<std::time::Instant>,
+    /// Rejected records, when they go to a side output.
+    side: SideOutputs,
 }
 
 /// A `COPY` running on the writer connection, under the savepoint `actorflow_copy`.
@@ -318,7 +419,7 @@ struct InFlightCopy<T> {
     records: Vec<Batch<T>>,
 }
 
-impl<T> Clone for PostgresSink<T> {
+impl<T: Data> Clone for PostgresSink<T> {
     /// A new, unconnected sink with the same configuration.
     fn clone(&self) -> Self {
         PostgresSink::new_shared(self.config.clone())
@@ -491,7 +592,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 const MARKERS: &str = "actorflow_commits";
 
-impl<T> PostgresSink<T> {
+impl<T: Data> PostgresSink<T> {
     fn new(config: Config<T>) -> Self {
         Self::new_shared(Arc::new(config))
     }
@@ -515,6 +616,7 @@ impl<T> PostgresSink<T> {
             text: Some(Vec::new()),
             in_flight: None,
             pruned: None,
+            side: SideOutputs::new(),
         }
     }
 
@@ -528,7 +630,7 @@ impl<T> PostgresSink<T> {
             upsert: None,
             create: None,
             prefix: "actorflow".into(),
-            bad_rows: BadRows::Fail,
+            bad_rows: BadRowPolicy::Fail,
             batch_rows: 1000,
             flush_rows: 50_000,
             marker_retention: std::time::Duration::from_secs(7 * 24 * 3600),
@@ -828,19 +930,34 @@ impl<T> PostgresSink<T> {
         Ok(self.client()?.execute(&stmt, &refs).await.map(|_| ()))
     }
 
-    /// A row the database (or the type mapping) refused: fail, or into the dead-letter table.
-    async fn bad_row(&self, row: &[SqlValue], message: &str) -> Result<(), UserError> {
+    /// A row the database (or the type mapping) refused: fail, into the dead-letter table,
+    /// or to the side output.
+    async fn bad_row(
+        &mut self,
+        (record, ts): Rec<'_, T>,
+        row: &[SqlValue],
+        message: &str,
+    ) -> Result<(), UserError> {
         let text = row
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
         match &self.config.bad_rows {
-            BadRows::Fail => Err(UserError::from(format!(
+            BadRowPolicy::Fail => Err(UserError::from(format!(
                 "PostgreSQL sink (table {}): the row ({text}) was refused: {message}",
                 self.config.table
             ))),
-            BadRows::DeadLetter(table) => {
+            BadRowPolicy::SideOutput(tag) => {
+                let rejected = RejectedRow {
+                    record: record.clone(),
+                    row: text,
+                    error: message.to_string(),
+                };
+                self.side.output_with_timestamp(tag, rejected, ts);
+                Ok(())
+            }
+            BadRowPolicy::DeadLetter(table) => {
                 let sql = format!(
                     "INSERT INTO {} (row, error) VALUES ($1, $2)",
                     quote_ident(table)
@@ -927,8 +1044,9 @@ impl<T> PostgresSink<T> {
                     "cannot roll back to a savepoint",
                 )
                 .await?;
-                for row in &self.rows_of(&records) {
-                    self.write_one(row).await?;
+                let rows = self.rows_of(&records);
+                for (rec, row) in recs_of(&records).into_iter().zip(&rows) {
+                    self.write_one(rec, row).await?;
                 }
                 Ok(())
             }
@@ -940,7 +1058,11 @@ impl<T> PostgresSink<T> {
     /// or multi-row `INSERT`s (upserts). A refused batch is rolled back to its savepoint and
     /// retried row by row (each under a savepoint) to find the bad rows without losing the
     /// good ones.
-    async fn write_rows(&mut self, rows: Vec<Vec<SqlValue>>) -> Result<(), UserError> {
+    async fn write_rows(
+        &mut self,
+        recs: &[Rec<'_, T>],
+        rows: Vec<Vec<SqlValue>>,
+    ) -> Result<(), UserError> {
         if self.config.upsert.is_none()
             && let Some(text) = self.copy_text(&rows)
         {
@@ -961,8 +1083,8 @@ impl<T> PostgresSink<T> {
                         "cannot roll back to a savepoint",
                     )
                     .await?;
-                    for row in &rows {
-                        self.write_one(row).await?;
+                    for (rec, row) in recs.iter().zip(&rows) {
+                        self.write_one(*rec, row).await?;
                     }
                     return Ok(());
                 }
@@ -970,16 +1092,15 @@ impl<T> PostgresSink<T> {
             }
         }
         let chunk_rows = self.config.batch_rows;
-        let rows = if self.config.upsert.is_some() {
-            self.last_per_key(rows)
-        } else {
-            rows
+        let (recs, rows): (Vec<Rec<'_, T>>, Vec<Vec<SqlValue>>) = match self.last_per_key(&rows) {
+            Some(keep) => keep.into_iter().map(|i| (recs[i], rows[i].clone())).unzip(),
+            None => (recs.to_vec(), rows),
         };
-        for chunk in rows.chunks(chunk_rows) {
+        for (chunk, chunk_recs) in rows.chunks(chunk_rows).zip(recs.chunks(chunk_rows)) {
             if self.params(chunk).is_err() {
                 // The client cannot encode a row: find every such row, one at a time.
-                for row in chunk {
-                    self.write_one(row).await?;
+                for (rec, row) in chunk_recs.iter().zip(chunk) {
+                    self.write_one(*rec, row).await?;
                 }
                 continue;
             }
@@ -999,8 +1120,8 @@ impl<T> PostgresSink<T> {
                         "cannot roll back to a savepoint",
                     )
                     .await?;
-                    for row in chunk {
-                        self.write_one(row).await?;
+                    for (rec, row) in chunk_recs.iter().zip(chunk) {
+                        self.write_one(*rec, row).await?;
                     }
                 }
                 Err(e) => return Err(self.err("cannot insert", &e)),
@@ -1010,9 +1131,9 @@ impl<T> PostgresSink<T> {
     }
 
     /// One row under its own savepoint: inserted, or handled as a bad row.
-    async fn write_one(&mut self, row: &[SqlValue]) -> Result<(), UserError> {
+    async fn write_one(&mut self, rec: Rec<'_, T>, row: &[SqlValue]) -> Result<(), UserError> {
         if let Err((_, message)) = self.params(std::slice::from_ref(&row.to_vec())) {
-            return self.bad_row(row, &message).await;
+            return self.bad_row(rec, row, &message).await;
         }
         self.execute("SAVEPOINT actorflow_row", "cannot set a savepoint")
             .await?;
@@ -1030,17 +1151,16 @@ impl<T> PostgresSink<T> {
                     "cannot roll back to a savepoint",
                 )
                 .await?;
-                self.bad_row(row, &describe(&e)).await
+                self.bad_row(rec, row, &describe(&e)).await
             }
             Err(e) => Err(self.err("cannot insert", &e)),
         }
     }
 
-    /// Upserts: the last row of each key (one statement cannot update a row twice).
-    fn last_per_key(&self, rows: Vec<Vec<SqlValue>>) -> Vec<Vec<SqlValue>> {
-        let Some(keys) = &self.config.upsert else {
-            return rows;
-        };
+    /// Upserts: the last row of each key (one statement cannot update a row twice), as the
+    /// indices of the rows to write, in order (`None`: not upserting, all of them).
+    fn last_per_key(&self, rows: &[Vec<SqlValue>]) -> Option<Vec<usize>> {
+        let keys = self.config.upsert.as_ref()?;
         let key_idx: Vec<usize> = keys
             .iter()
             .filter_map(|k| self.config.columns.iter().position(|c| c == k))
@@ -1054,12 +1174,9 @@ impl<T> PostgresSink<T> {
                 .join("\u{1}");
             last.insert(key, i);
         }
-        let keep: BTreeSet<usize> = last.into_values().collect();
-        rows.into_iter()
-            .enumerate()
-            .filter(|(i, _)| keep.contains(i))
-            .map(|(_, r)| r)
-            .collect()
+        let mut keep: Vec<usize> = last.into_values().collect();
+        keep.sort_unstable();
+        Some(keep)
     }
 
     async fn begin_if_needed(&mut self) -> Result<(), UserError> {
@@ -1098,7 +1215,7 @@ impl<T: Data> Sink for PostgresSink<T> {
             ))
             .await?;
         }
-        if let BadRows::DeadLetter(t) = &self.config.bad_rows {
+        if let BadRowPolicy::DeadLetter(t) = &self.config.bad_rows {
             let ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {} (row text, error text, at timestamptz NOT NULL DEFAULT now())",
                 quote_ident(t)
@@ -1133,12 +1250,13 @@ impl<T: Data> Sink for PostgresSink<T> {
             }
             return Ok(());
         }
-        let rows: Vec<Vec<SqlValue>> = batch.into_iter().map(|r| (self.config.row)(&r)).collect();
-        if rows.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
+        let batches = [batch];
+        let rows = self.rows_of(&batches);
         self.begin_if_needed().await?;
-        self.write_rows(rows).await?;
+        self.write_rows(&recs_of(&batches), rows).await?;
         if !self.exactly_once() {
             self.commit_now().await?;
         }
@@ -1222,17 +1340,21 @@ impl<T: Data> Sink for PostgresSink<T> {
     fn is_transactional(&self) -> bool {
         self.exactly_once()
     }
+
+    fn side_outputs(&mut self) -> Option<&mut SideOutputs> {
+        match self.config.bad_rows {
+            BadRowPolicy::SideOutput(_) => Some(&mut self.side),
+            _ => None,
+        }
+    }
 }
 
-impl<T> PostgresSink<T> {
+impl<T: Data> PostgresSink<T> {
     /// Sends the buffered rows (exactly-once mode) into the open transaction: waits for
     /// the previous `COPY`, then starts one for these rows that runs on the server while the
     /// sink gathers the next ones. Call [`settle_copy`](Self::settle_copy) before anything
     /// else uses the connection.
-    async fn flush(&mut self) -> Result<(), UserError>
-    where
-        T: Data,
-    {
+    async fn flush(&mut self) -> Result<(), UserError> {
         self.settle_copy().await?;
         if self.buffered == 0 {
             return Ok(());
@@ -1245,7 +1367,7 @@ impl<T> PostgresSink<T> {
         let Some(text) = text else {
             // A value that does not fit its column: row by row names it.
             let rows = self.rows_of(&records);
-            return self.write_rows(rows).await;
+            return self.write_rows(&recs_of(&records), rows).await;
         };
         self.execute("SAVEPOINT actorflow_copy", "cannot set a savepoint")
             .await?;
