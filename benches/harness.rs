@@ -1403,17 +1403,30 @@ async fn pg_insert(client: &mut tokio_postgres::Client, table: &str) {
     tx.commit().await.unwrap();
 }
 
+/// How the benchmark's sink writes.
+#[cfg(feature = "postgres")]
+#[derive(Clone, Copy, PartialEq)]
+enum PgMode {
+    /// Two-phase commit with `COPY`.
+    ExactlyOnce,
+    /// `INSERT ... ON CONFLICT`, committed per batch.
+    Upsert,
+    /// Two-phase commit with a user-supplied `INSERT` run once per row (pipelined).
+    Statement,
+}
+
 /// `from_sequence` -> `PostgresSink` at `parallelism`, exactly once (a checkpoint every
-/// second) or as upserts.
+/// second), as upserts, or exactly once through a user statement.
 #[cfg(feature = "postgres")]
 fn pg_sink_job(
     rt: &tokio::runtime::Runtime,
     url: &str,
     table: &str,
     parallelism: u32,
-    upsert: bool,
+    mode: PgMode,
 ) {
     use actorflow::postgres::{PostgresSink, SqlValue};
+    let upsert = mode == PgMode::Upsert;
     let mut b = PostgresSink::<u64>::builder(url)
         .table(table, &["id", "v", "s"])
         .row(|i| {
@@ -1424,8 +1437,14 @@ fn pg_sink_job(
             ]
         })
         .transaction_prefix(&format!("bench{parallelism}{}", u8::from(upsert)));
-    if upsert {
-        b = b.upsert(&["id"]);
+    match mode {
+        PgMode::ExactlyOnce => {}
+        PgMode::Upsert => b = b.upsert(&["id"]),
+        PgMode::Statement => {
+            b = b.statement(&format!(
+                "INSERT INTO {table} (id, v, s) VALUES ($1, $2, $3)"
+            ))
+        }
     }
     let sink = b.build().unwrap();
     let env = StreamExecutionEnvironment::new();
@@ -1466,8 +1485,15 @@ fn postgres_sink(rt: &tokio::runtime::Runtime) {
     };
     let copy = runs("copy", &mut |c| rt.block_on(pg_copy(c, table)));
     let insert = runs("insert", &mut |c| rt.block_on(pg_insert(c, table)));
-    let eo1 = runs("sink p=1", &mut |_| pg_sink_job(rt, &url, table, 1, false));
-    let eo2 = runs("sink p=2", &mut |_| pg_sink_job(rt, &url, table, 2, false));
+    let eo1 = runs("sink p=1", &mut |_| {
+        pg_sink_job(rt, &url, table, 1, PgMode::ExactlyOnce)
+    });
+    let eo2 = runs("sink p=2", &mut |_| {
+        pg_sink_job(rt, &url, table, 2, PgMode::ExactlyOnce)
+    });
+    let stmt1 = runs("statement p=1", &mut |_| {
+        pg_sink_job(rt, &url, table, 1, PgMode::Statement)
+    });
     rt.block_on(client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")))
         .unwrap();
     let mut upsert_times = Vec::new();
@@ -1477,7 +1503,7 @@ fn postgres_sink(rt: &tokio::runtime::Runtime) {
         )))
         .unwrap();
         let t = Instant::now();
-        pg_sink_job(rt, &url, table, 1, true);
+        pg_sink_job(rt, &url, table, 1, PgMode::Upsert);
         upsert_times.push(t.elapsed());
         assert_eq!(rt.block_on(pg_count(&client, table)), PG_ROWS as i64);
     }
@@ -1488,6 +1514,7 @@ fn postgres_sink(rt: &tokio::runtime::Runtime) {
     line("PostgresSink exactly-once p=1", eo1);
     line("PostgresSink exactly-once p=2", eo2);
     line("PostgresSink upsert p=1", upsert);
+    line("PostgresSink exactly-once, user statement p=1", stmt1);
     rt.block_on(client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")))
         .unwrap();
 }

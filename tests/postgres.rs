@@ -502,6 +502,62 @@ async fn bad_rows_go_to_the_side_output_exactly_once() {
     assert_eq!(got, vec![(7, 70), (1007, 10_070), (2007, 20_070)]);
 }
 
+/// A user-supplied statement instead of a table mapping: still exactly once (it runs inside the
+/// two-phase-committed transaction) through a failure at parallelism 2, the statement's own
+/// computation applied, and a row it refuses goes to the side output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_statement_writes_exactly_once() {
+    let Some(url) = url() else { return };
+    let client = connect(&url).await;
+    let t = table("stmt");
+    let rejected: OutputTag<RejectedRow<u64>> = OutputTag::new("rejected");
+    let s = PostgresSink::<u64>::builder(&url)
+        .create_table(&format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id bigint PRIMARY KEY, square bigint CHECK (id % 1000 <> 7))"
+        ))
+        .statement(&format!(
+            "INSERT INTO {t} (id, square) VALUES ($1::bigint, $1::bigint * $1::bigint) ON CONFLICT (id) DO NOTHING"
+        ))
+        .row(|i| vec![SqlValue::Int(*i as i64)])
+        .transaction_prefix(&prefix("stmt"))
+        .bad_rows_to(&rejected)
+        .build()
+        .unwrap();
+    let env = common::env(2);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(FaultPlan::parse("panic@boom#1:records=1500").unwrap());
+    let side = env
+        .from_generator(GeneratorSource::new(6_000, |i| i).with_rate_limit(30_000.0))
+        .rebalance()
+        .map(|i: u64| i)
+        .name("boom")
+        .add_sink("pg", move |_: &TaskInfo| Ok(s.clone()))
+        .uid("pg-stmt")
+        .get_side_output(&rejected)
+        .collect();
+    let r = common::run(&env).await.unwrap();
+    assert!(r.metrics.restarts >= 1, "{} restarts", r.metrics.restarts);
+    assert_eq!(ids(&client, &t).await, (5_994, 5_994, Some(0), Some(5_999)));
+    let wrong: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {t} WHERE square <> id * id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
+    let mut got: Vec<u64> = side.take().into_iter().map(|r| r.record).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..6).map(|k| k * 1000 + 7).collect::<Vec<u64>>());
+    assert_eq!(count_prepared(&client, &prefix("stmt")).await, 0);
+}
+
 /// A value its column cannot take (out of `integer` range) is found before the server sees
 /// it: that record's rows go row by row, the bad one to the dead-letter table, the others in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,6 +168,8 @@ struct Config<T> {
     columns: Vec<String>,
     row: Arc<RowFn<T>>,
     upsert: Option<Vec<String>>,
+    /// A user-supplied statement run once per row instead of `COPY` / multi-row `INSERT`.
+    statement: Option<String>,
     create: Option<String>,
     prefix: String,
     bad_rows: BadRowPolicy<T>,
@@ -182,6 +184,8 @@ pub struct PostgresSinkBuilder<T> {
     table: Option<(String, Vec<String>)>,
     row: Option<Arc<RowFn<T>>>,
     upsert: Option<Vec<String>>,
+    /// A user-supplied statement run once per row instead of `COPY` / multi-row `INSERT`.
+    statement: Option<String>,
     create: Option<String>,
     prefix: String,
     bad_rows: BadRowPolicy<T>,
@@ -215,6 +219,36 @@ impl<T: Data> PostgresSinkBuilder<T> {
     /// than exactly-once: no transaction stays open across a checkpoint.
     pub fn upsert(mut self, key_columns: &[&str]) -> Self {
         self.upsert = Some(key_columns.iter().map(|c| c.to_string()).collect());
+        self
+    }
+
+    /// Writes each record with this statement instead of `COPY` into a table: its
+    /// parameters `$1`, `$2`, ... take the values of [`row`](Self::row), in order, and their
+    /// types come from the server (`PREPARE`). Any statement works — an `INSERT` into
+    /// several columns computed from the values, an `INSERT ... ON CONFLICT`, an `UPDATE`, a
+    /// function call — and it still runs inside the subtask's transaction between two
+    /// checkpoints, so exactly once holds with two-phase commit. The statements of a batch
+    /// are pipelined on the connection (one round trip per batch, not per row); a refused
+    /// one is found row by row under savepoints, like a refused `COPY`. Slower than
+    /// `COPY`: one statement execution per row. `.table(name, columns)` is then optional
+    /// (it names the sink in messages, and the columns name the parameters); `.upsert` does
+    /// not combine with it (write the `ON CONFLICT` into the statement).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use actorflow::postgres::{PostgresSink, SqlValue};
+    /// let sink = PostgresSink::<(String, i64)>::builder("postgresql://postgres@127.0.0.1/postgres")
+    ///     .statement(
+    ///         "INSERT INTO totals (item, total) VALUES ($1, $2) \
+    ///          ON CONFLICT (item) DO UPDATE SET total = totals.total + EXCLUDED.total",
+    ///     )
+    ///     .row(|(item, n)| vec![SqlValue::from(item.as_str()), SqlValue::Int(*n)])
+    ///     .build();
+    /// assert!(sink.is_ok());
+    /// ```
+    pub fn statement(mut self, sql: &str) -> Self {
+        self.statement = Some(sql.to_string());
         self
     }
 
@@ -307,14 +341,26 @@ impl<T: Data> PostgresSinkBuilder<T> {
     ///
     /// # Errors
     ///
-    /// [`PostgresError::Config`] without a table or a row function, or with a prefix that
-    /// holds `:` or `'`.
+    /// [`PostgresError::Config`] without a table (or a statement) or a row function, with a
+    /// statement and upserts, or with a prefix that holds `:` or `'`.
     pub fn build(self) -> Result<PostgresSink<T>, PostgresError> {
-        let (table, columns) = self
-            .table
-            .ok_or_else(|| PostgresError::Config("no table: call .table(name, columns)".into()))?;
-        if columns.is_empty() {
+        let (table, columns) = match (self.table, &self.statement) {
+            (Some(t), _) => t,
+            (None, Some(_)) => ("(statement)".to_string(), Vec::new()),
+            (None, None) => {
+                return Err(PostgresError::Config(
+                    "no table: call .table(name, columns) or .statement(sql)".into(),
+                ));
+            }
+        };
+        if columns.is_empty() && self.statement.is_none() {
             return Err(PostgresError::Config(format!("table {table}: no columns")));
+        }
+        if self.statement.is_some() && self.upsert.is_some() {
+            return Err(PostgresError::Config(
+                "a statement and .upsert() do not combine: write ON CONFLICT into the statement"
+                    .into(),
+            ));
         }
         let row = self.row.ok_or_else(|| {
             PostgresError::Config("no row function: call .row(|record| vec![...])".into())
@@ -332,13 +378,14 @@ impl<T: Data> PostgresSinkBuilder<T> {
                 "the dead-letter table has no name".into(),
             ));
         }
-        let batch_rows = self.batch_rows.min(65_535 / columns.len()).max(1);
+        let batch_rows = self.batch_rows.min(65_535 / columns.len().max(1)).max(1);
         Ok(PostgresSink::new(Config {
             url: self.url,
             table,
             columns,
             row,
             upsert: self.upsert,
+            statement: self.statement,
             create: self.create,
             prefix: self.prefix,
             bad_rows: self.bad_rows,
@@ -628,6 +675,7 @@ impl<T: Data> PostgresSink<T> {
             table: None,
             row: None,
             upsert: None,
+            statement: None,
             create: None,
             prefix: "actorflow".into(),
             bad_rows: BadRowPolicy::Fail,
@@ -819,12 +867,17 @@ impl<T: Data> PostgresSink<T> {
         if let Some(s) = self.statements.get(&rows) {
             return Ok(s.clone());
         }
-        let sql = self.insert_sql(rows);
-        let stmt = self
-            .client()?
-            .prepare(&sql)
-            .await
-            .map_err(|e| self.err("cannot prepare the INSERT", &e))?;
+        let sql = match &self.config.statement {
+            Some(sql) => sql.clone(),
+            None => self.insert_sql(rows),
+        };
+        let stmt = self.client()?.prepare(&sql).await.map_err(|e| {
+            let what = match self.config.statement {
+                Some(_) => "cannot prepare the statement",
+                None => "cannot prepare the INSERT",
+            };
+            self.err(what, &e)
+        })?;
         self.statements.insert(rows, stmt.clone());
         Ok(stmt)
     }
@@ -836,7 +889,12 @@ impl<T: Data> PostgresSink<T> {
         ty: &Type,
         v: &SqlValue,
     ) -> Result<Box<dyn ToSql + Sync + Send>, String> {
-        let name = &self.config.columns[column];
+        let name = self
+            .config
+            .columns
+            .get(column)
+            .cloned()
+            .unwrap_or_else(|| format!("${}", column + 1));
         let bad = || format!("column {name} ({ty}) cannot take {v}");
         let int = |i: i64| -> Result<Box<dyn ToSql + Sync + Send>, String> {
             Ok(match *ty {
@@ -884,16 +942,13 @@ impl<T: Data> PostgresSink<T> {
         &self,
         rows: &[Vec<SqlValue>],
     ) -> Result<Vec<Box<dyn ToSql + Sync + Send>>, (usize, String)> {
-        let mut out = Vec::with_capacity(rows.len() * self.config.columns.len());
+        let width = self.param_types.len();
+        let mut out = Vec::with_capacity(rows.len() * width);
         for (r, row) in rows.iter().enumerate() {
-            if row.len() != self.config.columns.len() {
+            if row.len() != width {
                 return Err((
                     r,
-                    format!(
-                        "the row has {} values for {} columns",
-                        row.len(),
-                        self.config.columns.len()
-                    ),
+                    format!("the row has {} values for {width} parameters", row.len()),
                 ));
             }
             for (k, v) in row.iter().enumerate() {
@@ -909,6 +964,9 @@ impl<T: Data> PostgresSink<T> {
         &mut self,
         rows: &[Vec<SqlValue>],
     ) -> Result<Result<(), tokio_postgres::Error>, UserError> {
+        if self.config.statement.is_some() {
+            return self.execute_each(rows).await;
+        }
         let stmt = match self.statements.get(&rows.len()) {
             Some(s) => s.clone(),
             None => {
@@ -928,6 +986,31 @@ impl<T: Data> PostgresSink<T> {
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
         Ok(self.client()?.execute(&stmt, &refs).await.map(|_| ()))
+    }
+
+    /// Runs the user's statement once per row (prepared at open), pipelined: every execution
+    /// is sent before the answers are awaited. The inner result is the database's first
+    /// refusal (the transaction is then aborted: the caller rolls back to its savepoint).
+    async fn execute_each(
+        &mut self,
+        rows: &[Vec<SqlValue>],
+    ) -> Result<Result<(), tokio_postgres::Error>, UserError> {
+        let stmt = self.statement(1).await?;
+        let params = self.params(rows).map_err(|(_, m)| UserError::from(m))?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let client = self.client()?;
+        let width = self.param_types.len();
+        let runs = if width == 0 {
+            // A statement without parameters: once per row all the same.
+            futures_util::future::join_all(rows.iter().map(|_| client.execute(&stmt, &[]))).await
+        } else {
+            futures_util::future::join_all(refs.chunks(width).map(|r| client.execute(&stmt, r)))
+                .await
+        };
+        Ok(runs.into_iter().find_map(Result::err).map_or(Ok(()), Err))
     }
 
     /// A row the database (or the type mapping) refused: fail, into the dead-letter table,
@@ -1064,6 +1147,7 @@ impl<T: Data> PostgresSink<T> {
         rows: Vec<Vec<SqlValue>>,
     ) -> Result<(), UserError> {
         if self.config.upsert.is_none()
+            && self.config.statement.is_none()
             && let Some(text) = self.copy_text(&rows)
         {
             self.execute("SAVEPOINT actorflow_copy", "cannot set a savepoint")
@@ -1235,7 +1319,10 @@ impl<T: Data> Sink for PostgresSink<T> {
 
     async fn write_batch(&mut self, batch: Batch<T>) -> Result<(), UserError> {
         if self.exactly_once() {
-            if let Some(text) = &mut self.text {
+            // With a statement there is no `COPY` text to build (see `flush`).
+            if self.config.statement.is_none()
+                && let Some(text) = &mut self.text
+            {
                 for r in batch.values() {
                     if !encode_row(text, &(self.config.row)(r), &self.columns) {
                         self.text = None;
@@ -1361,11 +1448,16 @@ impl<T: Data> PostgresSink<T> {
         }
         let records = std::mem::take(&mut self.records);
         let capacity = self.text.as_ref().map_or(0, Vec::len);
-        let text = self.text.replace(Vec::with_capacity(capacity));
+        let text = match self.config.statement {
+            // The user's statement row by row (pipelined), not `COPY`.
+            Some(_) => None,
+            None => self.text.replace(Vec::with_capacity(capacity)),
+        };
         self.buffered = 0;
         self.begin_if_needed().await?;
         let Some(text) = text else {
-            // A value that does not fit its column: row by row names it.
+            // A value that does not fit its column (row by row names it), or the user's
+            // statement.
             let rows = self.rows_of(&records);
             return self.write_rows(&recs_of(&records), rows).await;
         };
