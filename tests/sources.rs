@@ -243,3 +243,87 @@ async fn closure_sources_are_non_parallel_and_unbounded_unless_declared() {
     run(&env).await.unwrap();
     assert_eq!(out.take(), vec![1]);
 }
+
+/// Emits 0..`end` in batches of 100, one batch per millisecond; the first `snapshot` records
+/// are a phase it could not resume (an initial snapshot of a database): not ready for a
+/// checkpoint until they are out. Records every position it checkpoints.
+struct Snapshotting {
+    next: u64,
+    end: u64,
+    snapshot: u64,
+    positions: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Source for Snapshotting {
+    type Output = u64;
+    async fn next_batch(&mut self, out: &mut Collector<u64>) -> Result<SourceStatus, UserError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let to = (self.next + 100).min(self.end);
+        for v in self.next..to {
+            out.collect(v);
+        }
+        self.next = to;
+        Ok(if self.next == self.end {
+            SourceStatus::End
+        } else {
+            SourceStatus::More
+        })
+    }
+    fn snapshot_state(
+        &mut self,
+        _: actorflow_runtime::CheckpointId,
+        state: &mut actorflow::checkpoint::OperatorState,
+    ) -> Result<(), UserError> {
+        self.positions.lock().unwrap().push(self.next);
+        state.push_item(&self.next)
+    }
+    fn restore_state(
+        &mut self,
+        restored: actorflow::checkpoint::RestoredState,
+    ) -> Result<(), UserError> {
+        let items: Vec<u64> = restored.state.items()?;
+        self.next = items.into_iter().max().unwrap_or(0);
+        Ok(())
+    }
+    fn is_ready_for_checkpoint(&self) -> bool {
+        self.next >= self.snapshot
+    }
+}
+
+/// A checkpoint triggered while the source is not ready waits for it instead of failing:
+/// no checkpoint records a position inside the phase, the first one records the phase's end
+/// at once (its barrier leaves right after the batch that made the source ready), and a
+/// failure after it restores from there, exactly once.
+#[test]
+fn a_checkpoint_waits_for_a_source_that_is_not_ready() {
+    let (env, events) =
+        common::checkpointed_env(1, Duration::from_millis(5), "panic@boom#0:records=9000");
+    let positions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p = positions.clone();
+    let out = env
+        .add_source(
+            "snapshotting",
+            actorflow::SourceFn::new(move |_: &TaskInfo| Snapshotting {
+                next: 0,
+                end: 12_000,
+                snapshot: 5_000,
+                positions: p.clone(),
+            })
+            .bounded(),
+        )
+        .map(|v: u64| v)
+        .name("boom")
+        .collect();
+    env.execute_blocking("postponed").unwrap();
+    let mut got = out.take();
+    got.sort_unstable();
+    assert_eq!(got, (0..12_000).collect::<Vec<u64>>());
+    let positions = positions.lock().unwrap().clone();
+    assert!(
+        positions.iter().all(|p| *p >= 5_000),
+        "a checkpoint inside the phase: {positions:?}"
+    );
+    assert_eq!(positions.first(), Some(&5_000), "{positions:?}");
+    let events = events.lock().unwrap().clone();
+    assert_eq!(common::restarts_from_checkpoints(&events), 1, "{events:?}");
+}

@@ -129,6 +129,16 @@ pub trait Source: Send + 'static {
     fn notifies_external_system(&self) -> bool {
         false
     }
+
+    /// False while the source cannot record a position it could resume from — reading an
+    /// initial snapshot of a database that a restart could not continue, for example. A
+    /// checkpoint triggered meanwhile **waits** (the source keeps running, and its barrier
+    /// leaves right after the batch that makes it ready), instead of being declined; like any
+    /// checkpoint it is aborted if the checkpoint timeout passes first. Asked between two
+    /// calls of [`next_batch`](Self::next_batch).
+    fn is_ready_for_checkpoint(&self) -> bool {
+        true
+    }
 }
 
 /// The object-safe form of a source. Implement [`Source`] and use [`erase_source`].
@@ -163,6 +173,8 @@ pub trait ErasedSource: Send {
     ) -> BoxFuture<'_, Result<(), UserError>>;
     /// See [`Source::notifies_external_system`].
     fn notifies_external_system(&self) -> bool;
+    /// See [`Source::is_ready_for_checkpoint`].
+    fn is_ready_for_checkpoint(&self) -> bool;
 }
 
 struct ErasedSourceImpl<S: Source> {
@@ -217,6 +229,10 @@ impl<S: Source> ErasedSource for ErasedSourceImpl<S> {
 
     fn notifies_external_system(&self) -> bool {
         self.source.notifies_external_system()
+    }
+
+    fn is_ready_for_checkpoint(&self) -> bool {
+        self.source.is_ready_for_checkpoint()
     }
 }
 

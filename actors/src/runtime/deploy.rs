@@ -502,6 +502,7 @@ impl Deployer<'_> {
             checkpointing,
             fault: self.ctx.faults.and_then(|f| f.hook(&name, index)),
             deferred: Vec::new(),
+            postponed: None,
             vertex: name,
             index,
             parallelism: vertex.parallelism,

@@ -12,7 +12,7 @@ use crate::checkpoint::fault::{FaultAction, FaultHook};
 use crate::checkpoint::types::RestoredState;
 use crate::dataplane::data::Emission;
 use crate::dataplane::gate::{GateEvent, InputGate};
-use crate::dataplane::message::BarrierAlignment;
+use crate::dataplane::message::{BarrierAlignment, CheckpointBarrier};
 use crate::dataplane::message::{PriorityMessage, StreamMessage};
 use crate::error::{FailureCause, OperatorLabel, SubtaskFailure};
 use crate::operators::operator::TaskInfo;
@@ -76,6 +76,9 @@ pub(crate) struct Subtask {
     pub(crate) fault: Option<FaultHook>,
     /// Checkpoint messages that arrived while the subtask could only act on cancellation.
     pub(crate) deferred: Vec<PriorityMessage>,
+    /// A checkpoint triggered while the source was not ready for one
+    /// (`Source::is_ready_for_checkpoint`): taken once it is.
+    pub(crate) postponed: Option<CheckpointBarrier>,
     /// Notified by operators whose asynchronous work completed (see `TaskInfo::wakeup`).
     pub(crate) wakeup: Arc<tokio::sync::Notify>,
 }
@@ -424,8 +427,22 @@ impl Subtask {
         match p {
             PriorityMessage::Cancel => return Err(Stop::Cancelled),
             // Only sources get triggers (they have no input lanes to align): the barrier
-            // starts here.
-            PriorityMessage::Trigger(barrier) => self.take_checkpoint(head, barrier).await?,
+            // starts here, unless the source cannot record a position yet.
+            PriorityMessage::Trigger(barrier) => match head {
+                Some(h) if !h.source.is_ready_for_checkpoint() => {
+                    debug!(checkpoint = %barrier.id, "the source is not ready: the checkpoint waits");
+                    if let Some(older) = self.postponed.replace(barrier) {
+                        self.decline(
+                            older.id,
+                            format!(
+                                "{}: not ready for a checkpoint until checkpoint {} was triggered",
+                                h.label, barrier.id
+                            ),
+                        );
+                    }
+                }
+                _ => self.take_checkpoint(head, barrier).await?,
+            },
             PriorityMessage::Barrier(barrier) => {
                 let out = self.aligner.on_priority_barrier(barrier);
                 self.apply_alignment(out).await?;
@@ -455,6 +472,9 @@ impl Subtask {
                 self.notify_sinks(id).await?;
             }
             PriorityMessage::Abort(id) => {
+                if self.postponed.is_some_and(|b| b.id <= id) {
+                    self.postponed = None;
+                }
                 let out = self.aligner.abort(id);
                 if out.unblock_all {
                     self.gate.unblock_all();
@@ -909,6 +929,7 @@ impl Subtask {
             if let Some(p) = self.gate.try_priority() {
                 self.on_priority(Some(head), p).await?;
             }
+            self.take_postponed(head).await?;
             self.fire_timers_if_due().await?;
             self.flush_if_due().await?;
             let deadline = match (self.flush_deadline(), self.timer_deadline()) {
@@ -984,6 +1005,15 @@ impl Subtask {
             }
             let end = status == SourceStatus::End;
             if end {
+                // A checkpoint still waiting for the source is taken before the end if it
+                // can be (the final checkpoint follows anyway).
+                self.take_postponed(head).await?;
+                if let Some(b) = self.postponed.take() {
+                    self.decline(
+                        b.id,
+                        format!("{}: ended before it was ready for a checkpoint", head.label),
+                    );
+                }
                 // A bounded input ends event time: the maximum watermark fires every pending
                 // event-time timer downstream, then end of input follows.
                 signal_outputs(
@@ -1004,6 +1034,18 @@ impl Subtask {
             }
             self.drain_or_unaligned().await?;
         }
+    }
+
+    /// Takes the checkpoint postponed while the source was not ready, if it is now.
+    async fn take_postponed(&mut self, head: &mut SourceHead) -> Result<(), Stop> {
+        if self.postponed.is_some()
+            && head.source.is_ready_for_checkpoint()
+            && let Some(barrier) = self.postponed.take()
+        {
+            debug!(checkpoint = %barrier.id, "the source is ready: taking the checkpoint");
+            self.take_checkpoint(Some(head), barrier).await?;
+        }
+        Ok(())
     }
 
     /// Tells every sink that checkpoint `id` completed (they commit), routing what they
