@@ -4,12 +4,14 @@
 //! eval "$(scripts/postgres.sh start)"
 //! cargo run --release --features postgres --example pg_cdc -- --postgres "$ACTORFLOW_POSTGRES_URL" \
 //!     --table orders --output /tmp/orders.changes --checkpoint-dir /tmp/orders-cdc [--restore latest] \
-//!     [--stop-when-idle MS] [--slot NAME]
+//!     [--stop-when-idle MS] [--slot NAME] [--initial-snapshot]
 //! ```
 //!
 //! Reads the table's inserts, updates and deletes from a logical replication slot (created
 //! if missing, named `--slot`, default `actorflow_cdc_TABLE`) and writes one line per change,
-//! `lsn,op,` then the row's values as CSV (`op` is `+I`, `-U`, `+U` or `-D`), through the
+//! `lsn,op,` then the row's values as CSV (`op` is `+I`, `-U`, `+U` or `-D`; with
+//! `--initial-snapshot` the table's rows at the start come first, as `+I` at the slot's
+//! consistent point, and the slot is dropped and recreated on a fresh start), through the
 //! exactly-once file sink (parts under `--checkpoint-dir`). Once the job ends
 //! (`--stop-when-idle MS` without a change; otherwise Ctrl-C leaves the committed parts),
 //! OUT holds every committed line in LSN order. Killed at any moment and rerun with
@@ -33,7 +35,8 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: pg_cdc --postgres URL --table T --output FILE --checkpoint-dir D \
-    [--restore latest] [--stop-when-idle MS] [--slot NAME] [--checkpoint-interval MS] [--web ADDR]";
+    [--restore latest] [--stop-when-idle MS] [--slot NAME] [--checkpoint-interval MS] \
+    [--initial-snapshot] [--web ADDR]";
 
 struct Args {
     url: String,
@@ -44,12 +47,14 @@ struct Args {
     stop_when_idle: Option<Duration>,
     slot: String,
     interval: Duration,
+    initial_snapshot: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = web::from_args()?.into_iter();
     let (mut url, mut table, mut output, mut dir) = (None, None, None, None);
     let (mut restore, mut stop, mut slot, mut interval) = (false, None, None, 200u64);
+    let mut initial_snapshot = false;
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
@@ -68,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
                 stop = Some(Duration::from_millis(ms));
             }
             "--slot" => slot = Some(value()?),
+            "--initial-snapshot" => initial_snapshot = true,
             "--checkpoint-interval" => {
                 interval = value()?
                     .parse()
@@ -94,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
         stop_when_idle: stop,
         slot,
         interval: Duration::from_millis(interval.max(1)),
+        initial_snapshot,
     })
 }
 
@@ -143,6 +150,9 @@ fn run(args: &Args) -> Result<(), UserError> {
         .publication(&args.slot);
     if let Some(d) = args.stop_when_idle {
         source = source.stop_when_idle(d);
+    }
+    if args.initial_snapshot {
+        source = source.initial_snapshot();
     }
     let source = source.build().map_err(|e| e.to_string())?;
     let dir = parts.clone();

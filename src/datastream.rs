@@ -924,7 +924,7 @@ pub struct DataStreamSink {
 
 impl DataStreamSink {
     /// The records the sink emitted to side output `tag` (see
-    /// [`Sink::side_outputs`](crate::Sink::side_outputs)), for example the rows a database
+    /// [`Sink::side_outputs`]), for example the rows a database
     /// refused. They travel in order with the sink's input: what the sink set aside before a
     /// checkpoint's barrier reaches the stream before that barrier, so a transactional sink's
     /// side output is exactly once when it ends in an exactly-once sink. The stream leaves

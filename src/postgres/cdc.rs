@@ -21,6 +21,11 @@
 //! After each transaction the source emits a watermark (the commit time, never going back).
 //! When no change arrives for the idle timeout it marks itself idle, so downstream windows
 //! still fire.
+//!
+//! With an **initial snapshot** a fresh start first creates the slot with an exported
+//! snapshot and reads the tables in it (a task of its own, handing rows over a bounded
+//! channel); checkpoints wait until it is read (`is_ready_for_checkpoint`), then the position
+//! is the slot's consistent point. See `PostgresCdcSourceBuilder::initial_snapshot`.
 
 use super::PostgresError;
 use super::replication::{self, Command, Event, Stream};
@@ -47,6 +52,9 @@ pub enum ChangeOp {
     UpdateAfter,
     /// A deleted row (all columns with `REPLICA IDENTITY FULL`, else the key).
     Delete,
+    /// A row of the initial snapshot (see [`PostgresCdcSourceBuilder::initial_snapshot`]):
+    /// as it was at the slot's consistent point. Flink's row kind `+I` (Debezium's op `r`).
+    Read,
 }
 
 impl ChangeOp {
@@ -57,6 +65,7 @@ impl ChangeOp {
             ChangeOp::UpdateBefore => "-U",
             ChangeOp::UpdateAfter => "+U",
             ChangeOp::Delete => "-D",
+            ChangeOp::Read => "+I",
         }
     }
 }
@@ -96,6 +105,7 @@ struct CdcConfig {
     idle_after: Duration,
     stop_when_idle: Option<Duration>,
     stop_at_lsn: Option<u64>,
+    initial_snapshot: bool,
 }
 
 /// Builds a [`PostgresCdcSource`]. See [`PostgresCdcSource::builder`].
@@ -150,6 +160,30 @@ impl PostgresCdcSourceBuilder {
         self
     }
 
+    /// Reads the tables' current rows first ([`ChangeOp::Read`] events), then their changes,
+    /// with no gap and no duplicate between the two (Flink CDC's startup mode `initial`).
+    ///
+    /// How: on a fresh start (no restored position) the source creates the slot over the
+    /// replication protocol with `EXPORT_SNAPSHOT`, imports that snapshot into a
+    /// `REPEATABLE READ` transaction (`SET TRANSACTION SNAPSHOT`) and reads the tables there
+    /// with a cursor. The snapshot holds exactly the transactions that committed before the
+    /// slot's consistent point, and the slot streams exactly those that commit after it. Snapshot
+    /// rows carry the consistent point as their LSN and, as event time, the server's clock
+    /// read just before the slot was created (no streamed change commits earlier); a
+    /// watermark just below it follows the last one.
+    ///
+    /// A snapshot cannot be resumed: checkpoints triggered while it is read **wait** until it
+    /// is done (they are aborted if the checkpoint timeout passes first: raise it for big
+    /// tables), so a failure during the snapshot restarts the job from scratch, which drops
+    /// and recreates the slot and reads the snapshot again (an exactly-once sink discards the
+    /// first attempt's rows). An existing slot of the same name is dropped on such a fresh
+    /// start: give each job its own slot. After a restore the source continues from the
+    /// restored position and reads no snapshot.
+    pub fn initial_snapshot(mut self) -> Self {
+        self.config.initial_snapshot = true;
+        self
+    }
+
     /// How many changes one call of the source emits at most, about (default 4096).
     pub fn batch_changes(mut self, n: u32) -> Self {
         self.config.batch_changes = i32::try_from(n.max(1)).unwrap_or(i32::MAX);
@@ -194,7 +228,7 @@ struct Relation {
 }
 
 /// The changes of chosen tables as a stream of [`ChangeEvent`]s, exactly once through
-/// checkpoints (see the [module docs](self)). One subtask (one slot): use it with
+/// checkpoints (how: `docs/connectors.md`). One subtask (one slot): use it with
 /// `env.add_source("cdc", source)`.
 ///
 /// The server needs `wal_level = logical` and a free replication slot. Before images of
@@ -224,6 +258,187 @@ pub struct PostgresCdcSource {
     idle: bool,
     /// The source said `End`: the next completed checkpoint ends the stream.
     ended: bool,
+    /// The initial snapshot being read (see `PostgresCdcSourceBuilder::initial_snapshot`).
+    snapshot: Option<SnapshotReader>,
+}
+
+/// What the task reading the initial snapshot hands over, in order.
+enum SnapshotEvent {
+    /// Rows, as `Read` events.
+    Rows(Vec<ChangeEvent>),
+    /// Every row was read: the slot's consistent point and the snapshot's event time.
+    Done {
+        lsn: u64,
+        ts_ms: i64,
+    },
+    Failed(String),
+}
+
+/// The task reading the initial snapshot (it owns its connections, so a dropped
+/// `next_batch` loses nothing) and its bounded channel.
+#[derive(Debug)]
+struct SnapshotReader {
+    events: tokio::sync::mpsc::Receiver<SnapshotEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SnapshotEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotEvent::Rows(r) => write!(f, "Rows({})", r.len()),
+            SnapshotEvent::Done { lsn, ts_ms } => write!(f, "Done({lsn}, {ts_ms})"),
+            SnapshotEvent::Failed(e) => write!(f, "Failed({e})"),
+        }
+    }
+}
+
+/// `table` or `schema.table` with each part quoted.
+fn quote_table(t: &str) -> String {
+    t.split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Reads the initial snapshot of `config.tables`, creating the slot (dropped first if it
+/// exists) with an exported snapshot; sends rows in chunks of `config.batch_changes`.
+async fn read_snapshot(config: Arc<CdcConfig>, tx: tokio::sync::mpsc::Sender<SnapshotEvent>) {
+    let result = async {
+        let pg = |what: &str, e: tokio_postgres::Error| {
+            let detail = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string());
+            format!("{what}: {detail}")
+        };
+        let (client, connection) = tokio_postgres::connect(&config.url, NoTls)
+            .await
+            .map_err(|e| pg("cannot connect", e))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL CDC snapshot: the connection ended");
+            }
+        });
+        let _driver = AbortOnDrop(driver);
+        // No change streamed after the consistent point commits before this instant.
+        let ts_ms: i64 = client
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .await
+            .map_err(|e| pg("cannot read the server's clock", e))?
+            .get(0);
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&config.slot],
+            )
+            .await
+            .map_err(|e| pg("cannot look up the slot", e))?
+            .get(0);
+        let mut repl = replication::Connection::connect(&config.url).await?;
+        if exists {
+            // Its position cannot be matched to a new snapshot. WAIT: a connection of an
+            // earlier attempt may still hold it.
+            tracing::info!(slot = %config.slot, "dropping the slot to start it again with an initial snapshot");
+            repl.command(&format!("DROP_REPLICATION_SLOT \"{}\" WAIT", config.slot))
+                .await
+                .map_err(|e| format!("cannot drop the slot to start it again: {e}"))?;
+        }
+        let (lsn, snapshot) = repl
+            .create_slot_exporting_snapshot(&config.slot)
+            .await
+            .map_err(|e| format!("cannot create the slot: {e}"))?;
+        let lsn = parse_lsn(&lsn).map_err(|e| e.to_string())?;
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                snapshot.replace('\'', "''")
+            ))
+            .await
+            .map_err(|e| pg("cannot import the slot's snapshot", e))?;
+        // Imported: the exporting connection may go.
+        drop(repl);
+        for table in &config.tables {
+            let quoted = quote_table(table);
+            let name: String = client
+                .query_one(
+                    "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::regclass",
+                    &[&quoted],
+                )
+                .await
+                .map_err(|e| pg(&format!("cannot find table {table}"), e))?
+                .get(0);
+            let name: Arc<str> = name.into();
+            client
+                .batch_execute(&format!(
+                    "DECLARE actorflow_snapshot NO SCROLL CURSOR FOR SELECT * FROM {quoted}"
+                ))
+                .await
+                .map_err(|e| pg(&format!("cannot read table {table}"), e))?;
+            let mut columns: Option<Arc<[String]>> = None;
+            loop {
+                let messages = client
+                    .simple_query(&format!(
+                        "FETCH FORWARD {} FROM actorflow_snapshot",
+                        config.batch_changes
+                    ))
+                    .await
+                    .map_err(|e| pg(&format!("cannot read table {table}"), e))?;
+                let mut rows = Vec::new();
+                for m in messages {
+                    if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                        let cols = columns.get_or_insert_with(|| {
+                            row.columns().iter().map(|c| c.name().to_string()).collect()
+                        });
+                        let values = (0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect();
+                        rows.push(ChangeEvent {
+                            lsn,
+                            commit_ts_ms: ts_ms,
+                            op: ChangeOp::Read,
+                            table: name.clone(),
+                            columns: cols.clone(),
+                            values,
+                        });
+                    }
+                }
+                if rows.is_empty() {
+                    break;
+                }
+                if tx.send(SnapshotEvent::Rows(rows)).await.is_err() {
+                    return Ok(None); // the source is gone
+                }
+            }
+            client
+                .batch_execute("CLOSE actorflow_snapshot")
+                .await
+                .map_err(|e| pg("cannot close the snapshot's cursor", e))?;
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg("cannot end the snapshot's transaction", e))?;
+        Ok::<_, String>(Some((lsn, ts_ms)))
+    }
+    .await;
+    let last = match result {
+        Ok(Some((lsn, ts_ms))) => SnapshotEvent::Done { lsn, ts_ms },
+        Ok(None) => return,
+        Err(e) => SnapshotEvent::Failed(e),
+    };
+    let _ = tx.send(last).await;
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Clone for PostgresCdcSource {
@@ -236,6 +451,9 @@ impl Clone for PostgresCdcSource {
 impl Drop for PostgresCdcSource {
     fn drop(&mut self) {
         if let Some(s) = self.stream.take() {
+            s.task.abort();
+        }
+        if let Some(s) = self.snapshot.take() {
             s.task.abort();
         }
         for d in self.drivers.drain(..) {
@@ -446,6 +664,7 @@ impl PostgresCdcSource {
                 idle_after: Duration::from_secs(1),
                 stop_when_idle: None,
                 stop_at_lsn: None,
+                initial_snapshot: false,
             },
         }
     }
@@ -483,7 +702,79 @@ impl PostgresCdcSource {
             idle: false,
             ended: false,
             slot_wait_until: None,
+            snapshot: None,
         }
+    }
+
+    /// True while the initial snapshot is still to be read: asked for, and no position yet
+    /// (a fresh start).
+    fn snapshot_pending(&self) -> bool {
+        self.config.initial_snapshot && self.emitted == 0
+    }
+
+    /// Emits the next chunk of the initial snapshot, starting its task if needed; once done,
+    /// the position is the slot's consistent point and a watermark follows.
+    async fn next_snapshot_rows(
+        &mut self,
+        out: &mut Collector<ChangeEvent>,
+    ) -> Result<SourceStatus, UserError> {
+        let config = self.config.clone();
+        let reader = self.snapshot.get_or_insert_with(|| {
+            let (tx, events) = tokio::sync::mpsc::channel(4);
+            SnapshotReader {
+                events,
+                task: tokio::spawn(read_snapshot(config, tx)),
+            }
+        });
+        let mut emitted = 0usize;
+        loop {
+            // Cancel-safe: what was not received stays in the channel.
+            let event = if emitted == 0 {
+                reader.events.recv().await
+            } else {
+                match reader.events.try_recv() {
+                    Ok(e) => Some(e),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            match event {
+                Some(SnapshotEvent::Rows(rows)) => {
+                    emitted += rows.len();
+                    for r in rows {
+                        let ts = Timestamp(r.commit_ts_ms);
+                        out.collect_with_timestamp(r, ts);
+                    }
+                    if emitted >= self.config.batch_changes as usize {
+                        break;
+                    }
+                }
+                Some(SnapshotEvent::Done { lsn, ts_ms }) => {
+                    tracing::info!(slot = %self.config.slot, lsn = %format_lsn(lsn), "the initial snapshot was read; streaming from its consistent point");
+                    self.emitted = lsn;
+                    self.snapshot = None;
+                    if ts_ms > self.watermark {
+                        self.watermark = ts_ms;
+                        out.emit_watermark(Watermark(ts_ms.saturating_sub(1)));
+                    }
+                    break;
+                }
+                Some(SnapshotEvent::Failed(e)) => {
+                    return Err(UserError::from(format!(
+                        "PostgreSQL CDC source (slot {}): initial snapshot: {e}",
+                        self.config.slot
+                    )));
+                }
+                None => {
+                    return Err(UserError::from(format!(
+                        "PostgreSQL CDC source (slot {}): the initial snapshot's task ended",
+                        self.config.slot
+                    )));
+                }
+            }
+        }
+        self.last_change = Some(tokio::time::Instant::now());
+        Ok(SourceStatus::More)
     }
 
     /// Starts the replication stream, waiting (up to 30 s) while the slot is still held by
@@ -724,7 +1015,9 @@ impl Source for PostgresCdcSource {
             .await
             .map_err(|e| self.err("cannot look up the slot", &e))?
             .get(0);
-        if !slot {
+        // With an initial snapshot the slot is created (with its snapshot) by the first
+        // `next_batch` of a fresh start.
+        if !slot && !c.initial_snapshot {
             self.client()?
                 .execute(
                     "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -741,6 +1034,9 @@ impl Source for PostgresCdcSource {
         &mut self,
         out: &mut Collector<ChangeEvent>,
     ) -> Result<SourceStatus, UserError> {
+        if self.snapshot_pending() {
+            return self.next_snapshot_rows(out).await;
+        }
         if self.stream.is_none() {
             if self.ended {
                 return Ok(SourceStatus::End);
@@ -824,6 +1120,11 @@ impl Source for PostgresCdcSource {
 
     fn notifies_external_system(&self) -> bool {
         true
+    }
+
+    fn is_ready_for_checkpoint(&self) -> bool {
+        // A snapshot cannot be resumed: no position inside it.
+        !self.snapshot_pending()
     }
 
     async fn notify_checkpoint_complete(

@@ -97,6 +97,32 @@ fn error_text(body: &[u8]) -> String {
 }
 
 /// A standby status update: written, flushed and applied up to `lsn`.
+/// The values of a `DataRow` message body, as text (`None` for NULL).
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let bad = || "a malformed DataRow message".to_string();
+    let mut r = body;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        if r.len() < n {
+            return Err(bad());
+        }
+        let (head, tail) = r.split_at(n);
+        r = tail;
+        Ok(head)
+    };
+    let count = i16::from_be_bytes(take(2)?.try_into().map_err(|_| bad())?);
+    let mut values = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for _ in 0..count {
+        let len = i32::from_be_bytes(take(4)?.try_into().map_err(|_| bad())?);
+        if len < 0 {
+            values.push(None);
+        } else {
+            let bytes = take(usize::try_from(len).map_err(|_| bad())?)?;
+            values.push(Some(String::from_utf8_lossy(bytes).into_owned()));
+        }
+    }
+    Ok(values)
+}
+
 fn status_update(written: u64, flushed: u64) -> Vec<u8> {
     let mut body = Vec::with_capacity(34);
     body.push(b'r');
@@ -290,6 +316,54 @@ impl Connection {
             if n == 0 {
                 return Err("the server closed the connection".into());
             }
+        }
+    }
+
+    /// Runs a replication command that answers with rows (or none), in the simple query
+    /// protocol: the rows' values as text. The server's error comes back as `Err`, after
+    /// which the connection is ready for another command.
+    pub(crate) async fn command(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut q = Vec::new();
+        cstr(&mut q, sql);
+        self.write(&frame(b'Q', &q)).await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let (kind, body) = self.read().await?;
+            match kind {
+                b'D' => rows.push(data_row(&body)?),
+                b'E' => error = Some(error_text(&body)),
+                b'Z' => break,
+                // RowDescription, CommandComplete, notices, parameter changes.
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
+    /// Creates the logical slot `slot` (pgoutput) and exports the snapshot it starts from:
+    /// `(consistent point, snapshot name)`. The snapshot can be imported
+    /// (`SET TRANSACTION SNAPSHOT`) until this connection runs another command or closes: a
+    /// transaction that imported it sees exactly what committed before the consistent
+    /// point, and the slot streams exactly what commits after it.
+    pub(crate) async fn create_slot_exporting_snapshot(
+        &mut self,
+        slot: &str,
+    ) -> Result<(String, String), String> {
+        let rows = self
+            .command(&format!(
+                "CREATE_REPLICATION_SLOT \"{slot}\" LOGICAL pgoutput EXPORT_SNAPSHOT"
+            ))
+            .await?;
+        // slot_name, consistent_point, snapshot_name, output_plugin.
+        match rows.first().map(Vec::as_slice) {
+            Some([_, Some(lsn), Some(snapshot), ..]) => Ok((lsn.clone(), snapshot.clone())),
+            _ => Err(format!(
+                "CREATE_REPLICATION_SLOT answered without a consistent point and snapshot: {rows:?}"
+            )),
         }
     }
 
@@ -493,6 +567,21 @@ mod tests {
         assert_eq!(u64::from_be_bytes(m[14..22].try_into().unwrap()), 0x20);
         assert_eq!(u64::from_be_bytes(m[22..30].try_into().unwrap()), 0x20);
         assert_eq!(m.len(), 39);
+    }
+
+    #[test]
+    fn data_rows_read_as_text_with_nulls_and_refuse_truncation() {
+        let mut body = 3i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"ab");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            data_row(&body).unwrap(),
+            vec![Some("ab".to_string()), None, Some(String::new())]
+        );
+        assert!(data_row(&body[..7]).is_err());
+        assert!(data_row(&[]).is_err());
     }
 
     #[test]

@@ -397,7 +397,7 @@ impl<T: Data> PostgresSinkBuilder<T> {
 }
 
 /// Writes records as rows of a PostgreSQL table: exactly once with checkpointing (two-phase
-/// commit, see the [module docs](self)), or as an idempotent upsert. Use it with
+/// commit, see `docs/connectors.md`), or as an idempotent upsert. Use it with
 /// `add_sink(name, move |_| Ok(sink.clone()))`: each subtask gets its own connection.
 ///
 /// # Examples
