@@ -1177,7 +1177,13 @@ impl<T: Data> PostgresSink<T> {
         }
         let chunk_rows = self.config.batch_rows;
         let (recs, rows): (Vec<Rec<'_, T>>, Vec<Vec<SqlValue>>) = match self.last_per_key(&rows) {
-            Some(keep) => keep.into_iter().map(|i| (recs[i], rows[i].clone())).unzip(),
+            Some(keep) => {
+                // Moved out, not cloned: each kept index once.
+                let mut rows = rows;
+                keep.into_iter()
+                    .map(|i| (recs[i], std::mem::take(&mut rows[i])))
+                    .unzip()
+            }
             None => (recs.to_vec(), rows),
         };
         for (chunk, chunk_recs) in rows.chunks(chunk_rows).zip(recs.chunks(chunk_rows)) {
