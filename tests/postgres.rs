@@ -699,8 +699,9 @@ async fn upserts_end_with_the_same_table_through_failures() {
 }
 
 /// `window_agg --output postgresql://...?table=T` killed (by its own `exit` fault, like
-/// SIGKILL, and by a real SIGKILL while transactions are prepared on the server), then rerun
-/// with `--restore latest`: the table holds exactly the rows of an uninterrupted run.
+/// SIGKILL, and by a real SIGKILL while transactions are prepared on the server), at
+/// parallelism 1 and 3, then rerun with `--restore latest`: the table holds exactly the rows
+/// of an uninterrupted run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_agg_into_postgres_survives_kill_9_exactly_once() {
     let Some(url) = url() else { return };
@@ -740,10 +741,16 @@ async fn window_agg_into_postgres_survives_kill_9_exactly_once() {
         .map(str::to_string)
         .collect();
     expected.sort();
-    for (case, parallelism) in [("exit", "1"), ("sigkill", "2")] {
-        let t = table(&format!("wa{case}"));
+    for (kill, parallelism) in [
+        ("exit", "1"),
+        ("sigkill", "1"),
+        ("exit", "3"),
+        ("sigkill", "3"),
+    ] {
+        let case = format!("{kill}-p{parallelism}");
+        let t = table(&format!("wa{kill}{parallelism}"));
         let out = format!("{url}?table={t}");
-        let dir = work.join(case);
+        let dir = work.join(&case);
         let ck = [
             "--checkpoint-dir",
             dir.to_str().unwrap(),
@@ -758,7 +765,7 @@ async fn window_agg_into_postgres_survives_kill_9_exactly_once() {
             .args(["--output", &out])
             .args(ck)
             .args(["--source-rate", "300"]);
-        if case == "exit" {
+        if kill == "exit" {
             first.args(["--fault", "exit@window:checkpoint=3"]);
             let status = first.stderr(std::process::Stdio::null()).status().unwrap();
             assert_eq!(
