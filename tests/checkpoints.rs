@@ -1194,6 +1194,9 @@ struct WatchedStore {
     durable: Arc<std::sync::atomic::AtomicU64>,
     committing: Arc<std::sync::atomic::AtomicBool>,
     commit_delay: Duration,
+    /// Commits made so far, and the number of the one to refuse (a full disk), if any.
+    commits: std::sync::atomic::AtomicU64,
+    refuse_commit: Option<u64>,
 }
 
 impl WatchedStore {
@@ -1203,6 +1206,16 @@ impl WatchedStore {
             durable: Default::default(),
             committing: Default::default(),
             commit_delay,
+            commits: Default::default(),
+            refuse_commit: None,
+        }
+    }
+
+    /// Refuses its `n`th commit (1-based).
+    fn refusing_commit(n: u64) -> Self {
+        WatchedStore {
+            refuse_commit: Some(n),
+            ..WatchedStore::new(Duration::ZERO)
         }
     }
 }
@@ -1221,6 +1234,16 @@ impl SnapshotStore for WatchedStore {
         manifest: &actorflow_runtime::checkpoint::snapshot::Manifest,
     ) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.refuse_commit == Some(n) {
+            return Err(StoreError::Io {
+                path: "watched".into(),
+                message: format!(
+                    "commit {n} of checkpoint {} refused: no space left",
+                    manifest.id
+                ),
+            });
+        }
         self.committing.store(true, Ordering::SeqCst);
         if !self.commit_delay.is_zero() {
             #[allow(clippy::disallowed_methods)] // a slow disk, on the store's blocking thread
@@ -1250,6 +1273,112 @@ impl SnapshotStore for WatchedStore {
     fn remove(&self, id: actorflow_runtime::CheckpointId) -> Result<(), StoreError> {
         self.inner.remove(id)
     }
+}
+
+/// A checkpoint the store cannot publish (its 3rd commit fails, as on a full disk) is a failed
+/// checkpoint: it is aborted, the last published one is not pushed out of retention, the job
+/// fails over (no failure tolerated) and restores from the last published one, checkpoints
+/// go on after the restart, and the output is exactly once.
+#[test]
+fn a_checkpoint_the_store_cannot_publish_fails_over_from_the_last_published_one() {
+    let expected = reference();
+    let store = Arc::new(WatchedStore::refusing_commit(3));
+    let env = StreamExecutionEnvironment::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let e = events.clone();
+    env.enable_checkpointing(Duration::from_millis(30))
+        .set_checkpoint_storage(store.clone())
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_job_listener(Arc::new(move |ev| e.lock().unwrap().push(ev.clone())));
+    let out = job(&env, 2);
+    env.execute_blocking("refused commit").unwrap();
+    assert_eq!(sorted(out.take()), expected);
+    let events = events.lock().unwrap().clone();
+    let refused = events.iter().find_map(|e| match e {
+        JobEvent::CheckpointAborted { id, reason } if reason.contains("NotStored") => Some(*id),
+        _ => None,
+    });
+    let refused = refused.unwrap_or_else(|| panic!("no refused checkpoint: {events:?}"));
+    let restarted_from = events.iter().find_map(|e| match e {
+        JobEvent::Restart {
+            from_checkpoint, ..
+        } => Some(*from_checkpoint),
+        _ => None,
+    });
+    let completed_before: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::CheckpointCompleted { id, .. } if *id < refused => Some(id.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        restarted_from,
+        Some(
+            completed_before
+                .last()
+                .map(|i| actorflow_runtime::CheckpointId(*i))
+        ),
+        "restored from the last published checkpoint: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            JobEvent::CheckpointCompleted { id, is_final: false, .. } if *id > refused
+        )),
+        "checkpoints go on after the restart: {events:?}"
+    );
+}
+
+/// The job's final checkpoint the store cannot publish fails the job over instead of leaving
+/// the finished subtasks waiting for it forever (they commit their last transactions only
+/// when it is published). No periodic checkpoint comes first (1 h interval), so the final
+/// checkpoint is the store's first commit, refused; the rerun from scratch ends with its own
+/// final checkpoint published, and the output is exactly once.
+#[test]
+fn a_final_checkpoint_the_store_cannot_publish_fails_over() {
+    let expected = reference();
+    let store = Arc::new(WatchedStore::refusing_commit(1));
+    let env = StreamExecutionEnvironment::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let e = events.clone();
+    env.enable_checkpointing(Duration::from_secs(3600))
+        .set_checkpoint_storage(store.clone())
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(10),
+        })
+        .set_job_listener(Arc::new(move |ev| e.lock().unwrap().push(ev.clone())));
+    let out = job(&env, 2);
+    // Before the fix the job never ended: bounded here so the test fails instead of hanging.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(env.execute_blocking("refused final").map(|_| ()));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the job did not end within 60 s")
+        .unwrap();
+    assert_eq!(sorted(out.take()), expected);
+    let events = events.lock().unwrap().clone();
+    let restarts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Restart {
+                from_checkpoint, ..
+            } => Some(*from_checkpoint),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarts, vec![None], "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, JobEvent::CheckpointCompleted { is_final: true, .. })),
+        "{events:?}"
+    );
 }
 
 /// A sink that checks, each time it is told a checkpoint completed (when a two-phase-commit

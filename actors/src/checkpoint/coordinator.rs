@@ -103,6 +103,8 @@ pub enum AbortReason {
     Subsumed(CheckpointId),
     /// The job (or its region) restarted while it was pending.
     Restart,
+    /// Every subtask acknowledged, but the store could not publish it (its error).
+    NotStored(String),
 }
 
 /// What the coordinator decided; applied in order.
@@ -118,7 +120,10 @@ pub enum Decision {
         alignment: BarrierAlignment,
     },
     /// Every subtask acknowledged: publish the manifest atomically, then notify completion
-    /// (two-phase-commit sinks commit).
+    /// (two-phase-commit sinks commit). The caller reports the outcome with
+    /// [`CheckpointCoordinator::published`] or [`CheckpointCoordinator::publish_failed`]:
+    /// only a published checkpoint counts as completed (resets the failure count, may
+    /// discard older ones).
     Complete {
         /// The checkpoint.
         id: CheckpointId,
@@ -360,14 +365,7 @@ impl CheckpointCoordinator {
         out.push(Decision::Abort { id, reason });
         // A failed savepoint does not count against periodic checkpoints (as in Flink).
         if p.kind == CheckpointKind::Checkpoint {
-            self.consecutive_failures += 1;
-            if self.consecutive_failures > self.settings.tolerable_failures && !self.failed {
-                self.failed = true;
-                out.push(Decision::FailJob(format!(
-                    "{} consecutive checkpoints failed (tolerable: {}); the last: {id}",
-                    self.consecutive_failures, self.settings.tolerable_failures
-                )));
-            }
+            self.count_failure(id, out);
         }
     }
 
@@ -434,14 +432,14 @@ impl CheckpointCoordinator {
         };
         p.waiting.remove(&task);
         if p.waiting.is_empty() {
-            self.complete(id, now_ms, &mut out);
+            self.complete(id, &mut out);
         }
         self.serve_queued_savepoints(now_ms, &mut out);
         out
     }
 
     /// Publishes pending checkpoint `id`, which nobody is waited for any more.
-    fn complete(&mut self, id: CheckpointId, now_ms: u64, out: &mut Vec<Decision>) {
+    fn complete(&mut self, id: CheckpointId, out: &mut Vec<Decision>) {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
@@ -456,11 +454,25 @@ impl CheckpointCoordinator {
                 reason: AbortReason::Subsumed(id),
             });
         }
+        // Completed only once published (`published`): a checkpoint the store refused must
+        // neither reset the failure count nor push a good one out of retention.
+    }
+
+    /// Checkpoint `id`, decided complete, is stored durably: it counts as completed (the
+    /// failure count resets, the minimum pause starts) and older checkpoints beyond the
+    /// retained number are discarded.
+    pub fn published(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        now_ms: u64,
+    ) -> Vec<Decision> {
+        let mut out = Vec::new();
         self.consecutive_failures = 0;
         self.last_completion_ms = Some(now_ms);
         if kind == CheckpointKind::Savepoint {
             // Savepoints belong to the user: never discarded by retention (as in Flink).
-            return;
+            return out;
         }
         self.completed.push_back(id);
         let keep = self.settings.retained.max(1);
@@ -472,6 +484,37 @@ impl CheckpointCoordinator {
         }
         if !discard.is_empty() {
             out.push(Decision::Discard(discard));
+        }
+        out
+    }
+
+    /// Checkpoint `id`, decided complete, could not be stored: it is aborted and counts as
+    /// a failed checkpoint (a savepoint does not count), which fails the job beyond the
+    /// tolerated number. Nothing is discarded: the last published checkpoint stays.
+    pub fn publish_failed(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        error: &str,
+    ) -> Vec<Decision> {
+        let mut out = vec![Decision::Abort {
+            id,
+            reason: AbortReason::NotStored(error.to_string()),
+        }];
+        if kind == CheckpointKind::Checkpoint {
+            self.count_failure(id, &mut out);
+        }
+        out
+    }
+
+    fn count_failure(&mut self, id: CheckpointId, out: &mut Vec<Decision>) {
+        self.consecutive_failures += 1;
+        if self.consecutive_failures > self.settings.tolerable_failures && !self.failed {
+            self.failed = true;
+            out.push(Decision::FailJob(format!(
+                "{} consecutive checkpoints failed (tolerable: {}); the last: {id}",
+                self.consecutive_failures, self.settings.tolerable_failures
+            )));
         }
     }
 
@@ -505,7 +548,7 @@ impl CheckpointCoordinator {
                 p.waiting.is_empty()
             });
             if done {
-                self.complete(id, now_ms, &mut out);
+                self.complete(id, &mut out);
             }
         }
         self.serve_queued_savepoints(now_ms, &mut out);
@@ -518,6 +561,11 @@ impl CheckpointCoordinator {
         for t in tasks {
             self.finished.remove(&t);
         }
+        // The failover that too many failed checkpoints asked for happened: checkpoints go
+        // on, counting failures afresh (else a job failed over once by its checkpoints would
+        // never checkpoint again).
+        self.failed = false;
+        self.consecutive_failures = 0;
     }
 
     /// Whether some source still runs: without one no barrier can be injected, so periodic
@@ -578,6 +626,21 @@ mod tests {
     const A: TaskRef = (0, 0);
     const B: TaskRef = (1, 0);
 
+    /// `out`, then what publishing each completed checkpoint in it successfully decides (the
+    /// actor reports a publish right after the `Complete`).
+    fn publish_all(c: &mut CheckpointCoordinator, out: Vec<Decision>, now: u64) -> Vec<Decision> {
+        let mut all = Vec::new();
+        for d in out {
+            let next = match &d {
+                Decision::Complete { id, kind } => c.published(*id, *kind, now),
+                _ => Vec::new(),
+            };
+            all.push(d);
+            all.extend(next);
+        }
+        all
+    }
+
     #[test]
     fn triggers_on_the_interval_one_at_a_time() {
         let mut c = CheckpointCoordinator::new(settings(100), vec![A, B], 0);
@@ -610,7 +673,8 @@ mod tests {
         s.min_pause = Duration::from_millis(500);
         let mut c = CheckpointCoordinator::new(s, vec![A], 0);
         let id = trigger_id(&c.tick(100));
-        c.acknowledge(id, A, 150);
+        let out = c.acknowledge(id, A, 150);
+        publish_all(&mut c, out, 150);
         assert!(c.tick(600).is_empty());
         assert_eq!(c.next_wakeup(), Some(650));
         assert_eq!(trigger_id(&c.tick(650)), CheckpointId(2));
@@ -645,13 +709,59 @@ mod tests {
         let id = trigger_id(&c.tick(100));
         assert_eq!(c.decline(id, A, "x").len(), 1);
         let id = trigger_id(&c.tick(200));
-        c.acknowledge(id, A, 210);
+        let out = c.acknowledge(id, A, 210);
+        publish_all(&mut c, out, 210);
         let id = trigger_id(&c.tick(310));
         assert_eq!(
             c.decline(id, A, "y").len(),
             1,
             "one failure again: tolerated"
         );
+    }
+
+    /// A checkpoint decided complete that the store could not publish is a failure: aborted,
+    /// counted (beyond the tolerance the job fails), and the last published checkpoint is not
+    /// discarded for it. After the failover, checkpoints go on with the count reset.
+    #[test]
+    fn a_checkpoint_the_store_refused_is_a_failure_and_discards_nothing() {
+        let mut s = settings(100);
+        s.retained = 1;
+        let mut c = CheckpointCoordinator::new(s, vec![A], 0);
+        let id1 = trigger_id(&c.tick(100));
+        let out = c.acknowledge(id1, A, 110);
+        assert!(
+            publish_all(&mut c, out, 110).len() == 1,
+            "nothing to discard yet"
+        );
+        let id2 = trigger_id(&c.tick(210));
+        assert_eq!(
+            c.acknowledge(id2, A, 220),
+            vec![Decision::Complete {
+                id: id2,
+                kind: CheckpointKind::Checkpoint
+            }]
+        );
+        let out = c.publish_failed(id2, CheckpointKind::Checkpoint, "no space left");
+        assert_eq!(
+            out[0],
+            Decision::Abort {
+                id: id2,
+                reason: AbortReason::NotStored("no space left".into())
+            }
+        );
+        assert!(matches!(&out[1], Decision::FailJob(m) if m.contains("1 consecutive")));
+        assert_eq!(out.len(), 2, "checkpoint {id1} is not discarded: {out:?}");
+        assert_eq!(c.completed(), vec![id1]);
+        assert!(c.tick(10_000).is_empty(), "failing: nothing triggered");
+        // The failover redeployed the tasks: checkpoints go on.
+        c.tasks_running([A]);
+        let id3 = trigger_id(&c.tick(10_100));
+        let out = c.acknowledge(id3, A, 10_110);
+        let out = publish_all(&mut c, out, 10_110);
+        assert_eq!(out.last(), Some(&Decision::Discard(vec![id1])));
+        // A refused savepoint fails nothing.
+        let out = c.publish_failed(CheckpointId(99), CheckpointKind::Savepoint, "x");
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
@@ -665,6 +775,7 @@ mod tests {
         assert!(c.tick(300).is_empty(), "two pending: the limit");
         c.acknowledge(id2, A, 310);
         let out = c.acknowledge(id2, B, 320);
+        assert!(c.published(id2, CheckpointKind::Checkpoint, 320).is_empty());
         assert_eq!(
             out,
             vec![
@@ -686,6 +797,7 @@ mod tests {
             let id = trigger_id(&c.tick(t));
             c.acknowledge(id, A, t + 1);
             let out = c.acknowledge(id, B, t + 2);
+            let out = publish_all(&mut c, out, t + 2);
             if t == 500 {
                 assert_eq!(out.last(), Some(&Decision::Discard(vec![id2])));
             }
@@ -817,14 +929,17 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let out = c.acknowledge(sp, A, 10);
+        let out = publish_all(&mut c, out, 10);
         assert!(
             !out.iter().any(|d| matches!(d, Decision::Discard(_))),
             "{out:?}"
         );
         let id = trigger_id(&c.tick(200));
         let out = c.acknowledge(id, A, 210);
+        let out = publish_all(&mut c, out, 210);
         let id2 = trigger_id(&c.tick(400));
         let out2 = c.acknowledge(id2, A, 410);
+        let out2 = publish_all(&mut c, out2, 410);
         // Only the periodic checkpoint is discarded, never the savepoints 3 and `sp`.
         assert!(
             !out.iter().any(|d| matches!(d, Decision::Discard(_))),

@@ -226,7 +226,10 @@ impl CoordinatorState {
                         }
                     }
                 }
-                Decision::Complete { id, kind } => self.complete(id, kind).await,
+                Decision::Complete { id, kind } => {
+                    let next = self.complete(id, kind).await;
+                    queue.extend(next);
+                }
                 Decision::Abort { id, reason } => {
                     let reason = format!("{reason:?}");
                     info!(job = %self.job, checkpoint = %id, %reason, "checkpoint aborted");
@@ -367,9 +370,12 @@ impl CoordinatorState {
         Ok((added, written))
     }
 
-    async fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) {
+    /// Publishes checkpoint `id` (all acknowledged) and tells the pure coordinator how it
+    /// went; returns its decisions (discards after a success; the abort, and the job's
+    /// failure beyond the tolerated number, after a failure).
+    async fn complete(&mut self, id: CheckpointId, kind: CheckpointKind) -> Vec<Decision> {
         let Some(mut c) = self.collected.remove(&id) else {
-            return;
+            return Vec::new();
         };
         // Subtasks that finished without acknowledging: their final state stands in.
         let (result, finals) = match self.add_finished(id, kind, &mut c).await {
@@ -382,9 +388,10 @@ impl CoordinatorState {
             },
             Err(e) => (Err(e), Vec::new()),
         };
-        match &result {
+        let next = match &result {
             Err(e) => {
                 error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the checkpoint");
+                self.pure.publish_failed(id, kind, e)
             }
             Ok(()) => {
                 // Their last transactions are in a completed checkpoint now: let the finished
@@ -394,8 +401,10 @@ impl CoordinatorState {
                         let _ = p.try_send(PriorityMessage::Complete(CheckpointId::FINAL));
                     }
                 }
+                let now = self.now_ms();
+                self.pure.published(id, kind, now)
             }
-        }
+        };
         if let Some((w, stop)) = self.savepoint_waiters.remove(&id) {
             if stop && result.is_ok() {
                 // The job stops with this savepoint: nothing after it may be committed.
@@ -409,6 +418,7 @@ impl CoordinatorState {
             }
             let _ = w.send(result.map(|()| id));
         }
+        next
     }
 
     async fn final_checkpoint(&mut self) {
@@ -420,12 +430,14 @@ impl CoordinatorState {
             .await
         {
             error!(job = %self.job, error = %e, "cannot store the final checkpoint");
+            self.final_failed(e);
             return;
         }
         self.finished.clear();
         self.finished_blobs.clear();
         if let Err(e) = self.publish(id, CheckpointKind::Checkpoint, c, true).await {
             error!(job = %self.job, checkpoint = %id, error = %e, "cannot publish the final checkpoint");
+            self.final_failed(e);
             return;
         }
         let keep = self.pure.settings().retained.max(1);
@@ -435,6 +447,17 @@ impl CoordinatorState {
             Ok(())
         })
         .await;
+    }
+
+    /// The final checkpoint could not be stored: the finished subtasks would wait for it
+    /// forever (their last transactions are committed only by it), so the job fails and its
+    /// restart strategy takes over (a restore replays from the last published checkpoint).
+    fn final_failed(&mut self, error: String) {
+        if let Some(s) = &self.supervisor {
+            let _ = s.cast(SupervisorMsg::CheckpointFailure(format!(
+                "the final checkpoint could not be stored: {error}"
+            )));
+        }
     }
 
     /// Tells the pure coordinator whether a barrier can still be injected somewhere.
