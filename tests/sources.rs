@@ -327,3 +327,41 @@ fn a_checkpoint_waits_for_a_source_that_is_not_ready() {
     let events = events.lock().unwrap().clone();
     assert_eq!(common::restarts_from_checkpoints(&events), 1, "{events:?}");
 }
+
+/// A source that becomes ready only with its last batch: the waiting checkpoint is taken at
+/// its end (or the final state stands in for it), never declined, so the job ends without a
+/// failure and every checkpoint it records is at the end.
+#[test]
+fn a_source_ready_only_at_its_end_finishes_without_a_failed_checkpoint() {
+    let (env, events) = common::checkpointed_env(1, Duration::from_millis(5), "");
+    let positions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p = positions.clone();
+    let out = env
+        .add_source(
+            "snapshotting",
+            actorflow::SourceFn::new(move |_: &TaskInfo| Snapshotting {
+                next: 0,
+                end: 3_000,
+                snapshot: 3_000,
+                positions: p.clone(),
+            })
+            .bounded(),
+        )
+        .collect();
+    env.execute_blocking("ready at the end").unwrap();
+    assert_eq!(out.take().len(), 3_000);
+    let positions = positions.lock().unwrap().clone();
+    assert!(
+        !positions.is_empty() && positions.iter().all(|p| *p == 3_000),
+        "{positions:?}"
+    );
+    let events = events.lock().unwrap().clone();
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            actorflow::checkpoint::JobEvent::CheckpointAborted { .. }
+                | actorflow::checkpoint::JobEvent::Restart { .. }
+        )),
+        "{events:?}"
+    );
+}

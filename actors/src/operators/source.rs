@@ -134,8 +134,9 @@ pub trait Source: Send + 'static {
     /// initial snapshot of a database that a restart could not continue, for example. A
     /// checkpoint triggered meanwhile **waits** (the source keeps running, and its barrier
     /// leaves right after the batch that makes it ready), instead of being declined; like any
-    /// checkpoint it is aborted if the checkpoint timeout passes first. Asked between two
-    /// calls of [`next_batch`](Self::next_batch).
+    /// checkpoint it is aborted if the checkpoint timeout passes first; if the source ends
+    /// before it is ready, its final state stands in for the waiting checkpoints. Asked
+    /// between two calls of [`next_batch`](Self::next_batch).
     fn is_ready_for_checkpoint(&self) -> bool {
         true
     }

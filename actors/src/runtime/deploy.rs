@@ -502,7 +502,7 @@ impl Deployer<'_> {
             checkpointing,
             fault: self.ctx.faults.and_then(|f| f.hook(&name, index)),
             deferred: Vec::new(),
-            postponed: None,
+            postponed: Vec::new(),
             vertex: name,
             index,
             parallelism: vertex.parallelism,

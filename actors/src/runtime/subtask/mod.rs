@@ -76,9 +76,9 @@ pub(crate) struct Subtask {
     pub(crate) fault: Option<FaultHook>,
     /// Checkpoint messages that arrived while the subtask could only act on cancellation.
     pub(crate) deferred: Vec<PriorityMessage>,
-    /// A checkpoint triggered while the source was not ready for one
-    /// (`Source::is_ready_for_checkpoint`): taken once it is.
-    pub(crate) postponed: Option<CheckpointBarrier>,
+    /// Checkpoints triggered while the source was not ready for one
+    /// (`Source::is_ready_for_checkpoint`), oldest first: taken once it is.
+    pub(crate) postponed: Vec<CheckpointBarrier>,
     /// Notified by operators whose asynchronous work completed (see `TaskInfo::wakeup`).
     pub(crate) wakeup: Arc<tokio::sync::Notify>,
 }
@@ -431,15 +431,7 @@ impl Subtask {
             PriorityMessage::Trigger(barrier) => match head {
                 Some(h) if !h.source.is_ready_for_checkpoint() => {
                     debug!(checkpoint = %barrier.id, "the source is not ready: the checkpoint waits");
-                    if let Some(older) = self.postponed.replace(barrier) {
-                        self.decline(
-                            older.id,
-                            format!(
-                                "{}: not ready for a checkpoint until checkpoint {} was triggered",
-                                h.label, barrier.id
-                            ),
-                        );
-                    }
+                    self.postponed.push(barrier);
                 }
                 _ => self.take_checkpoint(head, barrier).await?,
             },
@@ -472,9 +464,7 @@ impl Subtask {
                 self.notify_sinks(id).await?;
             }
             PriorityMessage::Abort(id) => {
-                if self.postponed.is_some_and(|b| b.id <= id) {
-                    self.postponed = None;
-                }
+                self.postponed.retain(|b| b.id > id);
                 let out = self.aligner.abort(id);
                 if out.unblock_all {
                     self.gate.unblock_all();
@@ -1005,15 +995,11 @@ impl Subtask {
             }
             let end = status == SourceStatus::End;
             if end {
-                // A checkpoint still waiting for the source is taken before the end if it
-                // can be (the final checkpoint follows anyway).
+                // Checkpoints still waiting for the source are taken before the end if it
+                // is ready now; otherwise its final state stands in for them (it emitted
+                // none of their barriers, so all it did precedes them).
                 self.take_postponed(head).await?;
-                if let Some(b) = self.postponed.take() {
-                    self.decline(
-                        b.id,
-                        format!("{}: ended before it was ready for a checkpoint", head.label),
-                    );
-                }
+                self.postponed.clear();
                 // A bounded input ends event time: the maximum watermark fires every pending
                 // event-time timer downstream, then end of input follows.
                 signal_outputs(
@@ -1036,14 +1022,13 @@ impl Subtask {
         }
     }
 
-    /// Takes the checkpoint postponed while the source was not ready, if it is now.
+    /// Takes the checkpoints postponed while the source was not ready, if it is now.
     async fn take_postponed(&mut self, head: &mut SourceHead) -> Result<(), Stop> {
-        if self.postponed.is_some()
-            && head.source.is_ready_for_checkpoint()
-            && let Some(barrier) = self.postponed.take()
-        {
-            debug!(checkpoint = %barrier.id, "the source is ready: taking the checkpoint");
-            self.take_checkpoint(Some(head), barrier).await?;
+        if !self.postponed.is_empty() && head.source.is_ready_for_checkpoint() {
+            for barrier in std::mem::take(&mut self.postponed) {
+                debug!(checkpoint = %barrier.id, "the source is ready: taking the checkpoint");
+                self.take_checkpoint(Some(head), barrier).await?;
+            }
         }
         Ok(())
     }
