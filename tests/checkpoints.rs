@@ -1283,20 +1283,12 @@ impl SnapshotStore for WatchedStore {
 fn a_checkpoint_the_store_cannot_publish_fails_over_from_the_last_published_one() {
     let expected = reference();
     let store = Arc::new(WatchedStore::refusing_commit(3));
-    let env = StreamExecutionEnvironment::new();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let e = events.clone();
-    env.enable_checkpointing(Duration::from_millis(30))
-        .set_checkpoint_storage(store.clone())
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 3,
-            delay: Duration::from_millis(10),
-        })
-        .set_job_listener(Arc::new(move |ev| e.lock().unwrap().push(ev.clone())));
-    let out = job(&env, 2);
-    env.execute_blocking("refused commit").unwrap();
-    assert_eq!(sorted(out.take()), expected);
-    let events = events.lock().unwrap().clone();
+    let r = run(2, "", |env| {
+        env.enable_checkpointing(Duration::from_millis(30))
+            .set_checkpoint_storage(store);
+    });
+    assert_eq!(r.rows, expected);
+    let events = r.events;
     let refused = events.iter().find_map(|e| match e {
         JobEvent::CheckpointAborted { id, reason } if reason.contains("NotStored") => Some(*id),
         _ => None,

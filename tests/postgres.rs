@@ -99,6 +99,40 @@ fn sink(url: &str, table: &str, prefix: &str) -> PostgresSink<u64> {
         .unwrap()
 }
 
+/// An environment at `parallelism` that checkpoints every 40 ms into memory, restarts up to
+/// `attempts` times 10 ms apart, and injects `faults` (a `FaultPlan`).
+fn restarting_env(parallelism: u32, attempts: u32, faults: &str) -> StreamExecutionEnvironment {
+    let env = common::env(parallelism);
+    env.enable_checkpointing(Duration::from_millis(40))
+        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
+        .set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts,
+            delay: Duration::from_millis(10),
+        })
+        .set_fault_plan(FaultPlan::parse(faults).unwrap());
+    env
+}
+
+/// Generator (rebalanced) -> "boom" (where faults fire) -> the sink (`uid`); the sink's side
+/// output of rejected rows, collected.
+fn rejecting_pipeline(
+    env: &StreamExecutionEnvironment,
+    records: u64,
+    rate: f64,
+    sink: PostgresSink<u64>,
+    uid: &str,
+    rejected: &OutputTag<RejectedRow<u64>>,
+) -> actorflow::Collected<RejectedRow<u64>> {
+    env.from_generator(GeneratorSource::new(records, |i| i).with_rate_limit(rate))
+        .rebalance()
+        .map(|i: u64| i)
+        .name("boom")
+        .add_sink("pg", move |_: &TaskInfo| Ok(sink.clone()))
+        .uid(uid)
+        .get_side_output(rejected)
+        .collect()
+}
+
 /// Generator -> "boom" (where faults fire) -> the sink, at `parallelism`.
 fn pipeline(env: &StreamExecutionEnvironment, records: u64, rate: f64, sink: PostgresSink<u64>) {
     env.from_generator(GeneratorSource::new(records, |i| i).with_rate_limit(rate))
@@ -115,16 +149,7 @@ async fn exactly_once_through_injected_failures_at_parallelism_1_and_3() {
     for p in [1u32, 3] {
         let t = table("eo");
         let pre = prefix(&format!("eo{p}"));
-        let env = common::env(p);
-        env.enable_checkpointing(Duration::from_millis(40))
-            .set_checkpoint_storage(Arc::new(MemoryStore::new()))
-            .set_restart_strategy(RestartStrategy::FixedDelay {
-                attempts: 5,
-                delay: Duration::from_millis(10),
-            })
-            .set_fault_plan(
-                FaultPlan::parse("panic@boom#0:records=2000,panic@boom:records=3000").unwrap(),
-            );
+        let env = restarting_env(p, 5, "panic@boom#0:records=2000,panic@boom:records=3000");
         pipeline(&env, 20_000, 40_000.0, sink(&url, &t, &pre));
         let r = common::run(&env).await.unwrap();
         assert!(
@@ -386,14 +411,7 @@ async fn bad_rows_fail_the_job_with_the_row_or_go_to_the_dead_letter_table() {
     // Dead letters: the good rows once each, the bad ones in the other table.
     let t = table("dead");
     let dead = format!("{t}_bad");
-    let env = common::env(2);
-    env.enable_checkpointing(Duration::from_millis(40))
-        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 3,
-            delay: Duration::from_millis(10),
-        })
-        .set_fault_plan(FaultPlan::parse("panic@pg#1:records=2000").unwrap());
+    let env = restarting_env(2, 3, "panic@pg#1:records=2000");
     let s = checked_sink(
         &url,
         &t,
@@ -436,23 +454,8 @@ async fn bad_rows_go_to_the_side_output_exactly_once() {
         .bad_rows_to(&rejected)
         .build()
         .unwrap();
-    let env = common::env(2);
-    env.enable_checkpointing(Duration::from_millis(40))
-        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 3,
-            delay: Duration::from_millis(10),
-        })
-        .set_fault_plan(FaultPlan::parse("panic@boom#1:records=2500").unwrap());
-    let side = env
-        .from_generator(GeneratorSource::new(10_000, |i| i).with_rate_limit(40_000.0))
-        .rebalance()
-        .map(|i: u64| i)
-        .name("boom")
-        .add_sink("pg", move |_: &TaskInfo| Ok(s.clone()))
-        .uid("pg-side")
-        .get_side_output(&rejected)
-        .collect();
+    let env = restarting_env(2, 3, "panic@boom#1:records=2500");
+    let side = rejecting_pipeline(&env, 10_000, 40_000.0, s, "pg-side", &rejected);
     let r = common::run(&env).await.unwrap();
     assert!(r.metrics.restarts >= 1, "{} restarts", r.metrics.restarts);
     assert_eq!(ids(&client, &t).await, (9_990, 9_990, Some(0), Some(9_999)));
@@ -523,23 +526,8 @@ async fn a_user_statement_writes_exactly_once() {
         .bad_rows_to(&rejected)
         .build()
         .unwrap();
-    let env = common::env(2);
-    env.enable_checkpointing(Duration::from_millis(40))
-        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 3,
-            delay: Duration::from_millis(10),
-        })
-        .set_fault_plan(FaultPlan::parse("panic@boom#1:records=1500").unwrap());
-    let side = env
-        .from_generator(GeneratorSource::new(6_000, |i| i).with_rate_limit(30_000.0))
-        .rebalance()
-        .map(|i: u64| i)
-        .name("boom")
-        .add_sink("pg", move |_: &TaskInfo| Ok(s.clone()))
-        .uid("pg-stmt")
-        .get_side_output(&rejected)
-        .collect();
+    let env = restarting_env(2, 3, "panic@boom#1:records=1500");
+    let side = rejecting_pipeline(&env, 6_000, 30_000.0, s, "pg-stmt", &rejected);
     let r = common::run(&env).await.unwrap();
     assert!(r.metrics.restarts >= 1, "{} restarts", r.metrics.restarts);
     assert_eq!(ids(&client, &t).await, (5_994, 5_994, Some(0), Some(5_999)));
@@ -674,14 +662,7 @@ async fn upserts_end_with_the_same_table_through_failures() {
         .upsert(&["k"])
         .build()
         .unwrap();
-    let env = common::env(1);
-    env.enable_checkpointing(Duration::from_millis(40))
-        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 3,
-            delay: Duration::from_millis(10),
-        })
-        .set_fault_plan(FaultPlan::parse("panic@boom:records=5000").unwrap());
+    let env = restarting_env(1, 3, "panic@boom:records=5000");
     env.from_sequence(0, 9_999)
         .map(|i: u64| i)
         .name("boom")
@@ -1037,19 +1018,11 @@ async fn cdc_initial_snapshot_then_changes_without_gap_or_duplicate() {
     let dir = std::env::temp_dir().join(format!("actorflow-cdc-{t}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let env = common::env(1);
-    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let e = events.clone();
-    env.enable_checkpointing(Duration::from_millis(20))
-        .set_checkpoint_storage(Arc::new(MemoryStore::new()))
-        .set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 3,
-            delay: Duration::from_millis(10),
-        })
-        .set_job_listener(Arc::new(move |ev| e.lock().unwrap().push(ev.clone())))
-        .set_fault_plan(
-            FaultPlan::parse("panic@boom:records=1200,panic@boom:records=3300").unwrap(),
-        );
+    let (env, events) = common::checkpointed_env(
+        1,
+        Duration::from_millis(20),
+        "panic@boom:records=1200,panic@boom:records=3300",
+    );
     cdc_job_with(&env, &url, &t, &slot, &dir, |b| {
         b.initial_snapshot().batch_changes(100)
     });

@@ -8,8 +8,6 @@ mod common;
 
 use actorflow::SideOutputs;
 use actorflow::prelude::*;
-use actorflow_runtime::checkpoint::fault::FaultPlan;
-use actorflow_runtime::checkpoint::restart::RestartStrategy;
 use actorflow_runtime::checkpoint::types::JobEvent;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -157,18 +155,11 @@ fn side_records_are_exactly_once_through_failures() {
         (3, true, false),
         (2, false, true),
     ] {
-        let env = common::env(p);
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let e = events.clone();
-        env.enable_checkpointing(Duration::from_millis(30))
-            .set_restart_strategy(RestartStrategy::FixedDelay {
-                attempts: 5,
-                delay: Duration::from_millis(10),
-            })
-            .set_job_listener(Arc::new(move |ev| e.lock().unwrap().push(ev.clone())))
-            .set_fault_plan(
-                FaultPlan::parse("panic@boom#0:records=1000,panic@after#0:records=600").unwrap(),
-            );
+        let (env, events) = common::checkpointed_env(
+            p,
+            Duration::from_millis(30),
+            "panic@boom#0:records=1000,panic@after#0:records=600",
+        );
         if unaligned {
             env.checkpointing(|c| c.settings.unaligned = true);
         }

@@ -254,6 +254,30 @@ struct Snapshotting {
     positions: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
+impl Snapshotting {
+    /// The source (bounded) emitting 0..`end`, not ready before `snapshot`, and the
+    /// positions it checkpoints.
+    fn add(
+        env: &StreamExecutionEnvironment,
+        end: u64,
+        snapshot: u64,
+    ) -> (DataStream<u64>, std::sync::Arc<std::sync::Mutex<Vec<u64>>>) {
+        let positions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let p = positions.clone();
+        let stream = env.add_source(
+            "snapshotting",
+            actorflow::SourceFn::new(move |_: &TaskInfo| Snapshotting {
+                next: 0,
+                end,
+                snapshot,
+                positions: p.clone(),
+            })
+            .bounded(),
+        );
+        (stream, positions)
+    }
+}
+
 impl Source for Snapshotting {
     type Output = u64;
     async fn next_batch(&mut self, out: &mut Collector<u64>) -> Result<SourceStatus, UserError> {
@@ -298,22 +322,8 @@ impl Source for Snapshotting {
 fn a_checkpoint_waits_for_a_source_that_is_not_ready() {
     let (env, events) =
         common::checkpointed_env(1, Duration::from_millis(5), "panic@boom#0:records=9000");
-    let positions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let p = positions.clone();
-    let out = env
-        .add_source(
-            "snapshotting",
-            actorflow::SourceFn::new(move |_: &TaskInfo| Snapshotting {
-                next: 0,
-                end: 12_000,
-                snapshot: 5_000,
-                positions: p.clone(),
-            })
-            .bounded(),
-        )
-        .map(|v: u64| v)
-        .name("boom")
-        .collect();
+    let (stream, positions) = Snapshotting::add(&env, 12_000, 5_000);
+    let out = stream.map(|v: u64| v).name("boom").collect();
     env.execute_blocking("postponed").unwrap();
     let mut got = out.take();
     got.sort_unstable();
@@ -334,20 +344,8 @@ fn a_checkpoint_waits_for_a_source_that_is_not_ready() {
 #[test]
 fn a_source_ready_only_at_its_end_finishes_without_a_failed_checkpoint() {
     let (env, events) = common::checkpointed_env(1, Duration::from_millis(5), "");
-    let positions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let p = positions.clone();
-    let out = env
-        .add_source(
-            "snapshotting",
-            actorflow::SourceFn::new(move |_: &TaskInfo| Snapshotting {
-                next: 0,
-                end: 3_000,
-                snapshot: 3_000,
-                positions: p.clone(),
-            })
-            .bounded(),
-        )
-        .collect();
+    let (stream, positions) = Snapshotting::add(&env, 3_000, 3_000);
+    let out = stream.collect();
     env.execute_blocking("ready at the end").unwrap();
     assert_eq!(out.take().len(), 3_000);
     let positions = positions.lock().unwrap().clone();

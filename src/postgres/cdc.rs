@@ -29,6 +29,7 @@
 
 use super::PostgresError;
 use super::replication::{self, Command, Event, Stream};
+use super::sink::{quote_ident, quote_literal};
 use crate::env::ParallelSource;
 use actorflow_runtime::checkpoint::types::{OperatorState, RestoredState};
 use actorflow_runtime::{
@@ -292,14 +293,6 @@ impl std::fmt::Debug for SnapshotEvent {
     }
 }
 
-/// `table` or `schema.table` with each part quoted.
-fn quote_table(t: &str) -> String {
-    t.split('.')
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
 /// Reads the initial snapshot of `config.tables`, creating the slot (dropped first if it
 /// exists) with an exported snapshot; sends rows in chunks of `config.batch_changes`.
 async fn read_snapshot(config: Arc<CdcConfig>, tx: tokio::sync::mpsc::Sender<SnapshotEvent>) {
@@ -352,15 +345,15 @@ async fn read_snapshot(config: Arc<CdcConfig>, tx: tokio::sync::mpsc::Sender<Sna
         let lsn = parse_lsn(&lsn).map_err(|e| e.to_string())?;
         client
             .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                snapshot.replace('\'', "''")
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                quote_literal(&snapshot)
             ))
             .await
             .map_err(|e| pg("cannot import the slot's snapshot", e))?;
         // Imported: the exporting connection may go.
         drop(repl);
         for table in &config.tables {
-            let quoted = quote_table(table);
+            let quoted = quote_ident(table);
             let name: String = client
                 .query_one(
                     "SELECT n.nspname || '.' || c.relname FROM pg_class c \
@@ -987,16 +980,7 @@ impl Source for PostgresCdcSource {
             .map_err(|e| self.err("cannot look up the publication", &e))?
             .get(0);
         if !exists {
-            let tables: Vec<String> = c
-                .tables
-                .iter()
-                .map(|t| {
-                    t.split('.')
-                        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
-                        .collect::<Vec<_>>()
-                        .join(".")
-                })
-                .collect();
+            let tables: Vec<String> = c.tables.iter().map(|t| quote_ident(t)).collect();
             self.client()?
                 .batch_execute(&format!(
                     "CREATE PUBLICATION {} FOR TABLE {}",

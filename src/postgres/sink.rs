@@ -483,14 +483,15 @@ impl<T> fmt::Debug for PostgresSink<T> {
 }
 
 /// `"name"`, or `"schema"."name"`.
-fn quote_ident(name: &str) -> String {
+pub(super) fn quote_ident(name: &str) -> String {
     name.split('.')
         .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(".")
 }
 
-fn quote_literal(s: &str) -> String {
+/// `'text'`, quotes doubled.
+pub(super) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

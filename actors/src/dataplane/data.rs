@@ -472,50 +472,59 @@ impl<X: Data> SideBuffer for Batch<X> {
     }
 }
 
+/// Pending side-output records per tag, in the order the tags were first used (shared by
+/// [`Collector`] and [`SideOutputs`]).
+#[derive(Default)]
+struct SideBuffers(Vec<(Arc<str>, Box<dyn SideBuffer>)>);
+
+impl SideBuffers {
+    /// Appends a record to the pending batch of side output `tag`. Two tags with one id but
+    /// different types get a batch each rather than mixing types in one; the runtime reports
+    /// the type mismatch downstream.
+    fn push<X: Data>(&mut self, tag: &OutputTag<X>, value: X, ts: Option<Timestamp>) {
+        let found = self
+            .0
+            .iter_mut()
+            .filter(|(id, _)| *id == tag.id)
+            .find_map(|(_, buf)| buf.as_any().downcast_mut::<Batch<X>>());
+        match found {
+            Some(batch) => batch.push_opt(value, ts),
+            None => {
+                let mut batch = Batch::<X>::new();
+                batch.push_opt(value, ts);
+                self.0.push((tag.id.clone(), Box::new(batch)));
+            }
+        }
+    }
+
+    /// Moves every non-empty pending batch, as a side emission, to `into`.
+    fn seal_into(&mut self, into: &mut Vec<Emission>) {
+        for (tag, buf) in &mut self.0 {
+            if let Some(b) = buf.seal() {
+                into.push(Emission::Side(tag.clone(), b));
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Extra {
     sealed: Vec<Emission>,
-    sides: Vec<(Arc<str>, Box<dyn SideBuffer>)>,
+    sides: SideBuffers,
 }
 
 impl fmt::Debug for Extra {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Extra")
             .field("sealed", &self.sealed.len())
-            .field("sides", &self.sides.len())
+            .field("sides", &self.sides.0.len())
             .finish()
     }
 }
 
 impl Extra {
-    /// Appends a record to the pending batch of side output `tag`.
-    fn push_side<X: Data>(&mut self, tag: &OutputTag<X>, value: X, ts: Option<Timestamp>) {
-        let pos = match self.sides.iter().position(|(id, _)| *id == tag.id) {
-            Some(p) => p,
-            None => {
-                self.sides
-                    .push((tag.id.clone(), Box::new(Batch::<X>::new())));
-                self.sides.len() - 1
-            }
-        };
-        if let Some(batch) = self.sides[pos].1.as_any().downcast_mut::<Batch<X>>() {
-            batch.push_opt(value, ts);
-        } else {
-            // Two tags with one id but different types: keep the record apart rather than
-            // mixing types in one batch; the runtime reports the type mismatch downstream.
-            let mut b = Batch::new();
-            b.push_opt(value, ts);
-            self.sealed
-                .push(Emission::Side(tag.id.clone(), DataBatch::new(b)));
-        }
-    }
-
     fn seal_sides(&mut self) {
-        for (tag, buf) in &mut self.sides {
-            if let Some(b) = buf.seal() {
-                self.sealed.push(Emission::Side(tag.clone(), b));
-            }
-        }
+        self.sides.seal_into(&mut self.sealed);
     }
 }
 
@@ -534,9 +543,7 @@ impl Extra {
 /// ```
 #[derive(Default)]
 pub struct SideOutputs {
-    /// Per tag (and type: two tags may share an id with different types, which the
-    /// runtime reports), its pending records, in the order the tags were first used.
-    sides: Vec<(Arc<str>, Box<dyn SideBuffer>)>,
+    sides: SideBuffers,
     len: usize,
 }
 
@@ -566,19 +573,7 @@ impl SideOutputs {
         value: X,
         ts: Option<Timestamp>,
     ) {
-        let found = self
-            .sides
-            .iter_mut()
-            .filter(|(id, _)| *id == tag.id)
-            .find_map(|(_, buf)| buf.as_any().downcast_mut::<Batch<X>>());
-        match found {
-            Some(batch) => batch.push_opt(value, ts),
-            None => {
-                let mut batch = Batch::<X>::new();
-                batch.push_opt(value, ts);
-                self.sides.push((tag.id.clone(), Box::new(batch)));
-            }
-        }
+        self.sides.push(tag, value, ts);
         self.len += 1;
     }
 
@@ -595,11 +590,7 @@ impl SideOutputs {
     /// Moves the emitted records, one batch per tag in the order the tags were first used,
     /// into `into`.
     pub fn take_emissions(&mut self, into: &mut Vec<Emission>) {
-        for (tag, buf) in &mut self.sides {
-            if let Some(b) = buf.seal() {
-                into.push(Emission::Side(tag.clone(), b));
-            }
-        }
+        self.sides.seal_into(into);
         self.len = 0;
     }
 }
@@ -691,7 +682,8 @@ impl<T: Data> Collector<T> {
     ) {
         self.extra
             .get_or_insert_with(Box::default)
-            .push_side(tag, value, ts);
+            .sides
+            .push(tag, value, ts);
     }
 
     /// Emits a watermark after every record emitted so far (operators that generate
@@ -729,7 +721,7 @@ impl<T: Data> Collector<T> {
             && self
                 .extra
                 .as_ref()
-                .is_none_or(|e| e.sealed.is_empty() && e.sides.is_empty())
+                .is_none_or(|e| e.sealed.is_empty() && e.sides.0.is_empty())
     }
 
     /// Moves everything emitted, in order, to `into`, leaving the collector empty.
